@@ -1,0 +1,261 @@
+//! The one place that picks the instruction set and splits work across threads.
+//!
+//! * [`Isa`] holds a pulp token proving the CPU has the instruction set; kernels take one and run
+//!   their `WithSimd` struct through [`Isa::run`]. [`Isa::detect`] picks the best one once (the
+//!   environment variable `DIAGPREC_ISA=scalar|avx2|avx512` lowers it, for comparisons), and
+//!   [`Isa::available`] lists every level this machine can run, so tests cover them all.
+//! * Threads come from one crate-wide rayon pool, sized by [`set_num_threads`]. Work is split at
+//!   fixed block boundaries by [`map_reduce_blocks`], whose reduction tree depends only on the
+//!   length and the block size: results are bitwise identical for any thread count.
+
+use crate::error::{Error, ErrorKind, Result};
+use pulp::{Simd, WithSimd};
+use std::sync::{Arc, OnceLock, RwLock};
+
+#[derive(Clone, Copy, Debug)]
+enum Token {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Avx2(pulp::x86::V3),
+    #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+    Avx512(pulp::x86::V4),
+    #[cfg(not(target_arch = "x86_64"))]
+    Native(pulp::Arch),
+}
+
+/// An instruction set that this CPU supports (it can only be obtained from detection).
+#[derive(Clone, Copy, Debug)]
+pub struct Isa(Token);
+
+impl Isa {
+    /// The portable one-lane backend: always available; the baseline every other ISA is tested
+    /// against.
+    pub fn scalar() -> Self {
+        Isa(Token::Scalar)
+    }
+
+    /// Every instruction set this machine can run, lowest first.
+    pub fn available() -> Vec<Isa> {
+        let mut out = vec![Isa::scalar()];
+        #[cfg(target_arch = "x86_64")]
+        if let Some(v3) = pulp::x86::V3::try_new() {
+            out.push(Isa(Token::Avx2(v3)));
+        }
+        #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+        if let Some(v4) = pulp::x86::V4::try_new() {
+            out.push(Isa(Token::Avx512(v4)));
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        if !matches!(pulp::Arch::new(), pulp::Arch::Scalar) {
+            out.push(Isa(Token::Native(pulp::Arch::new())));
+        }
+        out
+    }
+
+    /// The best available instruction set, or the one named by `DIAGPREC_ISA` if this machine has
+    /// it. Detected once per process.
+    pub fn detect() -> Isa {
+        static DETECTED: OnceLock<Isa> = OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            let available = Isa::available();
+            let wanted = std::env::var("DIAGPREC_ISA").ok();
+            wanted
+                .and_then(|name| available.iter().copied().find(|isa| isa.name() == name))
+                .unwrap_or(*available.last().expect("scalar is always available"))
+        })
+    }
+
+    /// A short name: `scalar`, `avx2`, `avx512` or `neon`.
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            Token::Scalar => "scalar",
+            #[cfg(target_arch = "x86_64")]
+            Token::Avx2(_) => "avx2",
+            #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+            Token::Avx512(_) => "avx512",
+            #[cfg(not(target_arch = "x86_64"))]
+            Token::Native(_) => "neon",
+        }
+    }
+
+    /// Runs `op` with this instruction set enabled.
+    #[inline]
+    pub fn run<Op: WithSimd>(self, op: Op) -> Op::Output {
+        match self.0 {
+            Token::Scalar => Simd::vectorize(pulp::Scalar, op),
+            #[cfg(target_arch = "x86_64")]
+            Token::Avx2(simd) => Simd::vectorize(simd, op),
+            #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+            Token::Avx512(simd) => Simd::vectorize(simd, op),
+            #[cfg(not(target_arch = "x86_64"))]
+            Token::Native(arch) => arch.dispatch(op),
+        }
+    }
+}
+
+static POOL: RwLock<Option<Arc<rayon::ThreadPool>>> = RwLock::new(None);
+
+fn build_pool(n_threads: usize) -> Result<Arc<rayon::ThreadPool>> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n_threads)
+        .thread_name(|i| format!("diagprec-{i}"))
+        .build()
+        .map(Arc::new)
+        .map_err(|e| Error::new(ErrorKind::Allocation, format!("cannot start threads: {e}")))
+}
+
+/// Sets the number of threads the crate's kernels use; `0` means one per core.
+/// Results do not depend on it.
+pub fn set_num_threads(n_threads: usize) -> Result<()> {
+    let pool = build_pool(n_threads)?;
+    *POOL.write().unwrap_or_else(|e| e.into_inner()) = Some(pool);
+    Ok(())
+}
+
+/// The crate's thread pool, created with one thread per core on first use.
+pub(crate) fn pool() -> Result<Arc<rayon::ThreadPool>> {
+    if let Some(pool) = POOL.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        return Ok(pool.clone());
+    }
+    let mut slot = POOL.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(pool) = slot.as_ref() {
+        return Ok(pool.clone());
+    }
+    let pool = build_pool(0)?;
+    *slot = Some(pool.clone());
+    Ok(pool)
+}
+
+/// The number of threads kernels will use.
+pub fn num_threads() -> usize {
+    pool().map(|p| p.current_num_threads()).unwrap_or(1)
+}
+
+/// Whether a call may use the crate's thread pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Par {
+    /// Run on the calling thread only.
+    Seq,
+    /// Use the crate's pool (see [`set_num_threads`]) when the work is large enough.
+    #[default]
+    Pool,
+}
+
+/// Work that can be cut in two at an element index (a set of equally long slices).
+pub(crate) trait Split: Send + Sized {
+    /// Number of elements.
+    fn len(&self) -> usize;
+    /// The first `mid` elements and the rest.
+    fn split_at(self, mid: usize) -> (Self, Self);
+}
+
+/// Cuts `work` into blocks of `block` elements (the last one shorter) and runs `map` on each,
+/// combining results with `reduce` along a binary tree fixed by `work.len()` and `block` alone.
+/// Runs on the crate's pool when there are at least two blocks and more than one thread;
+/// otherwise on the calling thread, along the same tree.
+pub(crate) fn map_reduce_blocks<W, R, M, F>(
+    par: Par,
+    work: W,
+    block: usize,
+    map: &M,
+    reduce: &F,
+) -> Result<R>
+where
+    W: Split,
+    R: Send,
+    M: Fn(W) -> R + Sync,
+    F: Fn(R, R) -> R + Sync,
+{
+    let block = block.max(1);
+    let pool = if par == Par::Pool && work.len() > block {
+        Some(pool()?)
+    } else {
+        None
+    };
+    Ok(match pool {
+        Some(pool) if pool.current_num_threads() > 1 => {
+            pool.install(|| recurse(work, block, true, map, reduce))
+        }
+        _ => recurse(work, block, false, map, reduce),
+    })
+}
+
+fn recurse<W, R, M, F>(work: W, block: usize, parallel: bool, map: &M, reduce: &F) -> R
+where
+    W: Split,
+    R: Send,
+    M: Fn(W) -> R + Sync,
+    F: Fn(R, R) -> R + Sync,
+{
+    let n_blocks = work.len().div_ceil(block);
+    if n_blocks <= 1 {
+        return map(work);
+    }
+    let (left, right) = work.split_at(n_blocks.div_ceil(2) * block);
+    let (a, b) = if parallel {
+        rayon::join(
+            || recurse(left, block, true, map, reduce),
+            || recurse(right, block, true, map, reduce),
+        )
+    } else {
+        (
+            recurse(left, block, false, map, reduce),
+            recurse(right, block, false, map, reduce),
+        )
+    };
+    reduce(a, b)
+}
+
+/// Runs `f` on each item, in parallel on the crate's pool when there are several items and
+/// threads. For work whose items are already balanced (see the multi-tensor entry points).
+pub(crate) fn for_each_item<T: Send, F: Fn(T) + Sync>(par: Par, items: Vec<T>, f: F) -> Result<()> {
+    use rayon::prelude::*;
+    if par == Par::Pool && items.len() > 1 {
+        let pool = pool()?;
+        if pool.current_num_threads() > 1 {
+            pool.install(|| items.into_par_iter().for_each(&f));
+            return Ok(());
+        }
+    }
+    items.into_iter().for_each(f);
+    Ok(())
+}
+
+/// Sums `x * 0` over a slice: zero when every value is finite, NaN otherwise.
+/// Used by the finite checks of every kernel family.
+pub(crate) struct FiniteScan<'a> {
+    pub values: &'a [f32],
+    pub scale: f32,
+}
+
+impl WithSimd for FiniteScan<'_> {
+    type Output = bool;
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> bool {
+        let (head, tail) = S::as_simd_f32s(self.values);
+        let scale = simd.splat_f32s(self.scale);
+        let zero = simd.splat_f32s(0.0);
+        // PERF: four independent accumulators hide the add latency.
+        let mut acc = [zero; 4];
+        let (quads, rest) = pulp::as_arrays::<4, _>(head);
+        for quad in quads {
+            for k in 0..4 {
+                acc[k] = finite_lane(simd, acc[k], quad[k], scale);
+            }
+        }
+        for &x in rest {
+            acc[0] = finite_lane(simd, acc[0], x, scale);
+        }
+        // Zero padding in the tail is finite, so the tail runs the same lane function.
+        acc[1] = finite_lane(simd, acc[1], simd.partial_load_f32s(tail), scale);
+        let total = simd.add_f32s(simd.add_f32s(acc[0], acc[1]), simd.add_f32s(acc[2], acc[3]));
+        simd.reduce_sum_f32s(total) == 0.0
+    }
+}
+
+/// `acc + (x * scale) * 0`: stays zero while `x * scale` is finite, becomes NaN otherwise.
+#[inline(always)]
+fn finite_lane<S: Simd>(simd: S, acc: S::f32s, x: S::f32s, scale: S::f32s) -> S::f32s {
+    simd.mul_add_f32s(simd.mul_f32s(x, scale), simd.splat_f32s(0.0), acc)
+}

@@ -1,0 +1,61 @@
+//! Library-wide exports: version, status names, the last error message, threads, the ISA.
+
+use super::{dp_status, guard};
+use crate::dispatch::{self, Isa};
+use std::ffi::c_char;
+
+/// The library version, `"MAJOR.MINOR.PATCH"`. The ABI is stable within a major version.
+#[no_mangle]
+pub extern "C" fn dp_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// The name of a status code (`"DP_ERR_LENGTH"`), or `"DP_UNKNOWN_STATUS"`. Never NULL.
+#[no_mangle]
+pub extern "C" fn dp_status_str(status: i32) -> *const c_char {
+    let name: &'static str = match status {
+        0 => "DP_OK\0",
+        1 => "DP_ERR_NULL_POINTER\0",
+        2 => "DP_ERR_LENGTH\0",
+        3 => "DP_ERR_ALIASING\0",
+        4 => "DP_ERR_INVALID_HYPERPARAMETER\0",
+        5 => "DP_ERR_NON_FINITE\0",
+        6 => "DP_ERR_PANIC\0",
+        7 => "DP_ERR_INVALID_ARGUMENT\0",
+        8 => "DP_ERR_ALLOCATION\0",
+        _ => "DP_UNKNOWN_STATUS\0",
+    };
+    name.as_ptr().cast()
+}
+
+/// Why the last call on this thread failed ("" after a success). Never NULL; valid until the
+/// next diagprec call on the same thread.
+#[no_mangle]
+pub extern "C" fn dp_last_error_message() -> *const c_char {
+    super::LAST_ERROR.with(|slot| slot.borrow().as_ptr())
+}
+
+/// Sets the number of threads the kernels use (0 = one per core). Results do not depend on it.
+#[no_mangle]
+pub extern "C" fn dp_set_num_threads(n_threads: usize) -> dp_status {
+    guard(|| dispatch::set_num_threads(n_threads))
+}
+
+/// The number of threads the kernels use.
+#[no_mangle]
+pub extern "C" fn dp_get_num_threads() -> usize {
+    dispatch::num_threads()
+}
+
+/// The instruction set the kernels run on: "scalar", "avx2", "avx512" or "neon".
+#[no_mangle]
+pub extern "C" fn dp_isa_name() -> *const c_char {
+    match Isa::detect().name() {
+        "avx2" => "avx2\0",
+        "avx512" => "avx512\0",
+        "neon" => "neon\0",
+        _ => "scalar\0",
+    }
+    .as_ptr()
+    .cast()
+}

@@ -1,0 +1,572 @@
+//! # Adam / AdamW step (f32)
+//!
+//! With `t` the 1-based step count, for every element (DESIGN.md 2.1; the same operations, in the
+//! same order, as `torch.optim.Adam` / `torch.optim.AdamW` with `foreach=False` on the CPU):
+//!
+//! ```text
+//! g     <- g * inv_grad_scale                       (1.0: no unscale)
+//! g     <- -g                                       if maximize
+//! g     <- fma(theta, wd, g)                        Adam: L2 weight decay
+//! theta <- theta * (1 - lr * wd)                    AdamW: decoupled weight decay
+//! m     <- fma(1 - beta1, g - m, m)                 torch's lerp (|1 - beta1| < 0.5; else
+//!                                                   fma(-beta1, g - m, g))
+//! v     <- v * beta2 + ((1 - beta2) * g) * g        torch's mul_ then addcmul_, unfused
+//! vmax  <- max(vmax, v), and vmax replaces v below  if amsgrad
+//! theta <- theta + (-(lr / bc1) * m) / (sqrt(v) / sqrt(bc2) + eps)
+//!          with bc1 = 1 - beta1^t, bc2 = 1 - beta2^t
+//! ```
+//!
+//! The scalars (`1 - beta`, `lr / bc1`, `sqrt(bc2)`, `1 - lr * wd`) are computed in f64 and rounded
+//! to f32, as PyTorch does; the per-element arithmetic is f32.
+//!
+//! **Storage**: `param`, `grad`, `exp_avg` (`m`), `exp_avg_sq` (`v`) and, with amsgrad,
+//! `max_exp_avg_sq` (`vmax`) are equally long, contiguous f32 slices; any alignment.
+//!
+//! **Accuracy**: every instruction set runs the same operations (fused exactly where listed
+//! above), so results are bitwise identical across scalar, AVX2 and AVX-512, and across thread
+//! counts. Against the f64 reference [`crate::reference::adam_step`], one step is within a few
+//! ulp of the magnitudes involved (the bound is written in `tests/adam.rs`).
+//!
+//! **Non-finite gradients**: with `check_finite`, the whole gradient (after unscaling) is scanned
+//! first; if any value is NaN or infinite, [`ErrorKind::NonFinite`] is returned and nothing is
+//! written (the AMP "found_inf, skip the step" contract). The scan costs one extra read of `grad`.
+
+use crate::dispatch::{self, FiniteScan, Isa, Par, Split};
+use crate::error::{self, Error, ErrorKind, Result};
+use pulp::{Simd, WithSimd};
+
+/// Adam/AdamW hyperparameters. `Default` gives PyTorch's defaults (`lr = 1e-3`,
+/// `betas = (0.9, 0.999)`, `eps = 1e-8`, no weight decay).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamConfig {
+    /// Learning rate, finite and >= 0.
+    pub lr: f64,
+    /// First-moment decay, in [0, 1).
+    pub beta1: f64,
+    /// Second-moment decay, in [0, 1).
+    pub beta2: f64,
+    /// Added to the denominator, finite and > 0.
+    pub eps: f64,
+    /// Weight decay, finite and >= 0.
+    pub weight_decay: f64,
+    /// `true`: AdamW (decoupled decay `theta *= 1 - lr * wd`); `false`: Adam (L2 term in `g`).
+    pub decoupled_weight_decay: bool,
+    /// Use the running maximum of `v` (needs a `max_exp_avg_sq` buffer).
+    pub amsgrad: bool,
+    /// Ascend instead of descend.
+    pub maximize: bool,
+    /// Scan the gradient first and skip the step (writing nothing) if it is not finite.
+    pub check_finite: bool,
+    /// Multiplies the gradient first (an AMP loss-scale inverse), finite and > 0; 1 means none.
+    pub inv_grad_scale: f64,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decoupled_weight_decay: false,
+            amsgrad: false,
+            maximize: false,
+            check_finite: false,
+            inv_grad_scale: 1.0,
+        }
+    }
+}
+
+impl AdamConfig {
+    /// `torch.optim.AdamW` defaults (`weight_decay = 1e-2`, decoupled) with the given rate.
+    pub fn adamw(lr: f64) -> Self {
+        Self {
+            lr,
+            weight_decay: 1e-2,
+            decoupled_weight_decay: true,
+            ..Self::default()
+        }
+    }
+
+    /// Checks every hyperparameter against its range.
+    pub fn validate(&self) -> Result<()> {
+        error::check_non_negative("lr", self.lr)?;
+        error::check_half_open("beta1", self.beta1, 0.0, 1.0)?;
+        error::check_half_open("beta2", self.beta2, 0.0, 1.0)?;
+        error::check_positive("eps", self.eps)?;
+        error::check_non_negative("weight_decay", self.weight_decay)?;
+        error::check_positive("inv_grad_scale", self.inv_grad_scale)?;
+        Ok(())
+    }
+}
+
+/// The f32 scalars of one step, computed from the f64 hyperparameters as PyTorch does.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AdamCoefficients {
+    /// `inv_grad_scale`, negated when maximizing.
+    pub grad_factor: f32,
+    /// L2 weight decay added to the gradient (0 for AdamW).
+    pub l2: f32,
+    /// `1 - lr * wd` for AdamW, 1 otherwise.
+    pub decay: f32,
+    /// The lerp coefficient: `1 - beta1`, or `-beta1` when the lerp starts from `g`.
+    pub lerp_coeff: f32,
+    /// PyTorch's lerp switches formula at weight 0.5: `m + w (g - m)` or `g - (1 - w)(g - m)`.
+    pub lerp_from_grad: bool,
+    pub beta2: f32,
+    pub one_minus_beta2: f32,
+    pub bc2_sqrt: f32,
+    pub eps: f32,
+    /// `-(lr / bc1)`.
+    pub neg_step_size: f32,
+    pub amsgrad: bool,
+}
+
+impl AdamCoefficients {
+    /// The coefficients of step `step` (1-based). `cfg` must be valid.
+    pub(crate) fn new(cfg: &AdamConfig, step: u64) -> Self {
+        let t = step as f64;
+        // Python evaluates `beta ** step` with a float step and `bc2 ** 0.5`: pow, not powi/sqrt.
+        let bc1 = 1.0 - cfg.beta1.powf(t);
+        let bc2 = 1.0 - cfg.beta2.powf(t);
+        let lerp_weight = (1.0 - cfg.beta1) as f32;
+        let lerp_from_grad = lerp_weight.abs() >= 0.5;
+        let decoupled = cfg.decoupled_weight_decay && cfg.weight_decay != 0.0;
+        let l2 = !cfg.decoupled_weight_decay && cfg.weight_decay != 0.0;
+        Self {
+            grad_factor: if cfg.maximize {
+                -(cfg.inv_grad_scale as f32)
+            } else {
+                cfg.inv_grad_scale as f32
+            },
+            l2: if l2 { cfg.weight_decay as f32 } else { 0.0 },
+            decay: if decoupled {
+                (1.0 - cfg.lr * cfg.weight_decay) as f32
+            } else {
+                1.0
+            },
+            lerp_coeff: if lerp_from_grad {
+                lerp_weight - 1.0
+            } else {
+                lerp_weight
+            },
+            lerp_from_grad,
+            beta2: cfg.beta2 as f32,
+            one_minus_beta2: (1.0 - cfg.beta2) as f32,
+            bc2_sqrt: bc2.powf(0.5) as f32,
+            eps: cfg.eps as f32,
+            neg_step_size: (-(cfg.lr / bc1)) as f32,
+            amsgrad: cfg.amsgrad,
+        }
+    }
+}
+
+/// The coefficients broadcast to registers.
+struct Splat<S: Simd> {
+    grad_factor: S::f32s,
+    l2: S::f32s,
+    decay: S::f32s,
+    lerp_coeff: S::f32s,
+    beta2: S::f32s,
+    one_minus_beta2: S::f32s,
+    bc2_sqrt: S::f32s,
+    eps: S::f32s,
+    neg_step_size: S::f32s,
+    lerp_from_grad: bool,
+}
+
+impl<S: Simd> Splat<S> {
+    #[inline(always)]
+    fn new(simd: S, k: &AdamCoefficients) -> Self {
+        Self {
+            grad_factor: simd.splat_f32s(k.grad_factor),
+            l2: simd.splat_f32s(k.l2),
+            decay: simd.splat_f32s(k.decay),
+            lerp_coeff: simd.splat_f32s(k.lerp_coeff),
+            beta2: simd.splat_f32s(k.beta2),
+            one_minus_beta2: simd.splat_f32s(k.one_minus_beta2),
+            bc2_sqrt: simd.splat_f32s(k.bc2_sqrt),
+            eps: simd.splat_f32s(k.eps),
+            neg_step_size: simd.splat_f32s(k.neg_step_size),
+            lerp_from_grad: k.lerp_from_grad,
+        }
+    }
+}
+
+/// One register of the update: returns `(theta, m, v, vmax)`. The body and the masked tail both
+/// run this, so there is no scalar copy of the formula.
+#[inline(always)]
+fn adam_lane<S: Simd, const AMSGRAD: bool, const L2: bool>(
+    simd: S,
+    c: &Splat<S>,
+    [theta, g, m, v, vmax]: [S::f32s; 5],
+) -> [S::f32s; 4] {
+    let mut g = simd.mul_f32s(g, c.grad_factor);
+    if L2 {
+        g = simd.mul_add_f32s(theta, c.l2, g);
+    }
+    let theta = simd.mul_f32s(theta, c.decay);
+    let base = if c.lerp_from_grad { g } else { m };
+    let m = simd.mul_add_f32s(c.lerp_coeff, simd.sub_f32s(g, m), base);
+    let v = simd.add_f32s(
+        simd.mul_f32s(v, c.beta2),
+        simd.mul_f32s(simd.mul_f32s(c.one_minus_beta2, g), g),
+    );
+    // max written as compare + select so every ISA agrees (x86 max_ps is not symmetric in NaN).
+    let vmax = if AMSGRAD {
+        simd.select_f32s(simd.greater_than_f32s(vmax, v), vmax, v)
+    } else {
+        vmax
+    };
+    let v_hat = if AMSGRAD { vmax } else { v };
+    let denom = simd.add_f32s(simd.div_f32s(simd.sqrt_f32s(v_hat), c.bc2_sqrt), c.eps);
+    let theta = simd.add_f32s(
+        theta,
+        simd.div_f32s(simd.mul_f32s(c.neg_step_size, m), denom),
+    );
+    [theta, m, v, vmax]
+}
+
+/// Equally long slices of one contiguous piece of work. `vmax` is empty unless amsgrad.
+pub(crate) struct AdamBlock<'a> {
+    pub param: &'a mut [f32],
+    pub grad: &'a [f32],
+    pub exp_avg: &'a mut [f32],
+    pub exp_avg_sq: &'a mut [f32],
+    pub max_exp_avg_sq: &'a mut [f32],
+}
+
+impl Split for AdamBlock<'_> {
+    fn len(&self) -> usize {
+        self.param.len()
+    }
+
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (p0, p1) = self.param.split_at_mut(mid);
+        let (g0, g1) = self.grad.split_at(mid);
+        let (m0, m1) = self.exp_avg.split_at_mut(mid);
+        let (v0, v1) = self.exp_avg_sq.split_at_mut(mid);
+        let vmid = mid.min(self.max_exp_avg_sq.len());
+        let (x0, x1) = self.max_exp_avg_sq.split_at_mut(vmid);
+        (
+            AdamBlock {
+                param: p0,
+                grad: g0,
+                exp_avg: m0,
+                exp_avg_sq: v0,
+                max_exp_avg_sq: x0,
+            },
+            AdamBlock {
+                param: p1,
+                grad: g1,
+                exp_avg: m1,
+                exp_avg_sq: v1,
+                max_exp_avg_sq: x1,
+            },
+        )
+    }
+}
+
+struct AdamKernel<'a, const AMSGRAD: bool, const L2: bool> {
+    k: &'a AdamCoefficients,
+    block: AdamBlock<'a>,
+}
+
+impl<const AMSGRAD: bool, const L2: bool> WithSimd for AdamKernel<'_, AMSGRAD, L2> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let c = Splat::new(simd, self.k);
+        let AdamBlock {
+            param,
+            grad,
+            exp_avg,
+            exp_avg_sq,
+            max_exp_avg_sq,
+        } = self.block;
+        let (p_body, p_tail) = S::as_mut_simd_f32s(param);
+        let (g_body, g_tail) = S::as_simd_f32s(grad);
+        let (m_body, m_tail) = S::as_mut_simd_f32s(exp_avg);
+        let (v_body, v_tail) = S::as_mut_simd_f32s(exp_avg_sq);
+        let (x_body, x_tail) = S::as_mut_simd_f32s(max_exp_avg_sq);
+        let n = p_body.len();
+        // Equal lengths were checked by the caller; re-slicing lets the bounds checks go.
+        let (g_body, m_body, v_body) = (&g_body[..n], &mut m_body[..n], &mut v_body[..n]);
+        let x_body = if AMSGRAD { &mut x_body[..n] } else { x_body };
+        let zero = simd.splat_f32s(0.0);
+        for i in 0..n {
+            let vmax = if AMSGRAD { x_body[i] } else { zero };
+            let [p, m, v, x] = adam_lane::<S, AMSGRAD, L2>(
+                simd,
+                &c,
+                [p_body[i], g_body[i], m_body[i], v_body[i], vmax],
+            );
+            p_body[i] = p;
+            m_body[i] = m;
+            v_body[i] = v;
+            if AMSGRAD {
+                x_body[i] = x;
+            }
+        }
+        // The tail: the same lane function on zero-padded registers, stored under a mask.
+        if !p_tail.is_empty() {
+            let vmax = if AMSGRAD {
+                simd.partial_load_f32s(x_tail)
+            } else {
+                zero
+            };
+            let [p, m, v, x] = adam_lane::<S, AMSGRAD, L2>(
+                simd,
+                &c,
+                [
+                    simd.partial_load_f32s(p_tail),
+                    simd.partial_load_f32s(g_tail),
+                    simd.partial_load_f32s(m_tail),
+                    simd.partial_load_f32s(v_tail),
+                    vmax,
+                ],
+            );
+            simd.partial_store_f32s(p_tail, p);
+            simd.partial_store_f32s(m_tail, m);
+            simd.partial_store_f32s(v_tail, v);
+            if AMSGRAD {
+                simd.partial_store_f32s(x_tail, x);
+            }
+        }
+    }
+}
+
+/// Runs the update on one block on the calling thread.
+pub(crate) fn adam_update_block(isa: Isa, k: &AdamCoefficients, block: AdamBlock<'_>) {
+    match (k.amsgrad, k.l2 != 0.0) {
+        (false, false) => isa.run(AdamKernel::<false, false> { k, block }),
+        (false, true) => isa.run(AdamKernel::<false, true> { k, block }),
+        (true, false) => isa.run(AdamKernel::<true, false> { k, block }),
+        (true, true) => isa.run(AdamKernel::<true, true> { k, block }),
+    }
+}
+
+/// Elements per block: the unit of threading and of the finite scan (~450 KB of traffic).
+pub(crate) const BLOCK: usize = 1 << 14;
+
+/// Whether `grad * scale` is finite everywhere, scanning blocks in parallel.
+pub(crate) fn grad_is_finite(isa: Isa, par: Par, grad: &[f32], scale: f32) -> Result<bool> {
+    struct Grad<'a>(&'a [f32]);
+    impl Split for Grad<'_> {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn split_at(self, mid: usize) -> (Self, Self) {
+            let (a, b) = self.0.split_at(mid);
+            (Grad(a), Grad(b))
+        }
+    }
+    dispatch::map_reduce_blocks(
+        par,
+        Grad(grad),
+        BLOCK,
+        &|Grad(values)| isa.run(FiniteScan { values, scale }),
+        &|a, b| a && b,
+    )
+}
+
+fn non_finite_error() -> Error {
+    Error::new(
+        ErrorKind::NonFinite,
+        "the gradient holds NaN or Inf (after unscaling): step skipped, nothing written",
+    )
+}
+
+/// The buffers of one tensor for [`adam_step_multi`].
+#[derive(Debug)]
+pub struct AdamTensor<'a> {
+    pub param: &'a mut [f32],
+    pub grad: &'a [f32],
+    pub exp_avg: &'a mut [f32],
+    pub exp_avg_sq: &'a mut [f32],
+    /// Required with amsgrad; ignored otherwise.
+    pub max_exp_avg_sq: Option<&'a mut [f32]>,
+}
+
+impl AdamTensor<'_> {
+    fn check(&self, cfg: &AdamConfig, index: Option<usize>) -> Result<()> {
+        let prefix = index.map_or(String::new(), |i| format!("tensors[{i}]."));
+        let n = self.param.len();
+        let mut named = vec![
+            (format!("{prefix}grad"), self.grad.len()),
+            (format!("{prefix}exp_avg"), self.exp_avg.len()),
+            (format!("{prefix}exp_avg_sq"), self.exp_avg_sq.len()),
+        ];
+        if cfg.amsgrad {
+            match &self.max_exp_avg_sq {
+                Some(x) => named.push((format!("{prefix}max_exp_avg_sq"), x.len())),
+                None => {
+                    return Err(Error::new(
+                        ErrorKind::InvalidArgument,
+                        format!("amsgrad needs {prefix}max_exp_avg_sq"),
+                    ))
+                }
+            }
+        }
+        for (name, len) in named {
+            error::check_lengths(n, &[(&name, len)])?;
+        }
+        Ok(())
+    }
+
+    fn block(&mut self, amsgrad: bool) -> AdamBlock<'_> {
+        AdamBlock {
+            param: &mut *self.param,
+            grad: self.grad,
+            exp_avg: &mut *self.exp_avg,
+            exp_avg_sq: &mut *self.exp_avg_sq,
+            max_exp_avg_sq: match (&mut self.max_exp_avg_sq, amsgrad) {
+                (Some(x), true) => x,
+                _ => &mut [],
+            },
+        }
+    }
+}
+
+fn check_step(step: u64) -> Result<()> {
+    if step == 0 {
+        return Err(Error::hyperparameter("step = 0: steps are counted from 1"));
+    }
+    Ok(())
+}
+
+/// One Adam/AdamW step over one tensor (see the module docs for the math), on the best
+/// instruction set and the crate's thread pool.
+///
+/// Errors: [`ErrorKind::Length`] if the slices differ in length, [`ErrorKind::InvalidArgument`]
+/// if amsgrad is on without `max_exp_avg_sq`, [`ErrorKind::InvalidHyperparameter`] for a bad
+/// config or `step == 0`, [`ErrorKind::NonFinite`] when `check_finite` finds NaN/Inf. Nothing is
+/// written on error.
+pub fn adam_step(
+    cfg: &AdamConfig,
+    step: u64,
+    param: &mut [f32],
+    grad: &[f32],
+    exp_avg: &mut [f32],
+    exp_avg_sq: &mut [f32],
+    max_exp_avg_sq: Option<&mut [f32]>,
+) -> Result<()> {
+    adam_step_with(
+        Isa::detect(),
+        Par::Pool,
+        cfg,
+        step,
+        AdamTensor {
+            param,
+            grad,
+            exp_avg,
+            exp_avg_sq,
+            max_exp_avg_sq,
+        },
+    )
+}
+
+/// [`adam_step`] on a chosen instruction set and parallelism (the low-level tier).
+pub fn adam_step_with(
+    isa: Isa,
+    par: Par,
+    cfg: &AdamConfig,
+    step: u64,
+    mut tensor: AdamTensor<'_>,
+) -> Result<()> {
+    cfg.validate()?;
+    check_step(step)?;
+    tensor.check(cfg, None)?;
+    let k = AdamCoefficients::new(cfg, step);
+    if cfg.check_finite && !grad_is_finite(isa, par, tensor.grad, k.grad_factor)? {
+        return Err(non_finite_error());
+    }
+    dispatch::map_reduce_blocks(
+        par,
+        tensor.block(cfg.amsgrad),
+        BLOCK,
+        &|block| adam_update_block(isa, &k, block),
+        &|(), ()| (),
+    )
+}
+
+/// One Adam/AdamW step over many tensors with one configuration, like PyTorch's fused
+/// tensor-list kernels. Work is cut into pieces of at most [`BLOCK`] elements and grouped into
+/// balanced batches by element count (not tensor count) before it is spread over threads.
+/// All tensors are checked (and, with `check_finite`, scanned) before any is written.
+pub fn adam_step_multi(cfg: &AdamConfig, step: u64, tensors: &mut [AdamTensor<'_>]) -> Result<()> {
+    adam_step_multi_with(Isa::detect(), Par::Pool, cfg, step, tensors)
+}
+
+/// [`adam_step_multi`] on a chosen instruction set and parallelism.
+pub fn adam_step_multi_with(
+    isa: Isa,
+    par: Par,
+    cfg: &AdamConfig,
+    step: u64,
+    tensors: &mut [AdamTensor<'_>],
+) -> Result<()> {
+    cfg.validate()?;
+    check_step(step)?;
+    for (i, t) in tensors.iter().enumerate() {
+        t.check(cfg, Some(i))?;
+    }
+    let k = AdamCoefficients::new(cfg, step);
+    let mut batches = balanced_batches(tensors.iter_mut().map(|t| t.block(cfg.amsgrad)), BLOCK);
+    if cfg.check_finite {
+        let found_non_finite = std::sync::atomic::AtomicBool::new(false);
+        dispatch::for_each_item(
+            par,
+            batches.iter().collect(),
+            |batch: &Vec<AdamBlock<'_>>| {
+                if batch.iter().any(|b| {
+                    !isa.run(FiniteScan {
+                        values: b.grad,
+                        scale: k.grad_factor,
+                    })
+                }) {
+                    found_non_finite.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            },
+        )?;
+        if found_non_finite.into_inner() {
+            return Err(non_finite_error());
+        }
+    }
+    dispatch::for_each_item(par, std::mem::take(&mut batches), |batch| {
+        for block in batch {
+            adam_update_block(isa, &k, block);
+        }
+    })
+}
+
+/// Cuts each piece into blocks of at most `block` elements and packs consecutive pieces into
+/// batches of about `block` elements, so threads share work by elements, not by tensor count.
+pub(crate) fn balanced_batches<W: Split>(
+    pieces: impl Iterator<Item = W>,
+    block: usize,
+) -> Vec<Vec<W>> {
+    let mut batches = Vec::new();
+    let mut current = Vec::new();
+    let mut current_len = 0;
+    for piece in pieces {
+        let mut rest = piece;
+        while rest.len() > 0 {
+            let take = rest.len().min(block - current_len);
+            let (head, tail) = rest.split_at(take);
+            current.push(head);
+            current_len += take;
+            rest = tail;
+            if current_len == block {
+                batches.push(std::mem::take(&mut current));
+                current_len = 0;
+            }
+        }
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+}

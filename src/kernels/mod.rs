@@ -1,0 +1,4 @@
+//! The SIMD kernels, one module per family. Each module opens with its math, storage layout,
+//! accuracy contract and the reference it is tested against.
+
+pub mod adam;

@@ -1,0 +1,36 @@
+//! # diagprec
+//!
+//! Hand-optimised CPU SIMD kernels for diagonal preconditioners in any basis: every optimizer
+//! here steps `theta <- theta - lr * U D U^T g` with an orthonormal basis `U` and a diagonal `D`
+//! (Adam's from running averages of squared rotated gradients, Gauss-Newton's from
+//! `diag(U^T H U)^p`). See `DESIGN.md`-style notes at the top of each kernel module.
+//!
+//! Two tiers, as in faer: convenient calls ([`adam_step`]) that pick the instruction set and use
+//! the crate's thread pool, and `*_with` calls that take an explicit [`Isa`] and [`Par`].
+//! The C ABI (`include/diagprec.h`) wraps the same kernels.
+//!
+//! ```
+//! use diagprec::{adam_step, AdamConfig};
+//! let cfg = AdamConfig::default();
+//! let (mut p, g) = (vec![1.0_f32; 10], vec![0.1_f32; 10]);
+//! let (mut m, mut v) = (vec![0.0; 10], vec![0.0; 10]);
+//! adam_step(&cfg, 1, &mut p, &g, &mut m, &mut v, None).unwrap();
+//! assert!((p[0] - (1.0 - 1e-3)).abs() < 1e-6);
+//! ```
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_debug_implementations)]
+
+pub mod dispatch;
+pub mod error;
+pub mod ffi;
+pub mod kernels;
+pub mod optim;
+pub mod reference;
+
+pub use dispatch::{num_threads, set_num_threads, Isa, Par};
+pub use error::{Error, ErrorKind, Result};
+pub use kernels::adam::{
+    adam_step, adam_step_multi, adam_step_multi_with, adam_step_with, AdamConfig, AdamTensor,
+};
+pub use optim::Adam;

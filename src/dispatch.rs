@@ -104,9 +104,18 @@ fn build_pool(n_threads: usize) -> Result<Arc<rayon::ThreadPool>> {
         .map_err(|e| Error::new(ErrorKind::Allocation, format!("cannot start threads: {e}")))
 }
 
+/// The most threads [`set_num_threads`] accepts.
+pub const MAX_THREADS: usize = 1024;
+
 /// Sets the number of threads the crate's kernels use; `0` means one per core.
 /// Results do not depend on it.
 pub fn set_num_threads(n_threads: usize) -> Result<()> {
+    if n_threads > MAX_THREADS {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!("{n_threads} threads requested; at most {MAX_THREADS}"),
+        ));
+    }
     let pool = build_pool(n_threads)?;
     *POOL.write().unwrap_or_else(|e| e.into_inner()) = Some(pool);
     Ok(())

@@ -2,7 +2,7 @@
 
 use super::check::{self, Region};
 use super::{dp_status, guard};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::kernels::adam::{adam_step, adam_step_multi, AdamConfig, AdamTensor};
 
 /// Adam/AdamW hyperparameters (see `dp_adam_config_default`).
@@ -200,9 +200,18 @@ pub unsafe extern "C" fn dp_adam_step_multi_f32(
         check::size_and_alignment("tensors", tensors, count)?;
         // SAFETY: cfg is non-null (checked above) and points to a dp_adam_config (C contract).
         let config = AdamConfig::from(unsafe { &*cfg });
+        // Reserve before reading any tensor: a count too large to check fails here.
+        let mut regions = Vec::new();
+        regions
+            .try_reserve_exact(count.saturating_mul(5))
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Allocation,
+                    format!("no memory to check {count} tensors for overlap"),
+                )
+            })?;
         // SAFETY: non-null (or count == 0), aligned and sized: checked just above.
         let list = unsafe { check::slice(tensors, count) };
-        let mut regions = Vec::with_capacity(list.len() * 5);
         for (i, t) in list.iter().enumerate() {
             regions.extend(check_tensor(&format!("tensors[{i}]."), t, config.amsgrad)?);
         }

@@ -35,10 +35,18 @@ pub extern "C" fn dp_last_error_message() -> *const c_char {
     super::LAST_ERROR.with(|slot| slot.borrow().as_ptr())
 }
 
-/// Sets the number of threads the kernels use (0 = one per core). Results do not depend on it.
+/// Sets the number of threads the kernels use (0 = one per core, at most 1024). Results do not
+/// depend on it.
 #[no_mangle]
 pub extern "C" fn dp_set_num_threads(n_threads: usize) -> dp_status {
     guard(|| dispatch::set_num_threads(n_threads))
+}
+
+/// Panics on purpose inside the panic boundary and returns what every export returns then,
+/// `DP_ERR_PANIC`: lets a C test or a binding confirm that no panic unwinds into its code.
+#[no_mangle]
+pub extern "C" fn dp_check_panic_boundary() -> dp_status {
+    guard(|| panic!("dp_check_panic_boundary: deliberate panic"))
 }
 
 /// The number of threads the kernels use.

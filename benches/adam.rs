@@ -17,20 +17,24 @@ fn single_tensor(c: &mut Criterion) {
         let mut m = vec![0.0f32; n + offset];
         let mut v = vec![1e-4f32; n + offset];
         group.throughput(Throughput::Bytes(28 * n as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(format!("{n}+{offset}")), &n, |b, _| {
-            b.iter(|| {
-                adam_step(
-                    &cfg,
-                    10,
-                    &mut p[offset..],
-                    black_box(&g[offset..]),
-                    &mut m[offset..],
-                    &mut v[offset..],
-                    None,
-                )
-                .unwrap()
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::from_parameter(format!("{n}+{offset}")),
+            &n,
+            |b, _| {
+                b.iter(|| {
+                    adam_step(
+                        &cfg,
+                        10,
+                        &mut p[offset..],
+                        black_box(&g[offset..]),
+                        &mut m[offset..],
+                        &mut v[offset..],
+                        None,
+                    )
+                    .unwrap()
+                })
+            },
+        );
     }
     group.finish();
 }
@@ -39,7 +43,14 @@ fn many_small_tensors(c: &mut Criterion) {
     let cfg = AdamConfig::adamw(1e-3);
     let (count, len) = (1000usize, 1024usize);
     let mut bufs: Vec<[Vec<f32>; 4]> = (0..count)
-        .map(|_| [vec![0.5; len], vec![1e-2; len], vec![0.0; len], vec![1e-4; len]])
+        .map(|_| {
+            [
+                vec![0.5; len],
+                vec![1e-2; len],
+                vec![0.0; len],
+                vec![1e-4; len],
+            ]
+        })
         .collect();
     let mut group = c.benchmark_group("adam_step_multi_f32");
     group.throughput(Throughput::Bytes((28 * count * len) as u64));

@@ -31,7 +31,7 @@ pub struct ReproduceArgs {
     #[arg(long)]
     pub quick: bool,
     /// Output folder (created if missing).
-    #[arg(long, default_value = "study")]
+    #[arg(long, default_value = "out")]
     pub out: PathBuf,
     /// Seeds per cell (default 5, quick 3).
     #[arg(long)]
@@ -303,7 +303,11 @@ pub fn compute(cfg: &StudyConfig, params: &TaskParams, progress: bool) -> StudyR
 }
 
 /// Entry point of `diagprec reproduce`.
-pub fn run(args: ReproduceArgs) -> Result<(), Box<dyn std::error::Error>> {
+pub fn run(args: &ReproduceArgs) -> Result<(), String> {
+    run_inner(args).map_err(|e| e.to_string())
+}
+
+fn run_inner(args: &ReproduceArgs) -> Result<(), Box<dyn std::error::Error>> {
     let mut cfg = if args.quick {
         StudyConfig::quick()
     } else {

@@ -166,11 +166,14 @@ impl GnCoefficients {
         } else {
             1.0
         };
-        let mode = match (cfg.sophia, cfg.power) {
-            (Some(_), _) => Mode::Sophia,
-            (None, p) if p == -1.0 => Mode::Recip,
-            (None, p) if p == -0.5 => Mode::Rsqrt,
-            _ => Mode::Power,
+        let mode = if cfg.sophia.is_some() {
+            Mode::Sophia
+        } else if cfg.power == -1.0 {
+            Mode::Recip
+        } else if cfg.power == -0.5 {
+            Mode::Rsqrt
+        } else {
+            Mode::Power
         };
         let sophia = cfg.sophia.unwrap_or_default();
         Self {

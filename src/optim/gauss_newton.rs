@@ -104,7 +104,8 @@ impl GaussNewton {
     /// Whether `h` is due for a refresh before the next step (every `refresh_interval` steps,
     /// starting before the first).
     pub fn needs_refresh(&self) -> bool {
-        self.steps_taken % self.config.refresh_interval == 0
+        self.steps_taken
+            .is_multiple_of(self.config.refresh_interval)
     }
 
     /// The running GN diagonals, one per tensor.

@@ -100,7 +100,9 @@ fn check_beta(beta: f32) -> Result<()> {
 
 fn check_samples(n_samples: usize) -> Result<()> {
     if n_samples == 0 {
-        return Err(Error::length("n_samples = 0: the batch average is undefined"));
+        return Err(Error::length(
+            "n_samples = 0: the batch average is undefined",
+        ));
     }
     Ok(())
 }
@@ -142,7 +144,13 @@ fn check_buffers(buffers: &[Buffer]) -> Result<()> {
 fn regions(buffers: &[Buffer]) -> Vec<Region> {
     buffers
         .iter()
-        .map(|b| Region::new(b.name.to_string(), b.ptr, b.len, b.written))
+        .map(|b| {
+            let name = check::Name {
+                tensor: None,
+                field: b.name,
+            };
+            Region::new(name, b.ptr, b.len, b.written)
+        })
         .collect()
 }
 

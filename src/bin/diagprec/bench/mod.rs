@@ -274,9 +274,12 @@ fn print_row(row: &Row) {
     println!("{}", line.trim_end());
 }
 
+/// A kernel family's name and the function that adds its rows.
+type Family = (&'static str, fn(&mut Bench));
+
 /// Runs the report.
 pub fn run(args: &BenchArgs) -> Result<(), String> {
-    let families: [(&str, fn(&mut Bench)); 2] = [("adam", adam::rows), ("gn", gn::rows)];
+    let families: [Family; 2] = [("adam", adam::rows), ("gn", gn::rows)];
     for name in &args.only {
         if !families.iter().any(|(f, _)| f == name) {
             return Err(format!("unknown family {name:?}"));

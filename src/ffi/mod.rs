@@ -11,6 +11,7 @@
 
 pub mod adam;
 mod check;
+pub mod gn;
 pub mod library;
 
 use crate::error::{Error, ErrorKind};

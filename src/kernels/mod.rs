@@ -2,3 +2,5 @@
 //! accuracy contract and the reference it is tested against.
 
 pub mod adam;
+pub mod gn_diag;
+pub mod precond;

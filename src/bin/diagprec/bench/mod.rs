@@ -4,6 +4,7 @@
 //! [`seconds_per_call`]); nothing here is asserted.
 
 mod adam;
+mod gn;
 
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 /// Options of `diagprec bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Kernel families to run (comma separated): adam. All by default.
+    /// Kernel families to run (comma separated): adam, gn. All by default.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Fewer sizes and shorter timings.
@@ -273,9 +274,12 @@ fn print_row(row: &Row) {
     println!("{}", line.trim_end());
 }
 
+/// A kernel family's name and the function that adds its rows.
+type Family = (&'static str, fn(&mut Bench));
+
 /// Runs the report.
 pub fn run(args: &BenchArgs) -> Result<(), String> {
-    let families: [(&str, fn(&mut Bench)); 1] = [("adam", adam::rows)];
+    let families: [Family; 2] = [("adam", adam::rows), ("gn", gn::rows)];
     for name in &args.only {
         if !families.iter().any(|(f, _)| f == name) {
             return Err(format!("unknown family {name:?}"));

@@ -21,6 +21,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_debug_implementations)]
 
+pub mod basis;
 pub mod dispatch;
 pub mod error;
 pub mod ffi;
@@ -34,3 +35,8 @@ pub use kernels::adam::{
     adam_step, adam_step_multi, adam_step_multi_with, adam_step_with, AdamConfig, AdamTensor,
 };
 pub use optim::Adam;
+pub use basis::{
+    Basis, DenseBasis, Geodesic, GnMatrix, KroneckerBasis, KroneckerRefresh, KroneckerStatistics,
+    RefreshInfo, RefreshMethod, StateTransfer,
+};
+pub use optim::{RotatedAdam, Soap, SoapConfig};

@@ -2,3 +2,4 @@
 //! accuracy contract and the reference it is tested against.
 
 pub mod adam;
+pub mod rotate;

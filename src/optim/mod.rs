@@ -1,5 +1,7 @@
 //! Stateful optimizers built from the kernels: they own their moment buffers and step count.
 
 mod adam;
+mod rotated;
 
 pub use adam::Adam;
+pub use rotated::{RotatedAdam, Soap, SoapConfig};

@@ -29,14 +29,14 @@ pub mod kernels;
 pub mod optim;
 pub mod reference;
 
+pub use basis::{
+    Basis, DenseBasis, Geodesic, GnMatrix, KroneckerBasis, KroneckerRefresh, KroneckerStatistics,
+    RefreshInfo, RefreshMethod, StateTransfer,
+};
 pub use dispatch::{num_threads, set_num_threads, Isa, Par};
 pub use error::{Error, ErrorKind, Result};
 pub use kernels::adam::{
     adam_step, adam_step_multi, adam_step_multi_with, adam_step_with, AdamConfig, AdamTensor,
 };
 pub use optim::Adam;
-pub use basis::{
-    Basis, DenseBasis, Geodesic, GnMatrix, KroneckerBasis, KroneckerRefresh, KroneckerStatistics,
-    RefreshInfo, RefreshMethod, StateTransfer,
-};
 pub use optim::{RotatedAdam, Soap, SoapConfig};

@@ -54,9 +54,28 @@ pub fn rotate_dense(u: &[f64], g: &[f64], transpose: bool) -> Vec<f64> {
 
 /// `Q_L^T G Q_R` (`into = true`) or `Q_L G Q_R^T` in f64; all matrices row-major, `G` is
 /// `m x n`, `Q_L` `m x m`, `Q_R` `n x n`.
-pub fn rotate_kronecker(q_left: &[f64], q_right: &[f64], g: &[f64], m: usize, n: usize, into: bool) -> Vec<f64> {
-    let ql = |i: usize, k: usize| if into { q_left[k * m + i] } else { q_left[i * m + k] };
-    let qr = |k: usize, j: usize| if into { q_right[k * n + j] } else { q_right[j * n + k] };
+pub fn rotate_kronecker(
+    q_left: &[f64],
+    q_right: &[f64],
+    g: &[f64],
+    m: usize,
+    n: usize,
+    into: bool,
+) -> Vec<f64> {
+    let ql = |i: usize, k: usize| {
+        if into {
+            q_left[k * m + i]
+        } else {
+            q_left[i * m + k]
+        }
+    };
+    let qr = |k: usize, j: usize| {
+        if into {
+            q_right[k * n + j]
+        } else {
+            q_right[j * n + k]
+        }
+    };
     let mut left = vec![0.0; m * n];
     for i in 0..m {
         for j in 0..n {

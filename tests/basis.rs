@@ -81,7 +81,10 @@ fn kronecker_rotation_matches_reference_and_round_trips() {
         let (mut rot, mut back, mut work) = (vec![0.0; m * n], vec![0.0; m * n], vec![0.0; m * n]);
         kb.rotate_into(&g, &mut rot, &mut work).unwrap();
         kb.rotate_out(&rot, &mut back, &mut work).unwrap();
-        let (ql, qr) = (row_major(kb.left().matrix()), row_major(kb.right().matrix()));
+        let (ql, qr) = (
+            row_major(kb.left().matrix()),
+            row_major(kb.right().matrix()),
+        );
         let expected = reference::rotate_kronecker(&ql, &qr, &to_f64(&g), m, n, true);
         assert!(rel_err(&rot, &expected) < 1e-5, "{m} x {n}: into");
         assert!(rel_err(&back, &to_f64(&g)) < 1e-5, "{m} x {n}: round trip");
@@ -120,7 +123,10 @@ fn new_basis_checks_orthonormality() {
     );
     let mut nan = u;
     nan[(0, 0)] = f32::NAN;
-    assert_eq!(DenseBasis::new(nan).unwrap_err().kind(), ErrorKind::NonFinite);
+    assert_eq!(
+        DenseBasis::new(nan).unwrap_err().kind(),
+        ErrorKind::NonFinite
+    );
     assert_eq!(DenseBasis::identity(0).dim(), 0);
 }
 
@@ -209,7 +215,12 @@ fn adam_in_a_basis_equals_plain_adam_on_rotated_data() {
             let mut back = vec![0.0; m * n];
             basis.rotate_out(&p_rot, &mut back, &mut work).unwrap();
             for i in 0..m * n {
-                assert!((p[i] - back[i]).abs() < 2e-5, "{i}: {} vs {}", p[i], back[i]);
+                assert!(
+                    (p[i] - back[i]).abs() < 2e-5,
+                    "{i}: {} vs {}",
+                    p[i],
+                    back[i]
+                );
             }
             // v lives in rotated coordinates: it matches plain Adam's on rotated data.
             for i in 0..m * n {
@@ -288,7 +299,10 @@ fn rotated_adam_bad_input_writes_nothing() {
     opt.step(&mut p, &g).unwrap();
     let (p0, v0) = (p.clone(), opt.exp_avg_sq().to_vec());
     g[7] = f32::NAN;
-    assert_eq!(opt.step(&mut p, &g).unwrap_err().kind(), ErrorKind::NonFinite);
+    assert_eq!(
+        opt.step(&mut p, &g).unwrap_err().kind(),
+        ErrorKind::NonFinite
+    );
     assert_eq!(
         opt.step(&mut p[..9], &g[..9]).unwrap_err().kind(),
         ErrorKind::Length
@@ -301,7 +315,9 @@ fn rotated_adam_bad_input_writes_nothing() {
         ..AdamConfig::default()
     };
     assert_eq!(
-        RotatedAdam::new(bad, Basis::Identity(3)).unwrap_err().kind(),
+        RotatedAdam::new(bad, Basis::Identity(3))
+            .unwrap_err()
+            .kind(),
         ErrorKind::InvalidHyperparameter
     );
 }
@@ -309,7 +325,9 @@ fn rotated_adam_bad_input_writes_nothing() {
 /// A symmetric matrix with known eigenpairs: `Q diag(lambda) Q^T`.
 fn known_spectrum(seed: u64, d: usize) -> (Mat<f32>, DenseBasis, Vec<f32>) {
     let q = random_basis(seed, d);
-    let lambda: Vec<f32> = (0..d).map(|i| 1.0 + 3.0 * (d - i) as f32 / d as f32).collect();
+    let lambda: Vec<f32> = (0..d)
+        .map(|i| 1.0 + 3.0 * (d - i) as f32 / d as f32)
+        .collect();
     let a = Mat::from_fn(d, d, |i, j| {
         (0..d)
             .map(|k| q.matrix()[(i, k)] as f64 * lambda[k] as f64 * q.matrix()[(j, k)] as f64)
@@ -324,9 +342,18 @@ fn eigen_refresh_matches_the_reference_decomposition() {
     let (a, q, lambda) = known_spectrum(51, d);
     let (basis, s) = DenseBasis::from_symmetric(a.as_ref()).unwrap();
     for i in 0..d {
-        assert!((s[i] - lambda[i]).abs() < 1e-4 * lambda[i], "eigenvalue {i}");
-        let dot: f32 = (0..d).map(|k| basis.matrix()[(k, i)] * q.matrix()[(k, i)]).sum();
-        assert!(dot.abs() > 1.0 - 1e-4, "eigenvector {i}: |dot| = {}", dot.abs());
+        assert!(
+            (s[i] - lambda[i]).abs() < 1e-4 * lambda[i],
+            "eigenvalue {i}"
+        );
+        let dot: f32 = (0..d)
+            .map(|k| basis.matrix()[(k, i)] * q.matrix()[(k, i)])
+            .sum();
+        assert!(
+            dot.abs() > 1.0 - 1e-4,
+            "eigenvector {i}: |dot| = {}",
+            dot.abs()
+        );
     }
     // Refresh from a permuted, sign-flipped copy of the answer: the matching recovers it.
     let perm: Vec<usize> = (0..d).map(|i| (i * 7) % d).collect();
@@ -335,11 +362,15 @@ fn eigen_refresh_matches_the_reference_decomposition() {
         sign * q.matrix()[(r, perm[c])]
     }))
     .unwrap();
-    let (new, info) = old.refreshed(a.as_ref(), RefreshMethod::Eigh, Par::Pool).unwrap();
+    let (new, info) = old
+        .refreshed(a.as_ref(), RefreshMethod::Eigh, Par::Pool)
+        .unwrap();
     for j in 0..d {
         let i = info.permutation[j];
         assert_eq!(perm[i], j, "new column {j} follows old column {i}");
-        let dot: f32 = (0..d).map(|k| new.matrix()[(k, j)] * old.matrix()[(k, i)]).sum();
+        let dot: f32 = (0..d)
+            .map(|k| new.matrix()[(k, j)] * old.matrix()[(k, i)])
+            .sum();
         assert!(dot > 1.0 - 1e-4);
     }
     assert_eq!(info.eigenvalues, s);
@@ -352,19 +383,25 @@ fn power_iteration_refresh_converges_to_the_eigenbasis() {
     let mut basis = DenseBasis::identity(d);
     let mut info = None;
     for _ in 0..300 {
-        let (b, i) = basis.refreshed(a.as_ref(), RefreshMethod::PowerQr, Par::Seq).unwrap();
+        let (b, i) = basis
+            .refreshed(a.as_ref(), RefreshMethod::PowerQr, Par::Seq)
+            .unwrap();
         basis = b;
         info = Some(i);
     }
     assert!(orthonormality_error(basis.matrix()).unwrap() < 1e-5);
     let info = info.unwrap();
     for i in 0..d {
-        let dot: f32 = (0..d).map(|k| basis.matrix()[(k, i)] * q.matrix()[(k, i)]).sum();
+        let dot: f32 = (0..d)
+            .map(|k| basis.matrix()[(k, i)] * q.matrix()[(k, i)])
+            .sum();
         assert!(dot.abs() > 1.0 - 1e-3, "column {i}: |dot| = {}", dot.abs());
         assert!((info.eigenvalues[i] - lambda[i]).abs() < 1e-3 * lambda[i]);
     }
     // Converged: a further refresh is the identity permutation and keeps every column's sign.
-    let (again, info) = basis.refreshed(a.as_ref(), RefreshMethod::PowerQr, Par::Seq).unwrap();
+    let (again, info) = basis
+        .refreshed(a.as_ref(), RefreshMethod::PowerQr, Par::Seq)
+        .unwrap();
     assert_eq!(info.permutation, (0..d).collect::<Vec<_>>());
     assert!(max_abs_diff(again.matrix(), basis.matrix()) < 1e-3);
 }
@@ -381,25 +418,35 @@ fn statistics_match_f64_references() {
         st.update(&g, beta, Par::Pool).unwrap();
         for i in 0..m {
             for j in 0..m {
-                let s: f64 = (0..n).map(|k| g[i * n + k] as f64 * g[j * n + k] as f64).sum();
+                let s: f64 = (0..n)
+                    .map(|k| g[i * n + k] as f64 * g[j * n + k] as f64)
+                    .sum();
                 l64[i * m + j] = beta * l64[i * m + j] + (1.0 - beta) * s;
             }
         }
         for i in 0..n {
             for j in 0..n {
-                let s: f64 = (0..m).map(|k| g[k * n + i] as f64 * g[k * n + j] as f64).sum();
+                let s: f64 = (0..m)
+                    .map(|k| g[k * n + i] as f64 * g[k * n + j] as f64)
+                    .sum();
                 r64[i * n + j] = beta * r64[i * n + j] + (1.0 - beta) * s;
             }
         }
     }
     for i in 0..m {
         for j in 0..m {
-            assert!((st.left()[(i, j)] as f64 - l64[i * m + j]).abs() < 1e-5 * (1.0 + l64[i * m + j].abs()));
+            assert!(
+                (st.left()[(i, j)] as f64 - l64[i * m + j]).abs()
+                    < 1e-5 * (1.0 + l64[i * m + j].abs())
+            );
         }
     }
     for i in 0..n {
         for j in 0..n {
-            assert!((st.right()[(i, j)] as f64 - r64[i * n + j]).abs() < 1e-5 * (1.0 + r64[i * n + j].abs()));
+            assert!(
+                (st.right()[(i, j)] as f64 - r64[i * n + j]).abs()
+                    < 1e-5 * (1.0 + r64[i * n + j].abs())
+            );
         }
     }
 
@@ -408,8 +455,10 @@ fn statistics_match_f64_references() {
     let x = gaussian(&mut r, samples * stride);
     let w: Vec<f32> = (0..samples).map(|_| r.random_range(0.0..1.0)).collect();
     let mut h = GnMatrix::new(dim);
-    h.accumulate(&x, samples, stride, None, 0.0, Par::Pool).unwrap();
-    h.accumulate(&x, samples, stride, Some(&w), 0.5, Par::Pool).unwrap();
+    h.accumulate(&x, samples, stride, None, 0.0, Par::Pool)
+        .unwrap();
+    h.accumulate(&x, samples, stride, Some(&w), 0.5, Par::Pool)
+        .unwrap();
     for i in 0..dim {
         for j in 0..dim {
             let plain: f64 = (0..samples)
@@ -421,15 +470,22 @@ fn statistics_match_f64_references() {
                 .sum::<f64>()
                 / samples as f64;
             let want = 0.5 * plain + 0.5 * weighted;
-            assert!((h.matrix()[(i, j)] as f64 - want).abs() < 1e-5, "({i}, {j})");
+            assert!(
+                (h.matrix()[(i, j)] as f64 - want).abs() < 1e-5,
+                "({i}, {j})"
+            );
         }
     }
     assert_eq!(
-        h.accumulate(&x, samples, 9, None, 0.0, Par::Pool).unwrap_err().kind(),
+        h.accumulate(&x, samples, 9, None, 0.0, Par::Pool)
+            .unwrap_err()
+            .kind(),
         ErrorKind::Length
     );
     assert_eq!(
-        h.accumulate(&x, samples + 1, stride, None, 0.0, Par::Pool).unwrap_err().kind(),
+        h.accumulate(&x, samples + 1, stride, None, 0.0, Par::Pool)
+            .unwrap_err()
+            .kind(),
         ErrorKind::Length
     );
     assert_eq!(
@@ -471,16 +527,24 @@ fn state_transfer_rules() {
     let perm: Vec<usize> = (0..d).rev().collect();
     let mut permute = opt.clone();
     permute
-        .set_basis(Basis::Dense(new.clone()), StateTransfer::Permute, Some((&perm, &[])))
+        .set_basis(
+            Basis::Dense(new.clone()),
+            StateTransfer::Permute,
+            Some((&perm, &[])),
+        )
         .unwrap();
     for j in 0..d {
         assert_eq!(permute.exp_avg_sq()[j], v_old[perm[j]]);
     }
     let bad = vec![0usize; d];
     assert_eq!(
-        opt.set_basis(Basis::Dense(new.clone()), StateTransfer::Permute, Some((&bad, &[])))
-            .unwrap_err()
-            .kind(),
+        opt.set_basis(
+            Basis::Dense(new.clone()),
+            StateTransfer::Permute,
+            Some((&bad, &[]))
+        )
+        .unwrap_err()
+        .kind(),
         ErrorKind::InvalidArgument
     );
     assert_eq!(
@@ -502,7 +566,10 @@ fn check_geodesic(u0: &DenseBasis, u1: &DenseBasis) -> Geodesic {
     let at0 = geo.at(0.0).unwrap();
     let at1 = geo.at(1.0).unwrap();
     assert!(max_abs_diff(at0.matrix(), u0.matrix()) < 1e-5, "t = 0");
-    assert!(max_abs_diff(at1.matrix(), geo.matched_end()) < 1e-5, "t = 1");
+    assert!(
+        max_abs_diff(at1.matrix(), geo.matched_end()) < 1e-5,
+        "t = 1"
+    );
     for t in [0.25, 0.5, 0.9] {
         let ut = geo.at(t).unwrap();
         assert!(orthonormality_error(ut.matrix()).unwrap() < 1e-5, "t = {t}");
@@ -546,7 +613,8 @@ fn geodesic_endpoints_orthonormality_and_angles() {
         assert!((half.matrix()[(r, 0)] as f64 - want).abs() < 1e-5);
     }
     // Column order and signs do not change the path: U1 permuted and negated gives the same.
-    let shuffled = DenseBasis::new(Mat::from_fn(d, d, |r, c| -u1.matrix()[(r, (c + 2) % d)])).unwrap();
+    let shuffled =
+        DenseBasis::new(Mat::from_fn(d, d, |r, c| -u1.matrix()[(r, (c + 2) % d)])).unwrap();
     let geo2 = check_geodesic(&u0, &shuffled);
     assert!(max_abs_diff(geo2.at(0.5).unwrap().matrix(), half.matrix()) < 1e-5);
 }
@@ -568,7 +636,9 @@ fn geodesic_with_a_rotation_by_pi() {
         }
     };
     let u1 = DenseBasis::new(Mat::from_fn(d, d, |row, c| {
-        (0..d).map(|k| u0.matrix()[(row, k)] as f64 * r(k, c)).sum::<f64>() as f32
+        (0..d)
+            .map(|k| u0.matrix()[(row, k)] as f64 * r(k, c))
+            .sum::<f64>() as f32
     }))
     .unwrap();
     check_geodesic(&u0, &u1);
@@ -584,7 +654,10 @@ fn geodesic_with_a_rotation_by_pi() {
     let geo = check_geodesic(&u0, &flipped);
     assert!(geo.angles().iter().all(|&a| a < 1e-6));
     assert!(Geodesic::new(u0.matrix(), DenseBasis::identity(4).matrix()).is_err());
-    assert_eq!(geo.at(f64::NAN).unwrap_err().kind(), ErrorKind::InvalidHyperparameter);
+    assert_eq!(
+        geo.at(f64::NAN).unwrap_err().kind(),
+        ErrorKind::InvalidHyperparameter
+    );
 }
 
 #[test]
@@ -600,7 +673,11 @@ fn soap_like_loop_solves_a_matrix_least_squares_problem() {
     }
     let w_star = gaussian(&mut r, m * n);
     let b: Vec<f32> = (0..samples * n)
-        .map(|idx| (0..m).map(|k| a[(idx / n) * m + k] * w_star[k * n + idx % n]).sum())
+        .map(|idx| {
+            (0..m)
+                .map(|k| a[(idx / n) * m + k] * w_star[k * n + idx % n])
+                .sum()
+        })
         .collect();
     let loss_grad = |w: &[f32], grad: &mut [f32]| -> f64 {
         let mut loss = 0.0f64;
@@ -667,7 +744,10 @@ fn kron_rotation_accumulates() {
         true,
     )
     .unwrap();
-    let (ql, qr) = (row_major(kb.left().matrix()), row_major(kb.right().matrix()));
+    let (ql, qr) = (
+        row_major(kb.left().matrix()),
+        row_major(kb.right().matrix()),
+    );
     let expected: Vec<f64> = reference::rotate_kronecker(&ql, &qr, &to_f64(&g), m, n, true)
         .iter()
         .map(|x| x + 1.0)

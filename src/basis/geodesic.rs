@@ -22,8 +22,9 @@
 //!    `1 + c_i < 1e-6` form a cluster (extended to even size: such eigenvalues come in pairs).
 //!    On it, `K = S~` restricted is `sin(delta) J` with `theta = pi - delta`; with the
 //!    eigendecomposition `K^T K = W diag(sigma^2) W^T`, the log there is
-//!    `K W diag((pi - asin(sigma)) / sigma) W^T` for `sigma > 1e-10`, and `pi J0` on the null
-//!    space of `K` (exact eigenvalue -1), with `J0` pairing consecutive null vectors
+//!    `K W diag((pi - asin(sigma)) / sigma) W^T` for `sigma > 1e-7`, and `pi J0` on the null
+//!    space of `K` (eigenvalue -1 to within 1e-7: below that, `K`'s direction is rounding noise;
+//!    treating it as exactly -1 costs at most 1e-7 in angle), with `J0` pairing consecutive null vectors
 //!    (`J0 w_2k = w_2k+1`). Cross terms between the cluster and the rest are zero (they are for
 //!    an exactly orthogonal `R`). `M` is made exactly skew: `M <- (M - M^T) / 2`.
 //! 5. **Exponential** of the skew `L = log R`: with `L^T L = W diag(w^2) W^T` (symmetric PSD),
@@ -77,7 +78,11 @@ pub(crate) fn orthonormalize(par: Par, mut x: Mat<f64>) -> Result<Mat<f64>> {
                 let e = gram[(i, j)] - if i == j { 1.0 } else { 0.0 };
                 err = err.max(e.abs());
                 // 3I - G, halved.
-                gram[(i, j)] = if i == j { 1.5 - 0.5 * gram[(i, j)] } else { -0.5 * gram[(i, j)] };
+                gram[(i, j)] = if i == j {
+                    1.5 - 0.5 * gram[(i, j)]
+                } else {
+                    -0.5 * gram[(i, j)]
+                };
             }
         }
         if err < 1e-13 {
@@ -115,13 +120,20 @@ fn theta_over_sin(c: f64) -> f64 {
     }
 }
 
+/// Below this `sin(pi - theta)`, a plane is treated as a rotation by exactly pi.
+const SIGMA_NULL: f64 = 1e-7;
+
 /// The real logarithm of an orthogonal matrix with determinant +1 (module docs, step 4).
 fn log_orthogonal(par: Par, r: &Mat<f64>) -> Result<Mat<f64>> {
     let d = r.nrows();
     let c = Mat::from_fn(d, d, |i, j| 0.5 * (r[(i, j)] + r[(j, i)]));
     let s = Mat::from_fn(d, d, |i, j| 0.5 * (r[(i, j)] - r[(j, i)]));
     let (v, cvals) = super::refresh::eigh_descending(c.as_ref(), par)?;
-    let st = mul(par, mul(par, v.transpose(), s.as_ref())?.as_ref(), v.as_ref())?;
+    let st = mul(
+        par,
+        mul(par, v.transpose(), s.as_ref())?.as_ref(),
+        v.as_ref(),
+    )?;
     let mut p = cvals.iter().filter(|&&x| 1.0 + x < 1e-6).count();
     if p % 2 == 1 && p < d {
         p += 1;
@@ -139,12 +151,14 @@ fn log_orthogonal(par: Par, r: &Mat<f64>) -> Result<Mat<f64>> {
         let ktk = mul(par, k.transpose(), k.as_ref())?;
         let (w, sig2) = super::refresh::eigh_descending(ktk.as_ref(), par)?;
         let sigma: Vec<f64> = sig2.iter().map(|&x| x.max(0.0).sqrt()).collect();
-        let mut q = sigma.iter().filter(|&&x| x > 1e-10).count();
+        let mut q = sigma.iter().filter(|&&x| x > SIGMA_NULL).count();
         if (p - q) % 2 == 1 {
             q -= 1;
         }
         // K W_b diag((pi - asin s)/s) W_b^T
-        let wb_scaled = Mat::from_fn(p, q, |i, j| w[(i, j)] * (PI - sigma[j].min(1.0).asin()) / sigma[j]);
+        let wb_scaled = Mat::from_fn(p, q, |i, j| {
+            w[(i, j)] * (PI - sigma[j].min(1.0).asin()) / sigma[j]
+        });
         let kw = mul(par, k.as_ref(), wb_scaled.as_ref())?;
         let wb = w.as_ref().subcols(0, q);
         let mut block = mul(par, kw.as_ref(), wb.transpose())?;
@@ -167,7 +181,30 @@ fn log_orthogonal(par: Par, r: &Mat<f64>) -> Result<Mat<f64>> {
         }
     }
     let m = Mat::from_fn(d, d, |i, j| 0.5 * (m[(i, j)] - m[(j, i)]));
-    mul(par, mul(par, v.as_ref(), m.as_ref())?.as_ref(), v.transpose())
+    mul(
+        par,
+        mul(par, v.as_ref(), m.as_ref())?.as_ref(),
+        v.transpose(),
+    )
+}
+
+/// `diag(cos(t w)) + (W^T L W) diag(sin(t w) / w)`: `expm(t L) = W X W^T`.
+fn middle(lw: &Mat<f64>, omega: &[f64], t: f64) -> Mat<f64> {
+    let d = omega.len();
+    let sinc: Vec<f64> = omega
+        .iter()
+        .map(|&w| {
+            if w * t.abs() < 1e-12 {
+                t
+            } else {
+                (t * w).sin() / w
+            }
+        })
+        .collect();
+    Mat::from_fn(d, d, |i, j| {
+        let diag = if i == j { (t * omega[i]).cos() } else { 0.0 };
+        diag + lw[(i, j)] * sinc[j]
+    })
 }
 
 impl Geodesic {
@@ -218,7 +255,13 @@ impl Geodesic {
             }
         }
         let mut signs: Vec<f32> = (0..d)
-            .map(|i| if r[(i, permutation[i])] < 0.0 { -1.0 } else { 1.0 })
+            .map(|i| {
+                if r[(i, permutation[i])] < 0.0 {
+                    -1.0
+                } else {
+                    1.0
+                }
+            })
             .collect();
         let mut rm = Mat::from_fn(d, d, |i, j| r[(i, permutation[j])] * signs[j] as f64);
         if d > 0 && rm.as_ref().determinant() < 0.0 {
@@ -233,7 +276,11 @@ impl Geodesic {
         let ltl = mul(par, l.transpose(), l.as_ref())?;
         let (w, w2) = super::refresh::eigh_descending(ltl.as_ref(), par)?;
         let omega = w2.iter().map(|&x| x.max(0.0).sqrt()).collect();
-        let lw = mul(par, mul(par, w.transpose(), l.as_ref())?.as_ref(), w.as_ref())?;
+        let lw = mul(
+            par,
+            mul(par, w.transpose(), l.as_ref())?.as_ref(),
+            w.as_ref(),
+        )?;
         let u0w = mul(par, a.as_ref(), w.as_ref())?;
         Ok(Self {
             u0w,
@@ -283,19 +330,104 @@ impl Geodesic {
             return Err(Error::hyperparameter(format!("t = {t} is not finite")));
         }
         let d = self.dim();
-        let sinc: Vec<f64> = self
-            .omega
-            .iter()
-            .map(|&w| if w * t.abs() < 1e-12 { t } else { (t * w).sin() / w })
-            .collect();
-        let x = Mat::from_fn(d, d, |i, j| {
-            let diag = if i == j { (t * self.omega[i]).cos() } else { 0.0 };
-            diag + self.lw[(i, j)] * sinc[j]
-        });
-        let y = mul(par, mul(par, self.u0w.as_ref(), x.as_ref())?.as_ref(), self.w.transpose())?;
+        let x = middle(&self.lw, &self.omega, t);
+        let y = mul(
+            par,
+            mul(par, self.u0w.as_ref(), x.as_ref())?.as_ref(),
+            self.w.transpose(),
+        )?;
         let y = orthonormalize(par, y)?;
         Ok(DenseBasis::new_unchecked(Mat::from_fn(d, d, |i, j| {
             y[(i, j)] as f32
         })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Q B Q^T` with `B` block-diagonal rotations by `angles` (one 2 x 2 block each), padded
+    /// with ones.
+    fn rotation(d: usize, angles: &[f64], seed: u64) -> (Mat<f64>, Mat<f64>) {
+        let mut state = seed;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+        };
+        let a = Mat::from_fn(d, d, |_, _| next());
+        let sym = Mat::from_fn(d, d, |i, j| a[(i, j)] + a[(j, i)]);
+        let (q, _) = super::super::refresh::eigh_descending(sym.as_ref(), Par::Seq).unwrap();
+        let mut b = Mat::<f64>::identity(d, d);
+        for (k, &th) in angles.iter().enumerate() {
+            let (i, j) = (2 * k, 2 * k + 1);
+            b[(i, i)] = th.cos();
+            b[(j, j)] = th.cos();
+            b[(i, j)] = -th.sin();
+            b[(j, i)] = th.sin();
+        }
+        let r = mul(
+            Par::Seq,
+            mul(Par::Seq, q.as_ref(), b.as_ref()).unwrap().as_ref(),
+            q.transpose(),
+        )
+        .unwrap();
+        (r, q)
+    }
+
+    #[test]
+    fn log_then_exp_reproduces_rotations_near_and_at_pi() {
+        let cases: [&[f64]; 5] = [
+            &[0.3, 1.2],
+            &[PI, 0.5],
+            &[PI, PI],
+            &[PI - 1e-4, PI - 1e-9, 1e-7],
+            &[PI - 1e-3, PI - 2e-3, PI, 2.0],
+        ];
+        for (c, angles) in cases.iter().enumerate() {
+            let d = 2 * angles.len() + 1;
+            let (r, _) = rotation(d, angles, 7 + c as u64);
+            let l = log_orthogonal(Par::Seq, &r).unwrap();
+            for i in 0..d {
+                for j in 0..d {
+                    assert!((l[(i, j)] + l[(j, i)]).abs() < 1e-12, "skew");
+                }
+            }
+            let ltl = mul(Par::Seq, l.transpose(), l.as_ref()).unwrap();
+            let (w, w2) = super::super::refresh::eigh_descending(ltl.as_ref(), Par::Seq).unwrap();
+            let omega: Vec<f64> = w2.iter().map(|&x| x.max(0.0).sqrt()).collect();
+            let lw = mul(
+                Par::Seq,
+                mul(Par::Seq, w.transpose(), l.as_ref()).unwrap().as_ref(),
+                w.as_ref(),
+            )
+            .unwrap();
+            let e = mul(
+                Par::Seq,
+                mul(Par::Seq, w.as_ref(), middle(&lw, &omega, 1.0).as_ref())
+                    .unwrap()
+                    .as_ref(),
+                w.transpose(),
+            )
+            .unwrap();
+            let mut worst = 0.0f64;
+            for i in 0..d {
+                for j in 0..d {
+                    worst = worst.max((e[(i, j)] - r[(i, j)]).abs());
+                }
+            }
+            assert!(worst < 1e-6, "case {c}: expm(logm(R)) off by {worst:e}");
+            let mut sorted: Vec<f64> = angles.iter().flat_map(|&a| [a, a]).collect();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            for (k, a) in sorted.iter().enumerate() {
+                assert!(
+                    (omega[k] - a).abs() < 1e-6,
+                    "case {c}: angle {} vs {a}",
+                    omega[k]
+                );
+            }
+        }
     }
 }

@@ -102,7 +102,10 @@ fn check_symmetric_input<T: RealField + Copy>(name: &str, a: MatRef<'_, T>) -> R
 
 /// Eigendecomposition of a symmetric matrix (lower triangle read): `(U, s)` with `s` descending
 /// and `U`'s columns the matching eigenvectors.
-pub fn eigh_descending<T: RealField + Copy>(a: MatRef<'_, T>, par: Par) -> Result<(Mat<T>, Vec<T>)> {
+pub fn eigh_descending<T: RealField + Copy>(
+    a: MatRef<'_, T>,
+    par: Par,
+) -> Result<(Mat<T>, Vec<T>)> {
     check_symmetric_input("the symmetric matrix", a)?;
     let d = a.nrows();
     let mut u = Mat::<T>::zeros(d, d);
@@ -132,17 +135,17 @@ pub fn eigh_descending<T: RealField + Copy>(a: MatRef<'_, T>, par: Par) -> Resul
     })??;
     let values: Vec<T> = (0..d).map(|i| s[i]).collect();
     let mut order: Vec<usize> = (0..d).collect();
-    order.sort_by(|&i, &j| values[j].partial_cmp(&values[i]).unwrap_or(core::cmp::Ordering::Equal));
+    order.sort_by(|&i, &j| {
+        values[j]
+            .partial_cmp(&values[i])
+            .unwrap_or(core::cmp::Ordering::Equal)
+    });
     let sorted = Mat::from_fn(d, d, |i, j| u[(i, order[j])]);
     Ok((sorted, order.iter().map(|&i| values[i]).collect()))
 }
 
 /// `A B` into a new matrix.
-fn product<T: RealField + Copy>(
-    par: Par,
-    a: MatRef<'_, T>,
-    b: MatRef<'_, T>,
-) -> Result<Mat<T>> {
+fn product<T: RealField + Copy>(par: Par, a: MatRef<'_, T>, b: MatRef<'_, T>) -> Result<Mat<T>> {
     let mut out = Mat::<T>::zeros(a.nrows(), b.ncols());
     let flops = 2.0 * (a.nrows() * a.ncols() * b.ncols()) as f64;
     with_faer_par(par, flops, |fp| {
@@ -186,7 +189,11 @@ fn power_qr(par: Par, old: MatRef<'_, f32>, a: MatRef<'_, f32>) -> Result<(Mat<f
         .map(|j| (0..d).map(|i| old[(i, j)] * aq[(i, j)]).sum())
         .collect();
     let mut order: Vec<usize> = (0..d).collect();
-    order.sort_by(|&i, &j| est[j].partial_cmp(&est[i]).unwrap_or(core::cmp::Ordering::Equal));
+    order.sort_by(|&i, &j| {
+        est[j]
+            .partial_cmp(&est[i])
+            .unwrap_or(core::cmp::Ordering::Equal)
+    });
     let mut factor = Mat::from_fn(d, d, |i, j| aq[(i, order[j])]);
     let bs = faer::linalg::qr::no_pivoting::factor::recommended_block_size::<f32>(d, d).max(1);
     let mut coeff = Mat::<f32>::zeros(bs, d);
@@ -317,9 +324,10 @@ fn scale_matrix(mut a: MatMut<'_, f32>, factor: f32) {
         return;
     }
     for j in 0..a.ncols() {
-        a.rb_mut().col_mut(j).iter_mut().for_each(|x| {
-            *x = if factor == 0.0 { 0.0 } else { *x * factor }
-        });
+        a.rb_mut()
+            .col_mut(j)
+            .iter_mut()
+            .for_each(|x| *x = if factor == 0.0 { 0.0 } else { *x * factor });
     }
 }
 
@@ -569,7 +577,14 @@ pub(crate) fn transfer_dense(
                 let src = faer::ColRef::from_slice(scratch);
                 let dst = faer::ColMut::from_slice_mut(v);
                 with_faer_par(par, 2.0 * (d * d) as f64, |fp| {
-                    matmul(dst.as_mat_mut(), Accum::Replace, pp.transpose(), src.as_mat(), 1.0, fp)
+                    matmul(
+                        dst.as_mat_mut(),
+                        Accum::Replace,
+                        pp.transpose(),
+                        src.as_mat(),
+                        1.0,
+                        fp,
+                    )
                 })?;
             }
         }

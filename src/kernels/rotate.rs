@@ -141,7 +141,9 @@ fn kron_checks(
     let (m, n) = (q_left.nrows(), q_right.nrows());
     check_square("Q_L", q_left, m)?;
     check_square("Q_R", q_right, n)?;
-    let len = m.checked_mul(n).ok_or_else(|| Error::length("m * n overflows"))?;
+    let len = m
+        .checked_mul(n)
+        .ok_or_else(|| Error::length("m * n overflows"))?;
     check_len("the input matrix", input, len)?;
     check_len("out", out, len)?;
     check_len("work", work, len)?;
@@ -300,7 +302,12 @@ impl<const AMSGRAD: bool> WithSimd for AdamDirection<'_, AMSGRAD> {
 
 /// The Adam direction in rotated coordinates over a whole buffer set (in place in `grad`).
 /// `k.l2` is ignored: the L2 term is added before rotating ([`l2_gradient`]).
-pub(crate) fn adam_direction(isa: Isa, par: Par, k: &AdamCoefficients, block: DirectionBlock<'_>) -> Result<()> {
+pub(crate) fn adam_direction(
+    isa: Isa,
+    par: Par,
+    k: &AdamCoefficients,
+    block: DirectionBlock<'_>,
+) -> Result<()> {
     dispatch::map_reduce_blocks(
         par,
         block,

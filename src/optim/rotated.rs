@@ -85,8 +85,16 @@ impl RotatedAdam {
             } else {
                 Vec::new()
             },
-            rot: if rotated { zeros(n, "the rotated gradient")? } else { Vec::new() },
-            work: if rotated { zeros(n, "the workspace")? } else { Vec::new() },
+            rot: if rotated {
+                zeros(n, "the rotated gradient")?
+            } else {
+                Vec::new()
+            },
+            work: if rotated {
+                zeros(n, "the workspace")?
+            } else {
+                Vec::new()
+            },
             basis,
             isa: Isa::detect(),
             par: Par::Pool,
@@ -275,12 +283,10 @@ impl RotatedAdam {
                     &mut self.work,
                 )?;
             }
-            _ => {
-                return Err(Error::new(
-                    ErrorKind::InvalidArgument,
-                    "set_basis: the new basis must be of the same kind and size (dense or Kronecker)",
-                ))
-            }
+            _ => return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "set_basis: the new basis must be of the same kind and size (dense or Kronecker)",
+            )),
         }
         self.basis = basis;
         Ok(())
@@ -451,7 +457,8 @@ impl Soap {
         }
         self.stats.update(grad, cfg.shampoo_beta, par)?;
         if !self.initialized {
-            let (basis, _, _) = KroneckerBasis::from_factors(self.stats.left(), self.stats.right())?;
+            let (basis, _, _) =
+                KroneckerBasis::from_factors(self.stats.left(), self.stats.right())?;
             // The state is still zero: nothing to carry.
             self.inner.basis = Basis::Kronecker(basis);
             self.initialized = true;

@@ -39,4 +39,4 @@ pub use kernels::adam::{
     adam_step, adam_step_multi, adam_step_multi_with, adam_step_with, AdamConfig, AdamTensor,
 };
 pub use optim::Adam;
-pub use optim::{RotatedAdam, Soap, SoapConfig};
+pub use optim::{rotated_adam_step_with, rotated_workspace_len, RotatedAdam, Soap, SoapConfig};

@@ -373,43 +373,60 @@ impl KroneckerStatistics {
     /// `L <- beta L + (1 - beta) G G^T`, `R <- beta R + (1 - beta) G^T G` for a row-major
     /// `m x n` gradient `G`; `beta` in [0, 1).
     pub fn update(&mut self, g: &[f32], beta: f64, par: Par) -> Result<()> {
-        error::check_half_open("beta", beta, 0.0, 1.0)?;
-        let (m, n) = (self.rows(), self.cols());
-        error::check_lengths(m * n, &[("the gradient", g.len())])?;
-        let gm = MatRef::from_row_major_slice(g, m, n);
-        let alpha = (1.0 - beta) as f32;
-        scale_matrix(self.left.as_mut(), beta as f32);
-        scale_matrix(self.right.as_mut(), beta as f32);
-        let flops = (m * n) as f64 * (m + n) as f64;
-        let (left, right) = (&mut self.left, &mut self.right);
-        with_faer_par(par, flops, |fp| {
-            triangular::matmul(
-                left.as_mut(),
-                BlockStructure::TriangularLower,
-                Accum::Add,
-                gm,
-                BlockStructure::Rectangular,
-                gm.transpose(),
-                BlockStructure::Rectangular,
-                alpha,
-                fp,
-            );
-            triangular::matmul(
-                right.as_mut(),
-                BlockStructure::TriangularLower,
-                Accum::Add,
-                gm.transpose(),
-                BlockStructure::Rectangular,
-                gm,
-                BlockStructure::Rectangular,
-                alpha,
-                fp,
-            );
-        })?;
-        mirror_lower(self.left.as_mut());
-        mirror_lower(self.right.as_mut());
-        Ok(())
+        update_kronecker_factors(self.left.as_mut(), self.right.as_mut(), g, beta, par)
     }
+}
+
+/// [`KroneckerStatistics::update`] on caller-owned factors (`left` m x m, `right` n x n, both
+/// triangles written). Nothing is written on error.
+pub fn update_kronecker_factors(
+    mut left: MatMut<'_, f32>,
+    mut right: MatMut<'_, f32>,
+    g: &[f32],
+    beta: f64,
+    par: Par,
+) -> Result<()> {
+    error::check_half_open("beta", beta, 0.0, 1.0)?;
+    let (m, n) = (left.nrows(), right.nrows());
+    if left.ncols() != m || right.ncols() != n {
+        return Err(Error::length("the Kronecker factors must be square"));
+    }
+    let len = m
+        .checked_mul(n)
+        .ok_or_else(|| Error::length("m * n overflows"))?;
+    error::check_lengths(len, &[("the gradient", g.len())])?;
+    let gm = MatRef::from_row_major_slice(g, m, n);
+    let alpha = (1.0 - beta) as f32;
+    scale_matrix(left.rb_mut(), beta as f32);
+    scale_matrix(right.rb_mut(), beta as f32);
+    let flops = (m * n) as f64 * (m + n) as f64;
+    with_faer_par(par, flops, |fp| {
+        triangular::matmul(
+            left.rb_mut(),
+            BlockStructure::TriangularLower,
+            Accum::Add,
+            gm,
+            BlockStructure::Rectangular,
+            gm.transpose(),
+            BlockStructure::Rectangular,
+            alpha,
+            fp,
+        );
+        triangular::matmul(
+            right.rb_mut(),
+            BlockStructure::TriangularLower,
+            Accum::Add,
+            gm.transpose(),
+            BlockStructure::Rectangular,
+            gm,
+            BlockStructure::Rectangular,
+            alpha,
+            fp,
+        );
+    })?;
+    mirror_lower(left);
+    mirror_lower(right);
+    Ok(())
 }
 
 /// Rows per block of the GN accumulation (the weighted rows are formed block by block).
@@ -453,86 +470,114 @@ impl GnMatrix {
         beta: f64,
         par: Par,
     ) -> Result<()> {
-        let d = self.dim();
-        error::check_half_open("beta", beta, 0.0, 1.0)?;
-        if row_stride < d {
-            return Err(Error::length(format!(
-                "row_stride = {row_stride} is less than dim = {d}"
-            )));
-        }
-        let needed = if n_samples == 0 {
-            0
-        } else {
-            (n_samples - 1)
-                .checked_mul(row_stride)
-                .and_then(|v| v.checked_add(d))
-                .ok_or_else(|| Error::length("n_samples * row_stride overflows"))?
-        };
-        if x.len() < needed {
-            return Err(Error::length(format!(
-                "x has {} floats, {n_samples} rows of stride {row_stride} need {needed}",
-                x.len()
-            )));
-        }
-        if let Some(w) = weights {
-            error::check_lengths(n_samples, &[("weights", w.len())])?;
-            if w.iter().any(|v| !v.is_finite()) {
-                return Err(Error::new(ErrorKind::NonFinite, "weights hold NaN or Inf"));
-            }
-        }
-        if weights.is_some() && self.weighted.len() < GN_ROWS.min(n_samples) * d {
-            self.weighted
-                .try_reserve_exact(GN_ROWS.min(n_samples) * d)
-                .map_err(|_| alloc_error("the weighted rows"))?;
-            self.weighted.resize(GN_ROWS.min(n_samples) * d, 0.0);
-        }
-        scale_matrix(self.h.as_mut(), beta as f32);
-        if n_samples > 0 {
-            let alpha = ((1.0 - beta) / n_samples as f64) as f32;
-            let mut start = 0;
-            while start < n_samples {
-                let rows = GN_ROWS.min(n_samples - start);
-                let block = MatRef::from_row_major_slice_with_stride(
-                    &x[start * row_stride..],
-                    rows,
-                    d,
-                    row_stride,
-                );
-                let lhs = match weights {
-                    Some(w) => {
-                        let buf = &mut self.weighted[..rows * d];
-                        for r in 0..rows {
-                            let wr = w[start + r];
-                            let row = &x[(start + r) * row_stride..(start + r) * row_stride + d];
-                            buf[r * d..(r + 1) * d]
-                                .iter_mut()
-                                .zip(row)
-                                .for_each(|(o, v)| *o = wr * v);
-                        }
-                        MatRef::from_row_major_slice(&self.weighted[..rows * d], rows, d)
-                    }
-                    None => block,
-                };
-                let h = &mut self.h;
-                with_faer_par(par, (rows * d * d) as f64, |fp| {
-                    triangular::matmul(
-                        h.as_mut(),
-                        BlockStructure::TriangularLower,
-                        Accum::Add,
-                        lhs.transpose(),
-                        BlockStructure::Rectangular,
-                        block,
-                        BlockStructure::Rectangular,
-                        alpha,
-                        fp,
-                    )
-                })?;
-                start += rows;
-            }
-        }
-        mirror_lower(self.h.as_mut());
-        Ok(())
+        accumulate_gn_matrix(
+            self.h.as_mut(),
+            x,
+            n_samples,
+            row_stride,
+            weights,
+            beta,
+            par,
+            &mut self.weighted,
+        )
     }
+}
+
+/// [`GnMatrix::accumulate`] on a caller-owned `d x d` matrix `h` (both triangles written);
+/// `weighted` is scratch, grown to at most `256 * d` floats when weights are given. Nothing is
+/// written to `h` on error.
+#[allow(clippy::too_many_arguments)]
+pub fn accumulate_gn_matrix(
+    mut h: MatMut<'_, f32>,
+    x: &[f32],
+    n_samples: usize,
+    row_stride: usize,
+    weights: Option<&[f32]>,
+    beta: f64,
+    par: Par,
+    weighted: &mut Vec<f32>,
+) -> Result<()> {
+    let d = h.nrows();
+    if h.ncols() != d {
+        return Err(Error::length("the GN matrix must be square"));
+    }
+    error::check_half_open("beta", beta, 0.0, 1.0)?;
+    if row_stride < d {
+        return Err(Error::length(format!(
+            "row_stride = {row_stride} is less than dim = {d}"
+        )));
+    }
+    let needed = if n_samples == 0 {
+        0
+    } else {
+        (n_samples - 1)
+            .checked_mul(row_stride)
+            .and_then(|v| v.checked_add(d))
+            .ok_or_else(|| Error::length("n_samples * row_stride overflows"))?
+    };
+    if x.len() < needed {
+        return Err(Error::length(format!(
+            "x has {} floats, {n_samples} rows of stride {row_stride} need {needed}",
+            x.len()
+        )));
+    }
+    if let Some(w) = weights {
+        error::check_lengths(n_samples, &[("weights", w.len())])?;
+        if w.iter().any(|v| !v.is_finite()) {
+            return Err(Error::new(ErrorKind::NonFinite, "weights hold NaN or Inf"));
+        }
+    }
+    if weights.is_some() && weighted.len() < GN_ROWS.min(n_samples) * d {
+        weighted
+            .try_reserve_exact(GN_ROWS.min(n_samples) * d)
+            .map_err(|_| alloc_error("the weighted rows"))?;
+        weighted.resize(GN_ROWS.min(n_samples) * d, 0.0);
+    }
+    scale_matrix(h.rb_mut(), beta as f32);
+    if n_samples > 0 {
+        let alpha = ((1.0 - beta) / n_samples as f64) as f32;
+        let mut start = 0;
+        while start < n_samples {
+            let rows = GN_ROWS.min(n_samples - start);
+            let block = MatRef::from_row_major_slice_with_stride(
+                &x[start * row_stride..],
+                rows,
+                d,
+                row_stride,
+            );
+            let lhs = match weights {
+                Some(w) => {
+                    let buf = &mut weighted[..rows * d];
+                    for r in 0..rows {
+                        let wr = w[start + r];
+                        let row = &x[(start + r) * row_stride..(start + r) * row_stride + d];
+                        buf[r * d..(r + 1) * d]
+                            .iter_mut()
+                            .zip(row)
+                            .for_each(|(o, v)| *o = wr * v);
+                    }
+                    MatRef::from_row_major_slice(&weighted[..rows * d], rows, d)
+                }
+                None => block,
+            };
+            with_faer_par(par, (rows * d * d) as f64, |fp| {
+                triangular::matmul(
+                    h.rb_mut(),
+                    BlockStructure::TriangularLower,
+                    Accum::Add,
+                    lhs.transpose(),
+                    BlockStructure::Rectangular,
+                    block,
+                    BlockStructure::Rectangular,
+                    alpha,
+                    fp,
+                )
+            })?;
+            start += rows;
+        }
+    }
+    mirror_lower(h);
+    Ok(())
 }
 
 /// `P o P` for `P = old^T new`.

@@ -4,4 +4,4 @@ mod adam;
 mod rotated;
 
 pub use adam::Adam;
-pub use rotated::{RotatedAdam, Soap, SoapConfig};
+pub use rotated::{rotated_adam_step_with, rotated_workspace_len, RotatedAdam, Soap, SoapConfig};

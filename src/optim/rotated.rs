@@ -61,10 +61,8 @@ pub struct RotatedAdam {
     exp_avg: Vec<f32>,
     exp_avg_sq: Vec<f32>,
     max_exp_avg_sq: Vec<f32>,
-    /// `g~`, then the direction `d~` (empty for the identity).
-    rot: Vec<f32>,
-    /// GEMM workspace / L2 gradient (empty for the identity).
-    work: Vec<f32>,
+    /// [`rotated_workspace_len`] floats: `g~` / `d~`, then the GEMM workspace.
+    workspace: Vec<f32>,
     isa: Isa,
     par: Par,
 }
@@ -74,7 +72,6 @@ impl RotatedAdam {
     pub fn new(config: AdamConfig, basis: Basis) -> Result<Self> {
         config.validate()?;
         let n = basis.len();
-        let rotated = !matches!(basis, Basis::Identity(_));
         Ok(Self {
             config,
             steps_taken: 0,
@@ -85,16 +82,7 @@ impl RotatedAdam {
             } else {
                 Vec::new()
             },
-            rot: if rotated {
-                zeros(n, "the rotated gradient")?
-            } else {
-                Vec::new()
-            },
-            work: if rotated {
-                zeros(n, "the workspace")?
-            } else {
-                Vec::new()
-            },
+            workspace: zeros(rotated_workspace_len(&basis), "the workspace")?,
             basis,
             isa: Isa::detect(),
             par: Par::Pool,
@@ -150,77 +138,23 @@ impl RotatedAdam {
 
     /// One step (see the module docs). On error nothing changes, the step count included.
     pub fn step(&mut self, param: &mut [f32], grad: &[f32]) -> Result<()> {
-        let cfg = self.config;
-        let n = self.len();
-        error::check_lengths(n, &[("param", param.len()), ("grad", grad.len())])?;
         let t = self.steps_taken + 1;
-        check_step(t)?;
-        let (isa, par) = (self.isa, self.par);
-        if let Basis::Identity(_) = self.basis {
-            adam_step_with(
-                isa,
-                par,
-                &cfg,
-                t,
-                AdamTensor {
-                    param,
-                    grad,
-                    exp_avg: &mut self.exp_avg,
-                    exp_avg_sq: &mut self.exp_avg_sq,
-                    max_exp_avg_sq: cfg.amsgrad.then_some(&mut self.max_exp_avg_sq[..]),
-                },
-            )?;
-            self.steps_taken = t;
-            return Ok(());
-        }
-        let mut k = AdamCoefficients::new(&cfg, t);
-        if cfg.check_finite && !grad_is_finite(isa, par, grad, k.grad_factor)? {
-            return Err(non_finite_error());
-        }
-        let l2 = k.l2 != 0.0;
-        match &self.basis {
-            Basis::Identity(_) => unreachable!("handled above"),
-            Basis::Dense(b) => {
-                if l2 {
-                    rotate::l2_gradient(isa, grad, param, &mut self.work, k.grad_factor, k.l2);
-                    k.grad_factor = 1.0;
-                    b.rotate_into_with(par, &self.work, &mut self.rot, false)?;
-                } else {
-                    b.rotate_into_with(par, grad, &mut self.rot, false)?;
-                }
-            }
-            Basis::Kronecker(b) => {
-                if l2 {
-                    rotate::l2_gradient(isa, grad, param, &mut self.rot, k.grad_factor, k.l2);
-                    k.grad_factor = 1.0;
-                    // work = Q_L^T G', rot = work Q_R: the in-place form of rotate_into.
-                    kron_in_place(par, b, &mut self.rot, &mut self.work)?;
-                } else {
-                    b.rotate_into_with(par, grad, &mut self.rot, &mut self.work, false)?;
-                }
-            }
-        }
-        rotate::adam_direction(
-            isa,
-            par,
-            &k,
-            DirectionBlock {
-                grad: &mut self.rot,
+        let amsgrad = self.config.amsgrad;
+        rotated_adam_step_with(
+            self.isa,
+            self.par,
+            &self.config,
+            t,
+            &self.basis,
+            AdamTensor {
+                param,
+                grad,
                 exp_avg: &mut self.exp_avg,
                 exp_avg_sq: &mut self.exp_avg_sq,
-                max_exp_avg_sq: &mut self.max_exp_avg_sq,
+                max_exp_avg_sq: amsgrad.then_some(&mut self.max_exp_avg_sq[..]),
             },
+            &mut self.workspace,
         )?;
-        if k.decay != 1.0 {
-            rotate::scale(isa, param, k.decay);
-        }
-        match &self.basis {
-            Basis::Identity(_) => unreachable!("handled above"),
-            Basis::Dense(b) => b.rotate_out_with(par, &self.rot, param, true)?,
-            Basis::Kronecker(b) => {
-                b.rotate_out_with(par, &self.rot, param, &mut self.work, true)?
-            }
-        }
         self.steps_taken = t;
         Ok(())
     }
@@ -246,6 +180,8 @@ impl RotatedAdam {
             StateTransfer::Reproject => None,
         };
         let par = self.par;
+        let half = self.workspace.len() / 2;
+        let (rot, work) = self.workspace.split_at_mut(half);
         let mut seconds: Vec<&mut [f32]> = vec![&mut self.exp_avg_sq[..]];
         if self.config.amsgrad {
             seconds.push(&mut self.max_exp_avg_sq[..]);
@@ -262,7 +198,7 @@ impl RotatedAdam {
                     perms.map(|(p, _)| p),
                     &mut self.exp_avg,
                     &mut seconds,
-                    &mut self.rot,
+                    &mut self.workspace,
                 )?;
             }
             (Basis::Kronecker(old), Basis::Kronecker(new))
@@ -279,8 +215,8 @@ impl RotatedAdam {
                     perms,
                     &mut self.exp_avg,
                     &mut seconds,
-                    &mut self.rot,
-                    &mut self.work,
+                    rot,
+                    work,
                 )?;
             }
             _ => return Err(Error::new(
@@ -290,6 +226,133 @@ impl RotatedAdam {
         }
         self.basis = basis;
         Ok(())
+    }
+}
+
+/// Floats of workspace [`rotated_adam_step_with`] needs: 0 for the identity, `2 * len`
+/// otherwise (the rotated gradient, then the GEMM workspace).
+pub fn rotated_workspace_len(basis: &Basis) -> usize {
+    match basis {
+        Basis::Identity(_) => 0,
+        b => 2 * b.len(),
+    }
+}
+
+/// One Adam step in `basis` on caller-owned buffers (the module docs give the math): `exp_avg`,
+/// `exp_avg_sq`, `max_exp_avg_sq` are in rotated coordinates (original ones for the identity,
+/// where this is exactly [`adam_step_with`]); `workspace` holds at least
+/// [`rotated_workspace_len`] floats. Everything is checked (and `grad` scanned with
+/// `check_finite`) before anything is written.
+pub fn rotated_adam_step_with(
+    isa: Isa,
+    par: Par,
+    cfg: &AdamConfig,
+    step: u64,
+    basis: &Basis,
+    tensor: AdamTensor<'_>,
+    workspace: &mut [f32],
+) -> Result<()> {
+    let AdamTensor {
+        param,
+        grad,
+        exp_avg,
+        exp_avg_sq,
+        max_exp_avg_sq,
+    } = tensor;
+    let n = basis.len();
+    error::check_lengths(n, &[("param", param.len())])?;
+    if let Basis::Identity(_) = basis {
+        return adam_step_with(
+            isa,
+            par,
+            cfg,
+            step,
+            AdamTensor {
+                param,
+                grad,
+                exp_avg,
+                exp_avg_sq,
+                max_exp_avg_sq,
+            },
+        );
+    }
+    cfg.validate()?;
+    check_step(step)?;
+    error::check_lengths(
+        n,
+        &[
+            ("grad", grad.len()),
+            ("exp_avg", exp_avg.len()),
+            ("exp_avg_sq", exp_avg_sq.len()),
+        ],
+    )?;
+    let vmax: &mut [f32] = match (cfg.amsgrad, max_exp_avg_sq) {
+        (true, Some(x)) => {
+            error::check_lengths(n, &[("max_exp_avg_sq", x.len())])?;
+            x
+        }
+        (true, None) => {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "amsgrad needs max_exp_avg_sq",
+            ))
+        }
+        (false, _) => &mut [],
+    };
+    if workspace.len() < 2 * n {
+        return Err(Error::length(format!(
+            "the workspace has {} floats, the rotated step needs {}",
+            workspace.len(),
+            2 * n
+        )));
+    }
+    let (rot, rest) = workspace.split_at_mut(n);
+    let work = &mut rest[..n];
+    let mut k = AdamCoefficients::new(cfg, step);
+    if cfg.check_finite && !grad_is_finite(isa, par, grad, k.grad_factor)? {
+        return Err(non_finite_error());
+    }
+    let l2 = k.l2 != 0.0;
+    match basis {
+        Basis::Identity(_) => unreachable!("handled above"),
+        Basis::Dense(b) => {
+            if l2 {
+                rotate::l2_gradient(isa, grad, param, work, k.grad_factor, k.l2);
+                k.grad_factor = 1.0;
+                b.rotate_into_with(par, work, rot, false)?;
+            } else {
+                b.rotate_into_with(par, grad, rot, false)?;
+            }
+        }
+        Basis::Kronecker(b) => {
+            if l2 {
+                rotate::l2_gradient(isa, grad, param, rot, k.grad_factor, k.l2);
+                k.grad_factor = 1.0;
+                // work = Q_L^T G', rot = work Q_R: the in-place form of rotate_into.
+                kron_in_place(par, b, rot, work)?;
+            } else {
+                b.rotate_into_with(par, grad, rot, work, false)?;
+            }
+        }
+    }
+    rotate::adam_direction(
+        isa,
+        par,
+        &k,
+        DirectionBlock {
+            grad: rot,
+            exp_avg,
+            exp_avg_sq,
+            max_exp_avg_sq: vmax,
+        },
+    )?;
+    if k.decay != 1.0 {
+        rotate::scale(isa, param, k.decay);
+    }
+    match basis {
+        Basis::Identity(_) => unreachable!("handled above"),
+        Basis::Dense(b) => b.rotate_out_with(par, rot, param, true),
+        Basis::Kronecker(b) => b.rotate_out_with(par, rot, param, work, true),
     }
 }
 

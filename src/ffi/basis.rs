@@ -11,7 +11,7 @@
 //! `dp_basis_refresh_f32` needs exclusive use.
 
 use super::adam::dp_adam_config;
-use super::check::{self, Region};
+use super::check::{self, Name, Region};
 use super::{dp_status, guard};
 use crate::basis::refresh::{
     accumulate_gn_matrix, transfer_dense, transfer_kronecker, update_kronecker_factors,
@@ -62,6 +62,14 @@ pub struct dp_basis_info {
     pub rotate_workspace_len: usize,
     /// Floats of `workspace` `dp_rotated_adam_step_f32` needs.
     pub step_workspace_len: usize,
+}
+
+/// A plain argument name for messages.
+fn name(field: &'static str) -> Name {
+    Name {
+        tensor: None,
+        field,
+    }
 }
 
 fn square_len(name: &str, d: usize) -> Result<usize> {
@@ -186,9 +194,9 @@ pub unsafe extern "C" fn dp_basis_create_from_symmetric_f32(
         check::size_and_alignment("a", a, n)?;
         check::size_and_alignment("eigenvalues", eigenvalues, dim)?;
         check::disjoint(vec![
-            Region::new("a".into(), a, n, false),
+            Region::new(name("a"), a, n, false),
             Region::new(
-                "eigenvalues".into(),
+                name("eigenvalues"),
                 eigenvalues,
                 if eigenvalues.is_null() { 0 } else { dim },
                 true,
@@ -324,7 +332,7 @@ pub unsafe extern "C" fn dp_basis_get_matrix_f32(
             }
         };
         let d = m.nrows();
-        crate::error::check_lengths(d * d, &[("out", len)])?;
+        crate::kernels::rotate::check_lengths(d * d, &[("out", len)])?;
         // SAFETY: non-null (len > 0 here unless d == 0), aligned, sized (checked above).
         let dst = unsafe { check::slice_mut(out, len) };
         for i in 0..d {
@@ -358,7 +366,7 @@ unsafe fn rotate(
     check::size_and_alignment("work", work, work_len)?;
     // SAFETY: non-null; a live handle (C contract).
     let b = unsafe { handle(basis) };
-    crate::error::check_lengths(b.len(), &[("len", len)])?;
+    crate::kernels::rotate::check_lengths(b.len(), &[("len", len)])?;
     if work_len < b.workspace_len() {
         return Err(Error::length(format!(
             "work has {work_len} floats, the rotation needs {}",
@@ -367,9 +375,9 @@ unsafe fn rotate(
     }
     let work_len = b.workspace_len();
     check::disjoint(vec![
-        Region::new("input".into(), input, len, false),
-        Region::new("out".into(), out, len, true),
-        Region::new("work".into(), work, work_len, true),
+        Region::new(name("input"), input, len, false),
+        Region::new(name("out"), out, len, true),
+        Region::new(name("work"), work, work_len, true),
     ])?;
     // SAFETY: non-null (or empty), aligned, sized and disjoint: checked above.
     let (g, o, w) = unsafe {
@@ -510,9 +518,9 @@ pub unsafe extern "C" fn dp_gn_matrix_accumulate_f32(
         check::size_and_alignment("weights", weights, wn)?;
         crate::error::check_half_open("beta", beta, 0.0, 1.0)?;
         check::disjoint(vec![
-            Region::new("h".into(), h, hn, true),
-            Region::new("x".into(), x, xn, false),
-            Region::new("weights".into(), weights, wn, false),
+            Region::new(name("h"), h, hn, true),
+            Region::new(name("x"), x, xn, false),
+            Region::new(name("weights"), weights, wn, false),
         ])?;
         // SAFETY: non-null (or empty), aligned, sized and disjoint: checked above.
         let (hs, xs, ws) = unsafe {
@@ -566,9 +574,9 @@ pub unsafe extern "C" fn dp_kron_factors_update_f32(
         check::size_and_alignment("grad", grad, ng)?;
         crate::error::check_half_open("beta", beta, 0.0, 1.0)?;
         check::disjoint(vec![
-            Region::new("left".into(), left, nl, true),
-            Region::new("right".into(), right, nr, true),
-            Region::new("grad".into(), grad, ng, false),
+            Region::new(name("left"), left, nl, true),
+            Region::new(name("right"), right, nr, true),
+            Region::new(name("grad"), grad, ng, false),
         ])?;
         // SAFETY: non-null (or empty), aligned, sized and disjoint: checked above.
         let (l, r, g) = unsafe {
@@ -640,7 +648,7 @@ pub unsafe extern "C" fn dp_basis_refresh_f32(
         ];
         let any_state = states.iter().any(|(_, p)| !p.is_null());
         if any_state {
-            crate::error::check_lengths(b.len(), &[("len", len)])?;
+            crate::kernels::rotate::check_lengths(b.len(), &[("len", len)])?;
         }
         check::size_and_alignment("stat_left", stat_left, nl)?;
         check::size_and_alignment("stat_right", stat_right, nr)?;
@@ -669,12 +677,12 @@ pub unsafe extern "C" fn dp_basis_refresh_f32(
         };
         let state_len = |p: *mut f32| if p.is_null() { 0 } else { len };
         check::disjoint(vec![
-            Region::new("stat_left".into(), stat_left, nl, false),
-            Region::new("stat_right".into(), stat_right, nr, false),
-            Region::new("exp_avg".into(), exp_avg, state_len(exp_avg), true),
-            Region::new("exp_avg_sq".into(), exp_avg_sq, state_len(exp_avg_sq), true),
+            Region::new(name("stat_left"), stat_left, nl, false),
+            Region::new(name("stat_right"), stat_right, nr, false),
+            Region::new(name("exp_avg"), exp_avg, state_len(exp_avg), true),
+            Region::new(name("exp_avg_sq"), exp_avg_sq, state_len(exp_avg_sq), true),
             Region::new(
-                "max_exp_avg_sq".into(),
+                name("max_exp_avg_sq"),
                 max_exp_avg_sq,
                 state_len(max_exp_avg_sq),
                 true,
@@ -783,7 +791,7 @@ pub unsafe extern "C" fn dp_rotated_adam_step_f32(
         check::required("basis", basis)?;
         // SAFETY: non-null; points to a dp_adam_config (C contract).
         let config = AdamConfig::from(unsafe { &*cfg });
-        let mut buffers: Vec<(&str, *const f32, bool)> = vec![
+        let mut buffers: Vec<(&'static str, *const f32, bool)> = vec![
             ("param", param, true),
             ("grad", grad, false),
             ("exp_avg", exp_avg, true),
@@ -802,7 +810,7 @@ pub unsafe extern "C" fn dp_rotated_adam_step_f32(
         check::size_and_alignment("workspace", workspace, workspace_len)?;
         // SAFETY: non-null; a live handle (C contract).
         let b = unsafe { handle(basis) };
-        crate::error::check_lengths(b.len(), &[("len", len)])?;
+        crate::kernels::rotate::check_lengths(b.len(), &[("len", len)])?;
         let need = rotated_workspace_len(b);
         if workspace_len < need {
             return Err(Error::length(format!(
@@ -815,9 +823,9 @@ pub unsafe extern "C" fn dp_rotated_adam_step_f32(
         }
         let mut regions: Vec<Region> = buffers
             .iter()
-            .map(|(name, p, w)| Region::new(name.to_string(), *p, len, *w))
+            .map(|(field, p, w)| Region::new(name(field), *p, len, *w))
             .collect();
-        regions.push(Region::new("workspace".into(), workspace, need, true));
+        regions.push(Region::new(name("workspace"), workspace, need, true));
         check::disjoint(regions)?;
         // SAFETY: non-null (or empty), aligned, sized and disjoint: checked above.
         let tensor = unsafe {

@@ -29,7 +29,7 @@
 
 use crate::dispatch::{self, Isa, Par, Split};
 use crate::error::{Error, Result};
-use crate::kernels::adam::{adam_lane, AdamCoefficients, Splat, BLOCK};
+use crate::kernels::adam::{adam_moments, adam_theta, AdamCoefficients, Splat, BLOCK};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef};
 use pulp::{Simd, WithSimd};
@@ -61,6 +61,14 @@ fn check_square(name: &str, m: MatRef<'_, f32>, dim: usize) -> Result<()> {
             m.nrows(),
             m.ncols()
         )));
+    }
+    Ok(())
+}
+
+/// Checks that every named length equals `expected` (used across the basis modules).
+pub(crate) fn check_lengths(expected: usize, named: &[(&str, usize)]) -> Result<()> {
+    for &(name, len) in named {
+        check_len(name, len, expected)?;
     }
     Ok(())
 }
@@ -233,6 +241,20 @@ impl Split for DirectionBlock<'_> {
     }
 }
 
+/// The Adam lane of [`crate::kernels::adam`] with `theta = 0`: returns `(d~, m~, v~, vmax~)`,
+/// `d~` the update itself (`0 * decay = 0`).
+#[inline(always)]
+fn direction_lane<S: Simd, const AMSGRAD: bool>(
+    simd: S,
+    c: &Splat<S>,
+    [g, m, v, vmax]: [S::f32s; 4],
+) -> [S::f32s; 4] {
+    let zero = simd.splat_f32s(0.0);
+    let [theta, m, v, vmax] = adam_moments::<S, AMSGRAD, false>(simd, c, [zero, g, m, v, vmax]);
+    let v_hat = if AMSGRAD { vmax } else { v };
+    [adam_theta(simd, c, theta, m, v_hat), m, v, vmax]
+}
+
 struct AdamDirection<'a, const AMSGRAD: bool> {
     k: &'a AdamCoefficients,
     block: DirectionBlock<'a>,
@@ -258,14 +280,10 @@ impl<const AMSGRAD: bool> WithSimd for AdamDirection<'_, AMSGRAD> {
         let (m_body, v_body) = (&mut m_body[..n], &mut v_body[..n]);
         let x_body = if AMSGRAD { &mut x_body[..n] } else { x_body };
         let zero = simd.splat_f32s(0.0);
-        // theta = 0 in the shared Adam lane: its output is the update itself (0 * decay = 0).
         for i in 0..n {
             let vmax = if AMSGRAD { x_body[i] } else { zero };
-            let [d, m, v, x] = adam_lane::<S, AMSGRAD, false>(
-                simd,
-                &c,
-                [zero, g_body[i], m_body[i], v_body[i], vmax],
-            );
+            let [d, m, v, x] =
+                direction_lane::<S, AMSGRAD>(simd, &c, [g_body[i], m_body[i], v_body[i], vmax]);
             g_body[i] = d;
             m_body[i] = m;
             v_body[i] = v;
@@ -279,11 +297,10 @@ impl<const AMSGRAD: bool> WithSimd for AdamDirection<'_, AMSGRAD> {
             } else {
                 zero
             };
-            let [d, m, v, x] = adam_lane::<S, AMSGRAD, false>(
+            let [d, m, v, x] = direction_lane::<S, AMSGRAD>(
                 simd,
                 &c,
                 [
-                    zero,
                     simd.partial_load_f32s(g_tail),
                     simd.partial_load_f32s(m_tail),
                     simd.partial_load_f32s(v_tail),

@@ -171,28 +171,34 @@ impl DenseBasis {
 pub struct KroneckerBasis {
     left: DenseBasis,
     right: DenseBasis,
+    /// `Q_L^T` stored column-major, i.e. `Q_L` row-major: `rotate_out`'s first product
+    /// `Q_L G~` into a row-major workspace runs at faer's full rate only when both operands are
+    /// row-major (measured: about 0.65x of the rate with a column-major `Q_L`).
+    left_row_major: Mat<f32>,
 }
 
 impl KroneckerBasis {
     /// `(I_m, I_n)`.
     pub fn identity(rows: usize, cols: usize) -> Self {
-        Self {
-            left: DenseBasis::identity(rows),
-            right: DenseBasis::identity(cols),
-        }
+        Self::from_bases(DenseBasis::identity(rows), DenseBasis::identity(cols))
     }
 
     /// From two orthonormal factors (each checked by [`DenseBasis::new`]).
     pub fn new(q_left: Mat<f32>, q_right: Mat<f32>) -> Result<Self> {
-        Ok(Self {
-            left: DenseBasis::new(q_left)?,
-            right: DenseBasis::new(q_right)?,
-        })
+        Ok(Self::from_bases(
+            DenseBasis::new(q_left)?,
+            DenseBasis::new(q_right)?,
+        ))
     }
 
     /// From two bases.
     pub fn from_bases(left: DenseBasis, right: DenseBasis) -> Self {
-        Self { left, right }
+        let left_row_major = left.matrix().transpose().to_owned();
+        Self {
+            left,
+            right,
+            left_row_major,
+        }
     }
 
     /// The eigenbases of two symmetric factors (`L` m x m, `R` n x n), eigenvalues descending.
@@ -202,7 +208,7 @@ impl KroneckerBasis {
     ) -> Result<(Self, Vec<f32>, Vec<f32>)> {
         let (l, sl) = DenseBasis::from_symmetric(left)?;
         let (r, sr) = DenseBasis::from_symmetric(right)?;
-        Ok((Self { left: l, right: r }, sl, sr))
+        Ok((Self::from_bases(l, r), sl, sr))
     }
 
     /// `m`.
@@ -271,7 +277,7 @@ impl KroneckerBasis {
     ) -> Result<()> {
         kron_rotate_out_with(
             par,
-            self.left.matrix(),
+            self.left_row_major.transpose(),
             self.right.matrix(),
             g_rot,
             out,

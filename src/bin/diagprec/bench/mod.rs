@@ -4,6 +4,7 @@
 //! [`seconds_per_call`]); nothing here is asserted.
 
 mod adam;
+mod rotate;
 
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 /// Options of `diagprec bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Kernel families to run (comma separated): adam. All by default.
+    /// Kernel families to run (comma separated): adam, rotate. All by default.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Fewer sizes and shorter timings.
@@ -201,7 +202,6 @@ pub fn stream_bandwidth<const RW: usize, const RO: usize>(budget: Duration, n: u
 
 /// faer's own GEMM rate (GFLOP/s, 2mnk flops) for `C (m x n) = A (m x k) * B (k x n)` on
 /// `threads` threads.
-#[allow(dead_code)] // used by the GEMM-shaped families
 pub fn faer_gemm_gflops(budget: Duration, m: usize, n: usize, k: usize, threads: usize) -> f64 {
     use faer::linalg::matmul::matmul;
     use faer::{Accum, Mat, Par};
@@ -275,7 +275,7 @@ fn print_row(row: &Row) {
 
 /// Runs the report.
 pub fn run(args: &BenchArgs) -> Result<(), String> {
-    let families: [(&str, fn(&mut Bench)); 1] = [("adam", adam::rows)];
+    let families: [(&str, fn(&mut Bench)); 2] = [("adam", adam::rows), ("rotate", rotate::rows)];
     for name in &args.only {
         if !families.iter().any(|(f, _)| f == name) {
             return Err(format!("unknown family {name:?}"));

@@ -37,6 +37,22 @@
 // Rotated second moments are re-projected: `v' = (P o P)^T v`, `P = U_old^T U_new`.
 #define DP_TRANSFER_REPROJECT 1
 
+// `estimator` value: the exact softmax GN diagonal, `s = p (1 - p)`.
+#define DP_GN_EXACT 0
+
+// `estimator` value: Sophia's sampled (Gauss-Newton-Bartlett) estimate, `s = (p - e_y)^2` with
+// `y` drawn from the model's softmax; unbiased for the exact diagonal.
+#define DP_GN_SAMPLED 1
+
+// Rows summed in f32 before they are added into the f64 sum.
+#define SUB_BLOCK_ROWS 32
+
+// Sample rows per GEMM block of the in-basis kernels (a multiple of [`SUB_BLOCK_ROWS`]).
+#define GEMM_BLOCK_ROWS 128
+
+// Columns of `h` per sequential GEMM of the layer kernels.
+#define GEMM_BLOCK_COLS 256
+
 // Status returned by every function. `DP_OK` is 0; values are never reused.
 typedef enum dp_status {
     DP_OK = 0,
@@ -110,6 +126,32 @@ typedef struct dp_basis_info {
     // Floats of `workspace` `dp_rotated_adam_step_f32` needs.
     size_t step_workspace_len;
 } dp_basis_info;
+
+// GN^p step hyperparameters (see `dp_gn_config_default`):
+// `theta <- theta (1 - lr wd) - lr * m_hat * (max(h, 0) + damping)^power`, or with `sophia`
+// `theta <- theta (1 - lr wd) - lr * clip(m_hat / max(sophia_gamma h, sophia_eps), -1, 1)`.
+typedef struct dp_gn_config {
+    // Learning rate, finite, >= 0.
+    double lr;
+    // The power p, finite; -1 and -0.5 are fast paths.
+    double power;
+    // lambda, finite, >= 0; > 0 when power < 0 (so h + lambda > 0 everywhere).
+    double damping;
+    // Momentum decay in [0, 1), used when exp_avg is non-NULL.
+    double beta1;
+    // Divide the momentum by 1 - beta1^step.
+    bool bias_correction;
+    // Decoupled weight decay, finite, >= 0.
+    double weight_decay;
+    // Use Sophia's clipped form (power and damping unused).
+    bool sophia;
+    // Sophia's gamma, finite, > 0 (read when sophia).
+    double sophia_gamma;
+    // Sophia's eps, finite, > 0 and not 0 in float (read when sophia).
+    double sophia_eps;
+    // Scan grad and h first; on NaN/Inf return DP_ERR_NON_FINITE and write nothing.
+    bool check_finite;
+} dp_gn_config;
 
 #ifdef __cplusplus
 extern "C" {
@@ -331,6 +373,133 @@ enum dp_status dp_rotated_adam_step_f32(const struct dp_adam_config *cfg,
                                         size_t len,
                                         float *workspace,
                                         size_t workspace_len);
+
+// lr 1, power -1, damping 1e-4, no momentum (beta1 0), bias correction on, no weight decay,
+// Sophia off (gamma 0.01, eps 1e-15 when turned on), no finite check.
+struct dp_gn_config dp_gn_config_default(void);
+
+// `h[j] <- beta h[j] + (1 - beta) (1/N) sum_n w[n] x[n][j]^2` (identity basis; DESIGN.md 2.2).
+// `x` holds `n_samples` rows of `dim` floats, `row_stride >= dim` apart (so it must be valid for
+// `(n_samples - 1) * row_stride + dim` floats); `weights` (`n_samples` floats) may be NULL for
+// all ones; `h` has `dim` floats. `beta` in [0, 1) (0 replaces `h` without reading it).
+// Bitwise identical results for any thread count. `h` must not overlap the inputs.
+//
+// # Safety
+// Each non-NULL pointer must be valid for the lengths above for the duration of the call.
+enum dp_status dp_gn_diag_weighted_f32(const float *x,
+                                       size_t n_samples,
+                                       size_t dim,
+                                       size_t row_stride,
+                                       const float *weights,
+                                       float beta,
+                                       float *h);
+
+// `dp_gn_diag_weighted_f32` with logistic-regression weights `w[n] = s (1 - s)`,
+// `s = sigmoid(logits[n])` (`logits`: `n_samples` floats, required).
+//
+// # Safety
+// As `dp_gn_diag_weighted_f32`; `logits` valid for `n_samples` floats.
+enum dp_status dp_gn_diag_logistic_f32(const float *x,
+                                       size_t n_samples,
+                                       size_t dim,
+                                       size_t row_stride,
+                                       const float *logits,
+                                       float beta,
+                                       float *h);
+
+// Linear layer `z = W x` (W: `c_out x d_in`): `h <- beta h + (1 - beta) S^T (X o X) / N`
+// (`x`: `n_samples x d_in` row-major, `s`: `n_samples x c_out` row-major, `h`:
+// `c_out x d_in` row-major) and, when `h_bias` (`c_out` floats) is non-NULL,
+// `h_bias[c] <- beta h_bias[c] + (1 - beta) (1/N) sum_n s[n][c]`. `s = 1` gives MSE.
+// Outputs must not overlap each other or the inputs.
+//
+// # Safety
+// Each non-NULL pointer must be valid for the lengths above for the duration of the call.
+enum dp_status dp_gn_diag_linear_f32(const float *x,
+                                     size_t n_samples,
+                                     size_t d_in,
+                                     const float *s,
+                                     size_t c_out,
+                                     float beta,
+                                     float *h,
+                                     float *h_bias);
+
+// Softmax cross-entropy layer `z = W x + b` (W: `classes x d_in`): as `dp_gn_diag_linear_f32`
+// with `s` computed from `logits` (`n_samples x classes` row-major): `p (1 - p)` for
+// `DP_GN_EXACT`, or `(p - e_y)^2` with `y` drawn from `softmax(z_n)` using `seed` for
+// `DP_GN_SAMPLED` (the draws depend only on `seed` and the sample index). Any other
+// `estimator` is `DP_ERR_INVALID_ARGUMENT`. `h_bias` may be NULL.
+//
+// # Safety
+// Each non-NULL pointer must be valid for its length (`x`: `n_samples * d_in`, `logits`:
+// `n_samples * classes`, `h`: `classes * d_in`, `h_bias`: `classes`) during the call.
+enum dp_status dp_gn_diag_softmax_f32(const float *x,
+                                      const float *logits,
+                                      size_t n_samples,
+                                      size_t d_in,
+                                      size_t classes,
+                                      uint32_t estimator,
+                                      uint64_t seed,
+                                      float beta,
+                                      float *h,
+                                      float *h_bias);
+
+// The weighted GN diagonal in a dense basis U:
+// `h[a] <- beta h[a] + (1 - beta) (1/N) sum_n w[n] (x_n . U[:, a])^2`, the diagonal of
+// `U^T (X^T W X / N) U` without forming it. `u` is `dim x k`, **column-major**
+// (`U[i, a] = u[i + a * dim]`); `h` has `k` floats; `x`, `row_stride`, `weights` (NULL: ones)
+// and `beta` as in `dp_gn_diag_weighted_f32`.
+//
+// # Safety
+// Each non-NULL pointer must be valid for its length during the call (`u`: `dim * k`).
+enum dp_status dp_gn_diag_weighted_in_basis_f32(const float *x,
+                                                size_t n_samples,
+                                                size_t dim,
+                                                size_t row_stride,
+                                                const float *weights,
+                                                const float *u,
+                                                size_t k,
+                                                float beta,
+                                                float *h);
+
+// The softmax layer's GN diagonal in the Kronecker basis `(Q_C, Q_X)` (DESIGN.md 2.2):
+// `h[a][b] <- beta h[a][b] + (1 - beta) (A^T B / N)[a][b]` with
+// `A_na = sum_c p_nc Q_C[c,a]^2 - (Q_C[:,a] . p_n)^2` (exact; sampled: `(Q_C[:,a] . (p_n -
+// e_y))^2`) and `B_nb = (Q_X[:,b] . x_n)^2`; `h_bias[a]` (may be NULL) gets `(1/N) sum_n A_na`.
+// `q_c` is `classes x classes` and `q_x` is `d_in x d_in`, both **column-major**; `h` is
+// `classes x d_in` row-major; `x`, `logits`, `estimator`, `seed`, `beta` as in
+// `dp_gn_diag_softmax_f32`.
+//
+// # Safety
+// Each non-NULL pointer must be valid for its length during the call.
+enum dp_status dp_gn_diag_softmax_in_kronecker_f32(const float *x,
+                                                   const float *logits,
+                                                   size_t n_samples,
+                                                   size_t d_in,
+                                                   size_t classes,
+                                                   uint32_t estimator,
+                                                   uint64_t seed,
+                                                   const float *q_c,
+                                                   const float *q_x,
+                                                   float beta,
+                                                   float *h,
+                                                   float *h_bias);
+
+// One GN^p step over `len` floats (DESIGN.md 2.3; see `dp_gn_config`). `exp_avg` NULL means
+// no momentum (`m_hat = grad`); otherwise it is updated. `step` is 1-based. `h` entries below
+// 0 count as 0. Buffers must not overlap, except `grad` and `h` (both read). On any failure
+// nothing is written.
+//
+// # Safety
+// Each non-NULL pointer must be valid for `len` floats during the call; `cfg` must point to a
+// `dp_gn_config`.
+enum dp_status dp_gn_step_f32(const struct dp_gn_config *cfg,
+                              uint64_t step,
+                              float *param,
+                              const float *grad,
+                              float *exp_avg,
+                              const float *h,
+                              size_t len);
 
 // The library version, `"MAJOR.MINOR.PATCH"`. The ABI is stable within a major version.
 const char *dp_version(void);

@@ -38,5 +38,14 @@ pub use error::{Error, ErrorKind, Result};
 pub use kernels::adam::{
     adam_step, adam_step_multi, adam_step_multi_with, adam_step_with, AdamConfig, AdamTensor,
 };
+pub use kernels::gn_diag::{
+    gn_diag_linear, gn_diag_linear_with, gn_diag_logistic, gn_diag_logistic_with, gn_diag_softmax,
+    gn_diag_softmax_in_kronecker, gn_diag_softmax_in_kronecker_with, gn_diag_softmax_with,
+    gn_diag_weighted, gn_diag_weighted_in_basis, gn_diag_weighted_in_basis_with,
+    gn_diag_weighted_with, gn_sample_label, gn_sample_uniform, gn_softmax_factors, logistic_weight,
+    GnEstimator,
+};
+pub use kernels::precond::{gn_step, gn_step_with, GnConfig, SophiaClip};
 pub use optim::Adam;
 pub use optim::{rotated_adam_step_with, rotated_workspace_len, RotatedAdam, Soap, SoapConfig};
+pub use optim::{GaussNewton, GaussNewtonConfig};

@@ -2,6 +2,8 @@
 //! are tested against, and the place to read what a kernel computes.
 
 use crate::kernels::adam::AdamConfig;
+use crate::kernels::gn_diag::{gn_sample_label, GnEstimator};
+use crate::kernels::precond::GnConfig;
 
 /// One Adam/AdamW step in f64 (DESIGN.md 2.1), `t = step` (1-based).
 /// `max_exp_avg_sq` is used only with amsgrad.
@@ -142,5 +144,269 @@ pub fn rotated_adam_step(
             param[i] *= 1.0 - cfg.lr * cfg.weight_decay;
         }
         param[i] += update[i];
+    }
+}
+
+/// `h <- beta h + (1 - beta) h_batch` (beta = 0: replace).
+fn ema(h: &mut [f64], batch: &[f64], beta: f64) {
+    for (h, &b) in h.iter_mut().zip(batch) {
+        *h = if beta == 0.0 {
+            b
+        } else {
+            beta * *h + (1.0 - beta) * b
+        };
+    }
+}
+
+/// Identity-basis GN diagonal (DESIGN.md 2.2): `h_j = (1/N) sum_n w_n x_nj^2`, EMA with `beta`.
+pub fn gn_diag_weighted(
+    x: &[f64],
+    n_samples: usize,
+    dim: usize,
+    row_stride: usize,
+    weights: Option<&[f64]>,
+    beta: f64,
+    h: &mut [f64],
+) {
+    let mut batch = vec![0.0; dim];
+    for n in 0..n_samples {
+        let w = weights.map_or(1.0, |w| w[n]);
+        for j in 0..dim {
+            let v = x[n * row_stride + j];
+            batch[j] += w * v * v;
+        }
+    }
+    batch.iter_mut().for_each(|b| *b /= n_samples as f64);
+    ema(h, &batch, beta);
+}
+
+/// `s (1 - s)` with `s = sigmoid(z)`.
+pub fn logistic_weight(z: f64) -> f64 {
+    let s = 1.0 / (1.0 + (-z).exp());
+    s * (1.0 - s)
+}
+
+/// Linear layer: `h_cj = (1/N) sum_n s_nc x_nj^2` (`h`: `c_out x d_in` row-major), bias
+/// `h_c = (1/N) sum_n s_nc`, EMA with `beta`.
+#[allow(clippy::too_many_arguments)]
+pub fn gn_diag_linear(
+    x: &[f64],
+    n_samples: usize,
+    d_in: usize,
+    s: &[f64],
+    c_out: usize,
+    beta: f64,
+    h: &mut [f64],
+    h_bias: Option<&mut [f64]>,
+) {
+    let mut batch = vec![0.0; c_out * d_in];
+    let mut bias = vec![0.0; c_out];
+    for n in 0..n_samples {
+        for c in 0..c_out {
+            let snc = s[n * c_out + c];
+            bias[c] += snc / n_samples as f64;
+            for j in 0..d_in {
+                let v = x[n * d_in + j];
+                batch[c * d_in + j] += snc * v * v / n_samples as f64;
+            }
+        }
+    }
+    ema(h, &batch, beta);
+    if let Some(hb) = h_bias {
+        ema(hb, &bias, beta);
+    }
+}
+
+/// `softmax(z)` of one sample (max subtracted).
+pub fn softmax(z: &[f64]) -> Vec<f64> {
+    let max = z.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+    let e: Vec<f64> = z.iter().map(|&v| (v - max).exp()).collect();
+    let total: f64 = e.iter().sum();
+    e.iter().map(|v| v / total).collect()
+}
+
+/// The softmax layer's output factors `S` (`n x classes`): `p (1 - p)`, or `(p - e_y)^2` with
+/// the label the kernels draw ([`gn_sample_label`] on this `p`).
+pub fn softmax_factors(
+    logits: &[f64],
+    n_samples: usize,
+    classes: usize,
+    estimator: GnEstimator,
+    seed: u64,
+) -> Vec<f64> {
+    let mut s = Vec::with_capacity(n_samples * classes);
+    for n in 0..n_samples {
+        let p = softmax(&logits[n * classes..(n + 1) * classes]);
+        match estimator {
+            GnEstimator::Exact => s.extend(p.iter().map(|&p| p * (1.0 - p))),
+            GnEstimator::Sampled => {
+                let y = gn_sample_label(&p, seed, n as u64);
+                s.extend(p.iter().enumerate().map(|(c, &p)| {
+                    let g = p - if c == y { 1.0 } else { 0.0 };
+                    g * g
+                }));
+            }
+        }
+    }
+    s
+}
+
+/// `diag(U^T H U)` with the full GN matrix `H = (1/N) sum_n w_n x_n x_n^T` formed explicitly
+/// (`u`: `dim x k`, `u[(i, a)]` as `u[i * k + a]`), EMA with `beta`.
+#[allow(clippy::too_many_arguments)]
+pub fn gn_diag_weighted_in_basis(
+    x: &[f64],
+    n_samples: usize,
+    dim: usize,
+    row_stride: usize,
+    weights: Option<&[f64]>,
+    u: &[f64],
+    k: usize,
+    beta: f64,
+    h: &mut [f64],
+) {
+    let mut full = vec![0.0; dim * dim];
+    for n in 0..n_samples {
+        let w = weights.map_or(1.0, |w| w[n]);
+        let row = &x[n * row_stride..n * row_stride + dim];
+        for i in 0..dim {
+            for j in 0..dim {
+                full[i * dim + j] += w * row[i] * row[j] / n_samples as f64;
+            }
+        }
+    }
+    let batch: Vec<f64> = (0..k)
+        .map(|a| {
+            let mut total = 0.0;
+            for i in 0..dim {
+                for j in 0..dim {
+                    total += u[i * k + a] * full[i * dim + j] * u[j * k + a];
+                }
+            }
+            total
+        })
+        .collect();
+    ema(h, &batch, beta);
+}
+
+/// The softmax layer's GN diagonal in the Kronecker basis `Q_C (x) Q_X`, from the full GN
+/// matrix over `vec(W)` (`classes * d_in` square, `Lambda_n = diag(p) - p p^T`, or
+/// `g g^T` with `g = p - e_y` when sampled) formed explicitly: `h_ab = u_ab^T H u_ab` with
+/// `u_ab[(c, j)] = Q_C[c, a] Q_X[j, b]`; bias `h_a = Q_C[:, a]^T (mean Lambda_n) Q_C[:, a]`.
+/// `q_c` is `classes x kc`, `q_x` is `d_in x kx`, both row-major.
+#[allow(clippy::too_many_arguments)]
+pub fn gn_diag_softmax_in_kronecker(
+    x: &[f64],
+    logits: &[f64],
+    n_samples: usize,
+    d_in: usize,
+    classes: usize,
+    estimator: GnEstimator,
+    seed: u64,
+    q_c: &[f64],
+    kc: usize,
+    q_x: &[f64],
+    kx: usize,
+    beta: f64,
+    h: &mut [f64],
+    h_bias: Option<&mut [f64]>,
+) {
+    let m = classes * d_in;
+    let mut full = vec![0.0; m * m];
+    let mut lambda_mean = vec![0.0; classes * classes];
+    for n in 0..n_samples {
+        let p = softmax(&logits[n * classes..(n + 1) * classes]);
+        let lambda: Vec<f64> = match estimator {
+            GnEstimator::Exact => (0..classes * classes)
+                .map(|i| {
+                    let (c, d) = (i / classes, i % classes);
+                    (if c == d { p[c] } else { 0.0 }) - p[c] * p[d]
+                })
+                .collect(),
+            GnEstimator::Sampled => {
+                let y = gn_sample_label(&p, seed, n as u64);
+                let g: Vec<f64> = (0..classes)
+                    .map(|c| p[c] - if c == y { 1.0 } else { 0.0 })
+                    .collect();
+                (0..classes * classes)
+                    .map(|i| g[i / classes] * g[i % classes])
+                    .collect()
+            }
+        };
+        let xn = &x[n * d_in..(n + 1) * d_in];
+        for c in 0..classes {
+            for d in 0..classes {
+                let l = lambda[c * classes + d] / n_samples as f64;
+                lambda_mean[c * classes + d] += l;
+                for i in 0..d_in {
+                    for j in 0..d_in {
+                        full[(c * d_in + i) * m + d * d_in + j] += l * xn[i] * xn[j];
+                    }
+                }
+            }
+        }
+    }
+    let mut batch = vec![0.0; kc * kx];
+    for a in 0..kc {
+        for b in 0..kx {
+            let u: Vec<f64> = (0..m)
+                .map(|r| q_c[(r / d_in) * kc + a] * q_x[(r % d_in) * kx + b])
+                .collect();
+            let mut total = 0.0;
+            for r in 0..m {
+                for s in 0..m {
+                    total += u[r] * full[r * m + s] * u[s];
+                }
+            }
+            batch[a * kx + b] = total;
+        }
+    }
+    ema(h, &batch, beta);
+    if let Some(hb) = h_bias {
+        let bias: Vec<f64> = (0..kc)
+            .map(|a| {
+                let mut total = 0.0;
+                for c in 0..classes {
+                    for d in 0..classes {
+                        total += q_c[c * kc + a] * lambda_mean[c * classes + d] * q_c[d * kc + a];
+                    }
+                }
+                total
+            })
+            .collect();
+        ema(hb, &bias, beta);
+    }
+}
+
+/// One GN^p step in f64 (DESIGN.md 2.3; see `kernels::precond`). `exp_avg = None`: no
+/// momentum.
+pub fn gn_step(
+    cfg: &GnConfig,
+    step: u64,
+    param: &mut [f64],
+    grad: &[f64],
+    mut exp_avg: Option<&mut [f64]>,
+    h: &[f64],
+) {
+    let momentum = exp_avg.is_some();
+    let bc1 = if momentum && cfg.bias_correction {
+        1.0 - cfg.beta1.powf(step as f64)
+    } else {
+        1.0
+    };
+    for i in 0..param.len() {
+        param[i] *= 1.0 - cfg.lr * cfg.weight_decay;
+        let m_hat = match exp_avg.as_deref_mut() {
+            Some(m) => {
+                m[i] = cfg.beta1 * m[i] + (1.0 - cfg.beta1) * grad[i];
+                m[i] / bc1
+            }
+            None => grad[i],
+        };
+        let u = match cfg.sophia {
+            Some(s) => (m_hat / (s.gamma * h[i]).max(s.eps)).clamp(-1.0, 1.0),
+            None => m_hat * (h[i].max(0.0) + cfg.damping).powf(cfg.power),
+        };
+        param[i] -= cfg.lr * u;
     }
 }

@@ -365,7 +365,7 @@ impl Basis {
 }
 
 fn identity_apply(n: usize, g: &[f32], out: &mut [f32], accumulate: bool) -> Result<()> {
-    crate::kernels::rotate::check_lengths(n, &[("input", g.len()), ("out", out.len())])?;
+    crate::error::check_lengths(n, &[("input", g.len()), ("out", out.len())])?;
     if accumulate {
         out.iter_mut().zip(g).for_each(|(o, x)| *o += x);
     } else {

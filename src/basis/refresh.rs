@@ -394,7 +394,7 @@ pub fn update_kronecker_factors(
     let len = m
         .checked_mul(n)
         .ok_or_else(|| Error::length("m * n overflows"))?;
-    crate::kernels::rotate::check_lengths(len, &[("the gradient", g.len())])?;
+    crate::error::check_lengths(len, &[("the gradient", g.len())])?;
     let gm = MatRef::from_row_major_slice(g, m, n);
     let alpha = (1.0 - beta) as f32;
     scale_matrix(left.rb_mut(), beta as f32);
@@ -522,7 +522,7 @@ pub fn accumulate_gn_matrix(
         )));
     }
     if let Some(w) = weights {
-        crate::kernels::rotate::check_lengths(n_samples, &[("weights", w.len())])?;
+        crate::error::check_lengths(n_samples, &[("weights", w.len())])?;
         if w.iter().any(|v| !v.is_finite()) {
             return Err(Error::new(ErrorKind::NonFinite, "weights hold NaN or Inf"));
         }

@@ -332,7 +332,7 @@ pub unsafe extern "C" fn dp_basis_get_matrix_f32(
             }
         };
         let d = m.nrows();
-        crate::kernels::rotate::check_lengths(d * d, &[("out", len)])?;
+        crate::error::check_lengths(d * d, &[("out", len)])?;
         // SAFETY: non-null (len > 0 here unless d == 0), aligned, sized (checked above).
         let dst = unsafe { check::slice_mut(out, len) };
         for i in 0..d {
@@ -366,7 +366,7 @@ unsafe fn rotate(
     check::size_and_alignment("work", work, work_len)?;
     // SAFETY: non-null; a live handle (C contract).
     let b = unsafe { handle(basis) };
-    crate::kernels::rotate::check_lengths(b.len(), &[("len", len)])?;
+    crate::error::check_lengths(b.len(), &[("len", len)])?;
     if work_len < b.workspace_len() {
         return Err(Error::length(format!(
             "work has {work_len} floats, the rotation needs {}",
@@ -648,7 +648,7 @@ pub unsafe extern "C" fn dp_basis_refresh_f32(
         ];
         let any_state = states.iter().any(|(_, p)| !p.is_null());
         if any_state {
-            crate::kernels::rotate::check_lengths(b.len(), &[("len", len)])?;
+            crate::error::check_lengths(b.len(), &[("len", len)])?;
         }
         check::size_and_alignment("stat_left", stat_left, nl)?;
         check::size_and_alignment("stat_right", stat_right, nr)?;
@@ -810,7 +810,7 @@ pub unsafe extern "C" fn dp_rotated_adam_step_f32(
         check::size_and_alignment("workspace", workspace, workspace_len)?;
         // SAFETY: non-null; a live handle (C contract).
         let b = unsafe { handle(basis) };
-        crate::kernels::rotate::check_lengths(b.len(), &[("len", len)])?;
+        crate::error::check_lengths(b.len(), &[("len", len)])?;
         let need = rotated_workspace_len(b);
         if workspace_len < need {
             return Err(Error::length(format!(

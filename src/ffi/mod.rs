@@ -12,6 +12,7 @@
 pub mod adam;
 pub mod basis;
 mod check;
+pub mod gn;
 pub mod library;
 
 use crate::error::{Error, ErrorKind};

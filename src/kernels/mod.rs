@@ -2,4 +2,6 @@
 //! accuracy contract and the reference it is tested against.
 
 pub mod adam;
+pub mod gn_diag;
+pub mod precond;
 pub mod rotate;

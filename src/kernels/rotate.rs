@@ -65,14 +65,6 @@ fn check_square(name: &str, m: MatRef<'_, f32>, dim: usize) -> Result<()> {
     Ok(())
 }
 
-/// Checks that every named length equals `expected` (used across the basis modules).
-pub(crate) fn check_lengths(expected: usize, named: &[(&str, usize)]) -> Result<()> {
-    for &(name, len) in named {
-        check_len(name, len, expected)?;
-    }
-    Ok(())
-}
-
 fn check_len(name: &str, len: usize, expected: usize) -> Result<()> {
     if len != expected {
         return Err(Error::length(format!(

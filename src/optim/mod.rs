@@ -3,5 +3,8 @@
 mod adam;
 mod rotated;
 
-pub use adam::Adam;
 pub use rotated::{rotated_adam_step_with, rotated_workspace_len, RotatedAdam, Soap, SoapConfig};
+mod gauss_newton;
+
+pub use adam::Adam;
+pub use gauss_newton::{GaussNewton, GaussNewtonConfig};

@@ -260,7 +260,7 @@ pub fn rotated_adam_step_with(
         max_exp_avg_sq,
     } = tensor;
     let n = basis.len();
-    crate::kernels::rotate::check_lengths(n, &[("param", param.len())])?;
+    crate::error::check_lengths(n, &[("param", param.len())])?;
     if let Basis::Identity(_) = basis {
         return adam_step_with(
             isa,
@@ -278,7 +278,7 @@ pub fn rotated_adam_step_with(
     }
     cfg.validate()?;
     check_step(step)?;
-    crate::kernels::rotate::check_lengths(
+    crate::error::check_lengths(
         n,
         &[
             ("grad", grad.len()),
@@ -288,7 +288,7 @@ pub fn rotated_adam_step_with(
     )?;
     let vmax: &mut [f32] = match (cfg.amsgrad, max_exp_avg_sq) {
         (true, Some(x)) => {
-            crate::kernels::rotate::check_lengths(n, &[("max_exp_avg_sq", x.len())])?;
+            crate::error::check_lengths(n, &[("max_exp_avg_sq", x.len())])?;
             x
         }
         (true, None) => {
@@ -508,7 +508,7 @@ impl Soap {
     /// scanned) before anything changes.
     pub fn step(&mut self, param: &mut [f32], grad: &[f32]) -> Result<()> {
         let n = self.inner.len();
-        crate::kernels::rotate::check_lengths(n, &[("param", param.len()), ("grad", grad.len())])?;
+        crate::error::check_lengths(n, &[("param", param.len()), ("grad", grad.len())])?;
         let cfg = &self.config;
         let t = self.inner.steps_taken() + 1;
         let par = self.inner.par;

@@ -1,0 +1,1199 @@
+//! # Gauss-Newton diagonal accumulation (f32 data, f32 output)
+//!
+//! `H_GN = (1/N) sum_n J_n^T Lambda_n J_n`; these kernels compute `h = diag(U^T H_GN U)` without
+//! forming `H_GN` (DESIGN.md 2.2), fused with the running estimate
+//!
+//! ```text
+//! h <- beta * h + (1 - beta) * h_batch          (beta = 0: replace; the old h is not read)
+//! ```
+//!
+//! | kernel | `h_batch` |
+//! | --- | --- |
+//! | [`gn_diag_weighted`] | `h_j = (1/N) sum_n w_n x_nj^2` (`w = 1` when no weights) |
+//! | [`gn_diag_logistic`] | the same with `w_n = s_n (1 - s_n)`, `s_n = sigmoid(z_n)` |
+//! | [`gn_diag_linear`] | `h = S^T (X o X) / N`; bias `h_c = (1/N) sum_n s_nc` |
+//! | [`gn_diag_softmax`] | `S` from logits: `p (1 - p)` ([`GnEstimator::Exact`]) or `(p - e_y)^2` with `y ~ softmax(z_n)` ([`GnEstimator::Sampled`], Sophia's GNB) |
+//! | [`gn_diag_weighted_in_basis`] | `h_k = (1/N) sum_n w_n (x_n . U[:, k])^2` |
+//! | [`gn_diag_softmax_in_kronecker`] | `A_na = sum_c p_nc Q_C[c,a]^2 - (Q_C[:,a] . p_n)^2`, `B_nb = (Q_X[:,b] . x_n)^2`, `h = A^T B / N` |
+//!
+//! **Storage**: `X` is `n_samples` rows of `dim` (or `d_in`) floats, row-major; the weighted
+//! kernels take a `row_stride >= dim` (so `x.len() >= (n_samples - 1) * row_stride + dim`), the
+//! layer kernels a contiguous `n_samples x d_in` matrix. `S` and logits are `n_samples x classes`
+//! row-major; `h` of a layer is `classes x d_in` row-major (the layout of `W` in `z = W x`).
+//! Bases are faer views (any strides).
+//!
+//! **Blocking and determinism**: the identity-basis kernel reads `X` once. Rows are summed in f32
+//! in sample order over sub-blocks of [`SUB_BLOCK_ROWS`] rows (one fused multiply-add per
+//! element: `acc = fma(w x, x, acc)`), each sub-block is added into an f64 sum, and blocks are
+//! combined along a tree fixed by the shape alone. The GEMM-shaped kernels work on fixed sample
+//! blocks (row-independent products) and then form `S^T B` one fixed column block of `h` at a
+//! time with sequential faer GEMMs. So every kernel gives bitwise identical results for any
+//! thread count. The identity-basis kernel is also bitwise identical across instruction sets;
+//! the GEMM-shaped ones use faer's own instruction set and agree with the reference to the
+//! bound stated in `tests/gn.rs`.
+//!
+//! **Accuracy** (see `tests/gn.rs` for the bounds): the identity-basis kernel's relative error
+//! against [`crate::reference::gn_diag_weighted`] is about `SUB_BLOCK_ROWS * eps` at worst
+//! (measured against `sum_n |w_n| x_nj^2`); the GEMM-shaped kernels are f32 GEMMs of length
+//! `n_samples` (or `dim`).
+//!
+//! **Sampled labels**: the label of sample `n` is drawn by inverting the CDF of `softmax(z_n)`
+//! at [`gn_sample_uniform`]`(seed, n)`, a counter-based generator: the draw does not depend on
+//! threads or blocking, and `E[(p_c - [y = c])^2] = p_c (1 - p_c)`, so the estimate is unbiased
+//! for the exact diagonal.
+
+use crate::dispatch::{self, Isa, Par, Split};
+use crate::error::{self, Error, ErrorKind, Result};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef};
+use pulp::{Simd, WithSimd};
+
+/// Rows summed in f32 before they are added into the f64 sum.
+pub const SUB_BLOCK_ROWS: usize = 32;
+/// Sample rows per GEMM block of the in-basis kernels (a multiple of [`SUB_BLOCK_ROWS`]).
+pub const GEMM_BLOCK_ROWS: usize = 128;
+/// Columns of `h` per sequential GEMM of the layer kernels.
+pub const GEMM_BLOCK_COLS: usize = 256;
+
+/// How a softmax layer's output factors are estimated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GnEstimator {
+    /// The exact GN diagonal: `s_nc = p_nc (1 - p_nc)` (in a basis: the full `Lambda_n`).
+    Exact,
+    /// Sophia's Gauss-Newton-Bartlett estimate: the squared gradient of the loss at a label drawn
+    /// from the model, `s_nc = (p_nc - [c = y_n])^2`; unbiased for the exact diagonal.
+    Sampled,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared checks.
+
+fn check_beta(beta: f32) -> Result<()> {
+    error::check_half_open("beta", beta as f64, 0.0, 1.0)
+}
+
+fn check_samples(n_samples: usize) -> Result<()> {
+    if n_samples == 0 {
+        return Err(Error::length(
+            "n_samples = 0: the batch average is undefined",
+        ));
+    }
+    Ok(())
+}
+
+fn product(name: &str, a: usize, b: usize) -> Result<usize> {
+    a.checked_mul(b)
+        .ok_or_else(|| Error::length(format!("{name}: {a} x {b} overflows")))
+}
+
+/// The least length of a strided row-major `rows x dim` matrix.
+pub(crate) fn strided_len(rows: usize, dim: usize, row_stride: usize) -> Result<usize> {
+    if row_stride < dim {
+        return Err(Error::length(format!(
+            "row_stride = {row_stride} is less than dim = {dim}"
+        )));
+    }
+    if rows == 0 || dim == 0 {
+        return Ok(0);
+    }
+    (rows - 1)
+        .checked_mul(row_stride)
+        .and_then(|v| v.checked_add(dim))
+        .ok_or_else(|| Error::length("x: (n_samples - 1) * row_stride + dim overflows"))
+}
+
+fn check_at_least(name: &str, len: usize, least: usize) -> Result<()> {
+    if len < least {
+        return Err(Error::length(format!(
+            "{name} has {len} elements, expected at least {least}"
+        )));
+    }
+    Ok(())
+}
+
+/// `h <- beta h + (1 - beta) * sum / n` in f64, rounded once (beta = 0: replace).
+fn finish_ema(h: &mut [f32], sum: &[f64], n_samples: usize, beta: f32) {
+    let beta = beta as f64;
+    let scale = (1.0 - beta) / n_samples as f64;
+    for (h, &s) in h.iter_mut().zip(sum) {
+        *h = if beta == 0.0 {
+            (s / n_samples as f64) as f32
+        } else {
+            (beta * *h as f64 + scale * s) as f32
+        };
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identity basis: a streaming weighted sum of squares.
+
+/// `n_rows` rows of a strided row-major matrix, with optional per-row weights.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    x: &'a [f32],
+    weights: Option<&'a [f32]>,
+    n_rows: usize,
+    row_stride: usize,
+    dim: usize,
+}
+
+impl Split for Rows<'_> {
+    fn len(&self) -> usize {
+        self.n_rows
+    }
+
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (x0, x1) = self.x.split_at((mid * self.row_stride).min(self.x.len()));
+        let (w0, w1) = match self.weights {
+            Some(w) => {
+                let (a, b) = w.split_at(mid);
+                (Some(a), Some(b))
+            }
+            None => (None, None),
+        };
+        (
+            Rows {
+                x: x0,
+                weights: w0,
+                n_rows: mid,
+                ..self
+            },
+            Rows {
+                x: x1,
+                weights: w1,
+                n_rows: self.n_rows - mid,
+                ..self
+            },
+        )
+    }
+}
+
+impl<'a> Rows<'a> {
+    fn row(&self, r: usize) -> &'a [f32] {
+        &self.x[r * self.row_stride..][..self.dim]
+    }
+
+    fn weight(&self, r: usize) -> f32 {
+        self.weights.map_or(1.0, |w| w[r])
+    }
+}
+
+/// `acc + (w x) x`, one fused multiply-add: the lane function of the body and the tail.
+#[inline(always)]
+fn sumsq_lane<S: Simd>(simd: S, acc: S::f32s, x: S::f32s, w: S::f32s) -> S::f32s {
+    simd.mul_add_f32s(simd.mul_f32s(w, x), x, acc)
+}
+
+/// Adds `sum_r w_r x_r o x_r` over the rows, in row order, into the f32 accumulator.
+struct SumSqRows<'a> {
+    rows: Rows<'a>,
+    acc: &'a mut [f32],
+}
+
+impl WithSimd for SumSqRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Self { rows, acc } = self;
+        let (acc_body, acc_tail) = S::as_mut_simd_f32s(acc);
+        let n = acc_body.len();
+        let mut r = 0;
+        // PERF: four rows per pass over the accumulator: one load and store of `acc` per four
+        // elements of X. The sum is still taken row by row, so grouping does not change it.
+        while r + 4 <= rows.n_rows {
+            let x: [(&[S::f32s], &[f32]); 4] =
+                core::array::from_fn(|k| S::as_simd_f32s(rows.row(r + k)));
+            let w: [S::f32s; 4] = core::array::from_fn(|k| simd.splat_f32s(rows.weight(r + k)));
+            let (x0, x1, x2, x3) = (&x[0].0[..n], &x[1].0[..n], &x[2].0[..n], &x[3].0[..n]);
+            for i in 0..n {
+                let mut a = acc_body[i];
+                a = sumsq_lane(simd, a, x0[i], w[0]);
+                a = sumsq_lane(simd, a, x1[i], w[1]);
+                a = sumsq_lane(simd, a, x2[i], w[2]);
+                a = sumsq_lane(simd, a, x3[i], w[3]);
+                acc_body[i] = a;
+            }
+            if !acc_tail.is_empty() {
+                let mut a = simd.partial_load_f32s(acc_tail);
+                for k in 0..4 {
+                    a = sumsq_lane(simd, a, simd.partial_load_f32s(x[k].1), w[k]);
+                }
+                simd.partial_store_f32s(acc_tail, a);
+            }
+            r += 4;
+        }
+        while r < rows.n_rows {
+            let (xb, xt) = S::as_simd_f32s(rows.row(r));
+            let w = simd.splat_f32s(rows.weight(r));
+            let xb = &xb[..n];
+            for i in 0..n {
+                acc_body[i] = sumsq_lane(simd, acc_body[i], xb[i], w);
+            }
+            if !acc_tail.is_empty() {
+                let a = sumsq_lane(
+                    simd,
+                    simd.partial_load_f32s(acc_tail),
+                    simd.partial_load_f32s(xt),
+                    w,
+                );
+                simd.partial_store_f32s(acc_tail, a);
+            }
+            r += 1;
+        }
+    }
+}
+
+/// `sum_n w_n x_n o x_n` of one block of rows, in f64: f32 sums over sub-blocks of
+/// [`SUB_BLOCK_ROWS`] rows, added in order.
+fn sumsq_block(isa: Isa, rows: Rows<'_>) -> Vec<f64> {
+    let mut sum = vec![0.0f64; rows.dim];
+    let mut acc = vec![0.0f32; rows.dim];
+    let mut rest = rows;
+    while rest.n_rows > 0 {
+        let take = rest.n_rows.min(SUB_BLOCK_ROWS);
+        let (head, tail) = rest.split_at(take);
+        acc.fill(0.0);
+        isa.run(SumSqRows {
+            rows: head,
+            acc: &mut acc,
+        });
+        for (s, &a) in sum.iter_mut().zip(&acc) {
+            *s += a as f64;
+        }
+        rest = tail;
+    }
+    sum
+}
+
+fn add_into(mut a: Vec<f64>, b: Vec<f64>) -> Vec<f64> {
+    for (a, b) in a.iter_mut().zip(&b) {
+        *a += b;
+    }
+    a
+}
+
+/// Rows per threading block of the streaming kernel: about 256 KiB of X, a multiple of
+/// [`SUB_BLOCK_ROWS`]; depends on `dim` only.
+fn stream_block_rows(dim: usize) -> usize {
+    (65_536 / dim.max(1))
+        .max(1)
+        .next_multiple_of(SUB_BLOCK_ROWS)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_weighted(
+    x: &[f32],
+    n_samples: usize,
+    dim: usize,
+    row_stride: usize,
+    weights: Option<&[f32]>,
+    beta: f32,
+    h_len: usize,
+    h_expected: usize,
+) -> Result<()> {
+    check_samples(n_samples)?;
+    check_at_least("x", x.len(), strided_len(n_samples, dim, row_stride)?)?;
+    if let Some(w) = weights {
+        error::check_lengths(n_samples, &[("weights", w.len())])?;
+    }
+    error::check_lengths(h_expected, &[("h", h_len)])?;
+    check_beta(beta)
+}
+
+/// `h_j <- beta h_j + (1 - beta) (1/N) sum_n w_n x_nj^2` (identity basis; `weights = None`
+/// means all ones), on the best instruction set and the crate's pool. `x` holds `n_samples`
+/// rows of `dim` floats, `row_stride` apart.
+///
+/// Errors ([`ErrorKind::Length`]): `n_samples == 0`, `row_stride < dim`, `x` too short,
+/// `weights` or `h` of the wrong length; [`ErrorKind::InvalidHyperparameter`]: `beta` outside
+/// `[0, 1)`. Nothing is written on error.
+pub fn gn_diag_weighted(
+    x: &[f32],
+    n_samples: usize,
+    dim: usize,
+    row_stride: usize,
+    weights: Option<&[f32]>,
+    beta: f32,
+    h: &mut [f32],
+) -> Result<()> {
+    gn_diag_weighted_with(
+        Isa::detect(),
+        Par::Pool,
+        x,
+        n_samples,
+        dim,
+        row_stride,
+        weights,
+        beta,
+        h,
+    )
+}
+
+/// [`gn_diag_weighted`] on a chosen instruction set and parallelism.
+#[allow(clippy::too_many_arguments)]
+pub fn gn_diag_weighted_with(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    n_samples: usize,
+    dim: usize,
+    row_stride: usize,
+    weights: Option<&[f32]>,
+    beta: f32,
+    h: &mut [f32],
+) -> Result<()> {
+    check_weighted(x, n_samples, dim, row_stride, weights, beta, h.len(), dim)?;
+    if dim == 0 {
+        return Ok(());
+    }
+    let rows = Rows {
+        x,
+        weights,
+        n_rows: n_samples,
+        row_stride,
+        dim,
+    };
+    let sum = dispatch::map_reduce_blocks(
+        par,
+        rows,
+        stream_block_rows(dim),
+        &|block| sumsq_block(isa, block),
+        &add_into,
+    )?;
+    finish_ema(h, &sum, n_samples, beta);
+    Ok(())
+}
+
+/// The logistic-regression GN weight `s (1 - s)`, `s = sigmoid(z)`, in f64 (written as
+/// `e^-|z| / (1 + e^-|z|)^2`, exact for large `|z|`).
+pub fn logistic_weight(logit: f64) -> f64 {
+    let e = (-logit.abs()).exp();
+    e / ((1.0 + e) * (1.0 + e))
+}
+
+/// [`gn_diag_weighted`] with `w_n = s_n (1 - s_n)`, `s_n = sigmoid(logits[n])` (logistic
+/// regression). The weights are computed in f64 and rounded to f32.
+pub fn gn_diag_logistic(
+    x: &[f32],
+    n_samples: usize,
+    dim: usize,
+    row_stride: usize,
+    logits: &[f32],
+    beta: f32,
+    h: &mut [f32],
+) -> Result<()> {
+    gn_diag_logistic_with(
+        Isa::detect(),
+        Par::Pool,
+        x,
+        n_samples,
+        dim,
+        row_stride,
+        logits,
+        beta,
+        h,
+    )
+}
+
+/// [`gn_diag_logistic`] on a chosen instruction set and parallelism.
+#[allow(clippy::too_many_arguments)]
+pub fn gn_diag_logistic_with(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    n_samples: usize,
+    dim: usize,
+    row_stride: usize,
+    logits: &[f32],
+    beta: f32,
+    h: &mut [f32],
+) -> Result<()> {
+    error::check_lengths(n_samples, &[("logits", logits.len())])?;
+    check_weighted(
+        x,
+        n_samples,
+        dim,
+        row_stride,
+        Some(logits),
+        beta,
+        h.len(),
+        dim,
+    )?;
+    let weights: Vec<f32> = logits
+        .iter()
+        .map(|&z| logistic_weight(z as f64) as f32)
+        .collect();
+    gn_diag_weighted_with(
+        isa,
+        par,
+        x,
+        n_samples,
+        dim,
+        row_stride,
+        Some(&weights),
+        beta,
+        h,
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dense basis U: a GEMM per fixed sample block, then the weighted sum of squares.
+
+/// `h_k <- beta h_k + (1 - beta) (1/N) sum_n w_n (x_n . U[:, k])^2`, i.e. the diagonal of
+/// `U^T (X^T W X / N) U` without forming it (`= colsumsq(diag(sqrt w) X U) / N` for `w >= 0`).
+/// `u` is `dim x k` (any strides; usually square and orthogonal) and `h` has `k` elements.
+/// `X U` is formed one block of [`GEMM_BLOCK_ROWS`] samples at a time (faer GEMM) and summed
+/// as in [`gn_diag_weighted`].
+#[allow(clippy::too_many_arguments)]
+pub fn gn_diag_weighted_in_basis(
+    x: &[f32],
+    n_samples: usize,
+    dim: usize,
+    row_stride: usize,
+    weights: Option<&[f32]>,
+    u: MatRef<'_, f32>,
+    beta: f32,
+    h: &mut [f32],
+) -> Result<()> {
+    gn_diag_weighted_in_basis_with(
+        Isa::detect(),
+        Par::Pool,
+        x,
+        n_samples,
+        dim,
+        row_stride,
+        weights,
+        u,
+        beta,
+        h,
+    )
+}
+
+/// [`gn_diag_weighted_in_basis`] on a chosen instruction set (for the sum of squares; faer
+/// picks its own for the GEMM) and parallelism.
+#[allow(clippy::too_many_arguments)]
+pub fn gn_diag_weighted_in_basis_with(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    n_samples: usize,
+    dim: usize,
+    row_stride: usize,
+    weights: Option<&[f32]>,
+    u: MatRef<'_, f32>,
+    beta: f32,
+    h: &mut [f32],
+) -> Result<()> {
+    let k = u.ncols();
+    if u.nrows() != dim {
+        return Err(Error::length(format!(
+            "u has {} rows, expected dim = {dim}",
+            u.nrows()
+        )));
+    }
+    check_weighted(x, n_samples, dim, row_stride, weights, beta, h.len(), k)?;
+    product("workspace", GEMM_BLOCK_ROWS, k)?;
+    if k == 0 {
+        return Ok(());
+    }
+    let rows = Rows {
+        x,
+        weights,
+        n_rows: n_samples,
+        row_stride,
+        dim,
+    };
+    let map = |block: Rows<'_>| {
+        let mut y = vec![0.0f32; block.n_rows * k];
+        if dim > 0 {
+            let xb =
+                MatRef::from_row_major_slice_with_stride(block.x, block.n_rows, dim, row_stride);
+            let yb = MatMut::from_row_major_slice_mut(&mut y, block.n_rows, k);
+            matmul(yb, Accum::Replace, xb, u, 1.0f32, faer::Par::Seq);
+        }
+        sumsq_block(
+            isa,
+            Rows {
+                x: &y,
+                weights: block.weights,
+                n_rows: block.n_rows,
+                row_stride: k,
+                dim: k,
+            },
+        )
+    };
+    let sum = dispatch::map_reduce_blocks(par, rows, GEMM_BLOCK_ROWS, &map, &add_into)?;
+    finish_ema(h, &sum, n_samples, beta);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Linear layers: h = S^T B / N with B = X o X (or, in a Kronecker basis, (X Q_X)^2).
+
+/// `x o x` elementwise into `out` (the lane function of [`Square`]).
+#[inline(always)]
+fn square_lane<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+    simd.mul_f32s(x, x)
+}
+
+struct Square<'a> {
+    x: &'a [f32],
+    out: &'a mut [f32],
+}
+
+impl WithSimd for Square<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let (xb, xt) = S::as_simd_f32s(self.x);
+        let (ob, ot) = S::as_mut_simd_f32s(self.out);
+        let n = ob.len();
+        let xb = &xb[..n];
+        for i in 0..n {
+            ob[i] = square_lane(simd, xb[i]);
+        }
+        if !ot.is_empty() {
+            simd.partial_store_f32s(ot, square_lane(simd, simd.partial_load_f32s(xt)));
+        }
+    }
+}
+
+/// `h *= beta` (the lane function of [`Scale`]).
+#[inline(always)]
+fn scale_lane<S: Simd>(simd: S, h: S::f32s, beta: S::f32s) -> S::f32s {
+    simd.mul_f32s(h, beta)
+}
+
+struct Scale<'a> {
+    h: &'a mut [f32],
+    beta: f32,
+}
+
+impl WithSimd for Scale<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let beta = simd.splat_f32s(self.beta);
+        let (hb, ht) = S::as_mut_simd_f32s(self.h);
+        for h in hb.iter_mut() {
+            *h = scale_lane(simd, *h, beta);
+        }
+        if !ht.is_empty() {
+            simd.partial_store_f32s(ht, scale_lane(simd, simd.partial_load_f32s(ht), beta));
+        }
+    }
+}
+
+struct Pair<'a> {
+    x: &'a [f32],
+    out: &'a mut [f32],
+}
+
+impl Split for Pair<'_> {
+    fn len(&self) -> usize {
+        self.out.len()
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (x0, x1) = self.x.split_at(mid.min(self.x.len()));
+        let (o0, o1) = self.out.split_at_mut(mid);
+        (Pair { x: x0, out: o0 }, Pair { x: x1, out: o1 })
+    }
+}
+
+const ELEMENTWISE_BLOCK: usize = 1 << 15;
+
+fn square_into(isa: Isa, par: Par, x: &[f32], out: &mut [f32]) -> Result<()> {
+    dispatch::map_reduce_blocks(
+        par,
+        Pair { x, out },
+        ELEMENTWISE_BLOCK,
+        &|p: Pair<'_>| isa.run(Square { x: p.x, out: p.out }),
+        &|(), ()| (),
+    )
+}
+
+fn scale_in_place(isa: Isa, par: Par, h: &mut [f32], beta: f32) -> Result<()> {
+    dispatch::map_reduce_blocks(
+        par,
+        Pair { x: &[], out: h },
+        ELEMENTWISE_BLOCK,
+        &|p: Pair<'_>| isa.run(Scale { h: p.out, beta }),
+        &|(), ()| (),
+    )
+}
+
+/// Allocates a zeroed workspace, reporting failure as an error.
+fn workspace(name: &str, len: usize) -> Result<Vec<f32>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| {
+        Error::new(
+            ErrorKind::Allocation,
+            format!("no memory for the {name} workspace ({len} floats)"),
+        )
+    })?;
+    v.resize(len, 0.0);
+    Ok(v)
+}
+
+/// `h <- beta h + (1 - beta) S^T B / N` (`h`: `c x d` row-major, `S`: `n x c`, `B`: `n x d`)
+/// and `h_bias <- beta h_bias + (1 - beta) (1/N) sum_n S_n`, one column block of `h` per
+/// sequential faer GEMM.
+#[allow(clippy::too_many_arguments)]
+fn st_b_into_h(
+    isa: Isa,
+    par: Par,
+    s: &[f32],
+    b: &[f32],
+    n: usize,
+    c: usize,
+    d: usize,
+    beta: f32,
+    h: &mut [f32],
+    h_bias: Option<&mut [f32]>,
+) -> Result<()> {
+    if let Some(hb) = h_bias {
+        let mut sum = vec![0.0f64; c];
+        for row in s.chunks_exact(c.max(1)).take(n) {
+            for (acc, &v) in sum.iter_mut().zip(row) {
+                *acc += v as f64;
+            }
+        }
+        finish_ema(hb, &sum, n, beta);
+    }
+    if c == 0 || d == 0 {
+        return Ok(());
+    }
+    let (accum, alpha) = if beta == 0.0 {
+        (Accum::Replace, (1.0 / n as f64) as f32)
+    } else {
+        scale_in_place(isa, par, h, beta)?;
+        (Accum::Add, ((1.0 - beta as f64) / n as f64) as f32)
+    };
+    let st = MatRef::from_row_major_slice(s, n, c).transpose();
+    let bm = MatRef::from_row_major_slice(b, n, d);
+    let mut blocks = Vec::new();
+    let mut rest = MatMut::from_row_major_slice_mut(h, c, d);
+    let mut j0 = 0;
+    while j0 < d {
+        let w = (d - j0).min(GEMM_BLOCK_COLS);
+        let (head, tail) = rest.split_at_col_mut(w);
+        blocks.push((j0, head));
+        rest = tail;
+        j0 += w;
+    }
+    dispatch::for_each_item(par, blocks, |(j0, hb)| {
+        let w = hb.ncols();
+        matmul(hb, accum, st, bm.subcols(j0, w), alpha, faer::Par::Seq);
+    })
+}
+
+fn check_layer(
+    x: &[f32],
+    n_samples: usize,
+    d_in: usize,
+    c_out: usize,
+    beta: f32,
+    h: &[f32],
+    h_bias: Option<&[f32]>,
+) -> Result<()> {
+    check_samples(n_samples)?;
+    error::check_lengths(product("x", n_samples, d_in)?, &[("x", x.len())])?;
+    error::check_lengths(product("h", c_out, d_in)?, &[("h", h.len())])?;
+    if let Some(hb) = h_bias {
+        error::check_lengths(c_out, &[("h_bias", hb.len())])?;
+    }
+    check_beta(beta)
+}
+
+/// Linear layer `z = W x` (`W`: `c_out x d_in`) with per-sample output factors `s_nc`:
+/// `h <- beta h + (1 - beta) S^T (X o X) / N` (`h`: `c_out x d_in` row-major, `S`:
+/// `n_samples x c_out` row-major, `X`: `n_samples x d_in` row-major) and, when given,
+/// `h_bias_c <- beta h_bias_c + (1 - beta) (1/N) sum_n s_nc`. `s = 1` gives MSE.
+#[allow(clippy::too_many_arguments)]
+pub fn gn_diag_linear(
+    x: &[f32],
+    n_samples: usize,
+    d_in: usize,
+    s: &[f32],
+    c_out: usize,
+    beta: f32,
+    h: &mut [f32],
+    h_bias: Option<&mut [f32]>,
+) -> Result<()> {
+    gn_diag_linear_with(
+        Isa::detect(),
+        Par::Pool,
+        x,
+        n_samples,
+        d_in,
+        s,
+        c_out,
+        beta,
+        h,
+        h_bias,
+    )
+}
+
+/// [`gn_diag_linear`] on a chosen instruction set (for the elementwise passes; faer picks its
+/// own for the GEMM) and parallelism.
+#[allow(clippy::too_many_arguments)]
+pub fn gn_diag_linear_with(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    n_samples: usize,
+    d_in: usize,
+    s: &[f32],
+    c_out: usize,
+    beta: f32,
+    h: &mut [f32],
+    h_bias: Option<&mut [f32]>,
+) -> Result<()> {
+    check_layer(x, n_samples, d_in, c_out, beta, h, h_bias.as_deref())?;
+    error::check_lengths(product("s", n_samples, c_out)?, &[("s", s.len())])?;
+    let mut sq = workspace("X o X", x.len())?;
+    square_into(isa, par, x, &mut sq)?;
+    st_b_into_h(isa, par, s, &sq, n_samples, c_out, d_in, beta, h, h_bias)
+}
+
+/// A counter-based uniform in `[0, 1)` for sample `index` under `seed` (SplitMix64 finalizer
+/// over the pair): the label draws of [`GnEstimator::Sampled`].
+pub fn gn_sample_uniform(seed: u64, index: u64) -> f64 {
+    fn mix(mut z: u64) -> u64 {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let z =
+        mix(seed.wrapping_add(0x9e37_79b9_7f4a_7c15)) ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (mix(mix(z)) >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+/// `softmax(z)` in f64 (max subtracted, summed in order).
+pub(crate) fn softmax_f64(logits: &[f32], p: &mut [f64]) {
+    let max = logits
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, &z| m.max(z as f64));
+    let mut total = 0.0;
+    for (p, &z) in p.iter_mut().zip(logits) {
+        *p = (z as f64 - max).exp();
+        total += *p;
+    }
+    for p in p.iter_mut() {
+        *p /= total;
+    }
+}
+
+/// The label drawn for sample `index`: the first class whose cumulative probability exceeds
+/// `gn_sample_uniform(seed, index)` (the last class with `p > 0` if rounding leaves a gap).
+pub fn gn_sample_label(p: &[f64], seed: u64, index: u64) -> usize {
+    let u = gn_sample_uniform(seed, index);
+    let mut cumulative = 0.0;
+    let mut last = 0;
+    for (c, &pc) in p.iter().enumerate() {
+        if pc > 0.0 {
+            last = c;
+        }
+        cumulative += pc;
+        if u < cumulative {
+            return c;
+        }
+    }
+    last
+}
+
+/// The output factors of one softmax sample: `p (1 - p)` or `(p - e_y)^2`.
+fn softmax_factors_row(
+    logits: &[f32],
+    estimator: GnEstimator,
+    seed: u64,
+    index: u64,
+    p: &mut [f64],
+    out: &mut [f32],
+) {
+    softmax_f64(logits, p);
+    match estimator {
+        GnEstimator::Exact => {
+            for (o, &pc) in out.iter_mut().zip(p.iter()) {
+                *o = (pc * (1.0 - pc)) as f32;
+            }
+        }
+        GnEstimator::Sampled => {
+            let y = gn_sample_label(p, seed, index);
+            for (c, (o, &pc)) in out.iter_mut().zip(p.iter()).enumerate() {
+                let g = pc - if c == y { 1.0 } else { 0.0 };
+                *o = (g * g) as f32;
+            }
+        }
+    }
+}
+
+/// Rows `first..first + n` of an input and an output matrix.
+struct RowPair<'a> {
+    input: &'a [f32],
+    out: &'a mut [f32],
+    width: usize,
+    first: usize,
+}
+
+impl Split for RowPair<'_> {
+    fn len(&self) -> usize {
+        self.out.len() / self.width
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (i0, i1) = self.input.split_at(mid * self.width);
+        let (o0, o1) = self.out.split_at_mut(mid * self.width);
+        (
+            RowPair {
+                input: i0,
+                out: o0,
+                width: self.width,
+                first: self.first,
+            },
+            RowPair {
+                input: i1,
+                out: o1,
+                width: self.width,
+                first: self.first + mid,
+            },
+        )
+    }
+}
+
+/// The softmax output factors `S` (`n_samples x classes`, row-major) of
+/// [`gn_diag_softmax`], computed in f64 per sample and rounded to f32.
+pub fn gn_softmax_factors(
+    logits: &[f32],
+    n_samples: usize,
+    classes: usize,
+    estimator: GnEstimator,
+    seed: u64,
+    s: &mut [f32],
+) -> Result<()> {
+    let len = product("logits", n_samples, classes)?;
+    error::check_lengths(len, &[("logits", logits.len()), ("s", s.len())])?;
+    softmax_factors_into(Par::Pool, logits, classes, estimator, seed, s)
+}
+
+fn softmax_factors_into(
+    par: Par,
+    logits: &[f32],
+    classes: usize,
+    estimator: GnEstimator,
+    seed: u64,
+    s: &mut [f32],
+) -> Result<()> {
+    if classes == 0 {
+        return Ok(());
+    }
+    let work = RowPair {
+        input: logits,
+        out: s,
+        width: classes,
+        first: 0,
+    };
+    dispatch::map_reduce_blocks(
+        par,
+        work,
+        (ELEMENTWISE_BLOCK / classes).max(1),
+        &|rows: RowPair<'_>| {
+            let mut p = vec![0.0f64; classes];
+            for (r, (z, o)) in rows
+                .input
+                .chunks_exact(classes)
+                .zip(rows.out.chunks_exact_mut(classes))
+                .enumerate()
+            {
+                softmax_factors_row(z, estimator, seed, (rows.first + r) as u64, &mut p, o);
+            }
+        },
+        &|(), ()| (),
+    )
+}
+
+/// A softmax cross-entropy layer `z = W x + b` (`W`: `classes x d_in`): [`gn_diag_linear`] with
+/// `s_nc` from the logits, `p (1 - p)` ([`GnEstimator::Exact`]) or `(p - e_y)^2` with
+/// `y ~ softmax(z_n)` drawn from `seed` ([`GnEstimator::Sampled`]). `logits` is
+/// `n_samples x classes` row-major.
+#[allow(clippy::too_many_arguments)]
+pub fn gn_diag_softmax(
+    x: &[f32],
+    logits: &[f32],
+    n_samples: usize,
+    d_in: usize,
+    classes: usize,
+    estimator: GnEstimator,
+    seed: u64,
+    beta: f32,
+    h: &mut [f32],
+    h_bias: Option<&mut [f32]>,
+) -> Result<()> {
+    gn_diag_softmax_with(
+        Isa::detect(),
+        Par::Pool,
+        x,
+        logits,
+        n_samples,
+        d_in,
+        classes,
+        estimator,
+        seed,
+        beta,
+        h,
+        h_bias,
+    )
+}
+
+/// [`gn_diag_softmax`] on a chosen instruction set and parallelism.
+#[allow(clippy::too_many_arguments)]
+pub fn gn_diag_softmax_with(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    logits: &[f32],
+    n_samples: usize,
+    d_in: usize,
+    classes: usize,
+    estimator: GnEstimator,
+    seed: u64,
+    beta: f32,
+    h: &mut [f32],
+    h_bias: Option<&mut [f32]>,
+) -> Result<()> {
+    check_layer(x, n_samples, d_in, classes, beta, h, h_bias.as_deref())?;
+    error::check_lengths(
+        product("logits", n_samples, classes)?,
+        &[("logits", logits.len())],
+    )?;
+    let mut s = workspace("S", logits.len())?;
+    softmax_factors_into(par, logits, classes, estimator, seed, &mut s)?;
+    let mut sq = workspace("X o X", x.len())?;
+    square_into(isa, par, x, &mut sq)?;
+    st_b_into_h(isa, par, &s, &sq, n_samples, classes, d_in, beta, h, h_bias)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Softmax layer in a Kronecker basis (Q_C, Q_X).
+
+/// Sample rows of the Kronecker kernel's inputs and of its `A` and `B` workspaces.
+struct KronRows<'a> {
+    x: &'a [f32],
+    logits: &'a [f32],
+    a: &'a mut [f32],
+    b: &'a mut [f32],
+    first: usize,
+    n: usize,
+    d_in: usize,
+    classes: usize,
+    kc: usize,
+    kx: usize,
+}
+
+impl Split for KronRows<'_> {
+    fn len(&self) -> usize {
+        self.n
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (x0, x1) = self.x.split_at(mid * self.d_in);
+        let (l0, l1) = self.logits.split_at(mid * self.classes);
+        let (a0, a1) = self.a.split_at_mut(mid * self.kc);
+        let (b0, b1) = self.b.split_at_mut(mid * self.kx);
+        (
+            KronRows {
+                x: x0,
+                logits: l0,
+                a: a0,
+                b: b0,
+                n: mid,
+                ..self
+            },
+            KronRows {
+                x: x1,
+                logits: l1,
+                a: a1,
+                b: b1,
+                first: self.first + mid,
+                n: self.n - mid,
+                ..self
+            },
+        )
+    }
+}
+
+/// The softmax layer's GN diagonal in the Kronecker basis `U = Q_C (x) Q_X`, i.e.
+/// `h_ab = diag(U^T H U)` at the basis vector `Q_C[:, a] Q_X[:, b]^T` (DESIGN.md 2.2):
+///
+/// ```text
+/// Exact:   A_na = sum_c p_nc Q_C[c,a]^2 - (Q_C[:,a] . p_n)^2
+/// Sampled: A_na = (Q_C[:,a] . (p_n - e_y))^2,  y ~ softmax(z_n)
+/// B_nb = (Q_X[:,b] . x_n)^2,   h <- beta h + (1 - beta) A^T B / N
+/// h_bias_a <- beta h_bias_a + (1 - beta) (1/N) sum_n A_na      (the bias in basis Q_C)
+/// ```
+///
+/// `q_c` is `classes x kc`, `q_x` is `d_in x kx` (any strides; usually square orthogonal),
+/// `h` is `kc x kx` row-major, `h_bias` has `kc` elements. `A` and `B` are formed with faer GEMMs
+/// per block of [`GEMM_BLOCK_ROWS`] samples, then `A^T B` as in [`gn_diag_linear`]; `U^T H U`
+/// is never formed.
+#[allow(clippy::too_many_arguments)]
+pub fn gn_diag_softmax_in_kronecker(
+    x: &[f32],
+    logits: &[f32],
+    n_samples: usize,
+    d_in: usize,
+    classes: usize,
+    estimator: GnEstimator,
+    seed: u64,
+    q_c: MatRef<'_, f32>,
+    q_x: MatRef<'_, f32>,
+    beta: f32,
+    h: &mut [f32],
+    h_bias: Option<&mut [f32]>,
+) -> Result<()> {
+    gn_diag_softmax_in_kronecker_with(
+        Isa::detect(),
+        Par::Pool,
+        x,
+        logits,
+        n_samples,
+        d_in,
+        classes,
+        estimator,
+        seed,
+        q_c,
+        q_x,
+        beta,
+        h,
+        h_bias,
+    )
+}
+
+/// [`gn_diag_softmax_in_kronecker`] on a chosen instruction set and parallelism.
+#[allow(clippy::too_many_arguments)]
+pub fn gn_diag_softmax_in_kronecker_with(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    logits: &[f32],
+    n_samples: usize,
+    d_in: usize,
+    classes: usize,
+    estimator: GnEstimator,
+    seed: u64,
+    q_c: MatRef<'_, f32>,
+    q_x: MatRef<'_, f32>,
+    beta: f32,
+    h: &mut [f32],
+    h_bias: Option<&mut [f32]>,
+) -> Result<()> {
+    let (kc, kx) = (q_c.ncols(), q_x.ncols());
+    if q_c.nrows() != classes {
+        return Err(Error::length(format!(
+            "q_c has {} rows, expected classes = {classes}",
+            q_c.nrows()
+        )));
+    }
+    if q_x.nrows() != d_in {
+        return Err(Error::length(format!(
+            "q_x has {} rows, expected d_in = {d_in}",
+            q_x.nrows()
+        )));
+    }
+    check_samples(n_samples)?;
+    error::check_lengths(product("x", n_samples, d_in)?, &[("x", x.len())])?;
+    error::check_lengths(
+        product("logits", n_samples, classes)?,
+        &[("logits", logits.len())],
+    )?;
+    error::check_lengths(product("h", kc, kx)?, &[("h", h.len())])?;
+    if let Some(hb) = h_bias.as_deref() {
+        error::check_lengths(kc, &[("h_bias", hb.len())])?;
+    }
+    check_beta(beta)?;
+    let mut a = workspace("A", product("A", n_samples, kc)?)?;
+    let mut b = workspace("B", product("B", n_samples, kx)?)?;
+    // Q_C o Q_C for the exact estimator's first term.
+    let qc2 = faer::Mat::<f32>::from_fn(classes, kc, |i, j| q_c[(i, j)] * q_c[(i, j)]);
+    let work = KronRows {
+        x,
+        logits,
+        a: &mut a,
+        b: &mut b,
+        first: 0,
+        n: n_samples,
+        d_in,
+        classes,
+        kc,
+        kx,
+    };
+    let map = |rows: KronRows<'_>| {
+        let n = rows.n;
+        // P (or P - E_y) in f32.
+        let mut p = vec![0.0f32; n * classes];
+        let mut p64 = vec![0.0f64; classes];
+        for (r, (z, out)) in rows
+            .logits
+            .chunks_exact(classes.max(1))
+            .zip(p.chunks_exact_mut(classes.max(1)))
+            .enumerate()
+        {
+            softmax_f64(z, &mut p64);
+            let y = match estimator {
+                GnEstimator::Exact => usize::MAX,
+                GnEstimator::Sampled => gn_sample_label(&p64, seed, (rows.first + r) as u64),
+            };
+            for (c, (o, &pc)) in out.iter_mut().zip(&p64).enumerate() {
+                *o = (pc - if c == y { 1.0 } else { 0.0 }) as f32;
+            }
+        }
+        if kc > 0 && classes > 0 {
+            let pm = MatRef::from_row_major_slice(&p, n, classes);
+            let mut t = vec![0.0f32; n * kc];
+            matmul(
+                MatMut::from_row_major_slice_mut(&mut t, n, kc),
+                Accum::Replace,
+                pm,
+                q_c,
+                1.0f32,
+                faer::Par::Seq,
+            );
+            match estimator {
+                GnEstimator::Exact => {
+                    matmul(
+                        MatMut::from_row_major_slice_mut(rows.a, n, kc),
+                        Accum::Replace,
+                        pm,
+                        qc2.as_ref(),
+                        1.0f32,
+                        faer::Par::Seq,
+                    );
+                    for (a, &t) in rows.a.iter_mut().zip(&t) {
+                        *a -= t * t;
+                    }
+                }
+                GnEstimator::Sampled => {
+                    for (a, &t) in rows.a.iter_mut().zip(&t) {
+                        *a = t * t;
+                    }
+                }
+            }
+        }
+        if kx > 0 && d_in > 0 {
+            matmul(
+                MatMut::from_row_major_slice_mut(rows.b, n, kx),
+                Accum::Replace,
+                MatRef::from_row_major_slice(rows.x, n, d_in),
+                q_x,
+                1.0f32,
+                faer::Par::Seq,
+            );
+            for v in rows.b.iter_mut() {
+                *v *= *v;
+            }
+        }
+    };
+    dispatch::map_reduce_blocks(par, work, GEMM_BLOCK_ROWS, &map, &|(), ()| ())?;
+    st_b_into_h(isa, par, &a, &b, n_samples, kc, kx, beta, h, h_bias)
+}

@@ -374,6 +374,26 @@ enum dp_status dp_rotated_adam_step_f32(const struct dp_adam_config *cfg,
                                         float *workspace,
                                         size_t workspace_len);
 
+// One GN^p step in `basis` (DESIGN.md 2.3; the Rust docs of
+// `diagprec::rotated_gn_step_with`): `h` is `diag(U^T H U)` in rotated coordinates (e.g. from
+// `dp_gn_diag_weighted_in_basis_f32`); `exp_avg` (momentum, rotated coordinates) may be NULL;
+// `workspace` holds `dp_basis_info.step_workspace_len` floats (NULL with 0 for the identity,
+// where this is `dp_gn_step_f32`). No allocation. On failure nothing is written.
+//
+// # Safety
+// `cfg` must point to a `dp_gn_config`, `basis` be a live handle; `param`, `grad`, `h` and
+// (if not NULL) `exp_avg` valid for `len` floats, `workspace` for `workspace_len`.
+enum dp_status dp_rotated_gn_step_f32(const struct dp_gn_config *cfg,
+                                      uint64_t step,
+                                      const struct dp_basis *basis,
+                                      float *param,
+                                      const float *grad,
+                                      float *exp_avg,
+                                      const float *h,
+                                      size_t len,
+                                      float *workspace,
+                                      size_t workspace_len);
+
 // lr 1, power -1, damping 1e-4, no momentum (beta1 0), bias correction on, no weight decay,
 // Sophia off (gamma 0.01, eps 1e-15 when turned on), no finite check.
 struct dp_gn_config dp_gn_config_default(void);

@@ -47,5 +47,8 @@ pub use kernels::gn_diag::{
 };
 pub use kernels::precond::{gn_step, gn_step_with, GnConfig, SophiaClip};
 pub use optim::Adam;
-pub use optim::{rotated_adam_step_with, rotated_workspace_len, RotatedAdam, Soap, SoapConfig};
+pub use optim::{
+    rotated_adam_step_with, rotated_gn_step_with, rotated_workspace_len, RotatedAdam, Soap,
+    SoapConfig,
+};
 pub use optim::{GaussNewton, GaussNewtonConfig};

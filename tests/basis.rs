@@ -754,3 +754,153 @@ fn kron_rotation_accumulates() {
         .collect();
     assert!(rel_err(&out, &expected) < 1e-5);
 }
+
+/// GN^p in basis U (h = diag(U^T H U) from the GN kernels) equals plain GN^p on rotated data.
+#[test]
+fn gn_in_a_basis_equals_plain_gn_on_rotated_data() {
+    use diagprec::{
+        gn_diag_weighted, gn_diag_weighted_in_basis, gn_step, rotated_gn_step_with, GnConfig,
+    };
+    let (samples, d) = (50, 24);
+    let u = random_basis(121, d);
+    let mut r = rng(122);
+    let x = gaussian(&mut r, samples * d);
+    let w: Vec<f32> = (0..samples).map(|_| r.random_range(0.1..1.0)).collect();
+    // h in the basis from the kernel, and from rotated data X U in the identity basis.
+    let mut h = vec![0.0f32; d];
+    gn_diag_weighted_in_basis(&x, samples, d, d, Some(&w), u.matrix(), 0.0, &mut h).unwrap();
+    let mut xu = vec![0.0f32; samples * d];
+    for s in 0..samples {
+        u.rotate_into(&x[s * d..(s + 1) * d], &mut xu[s * d..(s + 1) * d])
+            .unwrap();
+    }
+    let mut h_rot = vec![0.0f32; d];
+    gn_diag_weighted(&xu, samples, d, d, Some(&w), 0.0, &mut h_rot).unwrap();
+    for j in 0..d {
+        assert!((h[j] - h_rot[j]).abs() < 1e-5 * (1.0 + h_rot[j]));
+    }
+    for cfg in [
+        GnConfig {
+            lr: 0.1,
+            ..GnConfig::default()
+        },
+        GnConfig {
+            lr: 0.05,
+            power: -0.5,
+            damping: 1e-2,
+            beta1: 0.9,
+            weight_decay: 0.1,
+            ..GnConfig::default()
+        },
+    ] {
+        for basis in [
+            Basis::Dense(u.clone()),
+            Basis::Kronecker(KroneckerBasis::from_bases(
+                random_basis(123, 4),
+                random_basis(124, 6),
+            )),
+        ] {
+            let mut p = gaussian(&mut r, d);
+            let mut work = vec![0.0; basis.workspace_len()];
+            let mut p_rot = vec![0.0; d];
+            basis.rotate_into(&p, &mut p_rot, &mut work).unwrap();
+            let (mut m, mut m_plain) = (vec![0.0f32; d], vec![0.0f32; d]);
+            let mut ws = vec![0.0f32; 2 * d];
+            let momentum = cfg.beta1 > 0.0;
+            for t in 1..=5 {
+                let g = gaussian(&mut r, d);
+                rotated_gn_step_with(
+                    Isa::detect(),
+                    Par::Pool,
+                    &cfg,
+                    t,
+                    &basis,
+                    &mut p,
+                    &g,
+                    momentum.then_some(&mut m[..]),
+                    &h,
+                    &mut ws,
+                )
+                .unwrap();
+                let mut g_rot = vec![0.0; d];
+                basis.rotate_into(&g, &mut g_rot, &mut work).unwrap();
+                gn_step(
+                    &cfg,
+                    t,
+                    &mut p_rot,
+                    &g_rot,
+                    momentum.then_some(&mut m_plain[..]),
+                    &h,
+                )
+                .unwrap();
+            }
+            let mut back = vec![0.0; d];
+            basis.rotate_out(&p_rot, &mut back, &mut work).unwrap();
+            for i in 0..d {
+                assert!(
+                    (p[i] - back[i]).abs() < 1e-4 * (1.0 + back[i].abs()),
+                    "{i}: {} vs {}",
+                    p[i],
+                    back[i]
+                );
+            }
+        }
+    }
+    // Identity: the plain kernel, bitwise.
+    let cfg = GnConfig::default();
+    let g = gaussian(&mut r, d);
+    let (mut p1, mut p2) = (vec![1.0f32; d], vec![1.0f32; d]);
+    rotated_gn_step_with(
+        Isa::detect(),
+        Par::Pool,
+        &cfg,
+        1,
+        &Basis::Identity(d),
+        &mut p1,
+        &g,
+        None,
+        &h,
+        &mut [],
+    )
+    .unwrap();
+    gn_step(&cfg, 1, &mut p2, &g, None, &h).unwrap();
+    assert_eq!(bits(&p1), bits(&p2));
+    // Bad input writes nothing.
+    let checked = GnConfig {
+        check_finite: true,
+        ..cfg
+    };
+    let mut bad_h = h.clone();
+    bad_h[2] = f32::NAN;
+    let mut ws = vec![0.0f32; 2 * d];
+    let basis = Basis::Dense(u);
+    let err = rotated_gn_step_with(
+        Isa::detect(),
+        Par::Pool,
+        &checked,
+        1,
+        &basis,
+        &mut p1,
+        &g,
+        None,
+        &bad_h,
+        &mut ws,
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NonFinite);
+    let err = rotated_gn_step_with(
+        Isa::detect(),
+        Par::Pool,
+        &cfg,
+        1,
+        &basis,
+        &mut p1,
+        &g,
+        None,
+        &h,
+        &mut ws[..2 * d - 1],
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Length);
+    assert_eq!(bits(&p1), bits(&p2));
+}

@@ -293,6 +293,93 @@ static void soap_like_loop(void) {
     }
 }
 
+/* GN^p in a dense eigenbasis: h = diag(U^T H U) from the GN kernel (u passed column-major, as
+ * dp_gn_diag_weighted_in_basis_f32 wants), steps against a double reference, the identity
+ * against dp_gn_step_f32, and the errors of dp_rotated_gn_step_f32. */
+static void rotated_gn_step(void) {
+    enum { N = 40 };
+    float a[D * D], u[D * D], ucol[D * D], x[N * D], h[D];
+    symmetric(a, D, 71);
+    dp_basis *b = NULL, *id = NULL;
+    CHECK_STATUS(dp_basis_create_from_symmetric_f32(a, D, NULL, &b), DP_OK);
+    CHECK_STATUS(dp_basis_create_identity(D, &id), DP_OK);
+    CHECK_STATUS(dp_basis_get_matrix_f32(b, 0, u, D * D), DP_OK);
+    for (int i = 0; i < D; i++)
+        for (int j = 0; j < D; j++) ucol[i + j * D] = u[i * D + j];
+    for (int i = 0; i < N * D; i++) x[i] = dp_value((unsigned)i, 72, 1.0f);
+    CHECK_STATUS(dp_gn_diag_weighted_in_basis_f32(x, N, D, D, NULL, ucol, D, 0.0f, h), DP_OK);
+    double worst = 0.0;
+    for (int k = 0; k < D; k++) {
+        double s = 0.0;
+        for (int n = 0; n < N; n++) {
+            double dot = 0.0;
+            for (int i = 0; i < D; i++) dot += (double)x[n * D + i] * u[i * D + k];
+            s += dot * dot / N;
+        }
+        worst = fmax(worst, fabs(h[k] - s) / (1.0 + s));
+    }
+    CHECK(worst < 1e-5);
+
+    dp_gn_config cfg = dp_gn_config_default();
+    cfg.lr = 0.1;
+    cfg.damping = 1e-3;
+    cfg.beta1 = 0.9;
+    cfg.weight_decay = 0.01;
+    float p[D], g[D], m[D] = {0}, ws[2 * D];
+    double pd[D], md[D] = {0};
+    for (int i = 0; i < D; i++) pd[i] = p[i] = dp_value((unsigned)i, 73, 1.0f);
+    for (uint64_t t = 1; t <= 5; t++) {
+        for (int i = 0; i < D; i++) g[i] = dp_value((unsigned)i, (unsigned)(200 + t), 0.5f);
+        CHECK_STATUS(dp_rotated_gn_step_f32(&cfg, t, b, p, g, m, h, D, ws, 2 * D), DP_OK);
+        double gr[D], dir[D];
+        rotate_ref(u, g, gr, D, 1);
+        double bc1 = 1.0 - pow(cfg.beta1, (double)t);
+        for (int k = 0; k < D; k++) {
+            md[k] = cfg.beta1 * md[k] + (1.0 - cfg.beta1) * gr[k];
+            dir[k] = -cfg.lr * (md[k] / bc1) / ((double)h[k] + cfg.damping);
+        }
+        for (int i = 0; i < D; i++) {
+            double s = 0.0;
+            for (int k = 0; k < D; k++) s += (double)u[i * D + k] * dir[k];
+            pd[i] = pd[i] * (1.0 - cfg.lr * cfg.weight_decay) + s;
+        }
+    }
+    CHECK(max_abs(p, pd, D) < 1e-4);
+
+    float p2[D], p3[D];
+    for (int i = 0; i < D; i++) p2[i] = p3[i] = dp_value((unsigned)i, 74, 1.0f);
+    dp_gn_config plain = dp_gn_config_default();
+    CHECK_STATUS(dp_rotated_gn_step_f32(&plain, 1, id, p2, g, NULL, h, D, NULL, 0), DP_OK);
+    CHECK_STATUS(dp_gn_step_f32(&plain, 1, p3, g, NULL, h, D), DP_OK);
+    CHECK(dp_same_bits(p2, p3, D));
+
+    float before[D], mb[D];
+    memcpy(before, p, sizeof p);
+    memcpy(mb, m, sizeof m);
+    CHECK_STATUS(dp_rotated_gn_step_f32(&cfg, 1, b, p, g, m, NULL, D, ws, 2 * D), DP_ERR_NULL_POINTER);
+    CHECK_STATUS(dp_rotated_gn_step_f32(&cfg, 1, b, p, g, m, h, D, ws, D), DP_ERR_LENGTH);
+    CHECK_STATUS(dp_rotated_gn_step_f32(&cfg, 1, b, p, g, m, h, D - 1, ws, 2 * D), DP_ERR_LENGTH);
+    CHECK_STATUS(dp_rotated_gn_step_f32(&cfg, 1, b, p, p, m, h, D, ws, 2 * D), DP_ERR_ALIASING);
+    CHECK_STATUS(dp_rotated_gn_step_f32(&cfg, 0, b, p, g, m, h, D, ws, 2 * D),
+                 DP_ERR_INVALID_HYPERPARAMETER);
+    dp_gn_config bad = cfg;
+    bad.damping = 0.0;
+    CHECK_STATUS(dp_rotated_gn_step_f32(&bad, 1, b, p, g, m, h, D, ws, 2 * D),
+                 DP_ERR_INVALID_HYPERPARAMETER);
+    bad = cfg;
+    bad.check_finite = true;
+    float hbad[D];
+    memcpy(hbad, h, sizeof h);
+    hbad[4] = NAN;
+    CHECK_STATUS(dp_rotated_gn_step_f32(&bad, 1, b, p, g, m, hbad, D, ws, 2 * D), DP_ERR_NON_FINITE);
+    float *misaligned = (float *)(void *)((char *)(void *)ws + 1);
+    CHECK_STATUS(dp_rotated_gn_step_f32(&cfg, 1, b, p, g, m, h, D, misaligned, D),
+                 DP_ERR_INVALID_ARGUMENT);
+    CHECK(memcmp(p, before, sizeof p) == 0 && memcmp(m, mb, sizeof m) == 0);
+    dp_basis_free(b);
+    dp_basis_free(id);
+}
+
 typedef struct job {
     const dp_basis *basis;
     float g[D], out[D];
@@ -476,6 +563,7 @@ int main(void) {
     statistics_match_double_references();
     interpolation_between_bases();
     soap_like_loop();
+    rotated_gn_step();
     threads_share_a_handle();
     errors_write_nothing();
     return dp_test_finish("basis.c");

@@ -844,3 +844,89 @@ pub unsafe extern "C" fn dp_rotated_adam_step_f32(
         rotated_adam_step_with(Isa::detect(), Par::Pool, &config, step, b, tensor, ws)
     })
 }
+
+/// One GN^p step in `basis` (DESIGN.md 2.3; the Rust docs of
+/// `diagprec::rotated_gn_step_with`): `h` is `diag(U^T H U)` in rotated coordinates (e.g. from
+/// `dp_gn_diag_weighted_in_basis_f32`); `exp_avg` (momentum, rotated coordinates) may be NULL;
+/// `workspace` holds `dp_basis_info.step_workspace_len` floats (NULL with 0 for the identity,
+/// where this is `dp_gn_step_f32`). No allocation. On failure nothing is written.
+///
+/// # Safety
+/// `cfg` must point to a `dp_gn_config`, `basis` be a live handle; `param`, `grad`, `h` and
+/// (if not NULL) `exp_avg` valid for `len` floats, `workspace` for `workspace_len`.
+#[no_mangle]
+pub unsafe extern "C" fn dp_rotated_gn_step_f32(
+    cfg: *const super::gn::dp_gn_config,
+    step: u64,
+    basis: *const dp_basis,
+    param: *mut f32,
+    grad: *const f32,
+    exp_avg: *mut f32,
+    h: *const f32,
+    len: usize,
+    workspace: *mut f32,
+    workspace_len: usize,
+) -> dp_status {
+    guard(|| {
+        check::required("cfg", cfg)?;
+        check::required("basis", basis)?;
+        // SAFETY: non-null; points to a dp_gn_config (C contract).
+        let config = crate::kernels::precond::GnConfig::from(unsafe { &*cfg });
+        let m_len = if exp_avg.is_null() { 0 } else { len };
+        let buffers: [(&'static str, *const f32, usize, bool); 4] = [
+            ("param", param, len, true),
+            ("grad", grad, len, false),
+            ("exp_avg", exp_avg, m_len, true),
+            ("h", h, len, false),
+        ];
+        for (field, p, n, _) in buffers {
+            check::non_null(name(field), p, n)?;
+        }
+        check::non_null(name("workspace"), workspace, workspace_len)?;
+        for (field, p, n, _) in buffers {
+            check::size_and_alignment(name(field), p, n)?;
+        }
+        check::size_and_alignment(name("workspace"), workspace, workspace_len)?;
+        // SAFETY: non-null; a live handle (C contract).
+        let b = unsafe { handle(basis) };
+        crate::error::check_lengths(b.len(), &[("len", len)])?;
+        let need = rotated_workspace_len(b);
+        if workspace_len < need {
+            return Err(Error::length(format!(
+                "workspace has {workspace_len} floats, the step needs {need}"
+            )));
+        }
+        config.validate()?;
+        if step == 0 {
+            return Err(Error::hyperparameter("step = 0: steps are counted from 1"));
+        }
+        let mut regions: Vec<Region> = buffers
+            .iter()
+            .map(|&(field, p, n, w)| Region::new(name(field), p, n, w))
+            .collect();
+        regions.push(Region::new(name("workspace"), workspace, need, true));
+        check::disjoint(regions)?;
+        // SAFETY: non-null (or empty), aligned, sized and disjoint: checked above.
+        let (p, g, m, hh, ws) = unsafe {
+            (
+                check::slice_mut(param, len),
+                check::slice(grad, len),
+                (!exp_avg.is_null()).then(|| check::slice_mut(exp_avg, len)),
+                check::slice(h, len),
+                check::slice_mut(workspace, need),
+            )
+        };
+        crate::optim::rotated_gn_step_with(
+            Isa::detect(),
+            Par::Pool,
+            &config,
+            step,
+            b,
+            p,
+            g,
+            m,
+            hh,
+            ws,
+        )
+    })
+}

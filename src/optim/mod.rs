@@ -3,7 +3,10 @@
 mod adam;
 mod rotated;
 
-pub use rotated::{rotated_adam_step_with, rotated_workspace_len, RotatedAdam, Soap, SoapConfig};
+pub use rotated::{
+    rotated_adam_step_with, rotated_gn_step_with, rotated_workspace_len, RotatedAdam, Soap,
+    SoapConfig,
+};
 mod gauss_newton;
 
 pub use adam::Adam;

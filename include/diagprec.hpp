@@ -264,6 +264,24 @@ private:
     dp_basis* handle_ = nullptr;
 };
 
+/// One GN^p step in basis b (dp_rotated_gn_step_f32): h = diag(U^T H U) and exp_avg (may be
+/// nullptr) in rotated coordinates; workspace holds b.info().step_workspace_len floats.
+inline std::error_code rotated_gn_step(const dp_gn_config& cfg, std::uint64_t step, const basis& b,
+                                       float* param, const float* grad, float* exp_avg,
+                                       const float* h, std::size_t len, float* workspace,
+                                       std::size_t workspace_len, std::error_code& ec) noexcept {
+    ec = detail::to_code(dp_rotated_gn_step_f32(&cfg, step, b.get(), param, grad, exp_avg, h, len,
+                                                workspace, workspace_len));
+    return ec;
+}
+
+inline void rotated_gn_step(const dp_gn_config& cfg, std::uint64_t step, const basis& b,
+                            float* param, const float* grad, float* exp_avg, const float* h,
+                            std::size_t len, float* workspace, std::size_t workspace_len) {
+    detail::throw_if_failed(dp_rotated_gn_step_f32(&cfg, step, b.get(), param, grad, exp_avg, h,
+                                                   len, workspace, workspace_len));
+}
+
 /// Kronecker factor statistics L (rows x rows), R (cols x cols), row-major.
 struct kron_factors {
     std::size_t rows, cols;

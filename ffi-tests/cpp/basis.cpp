@@ -62,6 +62,20 @@ static void handles_rotate_and_move() {
     std::error_code ec;
     b.rotate_into(g.data(), g.data(), d, ec);
     CHECK(ec == DP_ERR_ALIASING);
+
+    // A GN^p step in the basis moves the parameter along -U (h + lambda)^-1 U^T g.
+    std::vector<float> p(d, 1.0f), h(d, 2.0f), ws(b.info().step_workspace_len);
+    dp_gn_config gn = dp_gn_config_default();
+    gn.lr = 0.5;
+    diagprec::rotated_gn_step(gn, 1, b, p.data(), g.data(), nullptr, h.data(), d, ws.data(),
+                              ws.size());
+    worst = 0.0;
+    for (std::size_t i = 0; i < d; i++)
+        worst = std::fmax(worst, std::fabs(p[i] - (1.0 - 0.5 * g[i] / (2.0 + gn.damping))));
+    CHECK(worst < 1e-5);
+    diagprec::rotated_gn_step(gn, 0, b, p.data(), g.data(), nullptr, h.data(), d, ws.data(),
+                              ws.size(), ec);
+    CHECK(ec == DP_ERR_INVALID_HYPERPARAMETER);
 }
 
 static void soap_like_loop() {

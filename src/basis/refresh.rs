@@ -87,9 +87,7 @@ fn check_symmetric_input<T: RealField + Copy>(name: &str, a: MatRef<'_, T>) -> R
     }
     for j in 0..d {
         for i in j..d {
-            let x = a[(i, j)];
-            // x - x is 0 for finite x and NaN otherwise.
-            if (x - x) != T::zero_impl() {
+            if !T::is_finite_impl(&a[(i, j)]) {
                 return Err(Error::new(
                     ErrorKind::NonFinite,
                     format!("{name} entry ({i}, {j}) is not finite"),

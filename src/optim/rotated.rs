@@ -605,7 +605,7 @@ impl Soap {
             // The state is still zero: nothing to carry.
             self.inner.basis = Basis::Kronecker(basis);
             self.initialized = true;
-        } else if t % cfg.precondition_frequency == 0 {
+        } else if t.is_multiple_of(cfg.precondition_frequency) {
             let Basis::Kronecker(current) = &self.inner.basis else {
                 unreachable!("Soap always holds a Kronecker basis")
             };

@@ -192,7 +192,8 @@ pub fn stream_bandwidth<const RW: usize, const RO: usize>(budget: Duration, n: u
             .for_each(|(b, chunks)| {
                 let lo = b * BLOCK;
                 let hi = (lo + BLOCK).min(n);
-                let rw: [&mut [f32]; RW] = chunks.try_into().ok().expect("RW chunks");
+                let rw: [&mut [f32]; RW] =
+                    chunks.try_into().unwrap_or_else(|_| panic!("RW chunks"));
                 let ro: [&[f32]; RO] = std::array::from_fn(|k| &ro[k].get()[lo..hi]);
                 std::hint::black_box(isa.dispatch(StreamLoop { rw, ro }));
             });
@@ -273,9 +274,12 @@ fn print_row(row: &Row) {
     println!("{}", line.trim_end());
 }
 
+/// A family's name and its rows.
+type Family = (&'static str, fn(&mut Bench));
+
 /// Runs the report.
 pub fn run(args: &BenchArgs) -> Result<(), String> {
-    let families: [(&str, fn(&mut Bench)); 2] = [("adam", adam::rows), ("rotate", rotate::rows)];
+    let families: [Family; 2] = [("adam", adam::rows), ("rotate", rotate::rows)];
     for name in &args.only {
         if !families.iter().any(|(f, _)| f == name) {
             return Err(format!("unknown family {name:?}"));

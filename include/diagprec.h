@@ -10,8 +10,32 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// The largest `max |U^T U - I|` [`DenseBasis::new`] accepts.
+#define ORTHONORMAL_TOLERANCE 1e-4
+
 // The most threads [`set_num_threads`] accepts.
 #define MAX_THREADS 1024
+
+// `dp_basis_info.kind`: the identity.
+#define DP_BASIS_IDENTITY 0
+
+// `dp_basis_info.kind`: a dense `d x d` basis.
+#define DP_BASIS_DENSE 1
+
+// `dp_basis_info.kind`: a Kronecker pair `(Q_L, Q_R)`.
+#define DP_BASIS_KRONECKER 2
+
+// Refresh by a full eigendecomposition (eigenvalues descending), matched to the old basis.
+#define DP_REFRESH_EIGH 0
+
+// Refresh by one power-iteration step and QR (SOAP).
+#define DP_REFRESH_POWER_QR 1
+
+// Rotated second moments follow their matched eigenvectors (SOAP).
+#define DP_TRANSFER_PERMUTE 0
+
+// Rotated second moments are re-projected: `v' = (P o P)^T v`, `P = U_old^T U_new`.
+#define DP_TRANSFER_REPROJECT 1
 
 // `estimator` value: the exact softmax GN diagonal, `s = p (1 - p)`.
 #define DP_GN_EXACT 0
@@ -40,6 +64,9 @@ typedef enum dp_status {
     // Memory or threads could not be allocated.
     DP_ERR_ALLOCATION = 8,
 } dp_status;
+
+// An orthonormal basis (opaque; see the module docs for ownership).
+typedef struct dp_basis dp_basis;
 
 // Adam/AdamW hyperparameters (see `dp_adam_config_default`).
 typedef struct dp_adam_config {
@@ -74,6 +101,22 @@ typedef struct dp_adam_tensor_f32 {
     float *max_exp_avg_sq;
     size_t len;
 } dp_adam_tensor_f32;
+
+// What a basis is (`dp_basis_info`).
+typedef struct dp_basis_info {
+    // `DP_BASIS_IDENTITY`, `DP_BASIS_DENSE` or `DP_BASIS_KRONECKER`.
+    int32_t kind;
+    // Parameter floats the basis acts on (`d`, or `rows * cols`).
+    size_t len;
+    // `d` for dense, `rows` for Kronecker, `len` for the identity.
+    size_t rows;
+    // `d` for dense, `cols` for Kronecker, 1 for the identity.
+    size_t cols;
+    // Floats of `work` `dp_basis_rotate_into_f32` / `_out_f32` need.
+    size_t rotate_workspace_len;
+    // Floats of `workspace` `dp_rotated_adam_step_f32` needs.
+    size_t step_workspace_len;
+} dp_basis_info;
 
 // GN^p step hyperparameters (see `dp_gn_config_default`):
 // `theta <- theta (1 - lr wd) - lr * m_hat * (max(h, 0) + damping)^power`, or with `sophia`
@@ -137,6 +180,210 @@ enum dp_status dp_adam_step_multi_f32(const struct dp_adam_config *cfg,
                                       uint64_t step,
                                       const struct dp_adam_tensor_f32 *tensors,
                                       size_t count);
+
+// Creates the identity basis on `len` floats (rotations are copies; steps are the plain ones).
+//
+// # Safety
+// `out` must be valid for writing one pointer.
+enum dp_status dp_basis_create_identity(size_t len,
+                                        struct dp_basis **out);
+
+// Creates a dense basis from the row-major `dim x dim` matrix `u` (copied), which must be
+// orthonormal: `max |U^T U - I| <= 1e-4`, else `DP_ERR_INVALID_ARGUMENT`.
+//
+// # Safety
+// `u` must be valid for `dim * dim` floats; `out` for writing one pointer.
+enum dp_status dp_basis_create_dense_f32(const float *u,
+                                         size_t dim,
+                                         struct dp_basis **out);
+
+// Creates a Kronecker basis for a `rows x cols` matrix parameter from the row-major orthonormal
+// factors `q_left` (`rows x rows`) and `q_right` (`cols x cols`), copied.
+//
+// # Safety
+// `q_left` must be valid for `rows * rows` floats, `q_right` for `cols * cols`; `out` for
+// writing one pointer.
+enum dp_status dp_basis_create_kronecker_f32(const float *q_left,
+                                             size_t rows,
+                                             const float *q_right,
+                                             size_t cols,
+                                             struct dp_basis **out);
+
+// Creates the dense eigenbasis of the symmetric row-major `dim x dim` matrix `a` (a statistic
+// such as the GN matrix; its lower triangle `a[i * dim + j]`, `i >= j`, is read). Eigenvalues,
+// in descending order, go to `eigenvalues` (`dim` floats) unless it is NULL.
+//
+// # Safety
+// `a` must be valid for `dim * dim` floats, `eigenvalues` (if not NULL) for writing `dim`;
+// `out` for writing one pointer.
+enum dp_status dp_basis_create_from_symmetric_f32(const float *a,
+                                                  size_t dim,
+                                                  float *eigenvalues,
+                                                  struct dp_basis **out);
+
+// Creates the Kronecker eigenbasis of the symmetric factors `left` (`rows x rows`) and `right`
+// (`cols x cols`), e.g. from `dp_kron_factors_update_f32`.
+//
+// # Safety
+// `left` must be valid for `rows * rows` floats, `right` for `cols * cols`; `out` for writing one
+// pointer.
+enum dp_status dp_basis_create_from_factors_f32(const float *left,
+                                                size_t rows,
+                                                const float *right,
+                                                size_t cols,
+                                                struct dp_basis **out);
+
+// Releases a basis. `NULL` is a no-op.
+//
+// # Safety
+// `basis` must be NULL or a handle from this library not yet freed, and no other call may be
+// using it.
+void dp_basis_free(struct dp_basis *basis);
+
+// Describes `basis` (kind, sizes, workspace lengths).
+//
+// # Safety
+// `basis` must be a live handle; `out` valid for writing one `dp_basis_info`.
+enum dp_status dp_basis_get_info(const struct dp_basis *basis,
+                                 struct dp_basis_info *out);
+
+// Copies a basis matrix out, row-major: `side` 0 is `U` (dense) or `Q_L` (Kronecker), 1 is
+// `Q_R` (Kronecker). `len` must be the matrix's number of floats. Not for the identity.
+//
+// # Safety
+// `basis` must be a live handle; `out` valid for writing `len` floats.
+enum dp_status dp_basis_get_matrix_f32(const struct dp_basis *basis,
+                                       int32_t side,
+                                       float *out,
+                                       size_t len);
+
+// `out = U^T g` (dense), `out = Q_L^T G Q_R` (Kronecker, row-major), or a copy (identity).
+// `work` holds `dp_basis_info.rotate_workspace_len` floats (may be NULL when that is 0).
+// No allocation.
+//
+// # Safety
+// `basis` must be a live handle; `g` valid for reading `len` floats, `out` for writing `len`,
+// `work` for writing `work_len`.
+enum dp_status dp_basis_rotate_into_f32(const struct dp_basis *basis,
+                                        const float *g,
+                                        float *out,
+                                        float *work,
+                                        size_t work_len,
+                                        size_t len);
+
+// `out = U g_rot` (dense), `out = Q_L G_rot Q_R^T` (Kronecker), or a copy (identity).
+//
+// # Safety
+// As `dp_basis_rotate_into_f32`.
+enum dp_status dp_basis_rotate_out_f32(const struct dp_basis *basis,
+                                       const float *g_rot,
+                                       float *out,
+                                       float *work,
+                                       size_t work_len,
+                                       size_t len);
+
+// The basis on the geodesic from `u0` to `u1` at `t` (0 gives `u0`, 1 gives `u1` up to
+// column order and signs): `U(t) = U0 expm(t logm(U0^T U1))` after column matching and the
+// determinant fix (see the Rust docs of `diagprec::Geodesic`). Both dense of the same size, or
+// both Kronecker of the same shape (each factor interpolated). `t` finite.
+//
+// # Safety
+// `u0`, `u1` must be live handles; `out` valid for writing one pointer.
+enum dp_status dp_basis_interpolate_f32(const struct dp_basis *u0,
+                                        const struct dp_basis *u1,
+                                        double t,
+                                        struct dp_basis **out);
+
+// `H <- beta H + (1 - beta) X^T diag(w) X / N` on the caller's symmetric `dim x dim` matrix `h`
+// (both triangles written): `x` holds `n_samples` rows of `dim` floats, `row_stride` floats
+// apart; `weights` (`n_samples` finite floats) may be NULL for all ones; `beta` in [0, 1).
+//
+// # Safety
+// `h` must be valid for reads and writes of `dim * dim` floats; `x` for reading
+// `(n_samples - 1) * row_stride + dim` floats (none when `n_samples == 0`); `weights` (if not
+// NULL) for reading `n_samples`.
+enum dp_status dp_gn_matrix_accumulate_f32(float *h,
+                                           size_t dim,
+                                           const float *x,
+                                           size_t n_samples,
+                                           size_t row_stride,
+                                           const float *weights,
+                                           double beta);
+
+// Kronecker factors of a `rows x cols` row-major gradient, fused EMA on the caller's symmetric
+// matrices: `left <- beta left + (1 - beta) G G^T` (`rows x rows`),
+// `right <- beta right + (1 - beta) G^T G` (`cols x cols`); `beta` in [0, 1).
+//
+// # Safety
+// `left` must be valid for reads and writes of `rows * rows` floats, `right` of `cols * cols`,
+// `grad` for reading `rows * cols`.
+enum dp_status dp_kron_factors_update_f32(float *left,
+                                          size_t rows,
+                                          float *right,
+                                          size_t cols,
+                                          const float *grad,
+                                          double beta);
+
+// Refreshes `basis` in place from its statistic (dense: `stat_left` is the `d x d` matrix and
+// `stat_right` must be NULL; Kronecker: the two factors), by `method` (`DP_REFRESH_*`), and
+// carries the rotated optimizer state: `exp_avg` is re-projected exactly, `exp_avg_sq` and
+// `max_exp_avg_sq` by `transfer` (`DP_TRANSFER_*`). Each state buffer may be NULL (not
+// carried); non-NULL ones hold `len` = the basis length. Not for the identity. On failure the
+// basis and the buffers are unchanged.
+//
+// # Safety
+// `basis` must be a live handle used by no other call; `stat_left`/`stat_right` valid for
+// reading their sizes; each non-NULL state buffer valid for reads and writes of `len` floats.
+enum dp_status dp_basis_refresh_f32(struct dp_basis *basis,
+                                    const float *stat_left,
+                                    const float *stat_right,
+                                    int32_t method,
+                                    int32_t transfer,
+                                    float *exp_avg,
+                                    float *exp_avg_sq,
+                                    float *max_exp_avg_sq,
+                                    size_t len);
+
+// One Adam/AdamW step in `basis` (DESIGN.md 2.1, rotated Adam): `exp_avg`, `exp_avg_sq`,
+// `max_exp_avg_sq` live in rotated coordinates (original ones for the identity, where this is
+// `dp_adam_step_f32`); `workspace` holds `dp_basis_info.step_workspace_len` floats (0 for the
+// identity: may be NULL); `len` is the basis length. No allocation. On failure nothing is
+// written.
+//
+// # Safety
+// `cfg` must point to a `dp_adam_config`, `basis` be a live handle; the buffers valid for
+// `len` floats (`workspace` for `workspace_len`), as for `dp_adam_step_f32`.
+enum dp_status dp_rotated_adam_step_f32(const struct dp_adam_config *cfg,
+                                        uint64_t step,
+                                        const struct dp_basis *basis,
+                                        float *param,
+                                        const float *grad,
+                                        float *exp_avg,
+                                        float *exp_avg_sq,
+                                        float *max_exp_avg_sq,
+                                        size_t len,
+                                        float *workspace,
+                                        size_t workspace_len);
+
+// One GN^p step in `basis` (DESIGN.md 2.3; the Rust docs of
+// `diagprec::rotated_gn_step_with`): `h` is `diag(U^T H U)` in rotated coordinates (e.g. from
+// `dp_gn_diag_weighted_in_basis_f32`); `exp_avg` (momentum, rotated coordinates) may be NULL;
+// `workspace` holds `dp_basis_info.step_workspace_len` floats (NULL with 0 for the identity,
+// where this is `dp_gn_step_f32`). No allocation. On failure nothing is written.
+//
+// # Safety
+// `cfg` must point to a `dp_gn_config`, `basis` be a live handle; `param`, `grad`, `h` and
+// (if not NULL) `exp_avg` valid for `len` floats, `workspace` for `workspace_len`.
+enum dp_status dp_rotated_gn_step_f32(const struct dp_gn_config *cfg,
+                                      uint64_t step,
+                                      const struct dp_basis *basis,
+                                      float *param,
+                                      const float *grad,
+                                      float *exp_avg,
+                                      const float *h,
+                                      size_t len,
+                                      float *workspace,
+                                      size_t workspace_len);
 
 // lr 1, power -1, damping 1e-4, no momentum (beta1 0), bias correction on, no weight decay,
 // Sophia off (gamma 0.01, eps 1e-15 when turned on), no finite check.

@@ -14,6 +14,8 @@
 #include <string>
 #include <system_error>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 namespace diagprec {
 
@@ -281,6 +283,195 @@ void gn_step(const dp_gn_config& cfg, std::uint64_t step, P& param, const G& gra
         throw error(DP_ERR_LENGTH, "diagprec::gn_step: containers differ in size");
     gn_step(cfg, step, param.data(), grad.data(), exp_avg.data(), h.data(), n);
 }
+/// An owned dp_basis handle (move-only; freed by the destructor). Matrices are row-major.
+class basis {
+public:
+    basis() noexcept = default;
+    explicit basis(dp_basis* handle) noexcept : handle_(handle) {}
+    basis(basis&& other) noexcept : handle_(other.handle_) { other.handle_ = nullptr; }
+    basis& operator=(basis&& other) noexcept {
+        if (this != &other) {
+            dp_basis_free(handle_);
+            handle_ = other.handle_;
+            other.handle_ = nullptr;
+        }
+        return *this;
+    }
+    basis(const basis&) = delete;
+    basis& operator=(const basis&) = delete;
+    ~basis() { dp_basis_free(handle_); }
+
+    dp_basis* get() const noexcept { return handle_; }
+    explicit operator bool() const noexcept { return handle_ != nullptr; }
+
+    static basis identity(std::size_t len) {
+        dp_basis* out = nullptr;
+        detail::throw_if_failed(dp_basis_create_identity(len, &out));
+        return basis(out);
+    }
+    /// From an orthonormal dim x dim matrix (u.size() must be dim * dim).
+    template <class U>
+    static basis dense(const U& u, std::size_t dim) {
+        check_square(u.size(), dim, "diagprec::basis::dense");
+        dp_basis* out = nullptr;
+        detail::throw_if_failed(dp_basis_create_dense_f32(u.data(), dim, &out));
+        return basis(out);
+    }
+    template <class L, class R>
+    static basis kronecker(const L& q_left, std::size_t rows, const R& q_right, std::size_t cols) {
+        check_square(q_left.size(), rows, "diagprec::basis::kronecker");
+        check_square(q_right.size(), cols, "diagprec::basis::kronecker");
+        dp_basis* out = nullptr;
+        detail::throw_if_failed(
+            dp_basis_create_kronecker_f32(q_left.data(), rows, q_right.data(), cols, &out));
+        return basis(out);
+    }
+    /// The eigenbasis of a symmetric matrix; eigenvalues (descending) go to *eigenvalues.
+    template <class A>
+    static basis from_symmetric(const A& a, std::size_t dim,
+                                std::vector<float>* eigenvalues = nullptr) {
+        check_square(a.size(), dim, "diagprec::basis::from_symmetric");
+        std::vector<float> s(eigenvalues ? dim : 0);
+        dp_basis* out = nullptr;
+        detail::throw_if_failed(dp_basis_create_from_symmetric_f32(
+            a.data(), dim, eigenvalues ? s.data() : nullptr, &out));
+        if (eigenvalues) *eigenvalues = std::move(s);
+        return basis(out);
+    }
+    template <class L, class R>
+    static basis from_factors(const L& left, std::size_t rows, const R& right, std::size_t cols) {
+        check_square(left.size(), rows, "diagprec::basis::from_factors");
+        check_square(right.size(), cols, "diagprec::basis::from_factors");
+        dp_basis* out = nullptr;
+        detail::throw_if_failed(
+            dp_basis_create_from_factors_f32(left.data(), rows, right.data(), cols, &out));
+        return basis(out);
+    }
+    /// The basis at t on the geodesic from u0 to u1.
+    static basis interpolate(const basis& u0, const basis& u1, double t) {
+        dp_basis* out = nullptr;
+        detail::throw_if_failed(dp_basis_interpolate_f32(u0.get(), u1.get(), t, &out));
+        return basis(out);
+    }
+
+    dp_basis_info info() const {
+        dp_basis_info i{};
+        detail::throw_if_failed(dp_basis_get_info(handle_, &i));
+        return i;
+    }
+    std::size_t size() const { return info().len; }
+    /// U (side 0, dense), Q_L (side 0) or Q_R (side 1), row-major.
+    std::vector<float> matrix(int side = 0) const {
+        dp_basis_info i = info();
+        std::size_t d = side == 1 ? i.cols : i.rows;
+        std::vector<float> m(d * d);
+        detail::throw_if_failed(dp_basis_get_matrix_f32(handle_, side, m.data(), m.size()));
+        return m;
+    }
+
+    /// out = U^T g; work holds info().rotate_workspace_len floats (nullptr when 0).
+    std::error_code rotate_into(const float* g, float* out, std::size_t len, std::error_code& ec,
+                                float* work = nullptr, std::size_t work_len = 0) const noexcept {
+        ec = detail::to_code(dp_basis_rotate_into_f32(handle_, g, out, work, work_len, len));
+        return ec;
+    }
+    std::error_code rotate_out(const float* g_rot, float* out, std::size_t len,
+                               std::error_code& ec, float* work = nullptr,
+                               std::size_t work_len = 0) const noexcept {
+        ec = detail::to_code(dp_basis_rotate_out_f32(handle_, g_rot, out, work, work_len, len));
+        return ec;
+    }
+    /// Container forms (they allocate the Kronecker workspace per call; use the pointer forms
+    /// with your own workspace in a loop).
+    template <class G, class O>
+    void rotate_into(const G& g, O& out) const {
+        rotate(g, out, true);
+    }
+    template <class G, class O>
+    void rotate_out(const G& g_rot, O& out) const {
+        rotate(g_rot, out, false);
+    }
+
+private:
+    static void check_square(std::size_t size, std::size_t dim, const char* what) {
+        if (dim != 0 && size / dim != dim) throw error(DP_ERR_LENGTH, std::string(what) + ": not dim x dim");
+        if (size != dim * dim) throw error(DP_ERR_LENGTH, std::string(what) + ": not dim x dim");
+    }
+    template <class G, class O>
+    void rotate(const G& g, O& out, bool into) const {
+        if (g.size() != out.size()) throw error(DP_ERR_LENGTH, "diagprec::basis: sizes differ");
+        std::vector<float> work(info().rotate_workspace_len);
+        float* w = work.empty() ? nullptr : work.data();
+        detail::throw_if_failed(
+            into ? dp_basis_rotate_into_f32(handle_, g.data(), out.data(), w, work.size(), g.size())
+                 : dp_basis_rotate_out_f32(handle_, g.data(), out.data(), w, work.size(), g.size()));
+    }
+    dp_basis* handle_ = nullptr;
+};
+
+/// One GN^p step in basis b (dp_rotated_gn_step_f32): h = diag(U^T H U) and exp_avg (may be
+/// nullptr) in rotated coordinates; workspace holds b.info().step_workspace_len floats.
+inline std::error_code rotated_gn_step(const dp_gn_config& cfg, std::uint64_t step, const basis& b,
+                                       float* param, const float* grad, float* exp_avg,
+                                       const float* h, std::size_t len, float* workspace,
+                                       std::size_t workspace_len, std::error_code& ec) noexcept {
+    ec = detail::to_code(dp_rotated_gn_step_f32(&cfg, step, b.get(), param, grad, exp_avg, h, len,
+                                                workspace, workspace_len));
+    return ec;
+}
+
+inline void rotated_gn_step(const dp_gn_config& cfg, std::uint64_t step, const basis& b,
+                            float* param, const float* grad, float* exp_avg, const float* h,
+                            std::size_t len, float* workspace, std::size_t workspace_len) {
+    detail::throw_if_failed(dp_rotated_gn_step_f32(&cfg, step, b.get(), param, grad, exp_avg, h,
+                                                   len, workspace, workspace_len));
+}
+
+/// Kronecker factor statistics L (rows x rows), R (cols x cols), row-major.
+struct kron_factors {
+    std::size_t rows, cols;
+    std::vector<float> left, right;
+    kron_factors(std::size_t r, std::size_t c) : rows(r), cols(c), left(r * r), right(c * c) {}
+    template <class G>
+    void update(const G& grad, double beta) {
+        if (grad.size() != rows * cols) throw error(DP_ERR_LENGTH, "diagprec::kron_factors: size");
+        detail::throw_if_failed(dp_kron_factors_update_f32(left.data(), rows, right.data(), cols,
+                                                           grad.data(), beta));
+    }
+};
+
+/// Adam in a basis, owning its rotated moments and workspace (the basis is passed per call, so
+/// one optimizer follows a basis that is refreshed).
+class rotated_adam {
+public:
+    rotated_adam(const dp_adam_config& cfg, std::size_t len)
+        : cfg_(cfg), m_(len), v_(len), vmax_(cfg.amsgrad ? len : 0), work_(2 * len) {}
+    template <class P, class G>
+    void step(const basis& b, P& param, const G& grad) {
+        const std::size_t n = m_.size();
+        if (param.size() != n || grad.size() != n)
+            throw error(DP_ERR_LENGTH, "diagprec::rotated_adam::step: sizes differ");
+        detail::throw_if_failed(dp_rotated_adam_step_f32(
+            &cfg_, steps_ + 1, b.get(), param.data(), grad.data(), m_.data(), v_.data(),
+            vmax_.empty() ? nullptr : vmax_.data(), n, work_.data(), work_.size()));
+        steps_++;
+    }
+    /// Refreshes b from its statistics and carries this optimizer's state.
+    template <class L, class R>
+    void refresh(basis& b, const L& stat_left, const R& stat_right, int method, int transfer) {
+        detail::throw_if_failed(dp_basis_refresh_f32(
+            b.get(), stat_left.data(), stat_right.data(), method, transfer, m_.data(), v_.data(),
+            vmax_.empty() ? nullptr : vmax_.data(), m_.size()));
+    }
+    std::uint64_t steps_taken() const noexcept { return steps_; }
+    const std::vector<float>& exp_avg() const noexcept { return m_; }
+    const std::vector<float>& exp_avg_sq() const noexcept { return v_; }
+
+private:
+    dp_adam_config cfg_;
+    std::vector<float> m_, v_, vmax_, work_;
+    std::uint64_t steps_ = 0;
+};
 
 }  // namespace diagprec
 

@@ -21,6 +21,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_debug_implementations)]
 
+pub mod basis;
 pub mod dispatch;
 pub mod error;
 pub mod ffi;
@@ -28,6 +29,10 @@ pub mod kernels;
 pub mod optim;
 pub mod reference;
 
+pub use basis::{
+    Basis, DenseBasis, Geodesic, GnMatrix, KroneckerBasis, KroneckerRefresh, KroneckerStatistics,
+    RefreshInfo, RefreshMethod, StateTransfer,
+};
 pub use dispatch::{num_threads, set_num_threads, Isa, Par};
 pub use error::{Error, ErrorKind, Result};
 pub use kernels::adam::{
@@ -42,4 +47,8 @@ pub use kernels::gn_diag::{
 };
 pub use kernels::precond::{gn_step, gn_step_with, GnConfig, SophiaClip};
 pub use optim::Adam;
+pub use optim::{
+    rotated_adam_step_with, rotated_gn_step_with, rotated_workspace_len, RotatedAdam, Soap,
+    SoapConfig,
+};
 pub use optim::{GaussNewton, GaussNewtonConfig};

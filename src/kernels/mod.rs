@@ -4,3 +4,4 @@
 pub mod adam;
 pub mod gn_diag;
 pub mod precond;
+pub mod rotate;

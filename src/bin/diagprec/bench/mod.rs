@@ -5,6 +5,7 @@
 
 mod adam;
 mod gn;
+mod rotate;
 
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 /// Options of `diagprec bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Kernel families to run (comma separated): adam, gn. All by default.
+    /// Kernel families to run (comma separated): adam, gn, rotate. All by default.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Fewer sizes and shorter timings.
@@ -192,7 +193,8 @@ pub fn stream_bandwidth<const RW: usize, const RO: usize>(budget: Duration, n: u
             .for_each(|(b, chunks)| {
                 let lo = b * BLOCK;
                 let hi = (lo + BLOCK).min(n);
-                let rw: [&mut [f32]; RW] = chunks.try_into().ok().expect("RW chunks");
+                let rw: [&mut [f32]; RW] =
+                    chunks.try_into().unwrap_or_else(|_| panic!("RW chunks"));
                 let ro: [&[f32]; RO] = std::array::from_fn(|k| &ro[k].get()[lo..hi]);
                 std::hint::black_box(isa.dispatch(StreamLoop { rw, ro }));
             });
@@ -202,7 +204,6 @@ pub fn stream_bandwidth<const RW: usize, const RO: usize>(budget: Duration, n: u
 
 /// faer's own GEMM rate (GFLOP/s, 2mnk flops) for `C (m x n) = A (m x k) * B (k x n)` on
 /// `threads` threads.
-#[allow(dead_code)] // used by the GEMM-shaped families
 pub fn faer_gemm_gflops(budget: Duration, m: usize, n: usize, k: usize, threads: usize) -> f64 {
     use faer::linalg::matmul::matmul;
     use faer::{Accum, Mat, Par};
@@ -279,7 +280,7 @@ type Family = (&'static str, fn(&mut Bench));
 
 /// Runs the report.
 pub fn run(args: &BenchArgs) -> Result<(), String> {
-    let families: [Family; 2] = [("adam", adam::rows), ("gn", gn::rows)];
+    let families: [Family; 3] = [("adam", adam::rows), ("gn", gn::rows), ("rotate", rotate::rows)];
     for name in &args.only {
         if !families.iter().any(|(f, _)| f == name) {
             return Err(format!("unknown family {name:?}"));

@@ -57,6 +57,33 @@ pub struct ReproduceArgs {
     /// Worker threads (default: all cores). Results do not depend on it.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Only these tasks (comma separated; default: all three).
+    #[arg(long, value_delimiter = ',')]
+    pub tasks: Vec<String>,
+    /// linreg-block: block correlations, cycled over the blocks.
+    #[arg(long, value_delimiter = ',')]
+    pub rhos: Vec<f64>,
+    /// linreg-block: block size.
+    #[arg(long)]
+    pub block_size: Option<usize>,
+    /// Label noise standard deviation of the linear tasks.
+    #[arg(long)]
+    pub noise: Option<f64>,
+    /// linreg-gauss: spectrum exponent alpha (lambda_i = i^-alpha).
+    #[arg(long)]
+    pub gauss_alpha: Option<f64>,
+    /// linreg-gauss: draw w* ~ N(0, I) instead of Sigma^{-1/2} N(0, I).
+    #[arg(long)]
+    pub gauss_isotropic_target: bool,
+    /// logreg-imbalanced: exponent of the feature variances.
+    #[arg(long)]
+    pub logreg_alpha: Option<f64>,
+    /// logreg-imbalanced: standard deviation of the true logits x.w*.
+    #[arg(long)]
+    pub logreg_margin: Option<f64>,
+    /// Steps of the full-batch logistic runs (small batch: 4x).
+    #[arg(long)]
+    pub steps_logreg: Option<usize>,
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
@@ -84,15 +111,16 @@ pub struct CellResult {
 pub struct StudyResults {
     pub config: StudyConfig,
     pub params: TaskParams,
+    pub tasks: Vec<TaskKind>,
     pub cells: Vec<CellResult>,
     pub geodesic: Vec<(f64, CellResult)>,
     pub second_moment: Vec<diagnostics::SecondMomentRow>,
     pub seconds: f64,
 }
 
-fn main_cells() -> Vec<Cell> {
+fn main_cells(tasks: &[TaskKind]) -> Vec<Cell> {
     let mut cells = Vec::new();
-    for task in TaskKind::ALL {
+    for &task in tasks {
         for basis in [BasisChoice::Identity, BasisChoice::Eigen] {
             for batch in [Batch::Full, Batch::Small] {
                 for opt in Opt::ALL {
@@ -186,10 +214,15 @@ fn summarise(cell: Cell, grid: &[f64], runs: &[Vec<RunResult>]) -> CellResult {
 }
 
 /// Runs the whole study (no files written).
-pub fn compute(cfg: &StudyConfig, params: &TaskParams, progress: bool) -> StudyResults {
+pub fn compute(
+    cfg: &StudyConfig,
+    params: &TaskParams,
+    tasks: &[TaskKind],
+    progress: bool,
+) -> StudyResults {
     let started = Instant::now();
     let grid = cfg.lr_grid();
-    let instances: Vec<Instance> = TaskKind::ALL
+    let instances: Vec<Instance> = tasks
         .iter()
         .flat_map(|&k| (0..cfg.seeds).map(move |s| (k, s)))
         .collect::<Vec<_>>()
@@ -200,13 +233,15 @@ pub fn compute(cfg: &StudyConfig, params: &TaskParams, progress: bool) -> StudyR
         })
         .collect();
     let instance = |kind: TaskKind, seed: usize| -> &Instance {
-        let k = TaskKind::ALL.iter().position(|&x| x == kind).unwrap();
+        let k = tasks.iter().position(|&x| x == kind).unwrap();
         &instances[k * cfg.seeds + seed]
     };
 
-    let mut cells = main_cells();
+    let mut cells = main_cells(tasks);
     let n_main = cells.len();
-    cells.extend(geodesic_cells(cfg.geodesic_points));
+    if tasks.contains(&TaskKind::LinregGauss) {
+        cells.extend(geodesic_cells(cfg.geodesic_points));
+    }
     let jobs: Vec<(usize, usize, usize)> = (0..cells.len())
         .flat_map(|c| (0..grid.len()).flat_map(move |l| (0..cfg.seeds).map(move |s| (c, l, s))))
         .collect();
@@ -257,6 +292,9 @@ pub fn compute(cfg: &StudyConfig, params: &TaskParams, progress: bool) -> StudyR
     // Second-moment diagnostic: small-batch Adam at its tuned rate, seed 0, linear tasks.
     let mut diag_jobs = Vec::new();
     for kind in [TaskKind::LinregBlock, TaskKind::LinregGauss] {
+        if !tasks.contains(&kind) {
+            continue;
+        }
         for (basis, name) in [
             (BasisChoice::Identity, "identity"),
             (BasisChoice::Eigen, "eigen"),
@@ -295,6 +333,7 @@ pub fn compute(cfg: &StudyConfig, params: &TaskParams, progress: bool) -> StudyR
     StudyResults {
         config: cfg.clone(),
         params: params.clone(),
+        tasks: tasks.to_vec(),
         cells: main.to_vec(),
         geodesic,
         second_moment,
@@ -326,7 +365,44 @@ fn run_inner(args: &ReproduceArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(b) = args.batch_size {
         cfg.batch_size = b.max(1);
     }
+    if let Some(s) = args.steps_logreg {
+        cfg.steps_logreg_full = s.max(10);
+    }
     let mut params = TaskParams::default();
+    if !args.rhos.is_empty() {
+        params.block_rhos = args.rhos.clone();
+    }
+    if let Some(b) = args.block_size {
+        params.block_size = b.max(1);
+    }
+    if let Some(v) = args.noise {
+        params.noise_std = v;
+    }
+    if let Some(v) = args.gauss_alpha {
+        params.gauss_alpha = v;
+    }
+    if args.gauss_isotropic_target {
+        params.gauss_whitened_target = false;
+    }
+    if let Some(v) = args.logreg_alpha {
+        params.logreg_alpha = v;
+    }
+    if let Some(v) = args.logreg_margin {
+        params.logreg_margin = v;
+    }
+    let tasks: Vec<TaskKind> = if args.tasks.is_empty() {
+        TaskKind::ALL.to_vec()
+    } else {
+        let mut out = Vec::new();
+        for name in &args.tasks {
+            let kind = TaskKind::ALL
+                .into_iter()
+                .find(|k| k.name() == name.as_str())
+                .ok_or_else(|| format!("unknown task {name:?} (linreg-block, linreg-gauss, logreg-imbalanced)"))?;
+            out.push(kind);
+        }
+        out
+    };
     if let Some(d) = args.dim {
         params.dim = d.max(2);
     }
@@ -336,7 +412,7 @@ fn run_inner(args: &ReproduceArgs) -> Result<(), Box<dyn std::error::Error>> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads.unwrap_or(0))
         .build()?;
-    let results = pool.install(|| compute(&cfg, &params, !args.no_progress));
+    let results = pool.install(|| compute(&cfg, &params, &tasks, !args.no_progress));
     std::fs::create_dir_all(&args.out)?;
     output::write_all(&args.out, &results)?;
     plot::write_all(&args.out, &results)?;

@@ -151,8 +151,11 @@ fn interpolation(dir: &Path, res: &StudyResults) -> PlotResult {
 
 /// Writes every plot into `dir`.
 pub fn write_all(dir: &Path, res: &StudyResults) -> PlotResult {
-    for task in TaskKind::ALL {
+    for &task in &res.tasks {
         curves(dir, res, task)?;
+    }
+    if res.geodesic.is_empty() {
+        return Ok(());
     }
     interpolation(dir, res)
 }

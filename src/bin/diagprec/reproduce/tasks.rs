@@ -70,6 +70,9 @@ pub struct TaskParams {
     /// `logreg-imbalanced`: exponent of the feature variances and the norm of `w*`.
     pub logreg_alpha: f64,
     pub logreg_margin: f64,
+    /// `linreg-gauss`: draw `w* = Sigma^{-1/2} xi`, `xi ~ N(0, I)`, so that every eigendirection
+    /// carries the same share of the initial loss (otherwise `w* ~ N(0, I)`).
+    pub gauss_whitened_target: bool,
 }
 
 impl Default for TaskParams {
@@ -83,6 +86,7 @@ impl Default for TaskParams {
             noise_std: 0.5,
             logreg_alpha: 2.0,
             logreg_margin: 8.0,
+            gauss_whitened_target: true,
         }
     }
 }
@@ -228,6 +232,13 @@ impl Task {
                             * (0..d).map(|j| inv_sqrt[(i, j)] * u[j]).sum::<f64>()
                             / norm
                     })
+                    .collect()
+            }
+            TaskKind::LinregGauss if p.gauss_whitened_target => {
+                let xi: Vec<f64> = (0..d).map(|_| normal(&mut rng)).collect();
+                let inv_sqrt = sym_inverse_sqrt(&sigma);
+                (0..d)
+                    .map(|i| (0..d).map(|j| inv_sqrt[(i, j)] * xi[j]).sum())
                     .collect()
             }
             _ => (0..d).map(|_| normal(&mut rng)).collect(),

@@ -1,0 +1,570 @@
+/* Bases through the C ABI: eigenbases of a symmetric matrix checked in double, rotations
+ * against double references, the rotated Adam step against a double reference, statistics,
+ * interpolation, a SOAP-like loop on a small matrix least-squares problem, threads sharing a
+ * handle, and every error status with its no-write guarantee. */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "dp_test.h"
+
+#define D 12
+#define R 5
+#define C 4
+
+/* A symmetric D x D matrix with distinct eigenvalues (row-major). */
+static void symmetric(float *a, int d, unsigned seed) {
+    for (int i = 0; i < d; i++)
+        for (int j = 0; j <= i; j++) {
+            float v = dp_value((unsigned)(i * d + j), seed, 1.0f) + (i == j ? (float)i : 0.0f);
+            a[i * d + j] = v;
+            a[j * d + i] = v;
+        }
+}
+
+/* out = U^T g (transpose) or U g, in double; u row-major d x d. */
+static void rotate_ref(const float *u, const float *g, double *out, int d, int transpose) {
+    for (int i = 0; i < d; i++) {
+        double s = 0.0;
+        for (int k = 0; k < d; k++) s += (double)(transpose ? u[k * d + i] : u[i * d + k]) * g[k];
+        out[i] = s;
+    }
+}
+
+static double max_abs(const float *a, const double *b, int n) {
+    double m = 0.0;
+    for (int i = 0; i < n; i++) m = fmax(m, fabs(a[i] - b[i]));
+    return m;
+}
+
+static void eigenbasis_of_a_symmetric_matrix(void) {
+    float a[D * D], u[D * D], s[D];
+    symmetric(a, D, 1);
+    dp_basis *b = NULL;
+    CHECK_STATUS(dp_basis_create_from_symmetric_f32(a, D, s, &b), DP_OK);
+    CHECK(b != NULL);
+    dp_basis_info info;
+    CHECK_STATUS(dp_basis_get_info(b, &info), DP_OK);
+    CHECK(info.kind == DP_BASIS_DENSE && info.len == D && info.rows == D);
+    CHECK(info.rotate_workspace_len == 0 && info.step_workspace_len == 2 * D);
+    CHECK_STATUS(dp_basis_get_matrix_f32(b, 0, u, D * D), DP_OK);
+    for (int j = 0; j < D; j++) {
+        if (j > 0) CHECK(s[j - 1] >= s[j]);
+        /* A u_j = s_j u_j, in double. */
+        double worst = 0.0;
+        for (int i = 0; i < D; i++) {
+            double au = 0.0;
+            for (int k = 0; k < D; k++) au += (double)a[i * D + k] * u[k * D + j];
+            worst = fmax(worst, fabs(au - s[j] * (double)u[i * D + j]));
+        }
+        CHECK(worst < 1e-4 * (1.0 + fabs(s[j])));
+    }
+    /* The copied-out matrix makes an equal dense basis. */
+    dp_basis *b2 = NULL;
+    CHECK_STATUS(dp_basis_create_dense_f32(u, D, &b2), DP_OK);
+    float g[D], r1[D], r2[D], back[D];
+    double want[D];
+    for (int i = 0; i < D; i++) g[i] = dp_value((unsigned)i, 3, 1.0f);
+    CHECK_STATUS(dp_basis_rotate_into_f32(b, g, r1, NULL, 0, D), DP_OK);
+    CHECK_STATUS(dp_basis_rotate_into_f32(b2, g, r2, NULL, 0, D), DP_OK);
+    CHECK(dp_same_bits(r1, r2, D));
+    rotate_ref(u, g, want, D, 1);
+    CHECK(max_abs(r1, want, D) < 1e-5);
+    CHECK_STATUS(dp_basis_rotate_out_f32(b, r1, back, NULL, 0, D), DP_OK);
+    for (int i = 0; i < D; i++) want[i] = g[i];
+    CHECK(max_abs(back, want, D) < 1e-5);
+    dp_basis_free(b);
+    dp_basis_free(b2);
+    dp_basis_free(NULL);
+}
+
+static void kronecker_rotation_matches_reference(void) {
+    float l[R * R], r[C * C], ql[R * R], qr[C * C];
+    symmetric(l, R, 5);
+    symmetric(r, C, 6);
+    dp_basis *b = NULL;
+    CHECK_STATUS(dp_basis_create_from_factors_f32(l, R, r, C, &b), DP_OK);
+    dp_basis_info info;
+    CHECK_STATUS(dp_basis_get_info(b, &info), DP_OK);
+    CHECK(info.kind == DP_BASIS_KRONECKER && info.rows == R && info.cols == C);
+    CHECK(info.rotate_workspace_len == R * C && info.step_workspace_len == 2 * R * C);
+    CHECK_STATUS(dp_basis_get_matrix_f32(b, 0, ql, R * R), DP_OK);
+    CHECK_STATUS(dp_basis_get_matrix_f32(b, 1, qr, C * C), DP_OK);
+    float g[R * C], rot[R * C], back[R * C], work[R * C];
+    for (int i = 0; i < R * C; i++) g[i] = dp_value((unsigned)i, 7, 1.0f);
+    CHECK_STATUS(dp_basis_rotate_into_f32(b, g, rot, work, R * C, R * C), DP_OK);
+    /* Q_L^T G Q_R in double. */
+    double want[R * C];
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < C; j++) {
+            double s = 0.0;
+            for (int p = 0; p < R; p++)
+                for (int q = 0; q < C; q++) s += (double)ql[p * R + i] * g[p * C + q] * qr[q * C + j];
+            want[i * C + j] = s;
+        }
+    CHECK(max_abs(rot, want, R * C) < 1e-5);
+    CHECK_STATUS(dp_basis_rotate_out_f32(b, rot, back, work, R * C, R * C), DP_OK);
+    for (int i = 0; i < R * C; i++) want[i] = g[i];
+    CHECK(max_abs(back, want, R * C) < 1e-5);
+    /* The same factors as an explicit Kronecker basis. */
+    dp_basis *b2 = NULL;
+    CHECK_STATUS(dp_basis_create_kronecker_f32(ql, R, qr, C, &b2), DP_OK);
+    float rot2[R * C];
+    CHECK_STATUS(dp_basis_rotate_into_f32(b2, g, rot2, work, R * C, R * C), DP_OK);
+    CHECK(dp_same_bits(rot, rot2, R * C));
+    dp_basis_free(b);
+    dp_basis_free(b2);
+}
+
+static void rotated_adam_matches_a_double_reference(void) {
+    float a[D * D], u[D * D];
+    symmetric(a, D, 11);
+    dp_basis *b = NULL;
+    CHECK_STATUS(dp_basis_create_from_symmetric_f32(a, D, NULL, &b), DP_OK);
+    CHECK_STATUS(dp_basis_get_matrix_f32(b, 0, u, D * D), DP_OK);
+    dp_adam_config cfg = dp_adam_config_default();
+    cfg.lr = 1e-2;
+    cfg.weight_decay = 0.1;
+    cfg.decoupled_weight_decay = true;
+    float p[D], g[D], m[D] = {0}, v[D] = {0}, ws[2 * D];
+    double pd[D], md[D] = {0}, vd[D] = {0};
+    for (int i = 0; i < D; i++) pd[i] = p[i] = dp_value((unsigned)i, 12, 1.0f);
+    for (uint64_t t = 1; t <= 10; t++) {
+        for (int i = 0; i < D; i++) g[i] = dp_value((unsigned)i, (unsigned)(100 + t), 0.5f);
+        CHECK_STATUS(dp_rotated_adam_step_f32(&cfg, t, b, p, g, m, v, NULL, D, ws, 2 * D), DP_OK);
+        double gr[D], dir[D], upd[D];
+        rotate_ref(u, g, gr, D, 1);
+        double bc1 = 1.0 - pow(cfg.beta1, (double)t), bc2 = 1.0 - pow(cfg.beta2, (double)t);
+        for (int i = 0; i < D; i++) {
+            md[i] = cfg.beta1 * md[i] + (1.0 - cfg.beta1) * gr[i];
+            vd[i] = cfg.beta2 * vd[i] + (1.0 - cfg.beta2) * gr[i] * gr[i];
+            dir[i] = -(cfg.lr / bc1) * md[i] / (sqrt(vd[i]) / sqrt(bc2) + cfg.eps);
+        }
+        /* rotate_ref takes float input: rotate dir back in double by hand. */
+        for (int i = 0; i < D; i++) {
+            double s = 0.0;
+            for (int k = 0; k < D; k++) s += (double)u[i * D + k] * dir[k];
+            upd[i] = s;
+        }
+        for (int i = 0; i < D; i++) pd[i] = pd[i] * (1.0 - cfg.lr * cfg.weight_decay) + upd[i];
+    }
+    CHECK(max_abs(p, pd, D) < 2e-5);
+
+    /* The identity basis is dp_adam_step_f32, bitwise. */
+    dp_basis *id = NULL;
+    CHECK_STATUS(dp_basis_create_identity(D, &id), DP_OK);
+    float p2[D], m2[D] = {0}, v2[D] = {0}, p3[D], m3[D] = {0}, v3[D] = {0};
+    for (int i = 0; i < D; i++) p2[i] = p3[i] = dp_value((unsigned)i, 13, 1.0f);
+    CHECK_STATUS(dp_rotated_adam_step_f32(&cfg, 1, id, p2, g, m2, v2, NULL, D, NULL, 0), DP_OK);
+    CHECK_STATUS(dp_adam_step_f32(&cfg, 1, p3, g, m3, v3, NULL, D), DP_OK);
+    CHECK(dp_same_bits(p2, p3, D) && dp_same_bits(v2, v3, D));
+    dp_basis_free(id);
+    dp_basis_free(b);
+}
+
+static void statistics_match_double_references(void) {
+    enum { N = 300, DIM = 6, STRIDE = 7 };
+    static float x[N * STRIDE];
+    float w[N], h[DIM * DIM] = {0};
+    for (int i = 0; i < N * STRIDE; i++) x[i] = dp_value((unsigned)i, 21, 1.0f);
+    for (int i = 0; i < N; i++) w[i] = fabsf(dp_value((unsigned)i, 22, 1.0f));
+    CHECK_STATUS(dp_gn_matrix_accumulate_f32(h, DIM, x, N, STRIDE, w, 0.0), DP_OK);
+    double worst = 0.0;
+    for (int i = 0; i < DIM; i++)
+        for (int j = 0; j < DIM; j++) {
+            double s = 0.0;
+            for (int n = 0; n < N; n++) s += (double)w[n] * x[n * STRIDE + i] * x[n * STRIDE + j];
+            worst = fmax(worst, fabs(h[i * DIM + j] - s / N));
+        }
+    CHECK(worst < 1e-5);
+
+    float l[R * R], r[C * C], g[R * C];
+    for (int i = 0; i < R * R; i++) l[i] = 1.0f;
+    for (int i = 0; i < C * C; i++) r[i] = 1.0f;
+    for (int i = 0; i < R * C; i++) g[i] = dp_value((unsigned)i, 23, 1.0f);
+    CHECK_STATUS(dp_kron_factors_update_f32(l, R, r, C, g, 0.75), DP_OK);
+    worst = 0.0;
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < R; j++) {
+            double s = 0.0;
+            for (int k = 0; k < C; k++) s += (double)g[i * C + k] * g[j * C + k];
+            worst = fmax(worst, fabs(l[i * R + j] - (0.75 + 0.25 * s)));
+        }
+    for (int i = 0; i < C; i++)
+        for (int j = 0; j < C; j++) {
+            double s = 0.0;
+            for (int k = 0; k < R; k++) s += (double)g[k * C + i] * g[k * C + j];
+            worst = fmax(worst, fabs(r[i * C + j] - (0.75 + 0.25 * s)));
+        }
+    CHECK(worst < 1e-5);
+}
+
+static void interpolation_between_bases(void) {
+    float a0[D * D], a1[D * D], u0[D * D], u1[D * D], ut[D * D];
+    symmetric(a0, D, 31);
+    symmetric(a1, D, 32);
+    dp_basis *b0 = NULL, *b1 = NULL, *bt = NULL;
+    CHECK_STATUS(dp_basis_create_from_symmetric_f32(a0, D, NULL, &b0), DP_OK);
+    CHECK_STATUS(dp_basis_create_from_symmetric_f32(a1, D, NULL, &b1), DP_OK);
+    CHECK_STATUS(dp_basis_get_matrix_f32(b0, 0, u0, D * D), DP_OK);
+    CHECK_STATUS(dp_basis_get_matrix_f32(b1, 0, u1, D * D), DP_OK);
+    const double ts[3] = {0.0, 0.5, 1.0};
+    for (int k = 0; k < 3; k++) {
+        CHECK_STATUS(dp_basis_interpolate_f32(b0, b1, ts[k], &bt), DP_OK);
+        CHECK_STATUS(dp_basis_get_matrix_f32(bt, 0, ut, D * D), DP_OK);
+        /* Orthonormal; U(0) = U0; U(1)^T U1 is a signed permutation. */
+        double orth = 0.0, to_u0 = 0.0, perm = 0.0;
+        for (int i = 0; i < D; i++)
+            for (int j = 0; j < D; j++) {
+                double gram = 0.0, cross = 0.0;
+                for (int r2 = 0; r2 < D; r2++) {
+                    gram += (double)ut[r2 * D + i] * ut[r2 * D + j];
+                    cross += (double)ut[r2 * D + i] * u1[r2 * D + j];
+                }
+                orth = fmax(orth, fabs(gram - (i == j)));
+                to_u0 = fmax(to_u0, fabs(ut[i * D + j] - u0[i * D + j]));
+                double c = fabs(cross);
+                perm = fmax(perm, fmin(c, fabs(1.0 - c)));
+            }
+        CHECK(orth < 1e-5);
+        if (k == 0) CHECK(to_u0 < 1e-5);
+        if (k == 2) CHECK(perm < 1e-5);
+        if (k == 1) CHECK(to_u0 > 1e-3 && perm > 1e-3);
+        dp_basis_free(bt);
+    }
+    dp_basis_free(b0);
+    dp_basis_free(b1);
+}
+
+/* SOAP-like loop: minimise 0.5 ||A W - B||^2 / N over W (R x C), Kronecker factors of the
+ * gradient refreshed every 5 steps (power iteration + QR, state permuted), Adam in between. */
+static void soap_like_loop(void) {
+    enum { N = 40 };
+    float a[N * R], bm[N * C], wstar[R * C];
+    for (int i = 0; i < N * R; i++) a[i] = dp_value((unsigned)i, 41, 1.0f) * (1.0f + (float)(i % R));
+    for (int i = 0; i < R * C; i++) wstar[i] = dp_value((unsigned)i, 42, 1.0f);
+    for (int n = 0; n < N; n++)
+        for (int j = 0; j < C; j++) {
+            float s = 0.0f;
+            for (int k = 0; k < R; k++) s += a[n * R + k] * wstar[k * C + j];
+            bm[n * C + j] = s;
+        }
+    for (int method = 0; method < 2; method++) {
+        float w[R * C] = {0}, g[R * C], m[R * C] = {0}, v[R * C] = {0};
+        float l[R * R] = {0}, r[C * C] = {0}, ws[2 * R * C];
+        dp_adam_config cfg = dp_adam_config_default();
+        cfg.lr = 3e-2;
+        cfg.beta1 = 0.95;
+        cfg.beta2 = 0.95;
+        dp_basis *basis = NULL;
+        double first = 0.0, loss = 0.0;
+        for (uint64_t t = 1; t <= 400; t++) {
+            loss = 0.0;
+            for (int i = 0; i < R * C; i++) g[i] = 0.0f;
+            for (int n = 0; n < N; n++)
+                for (int j = 0; j < C; j++) {
+                    float pred = 0.0f;
+                    for (int k = 0; k < R; k++) pred += a[n * R + k] * w[k * C + j];
+                    float res = pred - bm[n * C + j];
+                    loss += 0.5 * (double)res * res / N;
+                    for (int k = 0; k < R; k++) g[k * C + j] += a[n * R + k] * res / N;
+                }
+            if (t == 1) first = loss;
+            CHECK_STATUS(dp_kron_factors_update_f32(l, R, r, C, g, 0.95), DP_OK);
+            if (basis == NULL) {
+                CHECK_STATUS(dp_basis_create_from_factors_f32(l, R, r, C, &basis), DP_OK);
+            } else if (t % 5 == 0) {
+                CHECK_STATUS(dp_basis_refresh_f32(basis, l, r,
+                                                  method ? DP_REFRESH_EIGH : DP_REFRESH_POWER_QR,
+                                                  method ? DP_TRANSFER_REPROJECT : DP_TRANSFER_PERMUTE,
+                                                  m, v, NULL, R * C),
+                             DP_OK);
+            }
+            dp_status st = dp_rotated_adam_step_f32(&cfg, t, basis, w, g, m, v, NULL, R * C, ws,
+                                                    2 * R * C);
+            if (st != DP_OK) {
+                CHECK_STATUS(st, DP_OK);
+                break;
+            }
+        }
+        CHECK(loss < 1e-3 * first);
+        if (!(loss < 1e-3 * first)) fprintf(stderr, "SOAP-like loop %d: %g -> %g\n", method, first, loss);
+        dp_basis_free(basis);
+    }
+}
+
+/* GN^p in a dense eigenbasis: h = diag(U^T H U) from the GN kernel (u passed column-major, as
+ * dp_gn_diag_weighted_in_basis_f32 wants), steps against a double reference, the identity
+ * against dp_gn_step_f32, and the errors of dp_rotated_gn_step_f32. */
+static void rotated_gn_step(void) {
+    enum { N = 40 };
+    float a[D * D], u[D * D], ucol[D * D], x[N * D], h[D];
+    symmetric(a, D, 71);
+    dp_basis *b = NULL, *id = NULL;
+    CHECK_STATUS(dp_basis_create_from_symmetric_f32(a, D, NULL, &b), DP_OK);
+    CHECK_STATUS(dp_basis_create_identity(D, &id), DP_OK);
+    CHECK_STATUS(dp_basis_get_matrix_f32(b, 0, u, D * D), DP_OK);
+    for (int i = 0; i < D; i++)
+        for (int j = 0; j < D; j++) ucol[i + j * D] = u[i * D + j];
+    for (int i = 0; i < N * D; i++) x[i] = dp_value((unsigned)i, 72, 1.0f);
+    CHECK_STATUS(dp_gn_diag_weighted_in_basis_f32(x, N, D, D, NULL, ucol, D, 0.0f, h), DP_OK);
+    double worst = 0.0;
+    for (int k = 0; k < D; k++) {
+        double s = 0.0;
+        for (int n = 0; n < N; n++) {
+            double dot = 0.0;
+            for (int i = 0; i < D; i++) dot += (double)x[n * D + i] * u[i * D + k];
+            s += dot * dot / N;
+        }
+        worst = fmax(worst, fabs(h[k] - s) / (1.0 + s));
+    }
+    CHECK(worst < 1e-5);
+
+    dp_gn_config cfg = dp_gn_config_default();
+    cfg.lr = 0.1;
+    cfg.damping = 1e-3;
+    cfg.beta1 = 0.9;
+    cfg.weight_decay = 0.01;
+    float p[D], g[D], m[D] = {0}, ws[2 * D];
+    double pd[D], md[D] = {0};
+    for (int i = 0; i < D; i++) pd[i] = p[i] = dp_value((unsigned)i, 73, 1.0f);
+    for (uint64_t t = 1; t <= 5; t++) {
+        for (int i = 0; i < D; i++) g[i] = dp_value((unsigned)i, (unsigned)(200 + t), 0.5f);
+        CHECK_STATUS(dp_rotated_gn_step_f32(&cfg, t, b, p, g, m, h, D, ws, 2 * D), DP_OK);
+        double gr[D], dir[D];
+        rotate_ref(u, g, gr, D, 1);
+        double bc1 = 1.0 - pow(cfg.beta1, (double)t);
+        for (int k = 0; k < D; k++) {
+            md[k] = cfg.beta1 * md[k] + (1.0 - cfg.beta1) * gr[k];
+            dir[k] = -cfg.lr * (md[k] / bc1) / ((double)h[k] + cfg.damping);
+        }
+        for (int i = 0; i < D; i++) {
+            double s = 0.0;
+            for (int k = 0; k < D; k++) s += (double)u[i * D + k] * dir[k];
+            pd[i] = pd[i] * (1.0 - cfg.lr * cfg.weight_decay) + s;
+        }
+    }
+    CHECK(max_abs(p, pd, D) < 1e-4);
+
+    float p2[D], p3[D];
+    for (int i = 0; i < D; i++) p2[i] = p3[i] = dp_value((unsigned)i, 74, 1.0f);
+    dp_gn_config plain = dp_gn_config_default();
+    CHECK_STATUS(dp_rotated_gn_step_f32(&plain, 1, id, p2, g, NULL, h, D, NULL, 0), DP_OK);
+    CHECK_STATUS(dp_gn_step_f32(&plain, 1, p3, g, NULL, h, D), DP_OK);
+    CHECK(dp_same_bits(p2, p3, D));
+
+    float before[D], mb[D];
+    memcpy(before, p, sizeof p);
+    memcpy(mb, m, sizeof m);
+    CHECK_STATUS(dp_rotated_gn_step_f32(&cfg, 1, b, p, g, m, NULL, D, ws, 2 * D), DP_ERR_NULL_POINTER);
+    CHECK_STATUS(dp_rotated_gn_step_f32(&cfg, 1, b, p, g, m, h, D, ws, D), DP_ERR_LENGTH);
+    CHECK_STATUS(dp_rotated_gn_step_f32(&cfg, 1, b, p, g, m, h, D - 1, ws, 2 * D), DP_ERR_LENGTH);
+    CHECK_STATUS(dp_rotated_gn_step_f32(&cfg, 1, b, p, p, m, h, D, ws, 2 * D), DP_ERR_ALIASING);
+    CHECK_STATUS(dp_rotated_gn_step_f32(&cfg, 0, b, p, g, m, h, D, ws, 2 * D),
+                 DP_ERR_INVALID_HYPERPARAMETER);
+    dp_gn_config bad = cfg;
+    bad.damping = 0.0;
+    CHECK_STATUS(dp_rotated_gn_step_f32(&bad, 1, b, p, g, m, h, D, ws, 2 * D),
+                 DP_ERR_INVALID_HYPERPARAMETER);
+    bad = cfg;
+    bad.check_finite = true;
+    float hbad[D];
+    memcpy(hbad, h, sizeof h);
+    hbad[4] = NAN;
+    CHECK_STATUS(dp_rotated_gn_step_f32(&bad, 1, b, p, g, m, hbad, D, ws, 2 * D), DP_ERR_NON_FINITE);
+    float *misaligned = (float *)(void *)((char *)(void *)ws + 1);
+    CHECK_STATUS(dp_rotated_gn_step_f32(&cfg, 1, b, p, g, m, h, D, misaligned, D),
+                 DP_ERR_INVALID_ARGUMENT);
+    CHECK(memcmp(p, before, sizeof p) == 0 && memcmp(m, mb, sizeof m) == 0);
+    dp_basis_free(b);
+    dp_basis_free(id);
+}
+
+typedef struct job {
+    const dp_basis *basis;
+    float g[D], out[D];
+    int ok;
+} job;
+
+static void *run_job(void *arg) {
+    job *j = (job *)arg;
+    j->ok = 1;
+    for (int k = 0; k < 200; k++)
+        j->ok &= dp_basis_rotate_into_f32(j->basis, j->g, j->out, NULL, 0, D) == DP_OK;
+    return NULL;
+}
+
+static void threads_share_a_handle(void) {
+    float a[D * D];
+    symmetric(a, D, 51);
+    dp_basis *b = NULL;
+    CHECK_STATUS(dp_basis_create_from_symmetric_f32(a, D, NULL, &b), DP_OK);
+    enum { J = 4 };
+    static job jobs[J];
+    pthread_t th[J];
+    for (int i = 0; i < J; i++) {
+        jobs[i].basis = b;
+        for (int k = 0; k < D; k++) jobs[i].g[k] = dp_value((unsigned)k, 52, 1.0f);
+        CHECK(pthread_create(&th[i], NULL, run_job, &jobs[i]) == 0);
+    }
+    for (int i = 0; i < J; i++) CHECK(pthread_join(th[i], NULL) == 0);
+    for (int i = 0; i < J; i++) CHECK(jobs[i].ok && dp_same_bits(jobs[i].out, jobs[0].out, D));
+    dp_basis_free(b);
+}
+
+/* Every status the basis exports return, each checking that no buffer (or handle) changed. */
+static void errors_write_nothing(void) {
+    float a[D * D], u[D * D], g[D], out[D], m[D], v[D], ws[2 * D];
+    symmetric(a, D, 61);
+    dp_basis *b = NULL, *kron = NULL, *id = NULL;
+    CHECK_STATUS(dp_basis_create_from_symmetric_f32(a, D, NULL, &b), DP_OK);
+    CHECK_STATUS(dp_basis_get_matrix_f32(b, 0, u, D * D), DP_OK);
+    float l[R * R], r[C * C], kw[R * C] = {0};
+    symmetric(l, R, 62);
+    symmetric(r, C, 63);
+    CHECK_STATUS(dp_basis_create_from_factors_f32(l, R, r, C, &kron), DP_OK);
+    CHECK_STATUS(dp_basis_create_identity(D, &id), DP_OK);
+    for (int i = 0; i < D; i++) {
+        g[i] = dp_value((unsigned)i, 64, 1.0f);
+        out[i] = m[i] = 0.5f;
+        v[i] = 0.25f;
+    }
+    float out0[D], m0[D], v0[D], u_before[D * D], u_after[D * D];
+    memcpy(out0, out, sizeof out);
+    memcpy(m0, m, sizeof m);
+    memcpy(v0, v, sizeof v);
+    memcpy(u_before, u, sizeof u);
+#define UNCHANGED()                                                                          \
+    do {                                                                                     \
+        CHECK(memcmp(out, out0, sizeof out) == 0 && memcmp(m, m0, sizeof m) == 0);           \
+        CHECK(memcmp(v, v0, sizeof v) == 0);                                                 \
+        CHECK_STATUS(dp_basis_get_matrix_f32(b, 0, u_after, D * D), DP_OK);                  \
+        CHECK(memcmp(u_after, u_before, sizeof u) == 0);                                     \
+    } while (0)
+    dp_basis *never = (dp_basis *)(void *)&never;
+    dp_basis *sentinel = never;
+    dp_adam_config cfg = dp_adam_config_default();
+
+    /* Null pointers. */
+    CHECK_STATUS(dp_basis_create_dense_f32(u, D, NULL), DP_ERR_NULL_POINTER);
+    CHECK_STATUS(dp_basis_create_dense_f32(NULL, D, &never), DP_ERR_NULL_POINTER);
+    CHECK(never == sentinel);
+    CHECK_STATUS(dp_basis_rotate_into_f32(NULL, g, out, NULL, 0, D), DP_ERR_NULL_POINTER);
+    CHECK_STATUS(dp_basis_rotate_into_f32(b, g, NULL, NULL, 0, D), DP_ERR_NULL_POINTER);
+    CHECK_STATUS(dp_basis_rotate_into_f32(kron, g, out, NULL, 0, R * C), DP_ERR_LENGTH);
+    CHECK_STATUS(dp_rotated_adam_step_f32(NULL, 1, b, out, g, m, v, NULL, D, ws, 2 * D),
+                 DP_ERR_NULL_POINTER);
+    CHECK_STATUS(dp_rotated_adam_step_f32(&cfg, 1, b, out, g, m, v, NULL, D, NULL, 2 * D),
+                 DP_ERR_NULL_POINTER);
+    CHECK_STATUS(dp_basis_refresh_f32(b, NULL, NULL, DP_REFRESH_EIGH, DP_TRANSFER_PERMUTE, m, v,
+                                      NULL, D),
+                 DP_ERR_NULL_POINTER);
+    CHECK_STATUS(dp_basis_interpolate_f32(b, NULL, 0.5, &never), DP_ERR_NULL_POINTER);
+    CHECK_STATUS(dp_basis_get_info(b, NULL), DP_ERR_NULL_POINTER);
+    UNCHANGED();
+
+    /* Lengths and overflow. */
+    CHECK_STATUS(dp_basis_rotate_into_f32(b, g, out, NULL, 0, D - 1), DP_ERR_LENGTH);
+    CHECK_STATUS(dp_rotated_adam_step_f32(&cfg, 1, b, out, g, m, v, NULL, D, ws, 2 * D - 1),
+                 DP_ERR_LENGTH);
+    CHECK_STATUS(dp_basis_create_dense_f32(u, SIZE_MAX / 2, &never), DP_ERR_LENGTH);
+    CHECK_STATUS(dp_basis_get_matrix_f32(b, 0, u_after, D), DP_ERR_LENGTH);
+    CHECK_STATUS(dp_basis_refresh_f32(b, a, NULL, DP_REFRESH_EIGH, DP_TRANSFER_PERMUTE, m, v,
+                                      NULL, D + 1),
+                 DP_ERR_LENGTH);
+    CHECK_STATUS(dp_gn_matrix_accumulate_f32(a, D, g, 2, D - 1, NULL, 0.0), DP_ERR_LENGTH);
+    CHECK(never == sentinel);
+    UNCHANGED();
+
+    /* Aliasing. */
+    CHECK_STATUS(dp_basis_rotate_into_f32(b, out, out, NULL, 0, D), DP_ERR_ALIASING);
+    CHECK_STATUS(dp_rotated_adam_step_f32(&cfg, 1, b, out, g, m, v, NULL, D, m, 2 * D),
+                 DP_ERR_ALIASING);
+    CHECK_STATUS(dp_basis_refresh_f32(b, a, NULL, DP_REFRESH_EIGH, DP_TRANSFER_PERMUTE, m, m,
+                                      NULL, D),
+                 DP_ERR_ALIASING);
+    CHECK_STATUS(dp_kron_factors_update_f32(l, R, l, C, kw, 0.5), DP_ERR_ALIASING);
+    UNCHANGED();
+
+    /* Hyperparameters. */
+    CHECK_STATUS(dp_rotated_adam_step_f32(&cfg, 0, b, out, g, m, v, NULL, D, ws, 2 * D),
+                 DP_ERR_INVALID_HYPERPARAMETER);
+    dp_adam_config bad = cfg;
+    bad.eps = -1.0;
+    CHECK_STATUS(dp_rotated_adam_step_f32(&bad, 1, b, out, g, m, v, NULL, D, ws, 2 * D),
+                 DP_ERR_INVALID_HYPERPARAMETER);
+    CHECK_STATUS(dp_basis_interpolate_f32(b, b, NAN, &never), DP_ERR_INVALID_HYPERPARAMETER);
+    CHECK_STATUS(dp_gn_matrix_accumulate_f32(a, D, g, 1, D, NULL, 1.0),
+                 DP_ERR_INVALID_HYPERPARAMETER);
+    CHECK(never == sentinel);
+    UNCHANGED();
+
+    /* Non-finite: a NaN gradient with check_finite, a NaN in a basis or a statistic. */
+    bad = cfg;
+    bad.check_finite = true;
+    g[3] = NAN;
+    CHECK_STATUS(dp_rotated_adam_step_f32(&bad, 1, b, out, g, m, v, NULL, D, ws, 2 * D),
+                 DP_ERR_NON_FINITE);
+    g[3] = 0.5f;
+    float unorm[D * D];
+    memcpy(unorm, u, sizeof unorm);
+    unorm[5] = NAN;
+    CHECK_STATUS(dp_basis_create_dense_f32(unorm, D, &never), DP_ERR_NON_FINITE);
+    float stat[D * D];
+    memcpy(stat, a, sizeof stat);
+    stat[D * D - 1] = INFINITY;
+    CHECK_STATUS(dp_basis_refresh_f32(b, stat, NULL, DP_REFRESH_EIGH, DP_TRANSFER_PERMUTE, m, v,
+                                      NULL, D),
+                 DP_ERR_NON_FINITE);
+    CHECK(never == sentinel);
+    UNCHANGED();
+
+    /* Invalid arguments: a non-orthonormal matrix, bad modes, the identity refreshed, a dense
+     * refresh given a right factor, mismatched interpolation, a misaligned pointer, a bad side. */
+    memcpy(unorm, u, sizeof unorm);
+    unorm[0] *= 1.01f;
+    CHECK_STATUS(dp_basis_create_dense_f32(unorm, D, &never), DP_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(dp_last_error_message(), "orthonormal") != NULL);
+    CHECK_STATUS(dp_basis_refresh_f32(b, a, NULL, 7, DP_TRANSFER_PERMUTE, m, v, NULL, D),
+                 DP_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(dp_basis_refresh_f32(b, a, NULL, DP_REFRESH_EIGH, -1, m, v, NULL, D),
+                 DP_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(dp_basis_refresh_f32(id, a, NULL, DP_REFRESH_EIGH, DP_TRANSFER_PERMUTE, m, v,
+                                      NULL, D),
+                 DP_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(dp_basis_refresh_f32(b, a, r, DP_REFRESH_EIGH, DP_TRANSFER_PERMUTE, m, v, NULL,
+                                      D),
+                 DP_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(dp_basis_interpolate_f32(b, kron, 0.5, &never), DP_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(dp_basis_get_matrix_f32(b, 1, u_after, D * D), DP_ERR_INVALID_ARGUMENT);
+    float *misaligned = (float *)(void *)((char *)(void *)out + 1);
+    CHECK_STATUS(dp_basis_rotate_into_f32(b, g, misaligned, NULL, 0, D - 1),
+                 DP_ERR_INVALID_ARGUMENT);
+    cfg.amsgrad = true;
+    CHECK_STATUS(dp_rotated_adam_step_f32(&cfg, 1, b, out, g, m, v, NULL, D, ws, 2 * D),
+                 DP_ERR_NULL_POINTER);
+    cfg.amsgrad = false;
+    CHECK(never == sentinel);
+    UNCHANGED();
+#undef UNCHANGED
+    /* Refresh on success changes the basis and the state. */
+    CHECK_STATUS(dp_basis_refresh_f32(b, a, NULL, DP_REFRESH_POWER_QR, DP_TRANSFER_PERMUTE, m,
+                                      v, NULL, D),
+                 DP_OK);
+    dp_basis_free(b);
+    dp_basis_free(kron);
+    dp_basis_free(id);
+}
+
+int main(void) {
+    eigenbasis_of_a_symmetric_matrix();
+    kronecker_rotation_matches_reference();
+    rotated_adam_matches_a_double_reference();
+    statistics_match_double_references();
+    interpolation_between_bases();
+    soap_like_loop();
+    rotated_gn_step();
+    threads_share_a_handle();
+    errors_write_nothing();
+    return dp_test_finish("basis.c");
+}

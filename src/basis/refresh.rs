@@ -1,0 +1,686 @@
+//! # Statistics, basis refresh, and carrying rotated state to a new basis
+//!
+//! **Statistics** (DESIGN.md 2.4), f32, accumulated with faer GEMMs into caller-visible matrices:
+//!
+//! ```text
+//! full GN:    H <- beta H + (1 - beta) X^T W X / N      (GnMatrix; X is N x d, W = diag(w))
+//! Kronecker:  L <- beta L + (1 - beta) G G^T            (KroneckerStatistics; G is m x n)
+//!             R <- beta R + (1 - beta) G^T G
+//! ```
+//!
+//! The products are SYRK-shaped: only the lower triangle is computed (faer's triangular matmul),
+//! then mirrored. The EMA is fused into the same call (the old matrix is scaled, then the product
+//! is accumulated with weight `1 - beta`); `beta = 0` gives the batch statistic alone.
+//!
+//! **Refresh** of a basis `Q` from a symmetric statistic `A` ([`RefreshMethod`]):
+//! * `Eigh`: faer's self-adjoint eigendecomposition, eigenvalues sorted descending. Each new
+//!   eigenvector is then matched to an old column (greedily, in order of eigenvalue, the unused
+//!   old column with the largest `|q_old . q_new|`) and its sign flipped so that product is
+//!   `>= 0`: `permutation[j]` is the old column new column `j` follows.
+//! * `PowerQr` (SOAP): `est_i = q_i^T A q_i`; old columns sorted by `est` descending (that order
+//!   is `permutation`); `Q_new = qr(A Q_sorted).Q` with the signs of `R`'s diagonal made
+//!   non-negative, so a converged basis maps to itself.
+//!
+//! **Carrying rotated state** ([`StateTransfer`]) from basis `U` to `U'` with `P = U^T U'`:
+//! * the first moment `m~` (linear) is always re-projected exactly: `m~' = U'^T (U m~)`;
+//! * `v~` (and amsgrad's `vmax~`): `Permute`: `v~'_j = v~_{permutation[j]}` (SOAP's rule: the
+//!   second moment follows its eigenvector); `Reproject`: `v~' = (P o P)^T v~`, the diagonal of
+//!   `diag(v~)` seen in the new basis (`v~'_j = sum_i P_ij^2 v~_i`; it keeps `sum v~`).
+//!   For a Kronecker basis both act per side: `V' = V[perm_L, perm_R]`, or
+//!   `V' = (P_L o P_L)^T V (P_R o P_R)`.
+
+use super::{DenseBasis, KroneckerBasis};
+use crate::dispatch::Par;
+use crate::error::{self, Error, ErrorKind, Result};
+use crate::kernels::rotate::with_faer_par;
+use faer::dyn_stack::{MemBuffer, MemStack, StackReq};
+use faer::linalg::matmul::matmul;
+use faer::linalg::matmul::triangular::{self, BlockStructure};
+use faer::traits::RealField;
+use faer::{Accum, Mat, MatMut, MatRef};
+
+/// How a basis is refreshed from its statistic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RefreshMethod {
+    /// Full self-adjoint eigendecomposition (eigenvalues descending), matched to the old basis.
+    Eigh,
+    /// One power-iteration step and a QR factorisation, as SOAP does.
+    #[default]
+    PowerQr,
+}
+
+/// How rotated second moments follow a refresh (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StateTransfer {
+    /// `v~` follows its matched eigenvector (SOAP).
+    #[default]
+    Permute,
+    /// `v~' = (P o P)^T v~` with `P = U_old^T U_new`.
+    Reproject,
+}
+
+/// What a refresh found, besides the new basis.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefreshInfo {
+    /// Eigenvalues (`Eigh`) or Rayleigh-quotient estimates (`PowerQr`), descending.
+    pub eigenvalues: Vec<f32>,
+    /// New column `j` follows old column `permutation[j]`.
+    pub permutation: Vec<usize>,
+}
+
+fn alloc_error(what: &str) -> Error {
+    Error::new(ErrorKind::Allocation, format!("no memory for {what}"))
+}
+
+fn mem_buffer(req: StackReq, what: &str) -> Result<MemBuffer> {
+    MemBuffer::try_new(req).map_err(|_| alloc_error(what))
+}
+
+fn check_symmetric_input<T: RealField + Copy>(name: &str, a: MatRef<'_, T>) -> Result<()> {
+    let d = a.nrows();
+    if a.ncols() != d {
+        return Err(Error::length(format!(
+            "{name} must be square; got {} x {}",
+            a.nrows(),
+            a.ncols()
+        )));
+    }
+    for j in 0..d {
+        for i in j..d {
+            if !T::is_finite_impl(&a[(i, j)]) {
+                return Err(Error::new(
+                    ErrorKind::NonFinite,
+                    format!("{name} entry ({i}, {j}) is not finite"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Eigendecomposition of a symmetric matrix (lower triangle read): `(U, s)` with `s` descending
+/// and `U`'s columns the matching eigenvectors.
+pub fn eigh_descending<T: RealField + Copy>(
+    a: MatRef<'_, T>,
+    par: Par,
+) -> Result<(Mat<T>, Vec<T>)> {
+    check_symmetric_input("the symmetric matrix", a)?;
+    let d = a.nrows();
+    let mut u = Mat::<T>::zeros(d, d);
+    let mut s = faer::diag::Diag::<T>::zeros(d);
+    with_faer_par(par, (d * d * d) as f64 * 4.0, |fp| -> Result<()> {
+        let req = faer::linalg::evd::self_adjoint_evd_scratch::<T>(
+            d,
+            faer::linalg::evd::ComputeEigenvectors::Yes,
+            fp,
+            Default::default(),
+        );
+        let mut buf = mem_buffer(req, "the eigendecomposition")?;
+        faer::linalg::evd::self_adjoint_evd(
+            a,
+            s.as_mut(),
+            Some(u.as_mut()),
+            fp,
+            MemStack::new(&mut buf),
+            Default::default(),
+        )
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                "the eigendecomposition did not converge",
+            )
+        })
+    })??;
+    let values: Vec<T> = (0..d).map(|i| s[i]).collect();
+    let mut order: Vec<usize> = (0..d).collect();
+    order.sort_by(|&i, &j| {
+        values[j]
+            .partial_cmp(&values[i])
+            .unwrap_or(core::cmp::Ordering::Equal)
+    });
+    let sorted = Mat::from_fn(d, d, |i, j| u[(i, order[j])]);
+    Ok((sorted, order.iter().map(|&i| values[i]).collect()))
+}
+
+/// `A B` into a new matrix.
+fn product<T: RealField + Copy>(par: Par, a: MatRef<'_, T>, b: MatRef<'_, T>) -> Result<Mat<T>> {
+    let mut out = Mat::<T>::zeros(a.nrows(), b.ncols());
+    let flops = 2.0 * (a.nrows() * a.ncols() * b.ncols()) as f64;
+    with_faer_par(par, flops, |fp| {
+        matmul(out.as_mut(), Accum::Replace, a, b, T::one_impl(), fp)
+    })?;
+    Ok(out)
+}
+
+/// Greedy matching of new columns to old ones by `|P_ij|`, `P = Q_old^T Q_new`, in order of new
+/// column; flips new columns so the matched product is non-negative.
+fn match_columns(par: Par, old: MatRef<'_, f32>, new: &mut Mat<f32>) -> Result<Vec<usize>> {
+    let d = old.nrows();
+    let p = product(par, old.transpose(), new.as_ref())?;
+    let mut used = vec![false; d];
+    let mut permutation = Vec::with_capacity(d);
+    for j in 0..d {
+        let mut best = usize::MAX;
+        let mut best_value = -1.0f32;
+        for i in 0..d {
+            if !used[i] && p[(i, j)].abs() > best_value {
+                best = i;
+                best_value = p[(i, j)].abs();
+            }
+        }
+        used[best] = true;
+        permutation.push(best);
+        if p[(best, j)] < 0.0 {
+            new.col_mut(j).iter_mut().for_each(|x| *x = -*x);
+        }
+    }
+    Ok(permutation)
+}
+
+/// One power-iteration step plus QR: `(Q_new, est sorted, permutation)`.
+fn power_qr(par: Par, old: MatRef<'_, f32>, a: MatRef<'_, f32>) -> Result<(Mat<f32>, RefreshInfo)> {
+    let d = old.nrows();
+    // Full symmetric A from its lower triangle.
+    let a_full = Mat::from_fn(d, d, |i, j| if i >= j { a[(i, j)] } else { a[(j, i)] });
+    let aq = product(par, a_full.as_ref(), old)?;
+    let est: Vec<f32> = (0..d)
+        .map(|j| (0..d).map(|i| old[(i, j)] * aq[(i, j)]).sum())
+        .collect();
+    let mut order: Vec<usize> = (0..d).collect();
+    order.sort_by(|&i, &j| {
+        est[j]
+            .partial_cmp(&est[i])
+            .unwrap_or(core::cmp::Ordering::Equal)
+    });
+    let mut factor = Mat::from_fn(d, d, |i, j| aq[(i, order[j])]);
+    let bs = faer::linalg::qr::no_pivoting::factor::recommended_block_size::<f32>(d, d).max(1);
+    let mut coeff = Mat::<f32>::zeros(bs, d);
+    let mut q = Mat::<f32>::identity(d, d);
+    with_faer_par(par, (d * d * d) as f64 * 4.0, |fp| -> Result<()> {
+        let req = StackReq::any_of(&[
+            faer::linalg::qr::no_pivoting::factor::qr_in_place_scratch::<f32>(
+                d,
+                d,
+                bs,
+                fp,
+                Default::default(),
+            ),
+            faer::linalg::householder::apply_block_householder_sequence_on_the_left_in_place_scratch::<f32>(
+                d, bs, d,
+            ),
+        ]);
+        let mut buf = mem_buffer(req, "the QR factorisation")?;
+        let stack = MemStack::new(&mut buf);
+        faer::linalg::qr::no_pivoting::factor::qr_in_place(
+            factor.as_mut(),
+            coeff.as_mut(),
+            fp,
+            stack,
+            Default::default(),
+        );
+        faer::linalg::householder::apply_block_householder_sequence_on_the_left_in_place_with_conj(
+            factor.as_ref(),
+            coeff.as_ref(),
+            faer::Conj::No,
+            q.as_mut(),
+            fp,
+            MemStack::new(&mut buf),
+        );
+        Ok(())
+    })??;
+    for j in 0..d {
+        if factor[(j, j)] < 0.0 {
+            q.col_mut(j).iter_mut().for_each(|x| *x = -*x);
+        }
+    }
+    Ok((
+        q,
+        RefreshInfo {
+            eigenvalues: order.iter().map(|&i| est[i]).collect(),
+            permutation: order,
+        },
+    ))
+}
+
+impl DenseBasis {
+    /// A new basis from the symmetric statistic `a` (lower triangle read) by `method`, starting
+    /// from this one (see the module docs for the matching and the permutation).
+    pub fn refreshed(
+        &self,
+        a: MatRef<'_, f32>,
+        method: RefreshMethod,
+        par: Par,
+    ) -> Result<(DenseBasis, RefreshInfo)> {
+        let d = self.dim();
+        if a.nrows() != d || a.ncols() != d {
+            return Err(Error::length(format!(
+                "the statistic is {} x {}, the basis {d} x {d}",
+                a.nrows(),
+                a.ncols()
+            )));
+        }
+        match method {
+            RefreshMethod::Eigh => {
+                let (mut u, s) = eigh_descending(a, par)?;
+                let permutation = match_columns(par, self.matrix(), &mut u)?;
+                Ok((
+                    DenseBasis::new_unchecked(u),
+                    RefreshInfo {
+                        eigenvalues: s,
+                        permutation,
+                    },
+                ))
+            }
+            RefreshMethod::PowerQr => {
+                check_symmetric_input("the statistic", a)?;
+                let (q, info) = power_qr(par, self.matrix(), a)?;
+                Ok((DenseBasis::new_unchecked(q), info))
+            }
+        }
+    }
+}
+
+/// What a Kronecker refresh found: the new basis and each side's [`RefreshInfo`].
+#[derive(Clone, Debug)]
+pub struct KroneckerRefresh {
+    pub basis: KroneckerBasis,
+    pub left: RefreshInfo,
+    pub right: RefreshInfo,
+}
+
+impl KroneckerBasis {
+    /// Refreshes both sides from `(L, R)`.
+    pub fn refreshed(
+        &self,
+        left: MatRef<'_, f32>,
+        right: MatRef<'_, f32>,
+        method: RefreshMethod,
+        par: Par,
+    ) -> Result<KroneckerRefresh> {
+        let (l, li) = self.left().refreshed(left, method, par)?;
+        let (r, ri) = self.right().refreshed(right, method, par)?;
+        Ok(KroneckerRefresh {
+            basis: KroneckerBasis::from_bases(l, r),
+            left: li,
+            right: ri,
+        })
+    }
+}
+
+/// Mirrors the lower triangle into the upper one.
+fn mirror_lower(mut a: MatMut<'_, f32>) {
+    let d = a.nrows();
+    for j in 0..d {
+        for i in j + 1..d {
+            a[(j, i)] = a[(i, j)];
+        }
+    }
+}
+
+fn scale_matrix(mut a: MatMut<'_, f32>, factor: f32) {
+    if factor == 1.0 {
+        return;
+    }
+    for j in 0..a.ncols() {
+        a.rb_mut()
+            .col_mut(j)
+            .iter_mut()
+            .for_each(|x| *x = if factor == 0.0 { 0.0 } else { *x * factor });
+    }
+}
+
+use faer::reborrow::ReborrowMut;
+
+/// Kronecker factors of an `m x n` matrix parameter: `L` (m x m) and `R` (n x n), updated by
+/// [`KroneckerStatistics::update`] (see the module docs).
+#[derive(Clone, Debug)]
+pub struct KroneckerStatistics {
+    left: Mat<f32>,
+    right: Mat<f32>,
+}
+
+impl KroneckerStatistics {
+    /// Zero factors for an `m x n` parameter.
+    pub fn new(rows: usize, cols: usize) -> Self {
+        Self {
+            left: Mat::zeros(rows, rows),
+            right: Mat::zeros(cols, cols),
+        }
+    }
+
+    /// `m`.
+    pub fn rows(&self) -> usize {
+        self.left.nrows()
+    }
+
+    /// `n`.
+    pub fn cols(&self) -> usize {
+        self.right.nrows()
+    }
+
+    /// `L` (symmetric; both triangles are kept).
+    pub fn left(&self) -> MatRef<'_, f32> {
+        self.left.as_ref()
+    }
+
+    /// `R`.
+    pub fn right(&self) -> MatRef<'_, f32> {
+        self.right.as_ref()
+    }
+
+    /// `L <- beta L + (1 - beta) G G^T`, `R <- beta R + (1 - beta) G^T G` for a row-major
+    /// `m x n` gradient `G`; `beta` in [0, 1).
+    pub fn update(&mut self, g: &[f32], beta: f64, par: Par) -> Result<()> {
+        update_kronecker_factors(self.left.as_mut(), self.right.as_mut(), g, beta, par)
+    }
+}
+
+/// [`KroneckerStatistics::update`] on caller-owned factors (`left` m x m, `right` n x n, both
+/// triangles written). Nothing is written on error.
+pub fn update_kronecker_factors(
+    mut left: MatMut<'_, f32>,
+    mut right: MatMut<'_, f32>,
+    g: &[f32],
+    beta: f64,
+    par: Par,
+) -> Result<()> {
+    error::check_half_open("beta", beta, 0.0, 1.0)?;
+    let (m, n) = (left.nrows(), right.nrows());
+    if left.ncols() != m || right.ncols() != n {
+        return Err(Error::length("the Kronecker factors must be square"));
+    }
+    let len = m
+        .checked_mul(n)
+        .ok_or_else(|| Error::length("m * n overflows"))?;
+    crate::error::check_lengths(len, &[("the gradient", g.len())])?;
+    let gm = MatRef::from_row_major_slice(g, m, n);
+    let alpha = (1.0 - beta) as f32;
+    scale_matrix(left.rb_mut(), beta as f32);
+    scale_matrix(right.rb_mut(), beta as f32);
+    let flops = (m * n) as f64 * (m + n) as f64;
+    with_faer_par(par, flops, |fp| {
+        triangular::matmul(
+            left.rb_mut(),
+            BlockStructure::TriangularLower,
+            Accum::Add,
+            gm,
+            BlockStructure::Rectangular,
+            gm.transpose(),
+            BlockStructure::Rectangular,
+            alpha,
+            fp,
+        );
+        triangular::matmul(
+            right.rb_mut(),
+            BlockStructure::TriangularLower,
+            Accum::Add,
+            gm.transpose(),
+            BlockStructure::Rectangular,
+            gm,
+            BlockStructure::Rectangular,
+            alpha,
+            fp,
+        );
+    })?;
+    mirror_lower(left);
+    mirror_lower(right);
+    Ok(())
+}
+
+/// Rows per block of the GN accumulation (the weighted rows are formed block by block).
+const GN_ROWS: usize = 256;
+
+/// The full GN matrix `H` (d x d) with its accumulation workspace.
+#[derive(Clone, Debug)]
+pub struct GnMatrix {
+    h: Mat<f32>,
+    weighted: Vec<f32>,
+}
+
+impl GnMatrix {
+    /// A zero `d x d` matrix.
+    pub fn new(dim: usize) -> Self {
+        Self {
+            h: Mat::zeros(dim, dim),
+            weighted: Vec::new(),
+        }
+    }
+
+    /// `d`.
+    pub fn dim(&self) -> usize {
+        self.h.nrows()
+    }
+
+    /// `H` (symmetric; both triangles kept).
+    pub fn matrix(&self) -> MatRef<'_, f32> {
+        self.h.as_ref()
+    }
+
+    /// `H <- beta H + (1 - beta) X^T diag(w) X / N`: `x` holds `n_samples` rows of `dim` floats,
+    /// `row_stride` apart (`row_stride >= dim`); `weights` (length `n_samples`, finite) defaults
+    /// to all ones; `beta` in [0, 1). `n_samples = 0` only scales by `beta`.
+    pub fn accumulate(
+        &mut self,
+        x: &[f32],
+        n_samples: usize,
+        row_stride: usize,
+        weights: Option<&[f32]>,
+        beta: f64,
+        par: Par,
+    ) -> Result<()> {
+        accumulate_gn_matrix(
+            self.h.as_mut(),
+            x,
+            n_samples,
+            row_stride,
+            weights,
+            beta,
+            par,
+            &mut self.weighted,
+        )
+    }
+}
+
+/// [`GnMatrix::accumulate`] on a caller-owned `d x d` matrix `h` (both triangles written);
+/// `weighted` is scratch, grown to at most `256 * d` floats when weights are given. Nothing is
+/// written to `h` on error.
+#[allow(clippy::too_many_arguments)]
+pub fn accumulate_gn_matrix(
+    mut h: MatMut<'_, f32>,
+    x: &[f32],
+    n_samples: usize,
+    row_stride: usize,
+    weights: Option<&[f32]>,
+    beta: f64,
+    par: Par,
+    weighted: &mut Vec<f32>,
+) -> Result<()> {
+    let d = h.nrows();
+    if h.ncols() != d {
+        return Err(Error::length("the GN matrix must be square"));
+    }
+    error::check_half_open("beta", beta, 0.0, 1.0)?;
+    if row_stride < d {
+        return Err(Error::length(format!(
+            "row_stride = {row_stride} is less than dim = {d}"
+        )));
+    }
+    let needed = if n_samples == 0 {
+        0
+    } else {
+        (n_samples - 1)
+            .checked_mul(row_stride)
+            .and_then(|v| v.checked_add(d))
+            .ok_or_else(|| Error::length("n_samples * row_stride overflows"))?
+    };
+    if x.len() < needed {
+        return Err(Error::length(format!(
+            "x has {} floats, {n_samples} rows of stride {row_stride} need {needed}",
+            x.len()
+        )));
+    }
+    if let Some(w) = weights {
+        crate::error::check_lengths(n_samples, &[("weights", w.len())])?;
+        if w.iter().any(|v| !v.is_finite()) {
+            return Err(Error::new(ErrorKind::NonFinite, "weights hold NaN or Inf"));
+        }
+    }
+    if weights.is_some() && weighted.len() < GN_ROWS.min(n_samples) * d {
+        weighted
+            .try_reserve_exact(GN_ROWS.min(n_samples) * d)
+            .map_err(|_| alloc_error("the weighted rows"))?;
+        weighted.resize(GN_ROWS.min(n_samples) * d, 0.0);
+    }
+    scale_matrix(h.rb_mut(), beta as f32);
+    if n_samples > 0 {
+        let alpha = ((1.0 - beta) / n_samples as f64) as f32;
+        let mut start = 0;
+        while start < n_samples {
+            let rows = GN_ROWS.min(n_samples - start);
+            let block = MatRef::from_row_major_slice_with_stride(
+                &x[start * row_stride..],
+                rows,
+                d,
+                row_stride,
+            );
+            let lhs = match weights {
+                Some(w) => {
+                    let buf = &mut weighted[..rows * d];
+                    for r in 0..rows {
+                        let wr = w[start + r];
+                        let row = &x[(start + r) * row_stride..(start + r) * row_stride + d];
+                        buf[r * d..(r + 1) * d]
+                            .iter_mut()
+                            .zip(row)
+                            .for_each(|(o, v)| *o = wr * v);
+                    }
+                    MatRef::from_row_major_slice(&weighted[..rows * d], rows, d)
+                }
+                None => block,
+            };
+            with_faer_par(par, (rows * d * d) as f64, |fp| {
+                triangular::matmul(
+                    h.rb_mut(),
+                    BlockStructure::TriangularLower,
+                    Accum::Add,
+                    lhs.transpose(),
+                    BlockStructure::Rectangular,
+                    block,
+                    BlockStructure::Rectangular,
+                    alpha,
+                    fp,
+                )
+            })?;
+            start += rows;
+        }
+    }
+    mirror_lower(h);
+    Ok(())
+}
+
+/// `P o P` for `P = old^T new`.
+fn squared_overlap(par: Par, old: MatRef<'_, f32>, new: MatRef<'_, f32>) -> Result<Mat<f32>> {
+    let mut p = product(par, old.transpose(), new)?;
+    for j in 0..p.ncols() {
+        p.col_mut(j).iter_mut().for_each(|x| *x *= *x);
+    }
+    Ok(p)
+}
+
+/// Carries a dense basis's rotated state to `new` (see the module docs). `scratch` holds at
+/// least `d` floats. `m`, `v`, `vmax` have `d` floats each.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn transfer_dense(
+    par: Par,
+    old: &DenseBasis,
+    new: &DenseBasis,
+    permutation: Option<&[usize]>,
+    m: &mut [f32],
+    seconds: &mut [&mut [f32]],
+    scratch: &mut [f32],
+) -> Result<()> {
+    let d = old.dim();
+    let scratch = &mut scratch[..d];
+    // m~' = U'^T (U m~)
+    old.rotate_out_with(par, m, scratch, false)?;
+    new.rotate_into_with(par, scratch, m, false)?;
+    match permutation {
+        Some(perm) => {
+            for v in seconds.iter_mut() {
+                scratch.copy_from_slice(v);
+                for (j, &i) in perm.iter().enumerate() {
+                    v[j] = scratch[i];
+                }
+            }
+        }
+        None => {
+            let pp = squared_overlap(par, old.matrix(), new.matrix())?;
+            for v in seconds.iter_mut() {
+                scratch.copy_from_slice(v);
+                let src = faer::ColRef::from_slice(scratch);
+                let dst = faer::ColMut::from_slice_mut(v);
+                with_faer_par(par, 2.0 * (d * d) as f64, |fp| {
+                    matmul(
+                        dst.as_mat_mut(),
+                        Accum::Replace,
+                        pp.transpose(),
+                        src.as_mat(),
+                        1.0,
+                        fp,
+                    )
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Carries a Kronecker basis's rotated state (row-major `m x n` buffers) to `new`. `scratch` and
+/// `work` hold at least `m * n` floats each.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn transfer_kronecker(
+    par: Par,
+    old: &KroneckerBasis,
+    new: &KroneckerBasis,
+    permutations: Option<(&[usize], &[usize])>,
+    m: &mut [f32],
+    seconds: &mut [&mut [f32]],
+    scratch: &mut [f32],
+    work: &mut [f32],
+) -> Result<()> {
+    let (rows, cols) = (old.rows(), old.cols());
+    let len = rows * cols;
+    let (scratch, work) = (&mut scratch[..len], &mut work[..len]);
+    old.rotate_out_with(par, m, scratch, work, false)?;
+    new.rotate_into_with(par, scratch, m, work, false)?;
+    match permutations {
+        Some((pl, pr)) => {
+            for v in seconds.iter_mut() {
+                scratch.copy_from_slice(v);
+                for (i, &si) in pl.iter().enumerate() {
+                    for (j, &sj) in pr.iter().enumerate() {
+                        v[i * cols + j] = scratch[si * cols + sj];
+                    }
+                }
+            }
+        }
+        None => {
+            let pl = squared_overlap(par, old.left().matrix(), new.left().matrix())?;
+            let pr = squared_overlap(par, old.right().matrix(), new.right().matrix())?;
+            for v in seconds.iter_mut() {
+                // V' = (P_L o P_L)^T V (P_R o P_R)
+                super::super::kernels::rotate::kron_rotate_into_with(
+                    par,
+                    pl.as_ref(),
+                    pr.as_ref(),
+                    v,
+                    scratch,
+                    work,
+                    false,
+                )?;
+                v.copy_from_slice(scratch);
+            }
+        }
+    }
+    Ok(())
+}

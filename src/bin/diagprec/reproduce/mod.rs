@@ -12,7 +12,6 @@ pub mod diagnostics;
 pub mod output;
 pub mod plot;
 pub mod runner;
-pub mod shim;
 pub mod tasks;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -81,6 +80,9 @@ pub struct ReproduceArgs {
     /// logreg-imbalanced: standard deviation of the true logits x.w*.
     #[arg(long)]
     pub logreg_margin: Option<f64>,
+    /// logreg-imbalanced: separable labels y = 1[x.w* > 0].
+    #[arg(long)]
+    pub logreg_separable: bool,
     /// Steps of the full-batch logistic runs (small batch: 4x).
     #[arg(long)]
     pub steps_logreg: Option<usize>,
@@ -386,6 +388,9 @@ fn run_inner(args: &ReproduceArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(v) = args.logreg_alpha {
         params.logreg_alpha = v;
+    }
+    if args.logreg_separable {
+        params.logreg_separable = true;
     }
     if let Some(v) = args.logreg_margin {
         params.logreg_margin = v;

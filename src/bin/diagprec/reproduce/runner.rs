@@ -20,10 +20,15 @@
 //! gradient batch (small batch); in the eigenbasis cells the basis is refreshed from the same
 //! matrix every `basis_every` steps.
 
-use super::shim::{self, DenseBasis, GnConfig};
 use super::tasks::{mix_seed, sigmoid, Task, TaskKind};
-use diagprec::{adam_step_with, AdamConfig, AdamTensor, Isa, Par};
-use faer::Mat;
+use diagprec::{
+    adam_step_with, gn_diag_logistic_with, gn_diag_weighted_in_basis_with, gn_diag_weighted_with,
+    gn_step_with, logistic_weight, AdamConfig, AdamTensor, DenseBasis, Geodesic, GnConfig,
+    GnMatrix, Isa, Par,
+};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, MatMut, MatRef};
+use faer::reborrow::ReborrowMut;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -120,14 +125,14 @@ impl StudyConfig {
         Self {
             seeds: 5,
             base_seed: 2025,
-            steps_full: 500,
+            steps_full: 200,
             steps_small: 2000,
             steps_logreg_full: 300,
             batch_size: 8,
             batch_size_logreg: 16,
             lr_per_decade: 3,
             lr_min_exp: -4,
-            lr_max_exp: 1,
+            lr_max_exp: 2,
             record_every_small: 10,
             gn_every: 10,
             basis_every: 50,
@@ -142,7 +147,7 @@ impl StudyConfig {
     pub fn quick() -> Self {
         Self {
             seeds: 3,
-            steps_full: 300,
+            steps_full: 200,
             steps_small: 1000,
             steps_logreg_full: 150,
             lr_per_decade: 2,
@@ -168,10 +173,12 @@ impl StudyConfig {
         }
     }
 
-    pub fn record_every(&self, batch: Batch) -> usize {
-        match batch {
-            Batch::Full => 1,
-            Batch::Small => self.record_every_small,
+    /// Steps between two evaluations of the (full training set) loss.
+    pub fn record_every(&self, kind: TaskKind, batch: Batch) -> usize {
+        match (kind.is_linear(), batch) {
+            (true, Batch::Full) => 1,
+            (false, Batch::Full) => 5,
+            (_, Batch::Small) => self.record_every_small,
         }
     }
 
@@ -216,9 +223,22 @@ pub struct Instance {
 fn gn_diag_in(task: &Task, basis: Option<&DenseBasis>) -> Vec<f32> {
     let d = task.dim;
     let mut h = vec![0.0f32; d];
+    let isa = Isa::detect();
     match basis {
-        None => shim::gn_diag_weighted(&task.x, task.n_samples, d, d, None, 0.0, &mut h),
-        Some(b) => shim::gn_diag_weighted_in_basis(
+        None => gn_diag_weighted_with(
+            isa,
+            Par::Seq,
+            &task.x,
+            task.n_samples,
+            d,
+            d,
+            None,
+            0.0,
+            &mut h,
+        ),
+        Some(b) => gn_diag_weighted_in_basis_with(
+            isa,
+            Par::Seq,
             &task.x,
             task.n_samples,
             d,
@@ -254,7 +274,7 @@ impl Instance {
         if task.kind == TaskKind::LinregGauss && geodesic_points >= 2 {
             let d = task.dim;
             let id = Mat::<f32>::identity(d, d);
-            let path = shim::Geodesic::new(id.as_ref(), eigen.basis.as_ref().unwrap().matrix())
+            let path = Geodesic::new(id.as_ref(), eigen.basis.as_ref().unwrap().matrix())
                 .expect("geodesic");
             for k in 0..geodesic_points {
                 let t = k as f64 / (geodesic_points - 1) as f64;
@@ -314,81 +334,83 @@ pub struct Snapshot {
     pub loss: f64,
 }
 
-/// Gradient of the training loss at `w` over `rows` (all rows when `None`).
-fn gradient(task: &Task, w: &[f32], rows: Option<&[usize]>, g: &mut [f32], acc: &mut [f64]) {
+/// Gradient of the training loss at `w` over `rows` (all rows when `None`). `scratch` holds
+/// `n_samples` floats for the full-batch logistic pass.
+fn gradient(
+    task: &Task,
+    w: &[f32],
+    rows: Option<&[usize]>,
+    g: &mut [f32],
+    acc: &mut [f64],
+    scratch: &mut [f32],
+) {
     let d = task.dim;
-    acc.iter_mut().for_each(|a| *a = 0.0);
-    let mut one = |r: usize| {
-        let x = task.row(r);
-        let z: f64 = x.iter().zip(w).map(|(&a, &b)| a as f64 * b as f64).sum();
-        let resid = match task.kind {
-            TaskKind::LogregImbalanced => sigmoid(z) - task.y[r] as f64,
-            _ => z - task.y[r] as f64,
-        };
-        for (a, &xv) in acc.iter_mut().zip(x) {
-            *a += resid * xv as f64;
-        }
-    };
-    let count = match rows {
+    match rows {
         Some(rows) => {
-            rows.iter().for_each(|&r| one(r));
-            rows.len()
+            acc.iter_mut().for_each(|a| *a = 0.0);
+            for &r in rows {
+                let x = task.row(r);
+                let z: f64 = x.iter().zip(w).map(|(&a, &b)| a as f64 * b as f64).sum();
+                let resid = match task.kind {
+                    TaskKind::LogregImbalanced => sigmoid(z) - task.y[r] as f64,
+                    _ => z - task.y[r] as f64,
+                };
+                for (a, &xv) in acc.iter_mut().zip(x) {
+                    *a += resid * xv as f64;
+                }
+            }
+            for (gi, &a) in g.iter_mut().zip(acc.iter()) {
+                *gi = (a / rows.len() as f64) as f32;
+            }
         }
         None if task.kind.is_linear() => {
             // Full batch linear regression: the exact gradient A w - b from the sufficient
             // statistics (the same vector as the pass over all rows, d^2 instead of N d work).
             for i in 0..d {
                 let aw: f64 = (0..d).map(|j| task.a[(i, j)] * w[j] as f64).sum();
-                acc[i] = aw - task.b[i];
+                g[i] = (aw - task.b[i]) as f32;
             }
-            1
         }
         None => {
-            (0..task.n_samples).for_each(&mut one);
-            task.n_samples
-        }
-    };
-    for (gi, &a) in g.iter_mut().zip(acc.iter()) {
-        *gi = (a / count as f64) as f32;
-    }
-}
-
-/// Logistic GN weights `s(1-s)` at `w` for the given rows, packed rows for the GN kernels.
-fn logistic_gn_rows(task: &Task, w: &[f32], rows: Option<&[usize]>) -> (Vec<f32>, Vec<f32>) {
-    let d = task.dim;
-    let idx: Vec<usize> = match rows {
-        Some(r) => r.to_vec(),
-        None => (0..task.n_samples).collect(),
-    };
-    let mut xs = Vec::with_capacity(idx.len() * d);
-    let mut weights = Vec::with_capacity(idx.len());
-    for &r in &idx {
-        let x = task.row(r);
-        let z: f64 = x.iter().zip(w).map(|(&a, &b)| a as f64 * b as f64).sum();
-        let s = sigmoid(z);
-        weights.push((s * (1.0 - s)) as f32);
-        xs.extend_from_slice(x);
-    }
-    (xs, weights)
-}
-
-/// The logistic GN matrix `X^T W X / n` over packed rows (f32, for the eigenbasis).
-fn packed_gram(xs: &[f32], weights: &[f32], d: usize) -> Mat<f32> {
-    let n = weights.len();
-    let mut g = Mat::<f64>::zeros(d, d);
-    for (r, &wt) in weights.iter().enumerate() {
-        let x = &xs[r * d..(r + 1) * d];
-        for i in 0..d {
-            let xi = wt as f64 * x[i] as f64;
-            for j in 0..=i {
-                g[(i, j)] += xi * x[j] as f64;
+            // Full batch logistic regression: z = X w, r = sigmoid(z) - y, g = X^T r / N, two
+            // f32 GEMVs (faer, sequential).
+            let n = task.n_samples;
+            let x = MatRef::from_row_major_slice(&task.x, n, d);
+            let wc = MatRef::from_column_major_slice(w, d, 1);
+            let mut z = MatMut::from_column_major_slice_mut(scratch, n, 1);
+            matmul(z.rb_mut(), Accum::Replace, x, wc, 1.0f32, faer::Par::Seq);
+            for (zr, &y) in scratch.iter_mut().zip(&task.y) {
+                *zr = sigmoid(*zr as f64) as f32 - y;
             }
+            let r = MatRef::from_column_major_slice(scratch, n, 1);
+            let gm = MatMut::from_column_major_slice_mut(g, d, 1);
+            matmul(gm, Accum::Replace, x.transpose(), r, 1.0 / n as f32, faer::Par::Seq);
         }
     }
-    Mat::from_fn(d, d, |i, j| {
-        let (a, b) = if j <= i { (i, j) } else { (j, i) };
-        (g[(a, b)] / n as f64) as f32
-    })
+}
+
+/// Logits `x.w` of the GN rows, packed (`rows = None`: the whole training set, not copied).
+fn logistic_gn_rows(task: &Task, w: &[f32], rows: Option<&[usize]>, xs: &mut Vec<f32>) -> Vec<f32> {
+    let logit = |r: usize| -> f32 {
+        let z: f64 = task
+            .row(r)
+            .iter()
+            .zip(w)
+            .map(|(&a, &b)| a as f64 * b as f64)
+            .sum();
+        z as f32
+    };
+    xs.clear();
+    match rows {
+        None => (0..task.n_samples).map(logit).collect(),
+        Some(rows) => rows
+            .iter()
+            .map(|&r| {
+                xs.extend_from_slice(task.row(r));
+                logit(r)
+            })
+            .collect(),
+    }
 }
 
 /// Runs one (cell, learning rate, seed). `snapshots`: steps at which to record Adam's state.
@@ -403,7 +425,7 @@ pub fn run_one(
     let task = &inst.task;
     let d = task.dim;
     let steps = cfg.steps(task.kind, cell.batch);
-    let record_every = cfg.record_every(cell.batch);
+    let record_every = cfg.record_every(task.kind, cell.batch);
     let batch_size = cfg.batch_size_for(task.kind);
     let prepared = inst.prepared(cell.basis);
     let mut basis: Option<DenseBasis> = prepared.basis.clone();
@@ -446,6 +468,9 @@ pub fn run_one(
     let mut acc = vec![0.0f64; d];
     let mut tmp = vec![0.0f32; d];
     let mut rows = vec![0usize; batch_size];
+    let mut packed: Vec<f32> = Vec::new();
+    let mut scratch = vec![0.0f32; if linear { 0 } else { task.n_samples }];
+    let mut gn_matrix = GnMatrix::new(d);
 
     let loss0 = task.excess_loss(&w);
     let target = cfg.target(cell.batch) * loss0;
@@ -456,6 +481,10 @@ pub fn run_one(
     for t in 1..=steps {
         // Logistic regression: refresh the GN diagonal (and the eigenbasis) on schedule.
         if !linear && (t - 1) % cfg.gn_every == 0 {
+            if w.iter().any(|x| !x.is_finite()) {
+                diverged = true;
+                break;
+            }
             let gn_rows: Option<Vec<usize>> = match cell.batch {
                 Batch::Full => None,
                 Batch::Small => Some(
@@ -464,25 +493,43 @@ pub fn run_one(
                         .collect(),
                 ),
             };
-            let (xs, weights) = logistic_gn_rows(task, &w, gn_rows.as_deref());
-            let n = weights.len();
+            let logits = logistic_gn_rows(task, &w, gn_rows.as_deref(), &mut packed);
+            let n = logits.len();
+            let xs: &[f32] = if gn_rows.is_some() { &packed } else { &task.x };
+            let weights: Vec<f32> = logits
+                .iter()
+                .map(|&z| logistic_weight(z as f64) as f32)
+                .collect();
             let refresh_basis = cell.basis == BasisChoice::Eigen
                 && t > 1
                 && (t - 1) % cfg.basis_every == 0;
             if refresh_basis {
-                let gram = packed_gram(&xs, &weights, d);
-                let (new_basis, _) = DenseBasis::from_symmetric(gram.as_ref()).expect("eigh");
+                gn_matrix
+                    .accumulate(xs, n, d, Some(&weights), 0.0, Par::Seq)
+                    .expect("GN matrix");
+                let Ok((new_basis, _)) = DenseBasis::from_symmetric(gn_matrix.matrix()) else {
+                    // Only a run whose parameters blew up gets here: count it as diverged.
+                    diverged = true;
+                    break;
+                };
                 let old = basis.take().expect("eigen cells have a basis");
                 // Carry w~ and m through U_new^T U_old.
-                old.rotate_out(&m, &mut tmp).expect("rotate");
-                new_basis.rotate_into(&tmp, &mut m).expect("rotate");
-                new_basis.rotate_into(&w, &mut w_rot).expect("rotate");
+                old.rotate_out_with(Par::Seq, &m, &mut tmp, false)
+                    .expect("rotate");
+                new_basis
+                    .rotate_into_with(Par::Seq, &tmp, &mut m, false)
+                    .expect("rotate");
+                new_basis
+                    .rotate_into_with(Par::Seq, &w, &mut w_rot, false)
+                    .expect("rotate");
                 basis = Some(new_basis);
             }
             match &basis {
-                None => shim::gn_diag_weighted(&xs, n, d, d, Some(&weights), 0.0, &mut h),
-                Some(b) => shim::gn_diag_weighted_in_basis(
-                    &xs,
+                None => gn_diag_logistic_with(isa, Par::Seq, xs, n, d, d, &logits, 0.0, &mut h),
+                Some(b) => gn_diag_weighted_in_basis_with(
+                    isa,
+                    Par::Seq,
+                    xs,
                     n,
                     d,
                     d,
@@ -503,10 +550,12 @@ pub fn run_one(
                 Some(rows.as_slice())
             }
         };
-        gradient(task, &w, batch_rows, &mut g, &mut acc);
+        gradient(task, &w, batch_rows, &mut g, &mut acc, &mut scratch);
         match &basis {
             None => g_rot.copy_from_slice(&g),
-            Some(b) => b.rotate_into(&g, &mut g_rot).expect("rotate"),
+            Some(b) => b
+                .rotate_into_with(Par::Seq, &g, &mut g_rot, false)
+                .expect("rotate"),
         }
         let stepped = match cell.opt {
             Opt::Adam => adam_step_with(
@@ -522,14 +571,23 @@ pub fn run_one(
                     max_exp_avg_sq: None,
                 },
             ),
-            Opt::Gn1 | Opt::GnHalf => {
-                shim::gn_step(&gn, t as u64, &mut w_rot, &g_rot, Some(&mut m), &h)
-            }
+            Opt::Gn1 | Opt::GnHalf => gn_step_with(
+                isa,
+                Par::Seq,
+                &gn,
+                t as u64,
+                &mut w_rot,
+                &g_rot,
+                Some(&mut m),
+                &h,
+            ),
         };
         stepped.expect("optimizer step");
         match &basis {
             None => w.copy_from_slice(&w_rot),
-            Some(b) => b.rotate_out(&w_rot, &mut w).expect("rotate"),
+            Some(b) => b
+                .rotate_out_with(Par::Seq, &w_rot, &mut w, false)
+                .expect("rotate"),
         }
 
         if snapshot_steps.contains(&t) {

@@ -73,6 +73,11 @@ pub struct TaskParams {
     /// `linreg-gauss`: draw `w* = Sigma^{-1/2} xi`, `xi ~ N(0, I)`, so that every eigendirection
     /// carries the same share of the initial loss (otherwise `w* ~ N(0, I)`).
     pub gauss_whitened_target: bool,
+    /// `logreg-imbalanced`: deterministic labels `y = 1[x.w* > 0]` (separable data: the infimum
+    /// of the loss is 0, approached as `|w| -> inf`).
+    pub logreg_separable: bool,
+    /// `logreg-imbalanced`: training samples (the linear tasks use `n_samples`).
+    pub logreg_samples: usize,
 }
 
 impl Default for TaskParams {
@@ -80,13 +85,15 @@ impl Default for TaskParams {
         Self {
             dim: 32,
             n_samples: 4096,
-            block_rhos: vec![0.99, 0.9, 0.5, 0.0],
-            block_size: 8,
+            block_rhos: vec![0.95, 0.5],
+            block_size: 16,
             gauss_alpha: 2.0,
             noise_std: 0.5,
             logreg_alpha: 2.0,
             logreg_margin: 8.0,
             gauss_whitened_target: true,
+            logreg_separable: false,
+            logreg_samples: 2048,
         }
     }
 }
@@ -243,7 +250,11 @@ impl Task {
             }
             _ => (0..d).map(|_| normal(&mut rng)).collect(),
         };
-        let n = p.n_samples;
+        let n = if kind.is_linear() {
+            p.n_samples
+        } else {
+            p.logreg_samples
+        };
         let mut x = vec![0.0f32; n * d];
         let mut y = vec![0.0f32; n];
         let mut z = vec![0.0f64; d];
@@ -261,7 +272,16 @@ impl Task {
             y[row] = match kind {
                 TaskKind::LogregImbalanced => {
                     let u: f64 = rng.random();
-                    if u < sigmoid(margin) {
+                    let p_one = if p.logreg_separable {
+                        if margin > 0.0 {
+                            1.0
+                        } else {
+                            0.0
+                        }
+                    } else {
+                        sigmoid(margin)
+                    };
+                    if u < p_one {
                         1.0
                     } else {
                         0.0
@@ -298,6 +318,10 @@ impl Task {
             task.w_hat = solve_spd(&task.a, &task.b);
             let w_hat = task.w_hat.clone();
             task.min_loss = task.raw_loss_f64(&w_hat);
+        } else if p.logreg_separable {
+            // No minimiser: the excess loss is the loss itself (infimum 0).
+            task.w_hat = vec![0.0; d];
+            task.min_loss = 0.0;
         } else {
             task.w_hat = task.logistic_minimiser();
             let w_hat = task.w_hat.clone();

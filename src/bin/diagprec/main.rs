@@ -21,6 +21,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once; the study's options are the large variant
 enum Command {
     /// Throughput report: each kernel's rate beside the machine's measured limit, as a ratio.
     Bench(bench::BenchArgs),

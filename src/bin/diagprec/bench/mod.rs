@@ -280,7 +280,11 @@ type Family = (&'static str, fn(&mut Bench));
 
 /// Runs the report.
 pub fn run(args: &BenchArgs) -> Result<(), String> {
-    let families: [Family; 3] = [("adam", adam::rows), ("gn", gn::rows), ("rotate", rotate::rows)];
+    let families: [Family; 3] = [
+        ("adam", adam::rows),
+        ("gn", gn::rows),
+        ("rotate", rotate::rows),
+    ];
     for name in &args.only {
         if !families.iter().any(|(f, _)| f == name) {
             return Err(format!("unknown family {name:?}"));

@@ -17,7 +17,7 @@ pub mod tasks;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 use runner::{
-    median, run_one, Batch, BasisChoice, Cell, Instance, Opt, RunResult, Snapshot, StudyConfig,
+    median, run_one, BasisChoice, Batch, Cell, Instance, Opt, RunResult, Snapshot, StudyConfig,
 };
 use std::path::PathBuf;
 use std::time::Instant;
@@ -44,9 +44,12 @@ pub struct ReproduceArgs {
     /// Training samples N.
     #[arg(long)]
     pub samples: Option<usize>,
-    /// Steps of the full-batch linear-regression runs (small batch: --steps-small).
+    /// Steps of the full-batch linreg-gauss runs (small batch: --steps-small).
     #[arg(long)]
     pub steps_full: Option<usize>,
+    /// Steps of the full-batch linreg-block runs.
+    #[arg(long)]
+    pub steps_block: Option<usize>,
     /// Steps of the small-batch linear-regression runs.
     #[arg(long)]
     pub steps_small: Option<usize>,
@@ -248,7 +251,8 @@ pub fn compute(
         .flat_map(|c| (0..grid.len()).flat_map(move |l| (0..cfg.seeds).map(move |s| (c, l, s))))
         .collect();
     let bar = if progress {
-        let bar = ProgressBar::with_draw_target(Some(jobs.len() as u64), ProgressDrawTarget::stderr());
+        let bar =
+            ProgressBar::with_draw_target(Some(jobs.len() as u64), ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} runs ({eta} left)")
                 .expect("template")
@@ -263,7 +267,14 @@ pub fn compute(
         .par_iter()
         .map(|&(c, l, s)| {
             let cell = cells[c];
-            let r = run_one(cfg, instance(cell.task, s), cell, grid[l], &[], &mut Vec::new());
+            let r = run_one(
+                cfg,
+                instance(cell.task, s),
+                cell,
+                grid[l],
+                &[],
+                &mut Vec::new(),
+            );
             bar.inc(1);
             r
         })
@@ -361,6 +372,9 @@ fn run_inner(args: &ReproduceArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(s) = args.steps_full {
         cfg.steps_full = s.max(10);
     }
+    if let Some(s) = args.steps_block {
+        cfg.steps_block_full = s.max(10);
+    }
     if let Some(s) = args.steps_small {
         cfg.steps_small = s.max(10);
     }
@@ -403,7 +417,9 @@ fn run_inner(args: &ReproduceArgs) -> Result<(), Box<dyn std::error::Error>> {
             let kind = TaskKind::ALL
                 .into_iter()
                 .find(|k| k.name() == name.as_str())
-                .ok_or_else(|| format!("unknown task {name:?} (linreg-block, linreg-gauss, logreg-imbalanced)"))?;
+                .ok_or_else(|| {
+                    format!("unknown task {name:?} (linreg-block, linreg-gauss, logreg-imbalanced)")
+                })?;
             out.push(kind);
         }
         out

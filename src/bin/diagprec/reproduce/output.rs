@@ -10,7 +10,7 @@
 //! - `second_moment.csv`: see [`super::diagnostics`].
 
 use super::diagnostics;
-use super::runner::{Batch, BasisChoice, Opt};
+use super::runner::{BasisChoice, Batch, Opt};
 use super::tasks::TaskKind;
 use super::{CellResult, StudyResults};
 use std::fmt::Write as _;
@@ -108,11 +108,20 @@ pub fn write_all(dir: &Path, res: &StudyResults) -> std::io::Result<()> {
 }
 
 /// The final loss of one cell.
-pub fn lookup(res: &StudyResults, task: TaskKind, basis: BasisChoice, batch: Batch, opt: Opt) -> f64 {
+pub fn lookup(
+    res: &StudyResults,
+    task: TaskKind,
+    basis: BasisChoice,
+    batch: Batch,
+    opt: Opt,
+) -> f64 {
     res.cells
         .iter()
         .find(|r| {
-            r.cell.task == task && r.cell.basis == basis && r.cell.batch == batch && r.cell.opt == opt
+            r.cell.task == task
+                && r.cell.basis == basis
+                && r.cell.batch == batch
+                && r.cell.opt == opt
         })
         .map_or(f64::NAN, |r| r.final_loss)
 }
@@ -183,7 +192,9 @@ pub fn claims(res: &StudyResults) -> Vec<(String, bool, String)> {
                     t.name()
                 ),
                 dh < d1,
-                format!("{dh:.2} vs {d1:.2} decades (adam {a:.3e}, gn-1 {g1:.3e}, gn-1/2 {gh:.3e})"),
+                format!(
+                    "{dh:.2} vs {d1:.2} decades (adam {a:.3e}, gn-1 {g1:.3e}, gn-1/2 {gh:.3e})"
+                ),
             ));
         }
     }
@@ -266,8 +277,17 @@ pub fn table(res: &StudyResults) -> String {
             }
         }
     }
-    writeln!(s, "\ngeodesic sweep identity -> eigenbasis (linreg-gauss, small batch):").unwrap();
-    writeln!(s, "{:>6} {:>12} {:>12} {:>12}", "t", "adam", "gn-1", "gn-1/2").unwrap();
+    writeln!(
+        s,
+        "\ngeodesic sweep identity -> eigenbasis (linreg-gauss, small batch):"
+    )
+    .unwrap();
+    writeln!(
+        s,
+        "{:>6} {:>12} {:>12} {:>12}",
+        "t", "adam", "gn-1", "gn-1/2"
+    )
+    .unwrap();
     for chunk in res.geodesic.chunks(3) {
         writeln!(
             s,

@@ -4,7 +4,7 @@
 //!   batch), median excess loss over seeds against steps at each optimizer's best rate, log scale.
 //! - `interpolation.svg`: final loss against the geodesic parameter `t` (identity -> eigenbasis).
 
-use super::runner::{Batch, BasisChoice, Opt};
+use super::runner::{BasisChoice, Batch, Opt};
 use super::tasks::TaskKind;
 use super::StudyResults;
 use plotters::prelude::*;
@@ -47,7 +47,10 @@ fn curves(dir: &Path, res: &StudyResults, task: TaskKind) -> PlotResult {
     let root = SVGBackend::new(&path, (1200, 900)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(
-        &format!("{}: excess training loss (median over seeds, best lr)", task.name()),
+        &format!(
+            "{}: excess training loss (median over seeds, best lr)",
+            task.name()
+        ),
         ("sans-serif", 22),
     )?;
     let panels = root.split_evenly((2, 2));
@@ -93,7 +96,9 @@ fn curves(dir: &Path, res: &StudyResults, task: TaskKind) -> PlotResult {
                     c.stroke_width(2),
                 ))?
                 .label(format!("{} (lr {:.0e})", r.cell.opt.name(), r.best_lr))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                });
         }
         chart
             .configure_series_labels()

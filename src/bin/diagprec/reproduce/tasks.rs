@@ -85,7 +85,7 @@ impl Default for TaskParams {
         Self {
             dim: 32,
             n_samples: 4096,
-            block_rhos: vec![0.95, 0.5],
+            block_rhos: vec![0.99, 0.5],
             block_size: 16,
             gauss_alpha: 2.0,
             noise_std: 0.5,
@@ -235,8 +235,7 @@ impl Task {
                 let inv_sqrt = sym_inverse_sqrt(&sigma);
                 (0..d)
                     .map(|i| {
-                        p.logreg_margin
-                            * (0..d).map(|j| inv_sqrt[(i, j)] * u[j]).sum::<f64>()
+                        p.logreg_margin * (0..d).map(|j| inv_sqrt[(i, j)] * u[j]).sum::<f64>()
                             / norm
                     })
                     .collect()
@@ -409,9 +408,9 @@ impl Task {
         for _ in 0..100 {
             let mut grad = vec![0.0f64; d];
             let mut weights = vec![0.0f64; n];
-            for r in 0..n {
+            for (r, weight) in weights.iter_mut().enumerate() {
                 let s = sigmoid(self.margin(r, &w));
-                weights[r] = (s * (1.0 - s)).max(1e-300);
+                *weight = (s * (1.0 - s)).max(1e-300);
                 let resid = s - self.y[r] as f64;
                 for (g, &xv) in grad.iter_mut().zip(self.row(r)) {
                     *g += resid * xv as f64 / n as f64;

@@ -660,6 +660,17 @@ fn workspace(name: &str, len: usize) -> Result<Vec<f32>> {
     Ok(v)
 }
 
+/// `h_bias <- beta h_bias + (1 - beta) (1/N) sum_n S_n`, summed in f64.
+fn bias_ema(s: &[f32], n: usize, c: usize, beta: f32, hb: &mut [f32]) {
+    let mut sum = vec![0.0f64; c];
+    for row in s.chunks_exact(c.max(1)).take(n) {
+        for (acc, &v) in sum.iter_mut().zip(row) {
+            *acc += v as f64;
+        }
+    }
+    finish_ema(hb, &sum, n, beta);
+}
+
 /// `h <- beta h + (1 - beta) S^T B / N` (`h`: `c x d` row-major, `S`: `n x c`, `B`: `n x d`)
 /// and `h_bias <- beta h_bias + (1 - beta) (1/N) sum_n S_n`, one column block of `h` per
 /// sequential faer GEMM.
@@ -676,14 +687,13 @@ fn st_b_into_h(
     h: &mut [f32],
     h_bias: Option<&mut [f32]>,
 ) -> Result<()> {
+    // Start the pool before anything is written: once it exists, no later step can fail, so an
+    // error leaves `h` and `h_bias` untouched.
+    if par == Par::Pool {
+        dispatch::pool()?;
+    }
     if let Some(hb) = h_bias {
-        let mut sum = vec![0.0f64; c];
-        for row in s.chunks_exact(c.max(1)).take(n) {
-            for (acc, &v) in sum.iter_mut().zip(row) {
-                *acc += v as f64;
-            }
-        }
-        finish_ema(hb, &sum, n, beta);
+        bias_ema(s, n, c, beta, hb);
     }
     if c == 0 || d == 0 {
         return Ok(());

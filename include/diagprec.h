@@ -44,15 +44,6 @@
 // `y` drawn from the model's softmax; unbiased for the exact diagonal.
 #define DP_GN_SAMPLED 1
 
-// Rows summed in f32 before they are added into the f64 sum.
-#define SUB_BLOCK_ROWS 32
-
-// Sample rows per GEMM block of the in-basis kernels (a multiple of [`SUB_BLOCK_ROWS`]).
-#define GEMM_BLOCK_ROWS 128
-
-// Columns of `h` per sequential GEMM of the layer kernels.
-#define GEMM_BLOCK_COLS 256
-
 // Status returned by every function. `DP_OK` is 0; values are never reused.
 typedef enum dp_status {
     DP_OK = 0,

@@ -204,23 +204,37 @@ fn linear_layer_matches_the_reference() {
             let bound = n as f64 + 6.0;
             for isa in Isa::available() {
                 for par in [Par::Seq, Par::Pool] {
-                    let (mut h, mut hb) = (h0.clone(), hb0.clone());
+                    // Unaligned starts for every buffer.
+                    let off = case % 4;
+                    let (ux, us) = (Unaligned::new(&x, off), Unaligned::new(&s, (off + 1) % 4));
+                    let mut uh = Unaligned::new(&h0, (off + 2) % 4);
+                    let mut uhb = Unaligned::new(&hb0, (off + 3) % 4);
                     gn_diag_linear_with(
                         isa,
                         par,
-                        &x,
+                        ux.get(),
                         n,
                         d_in,
-                        &s,
+                        us.get(),
                         c_out,
                         beta,
-                        &mut h,
-                        Some(&mut hb),
+                        uh.get_mut(),
+                        Some(uhb.get_mut()),
                     )
                     .unwrap();
                     let at = format!("{} n={n} d_in={d_in} c={c_out} beta={beta}", isa.name());
-                    assert_close(&at, &h, &eh, &ema_scale(&h0, &batch, beta), bound);
-                    assert_close(&at, &hb, &ehb, &ema_scale(&hb0, &batch_b, beta), bound);
+                    assert!(
+                        uh.guards_intact() && uhb.guards_intact(),
+                        "{at}: wrote outside"
+                    );
+                    assert_close(&at, uh.get(), &eh, &ema_scale(&h0, &batch, beta), bound);
+                    assert_close(
+                        &at,
+                        uhb.get(),
+                        &ehb,
+                        &ema_scale(&hb0, &batch_b, beta),
+                        bound,
+                    );
                 }
             }
         }

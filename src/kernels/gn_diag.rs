@@ -68,6 +68,18 @@ pub enum GnEstimator {
 // ---------------------------------------------------------------------------------------------
 // Shared checks.
 
+/// Checks that every named length equals `expected`.
+pub(crate) fn check_lengths(expected: usize, named: &[(&str, usize)]) -> Result<()> {
+    for &(name, len) in named {
+        if len != expected {
+            return Err(Error::length(format!(
+                "{name} has {len} elements, expected {expected}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn check_beta(beta: f32) -> Result<()> {
     error::check_half_open("beta", beta as f64, 0.0, 1.0)
 }
@@ -295,9 +307,9 @@ fn check_weighted(
     check_samples(n_samples)?;
     check_at_least("x", x.len(), strided_len(n_samples, dim, row_stride)?)?;
     if let Some(w) = weights {
-        error::check_lengths(n_samples, &[("weights", w.len())])?;
+        check_lengths(n_samples, &[("weights", w.len())])?;
     }
-    error::check_lengths(h_expected, &[("h", h_len)])?;
+    check_lengths(h_expected, &[("h", h_len)])?;
     check_beta(beta)
 }
 
@@ -409,7 +421,7 @@ pub fn gn_diag_logistic_with(
     beta: f32,
     h: &mut [f32],
 ) -> Result<()> {
-    error::check_lengths(n_samples, &[("logits", logits.len())])?;
+    check_lengths(n_samples, &[("logits", logits.len())])?;
     check_weighted(
         x,
         n_samples,
@@ -700,10 +712,10 @@ fn check_layer(
     h_bias: Option<&[f32]>,
 ) -> Result<()> {
     check_samples(n_samples)?;
-    error::check_lengths(product("x", n_samples, d_in)?, &[("x", x.len())])?;
-    error::check_lengths(product("h", c_out, d_in)?, &[("h", h.len())])?;
+    check_lengths(product("x", n_samples, d_in)?, &[("x", x.len())])?;
+    check_lengths(product("h", c_out, d_in)?, &[("h", h.len())])?;
     if let Some(hb) = h_bias {
-        error::check_lengths(c_out, &[("h_bias", hb.len())])?;
+        check_lengths(c_out, &[("h_bias", hb.len())])?;
     }
     check_beta(beta)
 }
@@ -753,7 +765,7 @@ pub fn gn_diag_linear_with(
     h_bias: Option<&mut [f32]>,
 ) -> Result<()> {
     check_layer(x, n_samples, d_in, c_out, beta, h, h_bias.as_deref())?;
-    error::check_lengths(product("s", n_samples, c_out)?, &[("s", s.len())])?;
+    check_lengths(product("s", n_samples, c_out)?, &[("s", s.len())])?;
     let mut sq = workspace("X o X", x.len())?;
     square_into(isa, par, x, &mut sq)?;
     st_b_into_h(isa, par, s, &sq, n_samples, c_out, d_in, beta, h, h_bias)
@@ -874,7 +886,7 @@ pub fn gn_softmax_factors(
     s: &mut [f32],
 ) -> Result<()> {
     let len = product("logits", n_samples, classes)?;
-    error::check_lengths(len, &[("logits", logits.len()), ("s", s.len())])?;
+    check_lengths(len, &[("logits", logits.len()), ("s", s.len())])?;
     softmax_factors_into(Par::Pool, logits, classes, estimator, seed, s)
 }
 
@@ -964,7 +976,7 @@ pub fn gn_diag_softmax_with(
     h_bias: Option<&mut [f32]>,
 ) -> Result<()> {
     check_layer(x, n_samples, d_in, classes, beta, h, h_bias.as_deref())?;
-    error::check_lengths(
+    check_lengths(
         product("logits", n_samples, classes)?,
         &[("logits", logits.len())],
     )?;
@@ -1102,14 +1114,14 @@ pub fn gn_diag_softmax_in_kronecker_with(
         )));
     }
     check_samples(n_samples)?;
-    error::check_lengths(product("x", n_samples, d_in)?, &[("x", x.len())])?;
-    error::check_lengths(
+    check_lengths(product("x", n_samples, d_in)?, &[("x", x.len())])?;
+    check_lengths(
         product("logits", n_samples, classes)?,
         &[("logits", logits.len())],
     )?;
-    error::check_lengths(product("h", kc, kx)?, &[("h", h.len())])?;
+    check_lengths(product("h", kc, kx)?, &[("h", h.len())])?;
     if let Some(hb) = h_bias.as_deref() {
-        error::check_lengths(kc, &[("h_bias", hb.len())])?;
+        check_lengths(kc, &[("h_bias", hb.len())])?;
     }
     check_beta(beta)?;
     let mut a = workspace("A", product("A", n_samples, kc)?)?;

@@ -36,6 +36,7 @@
 use crate::dispatch::{self, FiniteScan, Isa, Par, Split};
 use crate::error::{self, Error, ErrorKind, Result};
 use crate::kernels::adam::{grad_is_finite, BLOCK};
+use crate::kernels::gn_diag::check_lengths;
 use pulp::{Simd, WithSimd};
 
 /// Sophia's clipped update `clip(m / max(gamma * h, eps), -1, 1)`.
@@ -401,9 +402,9 @@ pub(crate) fn check_gn_step(
     exp_avg: Option<usize>,
     h: usize,
 ) -> Result<()> {
-    error::check_lengths(len, &[("grad", grad), ("h", h)])?;
+    check_lengths(len, &[("grad", grad), ("h", h)])?;
     if let Some(m) = exp_avg {
-        error::check_lengths(len, &[("exp_avg", m)])?;
+        check_lengths(len, &[("exp_avg", m)])?;
     }
     cfg.validate()?;
     if step == 0 {

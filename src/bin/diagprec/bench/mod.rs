@@ -4,6 +4,7 @@
 //! [`seconds_per_call`]); nothing here is asserted.
 
 mod adam;
+mod gn;
 mod rotate;
 
 use pulp::{Simd, WithSimd};
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 /// Options of `diagprec bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Kernel families to run (comma separated): adam, rotate. All by default.
+    /// Kernel families to run (comma separated): adam, gn, rotate. All by default.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Fewer sizes and shorter timings.
@@ -274,12 +275,16 @@ fn print_row(row: &Row) {
     println!("{}", line.trim_end());
 }
 
-/// A family's name and its rows.
+/// A kernel family's name and the function that adds its rows.
 type Family = (&'static str, fn(&mut Bench));
 
 /// Runs the report.
 pub fn run(args: &BenchArgs) -> Result<(), String> {
-    let families: [Family; 2] = [("adam", adam::rows), ("rotate", rotate::rows)];
+    let families: [Family; 3] = [
+        ("adam", adam::rows),
+        ("gn", gn::rows),
+        ("rotate", rotate::rows),
+    ];
     for name in &args.only {
         if !families.iter().any(|(f, _)| f == name) {
             return Err(format!("unknown family {name:?}"));

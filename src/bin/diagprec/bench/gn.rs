@@ -1,0 +1,256 @@
+//! Gauss-Newton rows. The identity-basis diagonal against the machine's read bandwidth (it reads
+//! X once: 4 bytes per element of X; `h` is cache-resident); the linear-layer, softmax, in-basis
+//! and Kronecker diagonals against faer's own GEMM rate for the same GEMM shapes (flops of the
+//! GEMMs they contain; for the Kronecker kernel the limit is faer's time for all four GEMMs);
+//! the GN^p step against the streaming bandwidth of its access pattern.
+
+use super::{
+    faer_gemm_gflops, seconds_per_call, stream_bandwidth, with_threads, Aligned, Bench, Row,
+};
+use diagprec::{
+    gn_diag_linear, gn_diag_softmax, gn_diag_softmax_in_kronecker, gn_diag_weighted,
+    gn_diag_weighted_in_basis, gn_step, GnConfig, GnEstimator, SophiaClip,
+};
+use faer::Mat;
+
+pub fn rows(b: &mut Bench) {
+    identity_rows(b);
+    layer_rows(b);
+    basis_rows(b);
+    step_rows(b);
+}
+
+fn identity_rows(b: &mut Bench) {
+    let shapes: &[(usize, usize)] = if b.quick {
+        &[(4096, 1024)]
+    } else {
+        &[(256, 1024), (4096, 1024), (16384, 1024)]
+    };
+    for &(n, d) in shapes {
+        let x = Aligned::new(n * d, |i| ((i % 101) as f32 - 50.0) * 0.01);
+        let w: Vec<f32> = (0..n).map(|i| 0.5 + (i % 7) as f32 * 0.1).collect();
+        let mut h = vec![0.0f32; d];
+        for threads in b.thread_counts() {
+            let budget = b.budget();
+            let (secs, limit) = with_threads(threads, || {
+                let secs = seconds_per_call(budget, || {
+                    gn_diag_weighted(x.get(), n, d, d, Some(&w), 0.9, &mut h).unwrap()
+                });
+                (secs, stream_bandwidth::<0, 1>(budget, n * d))
+            });
+            let bytes = (n * d * 4) as f64;
+            b.push(Row {
+                kernel: "gn_diag_weighted f32".into(),
+                shape: format!("N={n} d={d}"),
+                threads,
+                rate: bytes / secs / 1e9,
+                unit: "GB/s",
+                limit,
+                limit_name: "read stream, 1 array",
+                note: format!("{:.0} MB of X read once", bytes / 1e6),
+            });
+        }
+    }
+}
+
+fn layer_rows(b: &mut Bench) {
+    let (n, c, d) = (256usize, 1000usize, 1024usize);
+    let x: Vec<f32> = (0..n * d)
+        .map(|i| ((i % 37) as f32 - 18.0) * 0.05)
+        .collect();
+    let s: Vec<f32> = (0..n * c).map(|i| (i % 13) as f32 * 0.01).collect();
+    let z: Vec<f32> = (0..n * c).map(|i| ((i % 29) as f32 - 14.0) * 0.2).collect();
+    let mut h = vec![0.0f32; c * d];
+    let mut hb = vec![0.0f32; c];
+    let flops = 2.0 * (n * c * d) as f64;
+    for threads in b.thread_counts() {
+        let budget = b.budget();
+        let (linear, exact, sampled, limit) = with_threads(threads, || {
+            let linear = seconds_per_call(budget, || {
+                gn_diag_linear(&x, n, d, &s, c, 0.9, &mut h, Some(&mut hb)).unwrap()
+            });
+            let mut softmax = |estimator| {
+                seconds_per_call(budget, || {
+                    gn_diag_softmax(&x, &z, n, d, c, estimator, 5, 0.9, &mut h, Some(&mut hb))
+                        .unwrap()
+                })
+            };
+            let exact = softmax(GnEstimator::Exact);
+            let sampled = softmax(GnEstimator::Sampled);
+            (
+                linear,
+                exact,
+                sampled,
+                faer_gemm_gflops(budget, c, d, n, threads),
+            )
+        });
+        for (name, secs, note) in [
+            ("gn_diag_linear f32", linear, "S given; + square X, scale h"),
+            (
+                "gn_diag_softmax f32 exact",
+                exact,
+                "+ softmax factors (f64)",
+            ),
+            (
+                "gn_diag_softmax f32 sampled",
+                sampled,
+                "+ softmax and label draws",
+            ),
+        ] {
+            b.push(Row {
+                kernel: name.into(),
+                shape: format!("N={n} C={c} d={d}"),
+                threads,
+                rate: flops / secs / 1e9,
+                unit: "GFLOP/s",
+                limit,
+                limit_name: "faer GEMM, same shape",
+                note: note.into(),
+            });
+        }
+    }
+}
+
+fn basis_rows(b: &mut Bench) {
+    let (n, c, d) = (256usize, 1000usize, 1024usize);
+    let x: Vec<f32> = (0..n * d)
+        .map(|i| ((i % 37) as f32 - 18.0) * 0.05)
+        .collect();
+    let z: Vec<f32> = (0..n * c).map(|i| ((i % 29) as f32 - 14.0) * 0.2).collect();
+    let w: Vec<f32> = (0..n).map(|i| 0.5 + (i % 7) as f32 * 0.1).collect();
+    let u = Mat::<f32>::from_fn(d, d, |i, j| ((i * 7 + j * 3) % 11) as f32 * 0.01);
+    let qc = Mat::<f32>::from_fn(c, c, |i, j| ((i * 5 + j) % 13) as f32 * 0.01);
+    let mut h = vec![0.0f32; d];
+    let mut hk = vec![0.0f32; c * d];
+    let mut hkb = vec![0.0f32; c];
+    for threads in b.thread_counts() {
+        let budget = b.budget();
+        let (dense, kron, dense_limit, kron_limit) = with_threads(threads, || {
+            let dense = seconds_per_call(budget, || {
+                gn_diag_weighted_in_basis(&x, n, d, d, Some(&w), u.as_ref(), 0.9, &mut h).unwrap()
+            });
+            let kron = seconds_per_call(budget, || {
+                gn_diag_softmax_in_kronecker(
+                    &x,
+                    &z,
+                    n,
+                    d,
+                    c,
+                    GnEstimator::Exact,
+                    0,
+                    qc.as_ref(),
+                    u.as_ref(),
+                    0.9,
+                    &mut hk,
+                    Some(&mut hkb),
+                )
+                .unwrap()
+            });
+            let dense_limit = faer_gemm_gflops(budget, n, d, d, threads);
+            // faer's time for the Kronecker kernel's GEMMs: P Q_C and P (Q_C o Q_C) (n x c x c
+            // each), X Q_X (n x d x d), A^T B (c x d x n).
+            let secs_of = |m: usize, k: usize, nn: usize| {
+                2.0 * (m * k * nn) as f64 / (faer_gemm_gflops(budget, m, nn, k, threads) * 1e9)
+            };
+            let kron_faer = 2.0 * secs_of(n, c, c) + secs_of(n, d, d) + secs_of(c, n, d);
+            (dense, kron, dense_limit, kron_faer)
+        });
+        let dense_flops = 2.0 * (n * d * d) as f64;
+        b.push(Row {
+            kernel: "gn_diag_weighted_in_basis f32".into(),
+            shape: format!("N={n} d={d}"),
+            threads,
+            rate: dense_flops / dense / 1e9,
+            unit: "GFLOP/s",
+            limit: dense_limit,
+            limit_name: "faer GEMM, same shape",
+            note: "X U per 128-row block + weighted sumsq".into(),
+        });
+        let kron_flops = 2.0 * (2 * n * c * c + n * d * d + c * d * n) as f64;
+        b.push(Row {
+            kernel: "gn_diag_softmax_in_kronecker".into(),
+            shape: format!("N={n} C={c} d={d}"),
+            threads,
+            rate: kron_flops / kron / 1e9,
+            unit: "GFLOP/s",
+            limit: kron_flops / kron_limit / 1e9,
+            limit_name: "faer GEMM, its 4 shapes",
+            note: "exact; A, B per 128-row block".into(),
+        });
+    }
+}
+
+fn step_rows(b: &mut Bench) {
+    let n = if b.quick { 1usize << 20 } else { 1 << 22 };
+    let mut p = Aligned::new(n, |i| (i % 97) as f32 * 0.01 - 0.5);
+    let g = Aligned::new(n, |i| (i % 89) as f32 * 1e-3 - 0.04);
+    let h = Aligned::new(n, |i| (i % 83) as f32 * 1e-2);
+    let mut m = Aligned::new(n, |_| 0.0);
+    let configs = [
+        ("gn_step f32 p=-1", GnConfig::default(), false),
+        (
+            "gn_step f32 p=-1/2 momentum",
+            GnConfig {
+                power: -0.5,
+                beta1: 0.9,
+                ..GnConfig::default()
+            },
+            true,
+        ),
+        (
+            "gn_step f32 Sophia",
+            GnConfig {
+                sophia: Some(SophiaClip::default()),
+                beta1: 0.96,
+                lr: 1e-3,
+                ..GnConfig::default()
+            },
+            true,
+        ),
+        (
+            "gn_step f32 p=-0.3 momentum",
+            GnConfig {
+                power: -0.3,
+                beta1: 0.9,
+                ..GnConfig::default()
+            },
+            true,
+        ),
+    ];
+    for (name, cfg, momentum) in configs {
+        for threads in b.thread_counts() {
+            let budget = b.budget();
+            let (secs, limit) = with_threads(threads, || {
+                let secs = seconds_per_call(budget, || {
+                    let exp_avg = momentum.then(|| m.get_mut());
+                    gn_step(&cfg, 10, p.get_mut(), g.get(), exp_avg, h.get()).unwrap()
+                });
+                let limit = if momentum {
+                    stream_bandwidth::<2, 2>(budget, n)
+                } else {
+                    stream_bandwidth::<1, 2>(budget, n)
+                };
+                (secs, limit)
+            });
+            let bytes = if momentum { 24 } else { 16 } * n;
+            b.push(Row {
+                kernel: name.into(),
+                shape: format!("2^{}", n.trailing_zeros()),
+                threads,
+                rate: bytes as f64 / secs / 1e9,
+                unit: "GB/s",
+                limit,
+                limit_name: if momentum {
+                    "RMW stream, 4 arrays"
+                } else {
+                    "RMW stream, 3 arrays"
+                },
+                note: if cfg.power == -0.3 {
+                    "general power: scalar f64 powf".into()
+                } else {
+                    format!("{} B/element", bytes / n)
+                },
+            });
+        }
+    }
+}

@@ -86,9 +86,9 @@ fn accum(accumulate: bool) -> Accum {
 /// Output elements per block of the dense (matrix-vector) rotations: the unit of threading.
 /// Each block is one sequential faer product over the whole inner dimension, so results do not
 /// depend on the thread count (faer's own parallel matrix-vector product splits the sum).
-pub const DENSE_BLOCK: usize = 128;
+pub(crate) const DENSE_BLOCK: usize = 128;
 
-/// Runs `f(first_row, out_block)` on [`DENSE_BLOCK`]-sized blocks of `out`, on the crate's pool
+/// Runs `f(first_row, out_block)` on `DENSE_BLOCK`-sized blocks of `out`, on the crate's pool
 /// when `par` allows and the work (`flops`) is large enough.
 fn dense_blocks(
     par: Par,
@@ -115,7 +115,7 @@ fn dense_blocks(
 }
 
 /// `out = U^T g` (`accumulate = false`) or `out += U^T g`, with `U` square of size `g.len()`.
-/// Bitwise identical for any thread count ([`DENSE_BLOCK`]).
+/// Bitwise identical for any thread count (fixed blocks of 128 outputs).
 pub fn dense_rotate_into_with(
     par: Par,
     u: MatRef<'_, f32>,

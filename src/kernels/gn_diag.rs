@@ -23,9 +23,9 @@
 //! Bases are faer views (any strides).
 //!
 //! **Blocking and determinism**: the identity-basis kernel reads `X` once. Rows are summed in f32
-//! in sample order over sub-blocks of [`SUB_BLOCK_ROWS`] rows (one fused multiply-add per
-//! element: `acc = fma(w x, x, acc)`), each sub-block is added into an f64 sum, and blocks are
-//! combined along a tree fixed by the shape alone. The GEMM-shaped kernels work on fixed sample
+//! in sample order over sub-blocks of [`SUB_BLOCK_ROWS`] rows (`acc = fma(w x, x, acc)`, or
+//! `fma(x, x, acc)` without weights: the same value), each sub-block is added into an f64 sum,
+//! and blocks are combined along a tree fixed by the shape alone. The GEMM-shaped kernels work on fixed sample
 //! blocks (row-independent products) and then form `S^T B` one fixed column block of `h` at a
 //! time with sequential faer GEMMs. So every kernel gives bitwise identical results for any
 //! thread count. The identity-basis kernel is also bitwise identical across instruction sets;
@@ -191,66 +191,69 @@ impl<'a> Rows<'a> {
 }
 
 /// `acc + (w x) x`, one fused multiply-add: the lane function of the body and the tail.
+/// Unweighted (`WEIGHTED = false`), `acc + x x`: the same value, since `1 * x == x` exactly.
 #[inline(always)]
-fn sumsq_lane<S: Simd>(simd: S, acc: S::f32s, x: S::f32s, w: S::f32s) -> S::f32s {
-    simd.mul_add_f32s(simd.mul_f32s(w, x), x, acc)
+fn sumsq_lane<S: Simd, const WEIGHTED: bool>(
+    simd: S,
+    acc: S::f32s,
+    x: S::f32s,
+    w: S::f32s,
+) -> S::f32s {
+    let wx = if WEIGHTED { simd.mul_f32s(w, x) } else { x };
+    simd.mul_add_f32s(wx, x, acc)
 }
 
 /// Adds `sum_r w_r x_r o x_r` over the rows, in row order, into the f32 accumulator.
-struct SumSqRows<'a> {
+struct SumSqRows<'a, const WEIGHTED: bool> {
     rows: Rows<'a>,
     acc: &'a mut [f32],
 }
 
-impl WithSimd for SumSqRows<'_> {
+/// Rows `r..r + R` added into the accumulator, in row order (body and masked tail).
+#[inline(always)]
+fn sumsq_pass<S: Simd, const R: usize, const WEIGHTED: bool>(
+    simd: S,
+    rows: &Rows<'_>,
+    r: usize,
+    acc_body: &mut [S::f32s],
+    acc_tail: &mut [f32],
+) {
+    let n = acc_body.len();
+    let x: [(&[S::f32s], &[f32]); R] = core::array::from_fn(|k| S::as_simd_f32s(rows.row(r + k)));
+    let body: [&[S::f32s]; R] = core::array::from_fn(|k| &x[k].0[..n]);
+    let w: [S::f32s; R] = core::array::from_fn(|k| simd.splat_f32s(rows.weight(r + k)));
+    for i in 0..n {
+        let mut a = acc_body[i];
+        for k in 0..R {
+            a = sumsq_lane::<S, WEIGHTED>(simd, a, body[k][i], w[k]);
+        }
+        acc_body[i] = a;
+    }
+    if !acc_tail.is_empty() {
+        let mut a = simd.partial_load_f32s(acc_tail);
+        for k in 0..R {
+            a = sumsq_lane::<S, WEIGHTED>(simd, a, simd.partial_load_f32s(x[k].1), w[k]);
+        }
+        simd.partial_store_f32s(acc_tail, a);
+    }
+}
+
+impl<const WEIGHTED: bool> WithSimd for SumSqRows<'_, WEIGHTED> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         let Self { rows, acc } = self;
         let (acc_body, acc_tail) = S::as_mut_simd_f32s(acc);
-        let n = acc_body.len();
         let mut r = 0;
-        // PERF: four rows per pass over the accumulator: one load and store of `acc` per four
-        // elements of X. The sum is still taken row by row, so grouping does not change it.
-        while r + 4 <= rows.n_rows {
-            let x: [(&[S::f32s], &[f32]); 4] =
-                core::array::from_fn(|k| S::as_simd_f32s(rows.row(r + k)));
-            let w: [S::f32s; 4] = core::array::from_fn(|k| simd.splat_f32s(rows.weight(r + k)));
-            let (x0, x1, x2, x3) = (&x[0].0[..n], &x[1].0[..n], &x[2].0[..n], &x[3].0[..n]);
-            for i in 0..n {
-                let mut a = acc_body[i];
-                a = sumsq_lane(simd, a, x0[i], w[0]);
-                a = sumsq_lane(simd, a, x1[i], w[1]);
-                a = sumsq_lane(simd, a, x2[i], w[2]);
-                a = sumsq_lane(simd, a, x3[i], w[3]);
-                acc_body[i] = a;
-            }
-            if !acc_tail.is_empty() {
-                let mut a = simd.partial_load_f32s(acc_tail);
-                for k in 0..4 {
-                    a = sumsq_lane(simd, a, simd.partial_load_f32s(x[k].1), w[k]);
-                }
-                simd.partial_store_f32s(acc_tail, a);
-            }
-            r += 4;
+        // PERF: eight rows per pass over the accumulator: one load and store of `acc` per eight
+        // registers of X. The sum is still taken row by row, so grouping does not change it.
+        while r + 8 <= rows.n_rows {
+            sumsq_pass::<S, 8, WEIGHTED>(simd, &rows, r, acc_body, acc_tail);
+            r += 8;
         }
         while r < rows.n_rows {
-            let (xb, xt) = S::as_simd_f32s(rows.row(r));
-            let w = simd.splat_f32s(rows.weight(r));
-            let xb = &xb[..n];
-            for i in 0..n {
-                acc_body[i] = sumsq_lane(simd, acc_body[i], xb[i], w);
-            }
-            if !acc_tail.is_empty() {
-                let a = sumsq_lane(
-                    simd,
-                    simd.partial_load_f32s(acc_tail),
-                    simd.partial_load_f32s(xt),
-                    w,
-                );
-                simd.partial_store_f32s(acc_tail, a);
-            }
+            sumsq_pass::<S, 1, WEIGHTED>(simd, &rows, r, acc_body, acc_tail);
             r += 1;
         }
     }
@@ -266,10 +269,17 @@ fn sumsq_block(isa: Isa, rows: Rows<'_>) -> Vec<f64> {
         let take = rest.n_rows.min(SUB_BLOCK_ROWS);
         let (head, tail) = rest.split_at(take);
         acc.fill(0.0);
-        isa.run(SumSqRows {
-            rows: head,
-            acc: &mut acc,
-        });
+        if head.weights.is_some() {
+            isa.run(SumSqRows::<true> {
+                rows: head,
+                acc: &mut acc,
+            });
+        } else {
+            isa.run(SumSqRows::<false> {
+                rows: head,
+                acc: &mut acc,
+            });
+        }
         for (s, &a) in sum.iter_mut().zip(&acc) {
             *s += a as f64;
         }
@@ -650,6 +660,17 @@ fn workspace(name: &str, len: usize) -> Result<Vec<f32>> {
     Ok(v)
 }
 
+/// `h_bias <- beta h_bias + (1 - beta) (1/N) sum_n S_n`, summed in f64.
+fn bias_ema(s: &[f32], n: usize, c: usize, beta: f32, hb: &mut [f32]) {
+    let mut sum = vec![0.0f64; c];
+    for row in s.chunks_exact(c.max(1)).take(n) {
+        for (acc, &v) in sum.iter_mut().zip(row) {
+            *acc += v as f64;
+        }
+    }
+    finish_ema(hb, &sum, n, beta);
+}
+
 /// `h <- beta h + (1 - beta) S^T B / N` (`h`: `c x d` row-major, `S`: `n x c`, `B`: `n x d`)
 /// and `h_bias <- beta h_bias + (1 - beta) (1/N) sum_n S_n`, one column block of `h` per
 /// sequential faer GEMM.
@@ -666,14 +687,13 @@ fn st_b_into_h(
     h: &mut [f32],
     h_bias: Option<&mut [f32]>,
 ) -> Result<()> {
+    // Start the pool before anything is written: once it exists, no later step can fail, so an
+    // error leaves `h` and `h_bias` untouched.
+    if par == Par::Pool {
+        dispatch::pool()?;
+    }
     if let Some(hb) = h_bias {
-        let mut sum = vec![0.0f64; c];
-        for row in s.chunks_exact(c.max(1)).take(n) {
-            for (acc, &v) in sum.iter_mut().zip(row) {
-                *acc += v as f64;
-            }
-        }
-        finish_ema(hb, &sum, n, beta);
+        bias_ema(s, n, c, beta, hb);
     }
     if c == 0 || d == 0 {
         return Ok(());

@@ -10,9 +10,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// The largest `max |U^T U - I|` [`DenseBasis::new`] accepts.
-#define ORTHONORMAL_TOLERANCE 1e-4
-
 // The most threads [`set_num_threads`] accepts.
 #define MAX_THREADS 1024
 
@@ -24,6 +21,10 @@
 
 // `dp_basis_info.kind`: a Kronecker pair `(Q_L, Q_R)`.
 #define DP_BASIS_KRONECKER 2
+
+// The largest `max |U^T U - I|` `dp_basis_create_dense_f32` (and the Kronecker and
+// interpolation calls) accept.
+#define DP_BASIS_ORTHONORMAL_TOLERANCE 1e-4
 
 // Refresh by a full eigendecomposition (eigenvalues descending), matched to the old basis.
 #define DP_REFRESH_EIGH 0

@@ -138,151 +138,6 @@ void adam_step_multi(const dp_adam_config& cfg, std::uint64_t step, const T& ten
     adam_step_multi(cfg, step, tensors.data(), tensors.size());
 }
 
-// ---- Gauss-Newton -------------------------------------------------------------------------
-
-/// The softmax estimators of gn_diag_softmax (DP_GN_EXACT, DP_GN_SAMPLED).
-enum class gn_estimator : std::uint32_t { exact = DP_GN_EXACT, sampled = DP_GN_SAMPLED };
-
-/// dp_gn_config with dp_gn_config_default()'s values and chainable setters.
-struct gn_config : dp_gn_config {
-    gn_config() noexcept : dp_gn_config(dp_gn_config_default()) {}
-    /// Sophia's clipped step clip(m / max(gamma h, eps), -1, 1) with momentum beta1.
-    static gn_config sophia_step(double lr, double gamma = 0.01, double beta1 = 0.96,
-                                 double eps = 1e-15) noexcept {
-        gn_config c;
-        c.lr = lr;
-        c.sophia = true;
-        c.sophia_gamma = gamma;
-        c.sophia_eps = eps;
-        c.beta1 = beta1;
-        return c;
-    }
-    gn_config& with_lr(double v) noexcept { lr = v; return *this; }
-    gn_config& with_power(double v) noexcept { power = v; return *this; }
-    gn_config& with_damping(double v) noexcept { damping = v; return *this; }
-    gn_config& with_beta1(double v) noexcept { beta1 = v; return *this; }
-    gn_config& with_bias_correction(bool v = true) noexcept { bias_correction = v; return *this; }
-    gn_config& with_weight_decay(double v) noexcept { weight_decay = v; return *this; }
-    gn_config& with_check_finite(bool v = true) noexcept { check_finite = v; return *this; }
-};
-
-/// h <- beta h + (1 - beta) (1/N) sum_n w_n x_n^2 (dp_gn_diag_weighted_f32); weights may be
-/// nullptr (all ones).
-inline std::error_code gn_diag_weighted(const float* x, std::size_t n_samples, std::size_t dim,
-                                        std::size_t row_stride, const float* weights, float beta,
-                                        float* h, std::error_code& ec) noexcept {
-    ec = detail::to_code(dp_gn_diag_weighted_f32(x, n_samples, dim, row_stride, weights, beta, h));
-    return ec;
-}
-
-inline void gn_diag_weighted(const float* x, std::size_t n_samples, std::size_t dim,
-                             std::size_t row_stride, const float* weights, float beta, float* h) {
-    detail::throw_if_failed(
-        dp_gn_diag_weighted_f32(x, n_samples, dim, row_stride, weights, beta, h));
-}
-
-/// Container form: x holds n_samples contiguous rows of h.size() floats (no weights).
-template <class X, class H, class = std::enable_if_t<std::is_same_v<detail::value_t<H>, float>>>
-void gn_diag_weighted(const X& x, std::size_t n_samples, float beta, H& h) {
-    const std::size_t dim = h.size();
-    if (x.size() != n_samples * dim)
-        throw error(DP_ERR_LENGTH, "diagprec::gn_diag_weighted: x.size() != n_samples * h.size()");
-    gn_diag_weighted(x.data(), n_samples, dim, dim, nullptr, beta, h.data());
-}
-
-/// dp_gn_diag_logistic_f32: weights s(1 - s) from logits.
-inline void gn_diag_logistic(const float* x, std::size_t n_samples, std::size_t dim,
-                             std::size_t row_stride, const float* logits, float beta, float* h) {
-    detail::throw_if_failed(
-        dp_gn_diag_logistic_f32(x, n_samples, dim, row_stride, logits, beta, h));
-}
-
-/// h <- beta h + (1 - beta) S^T (X o X) / N (dp_gn_diag_linear_f32); h_bias may be nullptr.
-inline std::error_code gn_diag_linear(const float* x, std::size_t n_samples, std::size_t d_in,
-                                      const float* s, std::size_t c_out, float beta, float* h,
-                                      float* h_bias, std::error_code& ec) noexcept {
-    ec = detail::to_code(dp_gn_diag_linear_f32(x, n_samples, d_in, s, c_out, beta, h, h_bias));
-    return ec;
-}
-
-inline void gn_diag_linear(const float* x, std::size_t n_samples, std::size_t d_in,
-                           const float* s, std::size_t c_out, float beta, float* h,
-                           float* h_bias = nullptr) {
-    detail::throw_if_failed(dp_gn_diag_linear_f32(x, n_samples, d_in, s, c_out, beta, h, h_bias));
-}
-
-/// Softmax layer (dp_gn_diag_softmax_f32); h_bias may be nullptr.
-inline std::error_code gn_diag_softmax(const float* x, const float* logits, std::size_t n_samples,
-                                       std::size_t d_in, std::size_t classes,
-                                       gn_estimator estimator, std::uint64_t seed, float beta,
-                                       float* h, float* h_bias, std::error_code& ec) noexcept {
-    ec = detail::to_code(dp_gn_diag_softmax_f32(x, logits, n_samples, d_in, classes,
-                                                static_cast<std::uint32_t>(estimator), seed, beta,
-                                                h, h_bias));
-    return ec;
-}
-
-inline void gn_diag_softmax(const float* x, const float* logits, std::size_t n_samples,
-                            std::size_t d_in, std::size_t classes, gn_estimator estimator,
-                            std::uint64_t seed, float beta, float* h, float* h_bias = nullptr) {
-    detail::throw_if_failed(dp_gn_diag_softmax_f32(x, logits, n_samples, d_in, classes,
-                                                   static_cast<std::uint32_t>(estimator), seed,
-                                                   beta, h, h_bias));
-}
-
-/// In a dense basis U (dim x k, column-major): dp_gn_diag_weighted_in_basis_f32.
-inline void gn_diag_weighted_in_basis(const float* x, std::size_t n_samples, std::size_t dim,
-                                      std::size_t row_stride, const float* weights,
-                                      const float* u, std::size_t k, float beta, float* h) {
-    detail::throw_if_failed(dp_gn_diag_weighted_in_basis_f32(x, n_samples, dim, row_stride,
-                                                             weights, u, k, beta, h));
-}
-
-/// Softmax layer in the Kronecker basis (Q_C, Q_X), both column-major:
-/// dp_gn_diag_softmax_in_kronecker_f32.
-inline void gn_diag_softmax_in_kronecker(const float* x, const float* logits,
-                                         std::size_t n_samples, std::size_t d_in,
-                                         std::size_t classes, gn_estimator estimator,
-                                         std::uint64_t seed, const float* q_c, const float* q_x,
-                                         float beta, float* h, float* h_bias = nullptr) {
-    detail::throw_if_failed(dp_gn_diag_softmax_in_kronecker_f32(
-        x, logits, n_samples, d_in, classes, static_cast<std::uint32_t>(estimator), seed, q_c,
-        q_x, beta, h, h_bias));
-}
-
-/// One GN^p step (dp_gn_step_f32); exp_avg may be nullptr (no momentum).
-inline std::error_code gn_step(const dp_gn_config& cfg, std::uint64_t step, float* param,
-                               const float* grad, float* exp_avg, const float* h, std::size_t len,
-                               std::error_code& ec) noexcept {
-    ec = detail::to_code(dp_gn_step_f32(&cfg, step, param, grad, exp_avg, h, len));
-    return ec;
-}
-
-inline void gn_step(const dp_gn_config& cfg, std::uint64_t step, float* param, const float* grad,
-                    float* exp_avg, const float* h, std::size_t len) {
-    detail::throw_if_failed(dp_gn_step_f32(&cfg, step, param, grad, exp_avg, h, len));
-}
-
-/// Container form without momentum: all containers must have the same size.
-template <class P, class G, class H,
-          class = std::enable_if_t<std::is_same_v<detail::value_t<P>, float>>>
-void gn_step(const dp_gn_config& cfg, std::uint64_t step, P& param, const G& grad, const H& h) {
-    const std::size_t n = param.size();
-    if (grad.size() != n || h.size() != n)
-        throw error(DP_ERR_LENGTH, "diagprec::gn_step: containers differ in size");
-    gn_step(cfg, step, param.data(), grad.data(), nullptr, h.data(), n);
-}
-
-/// Container form with momentum.
-template <class P, class G, class M, class H,
-          class = std::enable_if_t<std::is_same_v<detail::value_t<P>, float>>>
-void gn_step(const dp_gn_config& cfg, std::uint64_t step, P& param, const G& grad, M& exp_avg,
-             const H& h) {
-    const std::size_t n = param.size();
-    if (grad.size() != n || exp_avg.size() != n || h.size() != n)
-        throw error(DP_ERR_LENGTH, "diagprec::gn_step: containers differ in size");
-    gn_step(cfg, step, param.data(), grad.data(), exp_avg.data(), h.data(), n);
-}
 /// An owned dp_basis handle (move-only; freed by the destructor). Matrices are row-major.
 class basis {
 public:
@@ -472,6 +327,151 @@ private:
     std::vector<float> m_, v_, vmax_, work_;
     std::uint64_t steps_ = 0;
 };
+// ---- Gauss-Newton -------------------------------------------------------------------------
+
+/// The softmax estimators of gn_diag_softmax (DP_GN_EXACT, DP_GN_SAMPLED).
+enum class gn_estimator : std::uint32_t { exact = DP_GN_EXACT, sampled = DP_GN_SAMPLED };
+
+/// dp_gn_config with dp_gn_config_default()'s values and chainable setters.
+struct gn_config : dp_gn_config {
+    gn_config() noexcept : dp_gn_config(dp_gn_config_default()) {}
+    /// Sophia's clipped step clip(m / max(gamma h, eps), -1, 1) with momentum beta1.
+    static gn_config sophia_step(double lr, double gamma = 0.01, double beta1 = 0.96,
+                                 double eps = 1e-15) noexcept {
+        gn_config c;
+        c.lr = lr;
+        c.sophia = true;
+        c.sophia_gamma = gamma;
+        c.sophia_eps = eps;
+        c.beta1 = beta1;
+        return c;
+    }
+    gn_config& with_lr(double v) noexcept { lr = v; return *this; }
+    gn_config& with_power(double v) noexcept { power = v; return *this; }
+    gn_config& with_damping(double v) noexcept { damping = v; return *this; }
+    gn_config& with_beta1(double v) noexcept { beta1 = v; return *this; }
+    gn_config& with_bias_correction(bool v = true) noexcept { bias_correction = v; return *this; }
+    gn_config& with_weight_decay(double v) noexcept { weight_decay = v; return *this; }
+    gn_config& with_check_finite(bool v = true) noexcept { check_finite = v; return *this; }
+};
+
+/// h <- beta h + (1 - beta) (1/N) sum_n w_n x_n^2 (dp_gn_diag_weighted_f32); weights may be
+/// nullptr (all ones).
+inline std::error_code gn_diag_weighted(const float* x, std::size_t n_samples, std::size_t dim,
+                                        std::size_t row_stride, const float* weights, float beta,
+                                        float* h, std::error_code& ec) noexcept {
+    ec = detail::to_code(dp_gn_diag_weighted_f32(x, n_samples, dim, row_stride, weights, beta, h));
+    return ec;
+}
+
+inline void gn_diag_weighted(const float* x, std::size_t n_samples, std::size_t dim,
+                             std::size_t row_stride, const float* weights, float beta, float* h) {
+    detail::throw_if_failed(
+        dp_gn_diag_weighted_f32(x, n_samples, dim, row_stride, weights, beta, h));
+}
+
+/// Container form: x holds n_samples contiguous rows of h.size() floats (no weights).
+template <class X, class H, class = std::enable_if_t<std::is_same_v<detail::value_t<H>, float>>>
+void gn_diag_weighted(const X& x, std::size_t n_samples, float beta, H& h) {
+    const std::size_t dim = h.size();
+    if (x.size() != n_samples * dim)
+        throw error(DP_ERR_LENGTH, "diagprec::gn_diag_weighted: x.size() != n_samples * h.size()");
+    gn_diag_weighted(x.data(), n_samples, dim, dim, nullptr, beta, h.data());
+}
+
+/// dp_gn_diag_logistic_f32: weights s(1 - s) from logits.
+inline void gn_diag_logistic(const float* x, std::size_t n_samples, std::size_t dim,
+                             std::size_t row_stride, const float* logits, float beta, float* h) {
+    detail::throw_if_failed(
+        dp_gn_diag_logistic_f32(x, n_samples, dim, row_stride, logits, beta, h));
+}
+
+/// h <- beta h + (1 - beta) S^T (X o X) / N (dp_gn_diag_linear_f32); h_bias may be nullptr.
+inline std::error_code gn_diag_linear(const float* x, std::size_t n_samples, std::size_t d_in,
+                                      const float* s, std::size_t c_out, float beta, float* h,
+                                      float* h_bias, std::error_code& ec) noexcept {
+    ec = detail::to_code(dp_gn_diag_linear_f32(x, n_samples, d_in, s, c_out, beta, h, h_bias));
+    return ec;
+}
+
+inline void gn_diag_linear(const float* x, std::size_t n_samples, std::size_t d_in,
+                           const float* s, std::size_t c_out, float beta, float* h,
+                           float* h_bias = nullptr) {
+    detail::throw_if_failed(dp_gn_diag_linear_f32(x, n_samples, d_in, s, c_out, beta, h, h_bias));
+}
+
+/// Softmax layer (dp_gn_diag_softmax_f32); h_bias may be nullptr.
+inline std::error_code gn_diag_softmax(const float* x, const float* logits, std::size_t n_samples,
+                                       std::size_t d_in, std::size_t classes,
+                                       gn_estimator estimator, std::uint64_t seed, float beta,
+                                       float* h, float* h_bias, std::error_code& ec) noexcept {
+    ec = detail::to_code(dp_gn_diag_softmax_f32(x, logits, n_samples, d_in, classes,
+                                                static_cast<std::uint32_t>(estimator), seed, beta,
+                                                h, h_bias));
+    return ec;
+}
+
+inline void gn_diag_softmax(const float* x, const float* logits, std::size_t n_samples,
+                            std::size_t d_in, std::size_t classes, gn_estimator estimator,
+                            std::uint64_t seed, float beta, float* h, float* h_bias = nullptr) {
+    detail::throw_if_failed(dp_gn_diag_softmax_f32(x, logits, n_samples, d_in, classes,
+                                                   static_cast<std::uint32_t>(estimator), seed,
+                                                   beta, h, h_bias));
+}
+
+/// In a dense basis U (dim x k, column-major): dp_gn_diag_weighted_in_basis_f32.
+inline void gn_diag_weighted_in_basis(const float* x, std::size_t n_samples, std::size_t dim,
+                                      std::size_t row_stride, const float* weights,
+                                      const float* u, std::size_t k, float beta, float* h) {
+    detail::throw_if_failed(dp_gn_diag_weighted_in_basis_f32(x, n_samples, dim, row_stride,
+                                                             weights, u, k, beta, h));
+}
+
+/// Softmax layer in the Kronecker basis (Q_C, Q_X), both column-major:
+/// dp_gn_diag_softmax_in_kronecker_f32.
+inline void gn_diag_softmax_in_kronecker(const float* x, const float* logits,
+                                         std::size_t n_samples, std::size_t d_in,
+                                         std::size_t classes, gn_estimator estimator,
+                                         std::uint64_t seed, const float* q_c, const float* q_x,
+                                         float beta, float* h, float* h_bias = nullptr) {
+    detail::throw_if_failed(dp_gn_diag_softmax_in_kronecker_f32(
+        x, logits, n_samples, d_in, classes, static_cast<std::uint32_t>(estimator), seed, q_c,
+        q_x, beta, h, h_bias));
+}
+
+/// One GN^p step (dp_gn_step_f32); exp_avg may be nullptr (no momentum).
+inline std::error_code gn_step(const dp_gn_config& cfg, std::uint64_t step, float* param,
+                               const float* grad, float* exp_avg, const float* h, std::size_t len,
+                               std::error_code& ec) noexcept {
+    ec = detail::to_code(dp_gn_step_f32(&cfg, step, param, grad, exp_avg, h, len));
+    return ec;
+}
+
+inline void gn_step(const dp_gn_config& cfg, std::uint64_t step, float* param, const float* grad,
+                    float* exp_avg, const float* h, std::size_t len) {
+    detail::throw_if_failed(dp_gn_step_f32(&cfg, step, param, grad, exp_avg, h, len));
+}
+
+/// Container form without momentum: all containers must have the same size.
+template <class P, class G, class H,
+          class = std::enable_if_t<std::is_same_v<detail::value_t<P>, float>>>
+void gn_step(const dp_gn_config& cfg, std::uint64_t step, P& param, const G& grad, const H& h) {
+    const std::size_t n = param.size();
+    if (grad.size() != n || h.size() != n)
+        throw error(DP_ERR_LENGTH, "diagprec::gn_step: containers differ in size");
+    gn_step(cfg, step, param.data(), grad.data(), nullptr, h.data(), n);
+}
+
+/// Container form with momentum.
+template <class P, class G, class M, class H,
+          class = std::enable_if_t<std::is_same_v<detail::value_t<P>, float>>>
+void gn_step(const dp_gn_config& cfg, std::uint64_t step, P& param, const G& grad, M& exp_avg,
+             const H& h) {
+    const std::size_t n = param.size();
+    if (grad.size() != n || exp_avg.size() != n || h.size() != n)
+        throw error(DP_ERR_LENGTH, "diagprec::gn_step: containers differ in size");
+    gn_step(cfg, step, param.data(), grad.data(), exp_avg.data(), h.data(), n);
+}
 
 }  // namespace diagprec
 

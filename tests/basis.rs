@@ -251,38 +251,47 @@ fn identity_basis_is_the_plain_kernel_bitwise() {
 
 #[test]
 fn rotated_step_agrees_across_isas_and_threads() {
-    let (m, n) = (40, 70);
-    let basis = Basis::Kronecker(KroneckerBasis::from_bases(
-        random_basis(31, m),
-        random_basis(32, n),
-    ));
-    let run = |isa: Isa, par: Par| {
-        let mut r = rng(8);
-        let mut p = gaussian(&mut r, m * n);
-        let cfg = AdamConfig {
-            amsgrad: true,
-            ..AdamConfig::adamw(1e-2)
+    // Large enough for the GEMMs to use the pool: 2 m n (m + n) = 87 MFLOP per Kronecker
+    // rotation, 2 d^2 = 2.4 MFLOP per dense one.
+    let (m, n) = (300, 260);
+    let d = 1100;
+    let bases = [
+        Basis::Kronecker(KroneckerBasis::from_bases(
+            random_basis(31, m),
+            random_basis(32, n),
+        )),
+        Basis::Dense(random_basis(33, d)),
+    ];
+    for basis in bases {
+        let len = basis.len();
+        let run = |isa: Isa, par: Par| {
+            let mut r = rng(8);
+            let mut p = gaussian(&mut r, len);
+            let cfg = AdamConfig {
+                amsgrad: true,
+                ..AdamConfig::adamw(1e-2)
+            };
+            let mut opt = RotatedAdam::new(cfg, basis.clone())
+                .unwrap()
+                .with_isa_par(isa, par);
+            for _ in 0..3 {
+                let g = gaussian(&mut r, len);
+                opt.step(&mut p, &g).unwrap();
+            }
+            bits(&p)
         };
-        let mut opt = RotatedAdam::new(cfg, basis.clone())
-            .unwrap()
-            .with_isa_par(isa, par);
-        for _ in 0..3 {
-            let g = gaussian(&mut r, m * n);
-            opt.step(&mut p, &g).unwrap();
+        let first = run(Isa::scalar(), Par::Seq);
+        for isa in Isa::available() {
+            assert_eq!(run(isa, Par::Seq), first, "{}", isa.name());
         }
-        bits(&p)
-    };
-    let first = run(Isa::scalar(), Par::Seq);
-    for isa in Isa::available() {
-        assert_eq!(run(isa, Par::Seq), first, "{}", isa.name());
+        for threads in [1, 2, 3] {
+            diagprec::set_num_threads(threads).unwrap();
+            let p = run(Isa::detect(), Par::Pool);
+            // faer splits GEMM work by output blocks: sums do not depend on the thread count.
+            assert_eq!(p, first, "{threads} threads, {len} floats");
+        }
+        diagprec::set_num_threads(0).unwrap();
     }
-    for threads in [1, 2, 3] {
-        diagprec::set_num_threads(threads).unwrap();
-        let p = run(Isa::detect(), Par::Pool);
-        // faer's GEMM splits work by output blocks: the sums do not depend on the thread count.
-        assert_eq!(p, first, "{threads} threads");
-    }
-    diagprec::set_num_threads(0).unwrap();
 }
 
 #[test]

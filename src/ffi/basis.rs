@@ -36,6 +36,11 @@ pub const DP_BASIS_DENSE: i32 = 1;
 /// `dp_basis_info.kind`: a Kronecker pair `(Q_L, Q_R)`.
 pub const DP_BASIS_KRONECKER: i32 = 2;
 
+/// The largest `max |U^T U - I|` `dp_basis_create_dense_f32` (and the Kronecker and
+/// interpolation calls) accept.
+pub const DP_BASIS_ORTHONORMAL_TOLERANCE: f32 = 1e-4;
+const _: () = assert!(DP_BASIS_ORTHONORMAL_TOLERANCE == crate::basis::ORTHONORMAL_TOLERANCE);
+
 /// Refresh by a full eigendecomposition (eigenvalues descending), matched to the old basis.
 pub const DP_REFRESH_EIGH: i32 = 0;
 /// Refresh by one power-iteration step and QR (SOAP).

@@ -83,7 +83,39 @@ fn accum(accumulate: bool) -> Accum {
     }
 }
 
+/// Output elements per block of the dense (matrix-vector) rotations: the unit of threading.
+/// Each block is one sequential faer product over the whole inner dimension, so results do not
+/// depend on the thread count (faer's own parallel matrix-vector product splits the sum).
+pub(crate) const DENSE_BLOCK: usize = 128;
+
+/// Runs `f(first_row, out_block)` on `DENSE_BLOCK`-sized blocks of `out`, on the crate's pool
+/// when `par` allows and the work (`flops`) is large enough.
+fn dense_blocks(
+    par: Par,
+    flops: f64,
+    out: &mut [f32],
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) -> Result<()> {
+    use rayon::prelude::*;
+    if par == Par::Pool && flops >= PAR_FLOPS && out.len() > DENSE_BLOCK {
+        let pool = dispatch::pool()?;
+        if pool.current_num_threads() > 1 {
+            pool.install(|| {
+                out.par_chunks_mut(DENSE_BLOCK)
+                    .enumerate()
+                    .for_each(|(b, chunk)| f(b * DENSE_BLOCK, chunk))
+            });
+            return Ok(());
+        }
+    }
+    for (b, chunk) in out.chunks_mut(DENSE_BLOCK).enumerate() {
+        f(b * DENSE_BLOCK, chunk);
+    }
+    Ok(())
+}
+
 /// `out = U^T g` (`accumulate = false`) or `out += U^T g`, with `U` square of size `g.len()`.
+/// Bitwise identical for any thread count (fixed blocks of 128 outputs).
 pub fn dense_rotate_into_with(
     par: Par,
     u: MatRef<'_, f32>,
@@ -95,20 +127,21 @@ pub fn dense_rotate_into_with(
     check_square("U", u, d)?;
     check_len("out", out.len(), d)?;
     let g = faer::ColRef::from_slice(g);
-    let out = faer::ColMut::from_slice_mut(out);
-    with_faer_par(par, 2.0 * (d * d) as f64, |fp| {
+    dense_blocks(par, 2.0 * (d * d) as f64, out, |first, chunk| {
+        let cols = u.subcols(first, chunk.len());
+        let dst = faer::ColMut::from_slice_mut(chunk);
         matmul(
-            out.as_mat_mut(),
+            dst.as_mat_mut(),
             accum(accumulate),
-            u.transpose(),
+            cols.transpose(),
             g.as_mat(),
             1.0,
-            fp,
+            faer::Par::Seq,
         )
     })
 }
 
-/// `out = U g~` (`accumulate = false`) or `out += U g~`.
+/// `out = U g~` (`accumulate = false`) or `out += U g~`. Bitwise identical for any thread count.
 pub fn dense_rotate_out_with(
     par: Par,
     u: MatRef<'_, f32>,
@@ -120,9 +153,17 @@ pub fn dense_rotate_out_with(
     check_square("U", u, d)?;
     check_len("out", out.len(), d)?;
     let g = faer::ColRef::from_slice(g_rot);
-    let out = faer::ColMut::from_slice_mut(out);
-    with_faer_par(par, 2.0 * (d * d) as f64, |fp| {
-        matmul(out.as_mat_mut(), accum(accumulate), u, g.as_mat(), 1.0, fp)
+    dense_blocks(par, 2.0 * (d * d) as f64, out, |first, chunk| {
+        let rows = u.subrows(first, chunk.len());
+        let dst = faer::ColMut::from_slice_mut(chunk);
+        matmul(
+            dst.as_mat_mut(),
+            accum(accumulate),
+            rows,
+            g.as_mat(),
+            1.0,
+            faer::Par::Seq,
+        )
     })
 }
 

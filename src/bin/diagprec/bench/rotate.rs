@@ -4,13 +4,55 @@
 //! one power-iteration step + QR) at 256 and 1024 against faer's bare eigendecomposition and one
 //! GEMM; and a full SOAP-like step (rotate, Adam, rotate back: 4 GEMMs) against its GEMM floor.
 //! 2048 and 1024-refresh rows run on all threads only (a 2048 GEMM takes about a second here).
+//! Each kernel and its limit are measured alternately over [`ROUNDS`] rounds (best of each), so
+//! a load change on a shared machine hits both sides of a ratio alike.
 
-use super::{faer_gemm_gflops, seconds_per_call, stream_bandwidth, with_threads, Bench, Row};
+use super::{seconds_per_call, stream_bandwidth, with_threads, Bench, Row};
 use diagprec::{
     rotated_adam_step_with, AdamConfig, AdamTensor, Basis, DenseBasis, Isa, KroneckerBasis, Par,
     RefreshMethod,
 };
 use faer::Mat;
+
+/// Rounds of alternating kernel / limit measurements.
+const ROUNDS: usize = 3;
+
+/// Best seconds per call of each closure, measured alternately over [`ROUNDS`] rounds.
+fn interleaved<const K: usize>(
+    budget: std::time::Duration,
+    mut fs: [&mut dyn FnMut(); K],
+) -> [f64; K] {
+    let mut best = [f64::INFINITY; K];
+    for _ in 0..ROUNDS {
+        for (b, f) in best.iter_mut().zip(fs.iter_mut()) {
+            *b = b.min(seconds_per_call(budget / ROUNDS as u32, &mut **f));
+        }
+    }
+    best
+}
+
+/// One faer GEMM `C = A B` (n x n, column-major) on `threads` threads: the rate limit.
+fn gemm_closure(n: usize, threads: usize) -> impl FnMut() {
+    use faer::linalg::matmul::matmul;
+    let a = Mat::<f32>::from_fn(n, n, |i, j| ((i * 7 + j * 3) % 11) as f32 * 0.1);
+    let b = Mat::<f32>::from_fn(n, n, |i, j| ((i * 5 + j) % 13) as f32 * 0.1);
+    let mut c = Mat::<f32>::zeros(n, n);
+    let par = if threads > 1 {
+        faer::Par::rayon(threads)
+    } else {
+        faer::Par::Seq
+    };
+    move || {
+        matmul(
+            c.as_mut(),
+            faer::Accum::Replace,
+            a.as_ref(),
+            b.as_ref(),
+            1.0,
+            par,
+        )
+    }
+}
 
 /// A random-ish orthonormal basis (eigenvectors of a fixed symmetric matrix).
 fn basis(n: usize, seed: usize) -> DenseBasis {
@@ -48,11 +90,17 @@ pub fn rows(b: &mut Bench) {
         for t in threads {
             let budget = b.budget();
             let (into, back, limit) = with_threads(t, || {
-                let into =
-                    seconds_per_call(budget, || kb.rotate_into(&g, &mut out, &mut work).unwrap());
-                let back =
-                    seconds_per_call(budget, || kb.rotate_out(&g, &mut out, &mut work).unwrap());
-                (into, back, faer_gemm_gflops(budget, n, n, n, t))
+                let (mut o1, mut w1) = (out.clone(), work.clone());
+                let mut gemm = gemm_closure(n, t);
+                let [into, back, gemm] = interleaved(
+                    budget,
+                    [
+                        &mut || kb.rotate_into(&g, &mut o1, &mut w1).unwrap(),
+                        &mut || kb.rotate_out(&g, &mut out, &mut work).unwrap(),
+                        &mut gemm,
+                    ],
+                );
+                (into, back, 2.0 * (n * n * n) as f64 / gemm / 1e9)
             });
             let flops = 4.0 * (n * n * n) as f64;
             for (name, secs) in [
@@ -121,21 +169,27 @@ fn refresh_rows(b: &mut Bench) {
         for t in threads {
             let budget = b.budget();
             let (eigh, bare, power, gemm) = with_threads(t, || {
-                let eigh = seconds_per_call(budget, || {
-                    old.refreshed(stat.as_ref(), RefreshMethod::Eigh, Par::Pool)
-                        .unwrap();
-                });
-                let bare = seconds_per_call(budget, || {
-                    stat.as_ref()
-                        .self_adjoint_eigen(faer::Side::Lower)
-                        .expect("faer eigh");
-                });
-                let power = seconds_per_call(budget, || {
-                    old.refreshed(stat.as_ref(), RefreshMethod::PowerQr, Par::Pool)
-                        .unwrap();
-                });
-                let gflops = faer_gemm_gflops(budget, n, n, n, t);
-                (eigh, bare, power, 2.0 * (n * n * n) as f64 / (gflops * 1e9))
+                let mut gemm = gemm_closure(n, t);
+                let [eigh, bare, power, gemm] = interleaved(
+                    budget,
+                    [
+                        &mut || {
+                            old.refreshed(stat.as_ref(), RefreshMethod::Eigh, Par::Pool)
+                                .unwrap();
+                        },
+                        &mut || {
+                            stat.as_ref()
+                                .self_adjoint_eigen(faer::Side::Lower)
+                                .expect("faer eigh");
+                        },
+                        &mut || {
+                            old.refreshed(stat.as_ref(), RefreshMethod::PowerQr, Par::Pool)
+                                .unwrap();
+                        },
+                        &mut gemm,
+                    ],
+                );
+                (eigh, bare, power, gemm)
             });
             b.push(Row {
                 kernel: "refresh eigh (+ sort, matching)".into(),
@@ -181,25 +235,32 @@ fn soap_rows(b: &mut Bench) {
         for t in b.thread_counts() {
             let budget = b.budget();
             let (secs, gflops) = with_threads(t, || {
-                let secs = seconds_per_call(budget, || {
-                    rotated_adam_step_with(
-                        Isa::detect(),
-                        Par::Pool,
-                        &cfg,
-                        10,
-                        &basis,
-                        AdamTensor {
-                            param: &mut p,
-                            grad: &g,
-                            exp_avg: &mut m,
-                            exp_avg_sq: &mut v,
-                            max_exp_avg_sq: None,
+                let mut gemm = gemm_closure(n, t);
+                let [secs, gemm] = interleaved(
+                    budget,
+                    [
+                        &mut || {
+                            rotated_adam_step_with(
+                                Isa::detect(),
+                                Par::Pool,
+                                &cfg,
+                                10,
+                                &basis,
+                                AdamTensor {
+                                    param: &mut p,
+                                    grad: &g,
+                                    exp_avg: &mut m,
+                                    exp_avg_sq: &mut v,
+                                    max_exp_avg_sq: None,
+                                },
+                                &mut ws,
+                            )
+                            .unwrap()
                         },
-                        &mut ws,
-                    )
-                    .unwrap()
-                });
-                (secs, faer_gemm_gflops(budget, n, n, n, t))
+                        &mut gemm,
+                    ],
+                );
+                (secs, 2.0 * (n * n * n) as f64 / gemm / 1e9)
             });
             let flops = 8.0 * (n * n * n) as f64;
             b.push(Row {

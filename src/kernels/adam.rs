@@ -163,7 +163,7 @@ impl AdamCoefficients {
 }
 
 /// The coefficients broadcast to registers.
-struct Splat<S: Simd> {
+pub(crate) struct Splat<S: Simd> {
     grad_factor: S::f32s,
     l2: S::f32s,
     decay: S::f32s,
@@ -178,7 +178,7 @@ struct Splat<S: Simd> {
 
 impl<S: Simd> Splat<S> {
     #[inline(always)]
-    fn new(simd: S, k: &AdamCoefficients) -> Self {
+    pub(crate) fn new(simd: S, k: &AdamCoefficients) -> Self {
         Self {
             grad_factor: simd.splat_f32s(k.grad_factor),
             l2: simd.splat_f32s(k.l2),
@@ -197,7 +197,7 @@ impl<S: Simd> Splat<S> {
 /// One register of the update: returns `(theta, m, v, vmax)`. The body and the masked tail both
 /// run this, so there is no scalar copy of the formula.
 #[inline(always)]
-fn adam_lane<S: Simd, const AMSGRAD: bool, const L2: bool>(
+pub(crate) fn adam_lane<S: Simd, const AMSGRAD: bool, const L2: bool>(
     simd: S,
     c: &Splat<S>,
     [theta, g, m, v, vmax]: [S::f32s; 5],
@@ -372,7 +372,7 @@ pub(crate) fn grad_is_finite(isa: Isa, par: Par, grad: &[f32], scale: f32) -> Re
     )
 }
 
-fn non_finite_error() -> Error {
+pub(crate) fn non_finite_error() -> Error {
     Error::new(
         ErrorKind::NonFinite,
         "the gradient holds NaN or Inf (after unscaling): step skipped, nothing written",
@@ -391,7 +391,7 @@ pub struct AdamTensor<'a> {
 }
 
 impl AdamTensor<'_> {
-    fn check(&self, cfg: &AdamConfig, index: Option<usize>) -> Result<()> {
+    pub(crate) fn check(&self, cfg: &AdamConfig, index: Option<usize>) -> Result<()> {
         let prefix = index.map_or(String::new(), |i| format!("tensors[{i}]."));
         let n = self.param.len();
         let mut named = vec![
@@ -430,7 +430,7 @@ impl AdamTensor<'_> {
     }
 }
 
-fn check_step(step: u64) -> Result<()> {
+pub(crate) fn check_step(step: u64) -> Result<()> {
     if step == 0 {
         return Err(Error::hyperparameter("step = 0: steps are counted from 1"));
     }

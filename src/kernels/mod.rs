@@ -2,3 +2,7 @@
 //! accuracy contract and the reference it is tested against.
 
 pub mod adam;
+pub mod adam_compressed;
+pub mod adam_mixed;
+pub(crate) mod convert;
+pub mod grad_norm;

@@ -563,7 +563,7 @@ fn bad_input_is_rejected_and_nothing_changes() {
 
 /// Logistic regression on separable-ish synthetic data: f32 Adam, bf16-master Adam (bf16
 /// gradients computed from the bf16 parameters) and 8-bit-state Adam, 400 full-batch steps.
-/// Margin: the final losses are within 0.02 (absolute, in nats) of f32 training.
+/// Margin: the final losses are within 0.005 (absolute, in nats; f32 ends near 0.034) of f32 training.
 #[test]
 fn bf16_master_and_eight_bit_state_train_as_well_as_f32() {
     let (n, d) = (512usize, 64usize);
@@ -639,6 +639,6 @@ fn bf16_master_and_eight_bit_state_train_as_well_as_f32() {
     assert!(f32_loss < 0.5 * start, "f32 did not train: {f32_loss}");
     eprintln!("losses: f32 {f32_loss}, bf16 master {bf16_loss}, 8-bit {q_loss}, bf16 state {b_loss}");
     for (name, loss) in [("bf16 master", bf16_loss), ("8-bit state", q_loss), ("bf16 state", b_loss)] {
-        assert!((loss - f32_loss).abs() <= 0.02, "{name}: {loss} vs f32 {f32_loss}");
+        assert!((loss - f32_loss).abs() <= 0.005, "{name}: {loss} vs f32 {f32_loss}");
     }
 }

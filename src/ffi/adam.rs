@@ -81,7 +81,7 @@ pub extern "C" fn dp_adam_config_default() -> dp_adam_config {
 
 /// Checks one tensor's pointers (null, size, alignment) and returns its regions for the overlap
 /// check. `prefix` names the tensor in messages.
-fn check_tensor(prefix: &str, t: &dp_adam_tensor_f32, amsgrad: bool) -> Result<Vec<Region>> {
+pub(super) fn check_tensor(prefix: &str, t: &dp_adam_tensor_f32, amsgrad: bool) -> Result<Vec<Region>> {
     let n = t.len;
     let name = |field: &str| format!("{prefix}{field}");
     let mut buffers: Vec<(String, *const f32, bool)> = vec![
@@ -110,7 +110,7 @@ fn check_tensor(prefix: &str, t: &dp_adam_tensor_f32, amsgrad: bool) -> Result<V
 /// # Safety
 /// `t` passed [`check_tensor`] and the overlap check, and its buffers are valid for `t.len`
 /// elements for `'a`.
-unsafe fn tensor_view<'a>(t: &dp_adam_tensor_f32, amsgrad: bool) -> AdamTensor<'a> {
+pub(super) unsafe fn tensor_view<'a>(t: &dp_adam_tensor_f32, amsgrad: bool) -> AdamTensor<'a> {
     // SAFETY: non-null (or empty), aligned, sized and pairwise disjoint: checked by the caller
     // through check_tensor and check::disjoint; validity for len elements is the C contract.
     unsafe {
@@ -124,7 +124,7 @@ unsafe fn tensor_view<'a>(t: &dp_adam_tensor_f32, amsgrad: bool) -> AdamTensor<'
     }
 }
 
-fn validate(cfg: &AdamConfig, step: u64) -> Result<()> {
+pub(super) fn validate(cfg: &AdamConfig, step: u64) -> Result<()> {
     cfg.validate()?;
     if step == 0 {
         return Err(Error::hyperparameter("step = 0: steps are counted from 1"));

@@ -71,18 +71,6 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// Checks that every named length equals `expected`.
-pub(crate) fn check_lengths(expected: usize, named: &[(&str, usize)]) -> Result<()> {
-    for &(name, len) in named {
-        if len != expected {
-            return Err(Error::length(format!(
-                "{name} has {len} elements, expected {expected}"
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// Checks `low <= value < high` (with `value` finite).
 pub(crate) fn check_half_open(name: &str, value: f64, low: f64, high: f64) -> Result<()> {
     if value.is_finite() && value >= low && value < high {

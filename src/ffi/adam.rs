@@ -1,6 +1,6 @@
 //! Adam/AdamW exports.
 
-use super::check::{self, Region};
+use super::check::{self, Name, Region};
 use super::{dp_status, guard};
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernels::adam::{adam_step, adam_step_multi, AdamConfig, AdamTensor};
@@ -79,30 +79,39 @@ pub extern "C" fn dp_adam_config_default() -> dp_adam_config {
     }
 }
 
-/// Checks one tensor's pointers (null, size, alignment) and returns its regions for the overlap
-/// check. `prefix` names the tensor in messages.
-pub(super) fn check_tensor(prefix: &str, t: &dp_adam_tensor_f32, amsgrad: bool) -> Result<Vec<Region>> {
+/// Checks one tensor's pointers (null, size, alignment) and appends its regions for the overlap
+/// check. `index` names the tensor in messages (None for the single-tensor call).
+pub(super) fn check_tensor(
+    index: Option<usize>,
+    t: &dp_adam_tensor_f32,
+    amsgrad: bool,
+    regions: &mut Vec<Region>,
+) -> Result<()> {
     let n = t.len;
-    let name = |field: &str| format!("{prefix}{field}");
-    let mut buffers: Vec<(String, *const f32, bool)> = vec![
-        (name("param"), t.param, true),
-        (name("grad"), t.grad, false),
-        (name("exp_avg"), t.exp_avg, true),
-        (name("exp_avg_sq"), t.exp_avg_sq, true),
+    let buffers: [(&'static str, *const f32, bool); 5] = [
+        ("param", t.param, true),
+        ("grad", t.grad, false),
+        ("exp_avg", t.exp_avg, true),
+        ("exp_avg_sq", t.exp_avg_sq, true),
+        ("max_exp_avg_sq", t.max_exp_avg_sq, true),
     ];
-    if amsgrad {
-        buffers.push((name("max_exp_avg_sq"), t.max_exp_avg_sq, true));
+    let used = if amsgrad { 5 } else { 4 };
+    let name = |field| Name {
+        tensor: index,
+        field,
+    };
+    for &(field, ptr, _) in &buffers[..used] {
+        check::non_null(name(field), ptr, n)?;
     }
-    for (name, ptr, _) in &buffers {
-        check::non_null(name, *ptr, n)?;
+    for &(field, ptr, _) in &buffers[..used] {
+        check::size_and_alignment(name(field), ptr, n)?;
     }
-    for (name, ptr, _) in &buffers {
-        check::size_and_alignment(name, *ptr, n)?;
-    }
-    Ok(buffers
-        .into_iter()
-        .map(|(name, ptr, written)| Region::new(name, ptr, n, written))
-        .collect())
+    regions.extend(
+        buffers[..used]
+            .iter()
+            .map(|&(field, ptr, written)| Region::new(name(field), ptr, n, written)),
+    );
+    Ok(())
 }
 
 /// Forms the Rust view of a checked tensor.
@@ -162,7 +171,8 @@ pub unsafe extern "C" fn dp_adam_step_f32(
             max_exp_avg_sq,
             len,
         };
-        let regions = check_tensor("", &tensor, config.amsgrad)?;
+        let mut regions = Vec::with_capacity(5);
+        check_tensor(None, &tensor, config.amsgrad, &mut regions)?;
         validate(&config, step)?;
         check::disjoint(regions)?;
         // SAFETY: checked by check_tensor and check::disjoint just above.
@@ -213,7 +223,7 @@ pub unsafe extern "C" fn dp_adam_step_multi_f32(
         // SAFETY: non-null (or count == 0), aligned and sized: checked just above.
         let list = unsafe { check::slice(tensors, count) };
         for (i, t) in list.iter().enumerate() {
-            regions.extend(check_tensor(&format!("tensors[{i}]."), t, config.amsgrad)?);
+            check_tensor(Some(i), t, config.amsgrad, &mut regions)?;
         }
         validate(&config, step)?;
         check::disjoint(regions)?;

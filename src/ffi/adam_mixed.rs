@@ -15,7 +15,7 @@
 //! All-zero codes and scales are the usual `m = v = 0` start.
 
 use super::adam::{check_tensor, dp_adam_config, dp_adam_tensor_f32, tensor_view, validate};
-use super::check::{self, Region};
+use super::check::{self, Name, Region};
 use super::{dp_status, guard};
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernels::adam::AdamConfig;
@@ -89,8 +89,15 @@ fn check_buffers(buffers: &[Buffer]) -> Result<Vec<Region>> {
     }
     Ok(buffers
         .iter()
-        .map(|b| Region::new(b.name.to_string(), b.addr, b.len * b.elem_size, b.written))
+        .map(|b| Region::new(plain(b.name), b.addr, b.len * b.elem_size, b.written))
         .collect())
+}
+
+fn plain(field: &'static str) -> Name {
+    Name {
+        tensor: None,
+        field,
+    }
 }
 
 fn config(cfg: *const dp_adam_config) -> Result<AdamConfig> {
@@ -303,14 +310,17 @@ pub unsafe extern "C" fn dp_grad_norm_multi_f32(
             )
         })?;
         for (i, t) in list.iter().enumerate() {
-            let name = format!("tensors[{i}].grad");
-            check::non_null(&name, t.grad, t.len)?;
-            check::size_and_alignment(&name, t.grad, t.len)?;
+            let name = Name {
+                tensor: Some(i),
+                field: "grad",
+            };
+            check::non_null(name, t.grad, t.len)?;
+            check::size_and_alignment(name, t.grad, t.len)?;
             regions.push(Region::new(name, t.grad, t.len, false));
         }
         crate::error::check_positive("inv_grad_scale", inv_grad_scale)?;
-        regions.push(Region::new("norm_out".into(), norm_out, 1, true));
-        regions.push(Region::new("found_inf_out".into(), found_inf_out, 1, true));
+        regions.push(Region::new(plain("norm_out"), norm_out, 1, true));
+        regions.push(Region::new(plain("found_inf_out"), found_inf_out, 1, true));
         check::disjoint(regions)?;
         let grads: Vec<&[f32]> = list
             .iter()
@@ -363,12 +373,12 @@ pub unsafe extern "C" fn dp_adam_step_clipped_multi_f32(
         // SAFETY: non-null (or count == 0), aligned and sized: checked just above.
         let list = unsafe { check::slice(tensors, count) };
         for (i, t) in list.iter().enumerate() {
-            regions.extend(check_tensor(&format!("tensors[{i}]."), t, config.amsgrad)?);
+            check_tensor(Some(i), t, config.amsgrad, &mut regions)?;
         }
         validate(&config, step)?;
         check_max_grad_norm(max_grad_norm)?;
         if !norm_out.is_null() {
-            regions.push(Region::new("norm_out".into(), norm_out, 1, true));
+            regions.push(Region::new(plain("norm_out"), norm_out, 1, true));
         }
         check::disjoint(regions)?;
         let mut views: Vec<_> = list

@@ -1,9 +1,27 @@
 //! Boundary checks shared by every export: null pointers, lengths, overlap.
 
 use crate::error::{Error, ErrorKind, Result};
+use std::fmt;
+
+/// An argument's name for messages, formatted only when an error is reported:
+/// `field`, or `tensors[i].field` inside a tensor list.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Name {
+    pub tensor: Option<usize>,
+    pub field: &'static str,
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.tensor {
+            Some(i) => write!(f, "tensors[{i}].{}", self.field),
+            None => f.write_str(self.field),
+        }
+    }
+}
 
 /// Fails with `DP_ERR_NULL_POINTER` if `ptr` is null while `len > 0`.
-pub(crate) fn non_null<T>(name: &str, ptr: *const T, len: usize) -> Result<()> {
+pub(crate) fn non_null<T>(name: impl fmt::Display, ptr: *const T, len: usize) -> Result<()> {
     if ptr.is_null() && len > 0 {
         return Err(Error::new(
             ErrorKind::NullPointer,
@@ -14,7 +32,7 @@ pub(crate) fn non_null<T>(name: &str, ptr: *const T, len: usize) -> Result<()> {
 }
 
 /// Fails with `DP_ERR_NULL_POINTER` if `ptr` is null.
-pub(crate) fn required<T>(name: &str, ptr: *const T) -> Result<()> {
+pub(crate) fn required<T>(name: impl fmt::Display, ptr: *const T) -> Result<()> {
     if ptr.is_null() {
         return Err(Error::new(
             ErrorKind::NullPointer,
@@ -25,7 +43,11 @@ pub(crate) fn required<T>(name: &str, ptr: *const T) -> Result<()> {
 }
 
 /// Fails unless `len` elements of `T` fit in `isize::MAX` bytes and `ptr` is aligned for `T`.
-pub(crate) fn size_and_alignment<T>(name: &str, ptr: *const T, len: usize) -> Result<()> {
+pub(crate) fn size_and_alignment<T>(
+    name: impl fmt::Display,
+    ptr: *const T,
+    len: usize,
+) -> Result<()> {
     let bytes = len.checked_mul(core::mem::size_of::<T>());
     if bytes.is_none_or(|b| b > isize::MAX as usize) {
         return Err(Error::length(format!(
@@ -46,14 +68,14 @@ pub(crate) fn size_and_alignment<T>(name: &str, ptr: *const T, len: usize) -> Re
 
 /// One buffer an export touches, for the overlap check.
 pub(crate) struct Region {
-    pub name: String,
+    pub name: Name,
     pub start: usize,
     pub end: usize,
     pub written: bool,
 }
 
 impl Region {
-    pub(crate) fn new<T>(name: String, ptr: *const T, len: usize, written: bool) -> Self {
+    pub(crate) fn new<T>(name: Name, ptr: *const T, len: usize, written: bool) -> Self {
         let start = ptr as usize;
         Self {
             name,

@@ -62,8 +62,14 @@ thread_local! {
 }
 
 fn set_last_error(message: &str) {
-    let text = CString::new(message.replace('\0', " ")).unwrap_or_default();
-    LAST_ERROR.with(|slot| *slot.borrow_mut() = text);
+    LAST_ERROR.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        // PERF: a success after a success allocates nothing.
+        if message.is_empty() && slot.as_bytes().is_empty() {
+            return;
+        }
+        *slot = CString::new(message.replace('\0', " ")).unwrap_or_default();
+    });
 }
 
 /// Runs an export's body: catches panics, records the message of a failure, maps it to a status.

@@ -39,13 +39,13 @@ use super::adam::{
     adam_lane, check_step, grad_is_finite, non_finite_error, AdamCoefficients, AdamConfig, Splat,
     BLOCK,
 };
-use super::adam_mixed::check_no_amsgrad;
+use super::adam_mixed::{check_lengths, check_no_amsgrad};
 use super::convert::{
     self, bf16_to_f32, decode_minifloat, encode_minifloat, f32_to_bf16, iota, lanes, load_u16,
     load_u8, random_bits, store_u16, store_u8,
 };
 use crate::dispatch::{self, Isa, Par, Split};
-use crate::error::{self, Error, Result};
+use crate::error::{Error, Result};
 use pulp::{Simd, WithSimd};
 
 /// Elements per quantization block (one scale per block and moment).
@@ -113,7 +113,7 @@ fn bf16_state_lane<S: Simd, const L2: bool>(
 ) -> (S::f32s, S::u32s, S::u32s) {
     let m = bf16_to_f32(simd, m16);
     let v = bf16_to_f32(simd, v16);
-    let [theta, m, v, _] = adam_lane::<S, false, L2>(
+    let [theta, m, v] = adam_lane::<S, L2>(
         simd,
         c,
         [
@@ -121,7 +121,6 @@ fn bf16_state_lane<S: Simd, const L2: bool>(
             simd.transmute_f32s_u32s(g),
             m,
             v,
-            simd.splat_f32s(0.0),
         ],
     );
     let m16 = f32_to_bf16::<S, true>(simd, m, random_bits(simd, keys[0], index));
@@ -231,7 +230,7 @@ pub fn adam_step_bf16_state_with(
     check_step(step)?;
     check_no_amsgrad(cfg)?;
     let n = tensor.param.len();
-    error::check_lengths(
+    check_lengths(
         n,
         &[
             ("grad", tensor.grad.len()),
@@ -422,9 +421,7 @@ fn quant_lane<S: Simd, const L2: bool>(
 ) -> [S::f32s; 3] {
     let m = decode_m(simd, codes[0], scales[0]);
     let v = decode_v(simd, codes[1], scales[1]);
-    let [theta, m, v, _] =
-        adam_lane::<S, false, L2>(simd, c, [theta, g, m, v, simd.splat_f32s(0.0)]);
-    [theta, m, v]
+    adam_lane::<S, L2>(simd, c, [theta, g, m, v])
 }
 
 impl<const L2: bool> WithSimd for QuantKernel<'_, L2> {
@@ -532,8 +529,8 @@ pub struct QuantStateTensor<'a> {
 }
 
 fn check_quant_lengths(n: usize, named: &[(&str, usize)], scales: &[(&str, usize)]) -> Result<()> {
-    error::check_lengths(n, named)?;
-    error::check_lengths(quant_scales_len(n), scales)
+    check_lengths(n, named)?;
+    check_lengths(quant_scales_len(n), scales)
 }
 
 /// One Adam/AdamW step with `m`, `v` stored as 8-bit block-quantized codes (module docs).

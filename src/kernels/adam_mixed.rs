@@ -33,7 +33,7 @@ use super::convert::{
     store_u16,
 };
 use crate::dispatch::{self, Isa, Par, Split};
-use crate::error::{self, Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 use pulp::{Simd, WithSimd};
 
 /// The 16-bit floating-point format of parameters and gradients.
@@ -148,7 +148,6 @@ impl<const F16: bool, const STOCHASTIC: bool, const L2: bool> WithSimd
         let key = simd.splat_u32s(convert::block_key(self.key, offset));
         let iota = iota::<S>();
         let first = offset as u32;
-        let zero = simd.splat_f32s(0.0);
         let (a_body, a_tail) = S::as_mut_simd_f32s(master);
         let (m_body, m_tail) = S::as_mut_simd_f32s(exp_avg);
         let (v_body, v_tail) = S::as_mut_simd_f32s(exp_avg_sq);
@@ -158,8 +157,7 @@ impl<const F16: bool, const STOCHASTIC: bool, const L2: bool> WithSimd
         let (g_body, g_tail) = grad.split_at(n * width);
         for i in 0..n {
             let g = widen::<S, F16>(simd, load_u16::<S>(&g_body[i * width..][..width]));
-            let [theta, m, v, _] =
-                adam_lane::<S, false, L2>(simd, &c, [a_body[i], g, m_body[i], v_body[i], zero]);
+            let [theta, m, v] = adam_lane::<S, L2>(simd, &c, [a_body[i], g, m_body[i], v_body[i]]);
             a_body[i] = theta;
             m_body[i] = m;
             v_body[i] = v;
@@ -178,7 +176,7 @@ impl<const F16: bool, const STOCHASTIC: bool, const L2: bool> WithSimd
         // The tail: the same lane function on zero-padded registers, stored under a mask.
         if !a_tail.is_empty() {
             let g = widen::<S, F16>(simd, load_u16::<S>(g_tail));
-            let [theta, m, v, _] = adam_lane::<S, false, L2>(
+            let [theta, m, v] = adam_lane::<S, L2>(
                 simd,
                 &c,
                 [
@@ -186,7 +184,6 @@ impl<const F16: bool, const STOCHASTIC: bool, const L2: bool> WithSimd
                     g,
                     simd.partial_load_f32s(m_tail),
                     simd.partial_load_f32s(v_tail),
-                    zero,
                 ],
             );
             simd.partial_store_f32s(a_tail, theta);
@@ -300,6 +297,17 @@ pub struct MasterTensor<'a> {
     pub exp_avg_sq: &'a mut [f32],
 }
 
+/// Checks that every named length equals `expected` (the first mismatch is the error).
+pub(crate) fn check_lengths(expected: usize, named: &[(&str, usize)]) -> Result<()> {
+    match named.iter().find(|(_, len)| *len != expected) {
+        Some(&(name, len)) => Err(Error::new(
+            ErrorKind::Length,
+            format!("{name} has {len} elements, expected {expected}"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Rejects amsgrad for the kernels without a `vmax` stream.
 pub(crate) fn check_no_amsgrad(cfg: &AdamConfig) -> Result<()> {
     if cfg.amsgrad {
@@ -387,7 +395,7 @@ pub fn adam_step_master_with(
     check_step(step)?;
     check_no_amsgrad(cfg)?;
     let n = tensor.master.len();
-    error::check_lengths(
+    check_lengths(
         n,
         &[
             ("param", tensor.param.len()),
@@ -431,7 +439,7 @@ pub fn round_to_half(
     rounding: Rounding,
     step: u64,
 ) -> Result<()> {
-    error::check_lengths(values.len(), &[("out", out.len())])?;
+    check_lengths(values.len(), &[("out", out.len())])?;
     struct Round<'a, const F16: bool, const STOCHASTIC: bool> {
         values: &'a [f32],
         out: &'a mut [u16],

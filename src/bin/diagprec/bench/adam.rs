@@ -1,0 +1,153 @@
+//! Adam rows: `adam_step` (AdamW) at 2^10..2^24 elements against the streaming bandwidth of the
+//! same access pattern (read 4 arrays, write 3: 28 bytes per element), 1 thread and all threads;
+//! the multi-tensor call on 1000 tensors of 1K elements; torch's fused AdamW when asked.
+
+use super::{seconds_per_call, stream_bandwidth, with_threads, Aligned, Bench, Row};
+use diagprec::{adam_step, adam_step_multi, AdamConfig, AdamTensor};
+
+const BYTES_PER_ELEMENT: usize = 28;
+
+fn footprint(n: usize) -> String {
+    let bytes = (n * BYTES_PER_ELEMENT) as f64;
+    if bytes >= 1e6 {
+        format!("{:.0} MB moved per step", bytes / 1e6)
+    } else {
+        format!("{:.0} KB moved per step (cache)", bytes / 1e3)
+    }
+}
+
+pub fn rows(b: &mut Bench) {
+    let cfg = AdamConfig::adamw(1e-3);
+    let exps: &[u32] = if b.quick {
+        &[10, 16, 20]
+    } else {
+        &[10, 12, 14, 16, 18, 20, 22, 24]
+    };
+    for &e in exps {
+        let n = 1usize << e;
+        let mut p = Aligned::new(n, |i| (i % 97) as f32 * 0.01 - 0.5);
+        let g = Aligned::new(n, |i| (i % 89) as f32 * 1e-3 - 0.04);
+        let mut m = Aligned::new(n, |_| 0.0);
+        let mut v = Aligned::new(n, |_| 1e-4);
+        for threads in b.thread_counts() {
+            let budget = b.budget();
+            let (secs, limit) = with_threads(threads, || {
+                let secs = seconds_per_call(budget, || {
+                    let (p, m, v) = (p.get_mut(), m.get_mut(), v.get_mut());
+                    adam_step(&cfg, 10, p, g.get(), m, v, None).unwrap()
+                });
+                (secs, stream_bandwidth::<3, 1>(budget, n))
+            });
+            b.push(Row {
+                kernel: "adam_step f32 (AdamW)".into(),
+                shape: format!("2^{e}"),
+                threads,
+                rate: (n * BYTES_PER_ELEMENT) as f64 / secs / 1e9,
+                unit: "GB/s",
+                limit,
+                limit_name: "RMW stream, 4 arrays",
+                note: footprint(n),
+            });
+        }
+    }
+    multi_tensor_rows(b, &cfg);
+    if let Some(python) = b.torch_python.clone() {
+        torch_rows(b, &python);
+    }
+}
+
+/// 1000 tensors of 1024 elements in one call, against one tensor of the same total size.
+fn multi_tensor_rows(b: &mut Bench, cfg: &AdamConfig) {
+    let (count, len) = (1000usize, 1024usize);
+    let total = count * len;
+    let mut bufs: Vec<[Vec<f32>; 4]> = (0..count)
+        .map(|t| {
+            [
+                vec![0.1 * t as f32; len],
+                vec![0.01; len],
+                vec![0.0; len],
+                vec![1e-4; len],
+            ]
+        })
+        .collect();
+    let mut one: [Vec<f32>; 4] = [
+        vec![0.1; total],
+        vec![0.01; total],
+        vec![0.0; total],
+        vec![1e-4; total],
+    ];
+    for threads in b.thread_counts() {
+        let budget = b.budget();
+        let (multi, single) = with_threads(threads, || {
+            let multi = seconds_per_call(budget, || {
+                let mut tensors: Vec<AdamTensor<'_>> = bufs
+                    .iter_mut()
+                    .map(|[p, g, m, v]| AdamTensor {
+                        param: p,
+                        grad: g,
+                        exp_avg: m,
+                        exp_avg_sq: v,
+                        max_exp_avg_sq: None,
+                    })
+                    .collect();
+                adam_step_multi(cfg, 10, &mut tensors).unwrap();
+            });
+            let [p, g, m, v] = &mut one;
+            let single = seconds_per_call(budget, || {
+                adam_step(cfg, 10, p, g, m, v, None).unwrap();
+            });
+            (multi, single)
+        });
+        b.push(Row {
+            kernel: "adam_step_multi f32".into(),
+            shape: format!("{count} x {len}"),
+            threads,
+            rate: (total * BYTES_PER_ELEMENT) as f64 / multi / 1e9,
+            unit: "GB/s",
+            limit: (total * BYTES_PER_ELEMENT) as f64 / single / 1e9,
+            limit_name: "one tensor, same size",
+            note: format!(
+                "{:.0} ns per tensor over the single call",
+                (multi - single) / count as f64 * 1e9
+            ),
+        });
+    }
+}
+
+/// torch.optim.AdamW(fused=True) on the CPU, measured by scripts/torch_adam_bench.py in this run.
+fn torch_rows(b: &mut Bench, python: &std::path::Path) {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/torch_adam_bench.py");
+    let sizes: &[u32] = if b.quick { &[20] } else { &[20, 24] };
+    for &e in sizes {
+        for threads in b.thread_counts() {
+            let out = std::process::Command::new(python)
+                .arg(&script)
+                .args(["--log2", &e.to_string(), "--threads", &threads.to_string()])
+                .output();
+            let gbps = out.ok().filter(|o| o.status.success()).and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            });
+            match gbps {
+                Some(rate) => {
+                    let n = 1usize << e;
+                    let limit = with_threads(threads, || stream_bandwidth::<3, 1>(b.budget(), n));
+                    b.push(Row {
+                        kernel: "torch AdamW fused=True".into(),
+                        shape: format!("2^{e}"),
+                        threads,
+                        rate,
+                        unit: "GB/s",
+                        limit,
+                        limit_name: "RMW stream, 4 arrays",
+                        note: "same run, 28 B/element".into(),
+                    })
+                }
+                None => eprintln!("torch benchmark failed with {python:?}; skipping its rows"),
+            }
+        }
+    }
+}

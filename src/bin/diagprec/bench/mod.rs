@@ -1,0 +1,327 @@
+//! The throughput report. Every row puts a kernel's rate beside a limit of this machine measured
+//! in the same run for the same access pattern (streaming bandwidth) or the same shape (faer's
+//! GEMM rate), and prints the ratio. Timings are the best of several batches (see
+//! [`seconds_per_call`]); nothing here is asserted.
+
+mod adam;
+
+use pulp::{Simd, WithSimd};
+use rayon::prelude::*;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Options of `diagprec bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Kernel families to run (comma separated): adam. All by default.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Fewer sizes and shorter timings.
+    #[arg(long)]
+    pub quick: bool,
+    /// Also write the table as Markdown to this file.
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+    /// A Python with torch: adds torch's fused CPU AdamW, measured in the same run.
+    #[arg(long)]
+    pub torch_python: Option<PathBuf>,
+}
+
+/// One line of the report.
+pub struct Row {
+    pub kernel: String,
+    pub shape: String,
+    pub threads: usize,
+    /// The kernel's rate, in `unit`.
+    pub rate: f64,
+    pub unit: &'static str,
+    /// The machine's limit for the same pattern, in `unit` (NaN when there is none).
+    pub limit: f64,
+    pub limit_name: &'static str,
+    pub note: String,
+}
+
+/// The context every family's rows receive.
+pub struct Bench {
+    pub quick: bool,
+    pub all_threads: usize,
+    pub torch_python: Option<PathBuf>,
+    rows: Vec<Row>,
+}
+
+impl Bench {
+    /// The thread counts to report: 1 and all cores.
+    pub fn thread_counts(&self) -> Vec<usize> {
+        if self.all_threads > 1 {
+            vec![1, self.all_threads]
+        } else {
+            vec![1]
+        }
+    }
+
+    /// Timing budget per measurement.
+    pub fn budget(&self) -> Duration {
+        Duration::from_millis(if self.quick { 60 } else { 300 })
+    }
+
+    pub fn push(&mut self, row: Row) {
+        print_row(&row);
+        self.rows.push(row);
+    }
+}
+
+/// Best time of one call of `f`, in seconds: `f` runs in batches of at least ~10 ms, for at least
+/// three batches and until `budget` is spent; the fastest batch, per call, is returned.
+pub fn seconds_per_call(budget: Duration, mut f: impl FnMut()) -> f64 {
+    f(); // warm up: page faults, caches, thread pool
+    let start = Instant::now();
+    f();
+    let once = start.elapsed().as_secs_f64().max(1e-9);
+    let reps = ((0.01 / once).ceil() as usize).clamp(1, 1_000_000);
+    let mut best = f64::INFINITY;
+    let begin = Instant::now();
+    let mut batches = 0;
+    while batches < 3 || begin.elapsed() < budget {
+        let t = Instant::now();
+        for _ in 0..reps {
+            f();
+        }
+        best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+        batches += 1;
+    }
+    best
+}
+
+/// `n` floats starting on a 64-byte boundary (as PyTorch's CPU allocator gives), filled by `f`.
+pub struct Aligned {
+    storage: Vec<f32>,
+    offset: usize,
+    len: usize,
+}
+
+impl Aligned {
+    pub fn new(n: usize, f: impl Fn(usize) -> f32) -> Self {
+        let mut storage = vec![0.0f32; n + 16];
+        let offset = storage.as_ptr().align_offset(64).min(16);
+        for (i, x) in storage[offset..offset + n].iter_mut().enumerate() {
+            *x = f(i);
+        }
+        Self {
+            storage,
+            offset,
+            len: n,
+        }
+    }
+    pub fn get(&self) -> &[f32] {
+        &self.storage[self.offset..self.offset + self.len]
+    }
+    pub fn get_mut(&mut self) -> &mut [f32] {
+        &mut self.storage[self.offset..self.offset + self.len]
+    }
+}
+
+/// Runs `f` with the crate (and a local rayon pool for the reference loops) on `threads` threads.
+pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    diagprec::set_num_threads(threads).expect("thread pool");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("thread pool");
+    let out = pool.install(f);
+    diagprec::set_num_threads(0).expect("thread pool");
+    out
+}
+
+/// A streaming loop over `RW` read-write and `RO` read-only f32 arrays: `a_i += b_0` for every
+/// read-write array. Same access pattern as a kernel that reads `RW + RO` and writes `RW`
+/// arrays, with no arithmetic to speak of: the machine's bandwidth for that pattern.
+struct StreamLoop<'a, const RW: usize, const RO: usize> {
+    rw: [&'a mut [f32]; RW],
+    ro: [&'a [f32]; RO],
+}
+
+impl<const RW: usize, const RO: usize> WithSimd for StreamLoop<'_, RW, RO> {
+    type Output = f32;
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> f32 {
+        let StreamLoop { rw, ro } = self;
+        // Whole registers only: callers pass multiples of the register width.
+        let mut rw = rw.map(|a| S::as_mut_simd_f32s(a).0);
+        let ro = ro.map(|r| S::as_simd_f32s(r).0);
+        let n = ro.first().map_or(0, |r| r.len());
+        let zero = simd.splat_f32s(0.0);
+        let mut sink = zero;
+        for i in 0..n {
+            let mut b = zero;
+            for r in &ro {
+                b = simd.add_f32s(b, r[i]);
+            }
+            for a in rw.iter_mut() {
+                a[i] = simd.add_f32s(a[i], b);
+            }
+            sink = simd.add_f32s(sink, b);
+        }
+        simd.reduce_sum_f32s(sink)
+    }
+}
+
+/// Measured bandwidth (GB/s, bytes read + bytes written) of the streaming loop over `n`
+/// elements with `RW` read-write and `RO` read-only arrays, on the current rayon pool's threads
+/// in blocks of 16K elements (the kernels' blocking).
+pub fn stream_bandwidth<const RW: usize, const RO: usize>(budget: Duration, n: usize) -> f64 {
+    const BLOCK: usize = 1 << 14;
+    let mut rw: Vec<Aligned> = (0..RW).map(|_| Aligned::new(n, |_| 0.0)).collect();
+    let ro: Vec<Aligned> = (0..RO)
+        .map(|k| Aligned::new(n, |_| 1e-6 * (k + 1) as f32))
+        .collect();
+    let isa = pulp::Arch::new();
+    let secs = seconds_per_call(budget, || {
+        let mut rw_blocks: Vec<Vec<&mut [f32]>> =
+            (0..n.div_ceil(BLOCK)).map(|_| Vec::new()).collect();
+        for a in rw.iter_mut() {
+            for (slot, chunk) in rw_blocks.iter_mut().zip(a.get_mut().chunks_mut(BLOCK)) {
+                slot.push(chunk);
+            }
+        }
+        rw_blocks
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(b, chunks)| {
+                let lo = b * BLOCK;
+                let hi = (lo + BLOCK).min(n);
+                let rw: [&mut [f32]; RW] = chunks.try_into().ok().expect("RW chunks");
+                let ro: [&[f32]; RO] = std::array::from_fn(|k| &ro[k].get()[lo..hi]);
+                std::hint::black_box(isa.dispatch(StreamLoop { rw, ro }));
+            });
+    });
+    (n * 4 * (2 * RW + RO)) as f64 / secs / 1e9
+}
+
+/// faer's own GEMM rate (GFLOP/s, 2mnk flops) for `C (m x n) = A (m x k) * B (k x n)` on
+/// `threads` threads.
+#[allow(dead_code)] // used by the GEMM-shaped families
+pub fn faer_gemm_gflops(budget: Duration, m: usize, n: usize, k: usize, threads: usize) -> f64 {
+    use faer::linalg::matmul::matmul;
+    use faer::{Accum, Mat, Par};
+    let a = Mat::<f32>::from_fn(m, k, |i, j| ((i * 7 + j * 3) % 11) as f32 * 0.1);
+    let b = Mat::<f32>::from_fn(k, n, |i, j| ((i * 5 + j) % 13) as f32 * 0.1);
+    let mut c = Mat::<f32>::zeros(m, n);
+    let par = if threads > 1 {
+        Par::rayon(threads)
+    } else {
+        Par::Seq
+    };
+    let secs = seconds_per_call(budget, || {
+        matmul(c.as_mut(), Accum::Replace, a.as_ref(), b.as_ref(), 1.0, par);
+    });
+    2.0 * (m * n * k) as f64 / secs / 1e9
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+const HEADER: [&str; 7] = [
+    "kernel",
+    "shape",
+    "threads",
+    "rate",
+    "machine limit",
+    "ratio",
+    "note",
+];
+
+fn cells(row: &Row) -> [String; 7] {
+    let ratio = row.rate / row.limit;
+    [
+        row.kernel.clone(),
+        row.shape.clone(),
+        row.threads.to_string(),
+        format!("{:.2} {}", row.rate, row.unit),
+        if row.limit.is_nan() {
+            "-".into()
+        } else {
+            format!("{:.2} {} ({})", row.limit, row.unit, row.limit_name)
+        },
+        if ratio.is_nan() {
+            "-".into()
+        } else {
+            format!("{:.2}", ratio)
+        },
+        row.note.clone(),
+    ]
+}
+
+const WIDTHS: [usize; 7] = [30, 16, 7, 16, 34, 6, 0];
+
+fn print_row(row: &Row) {
+    let c = cells(row);
+    let mut line = String::new();
+    for (cell, width) in c.iter().zip(WIDTHS) {
+        let _ = write!(line, "{cell:<width$}  ");
+    }
+    println!("{}", line.trim_end());
+}
+
+/// Runs the report.
+pub fn run(args: &BenchArgs) -> Result<(), String> {
+    let families: [(&str, fn(&mut Bench)); 1] = [("adam", adam::rows)];
+    for name in &args.only {
+        if !families.iter().any(|(f, _)| f == name) {
+            return Err(format!("unknown family {name:?}"));
+        }
+    }
+    let mut bench = Bench {
+        quick: args.quick,
+        all_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        torch_python: args.torch_python.clone(),
+        rows: Vec::new(),
+    };
+    let date = std::process::Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let preamble = format!(
+        "diagprec {} bench, {date}: {}, {} cores, ISA {}",
+        env!("CARGO_PKG_VERSION"),
+        cpu_model(),
+        bench.all_threads,
+        diagprec::Isa::detect().name()
+    );
+    println!("{preamble}");
+    let mut line = String::new();
+    for (cell, width) in HEADER.iter().zip(WIDTHS) {
+        let _ = write!(line, "{cell:<width$}  ");
+    }
+    println!("{}", line.trim_end());
+    for (name, rows) in families {
+        if args.only.is_empty() || args.only.iter().any(|o| o == name) {
+            rows(&mut bench);
+        }
+    }
+    if let Some(path) = &args.markdown {
+        let mut md = format!(
+            "{preamble}\n\n| {} |\n|{}\n",
+            HEADER.join(" | "),
+            "---|".repeat(7)
+        );
+        for row in &bench.rows {
+            let _ = writeln!(md, "| {} |", cells(row).join(" | "));
+        }
+        std::fs::write(path, md).map_err(|e| format!("cannot write {path:?}: {e}"))?;
+    }
+    Ok(())
+}

@@ -4,6 +4,7 @@
 //! [`seconds_per_call`]); nothing here is asserted.
 
 mod adam;
+mod adam_mixed;
 
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 /// Options of `diagprec bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Kernel families to run (comma separated): adam. All by default.
+    /// Kernel families to run (comma separated): adam, adam_mixed. All by default.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Fewer sizes and shorter timings.
@@ -275,7 +276,8 @@ fn print_row(row: &Row) {
 
 /// Runs the report.
 pub fn run(args: &BenchArgs) -> Result<(), String> {
-    let families: [(&str, fn(&mut Bench)); 1] = [("adam", adam::rows)];
+    let families: [(&str, fn(&mut Bench)); 2] =
+        [("adam", adam::rows), ("adam_mixed", adam_mixed::rows)];
     for name in &args.only {
         if !families.iter().any(|(f, _)| f == name) {
             return Err(format!("unknown family {name:?}"));

@@ -166,13 +166,13 @@ impl<const L2: bool> WithSimd for Bf16StateKernel<'_, L2> {
                 [
                     simd.transmute_u32s_f32s(p_body[i]),
                     simd.transmute_u32s_f32s(g_body[i]),
-                    load_u16::<S>(m),
-                    load_u16::<S>(v),
+                    load_u16::<S>(simd, m),
+                    load_u16::<S>(simd, v),
                 ],
             );
             p_body[i] = theta;
-            store_u16::<S>(m, m16);
-            store_u16::<S>(v, v16);
+            store_u16::<S>(simd, m, m16);
+            store_u16::<S>(simd, v, v16);
         }
         if !p_tail.is_empty() {
             let index = simd.add_u32s(simd.splat_u32s(first.wrapping_add((n * width) as u32)), iota);
@@ -184,13 +184,13 @@ impl<const L2: bool> WithSimd for Bf16StateKernel<'_, L2> {
                 [
                     simd.transmute_u32s_f32s(simd.partial_load_f32s(p_tail)),
                     simd.transmute_u32s_f32s(simd.partial_load_f32s(g_tail)),
-                    load_u16::<S>(m_tail),
-                    load_u16::<S>(v_tail),
+                    load_u16::<S>(simd, m_tail),
+                    load_u16::<S>(simd, v_tail),
                 ],
             );
             simd.partial_store_f32s(p_tail, theta);
-            store_u16::<S>(m_tail, m16);
-            store_u16::<S>(v_tail, v16);
+            store_u16::<S>(simd, m_tail, m16);
+            store_u16::<S>(simd, v_tail, v16);
         }
     }
 }
@@ -463,8 +463,8 @@ impl<const L2: bool> WithSimd for QuantKernel<'_, L2> {
             // Pass A: decode, step, collect the absmax.
             for i in 0..n {
                 let codes = [
-                    load_u8::<S>(&mc[i * width..][..width]),
-                    load_u8::<S>(&vc[i * width..][..width]),
+                    load_u8::<S>(simd, &mc[i * width..][..width]),
+                    load_u8::<S>(simd, &vc[i * width..][..width]),
                 ];
                 let [theta, m, v] =
                     quant_lane::<S, L2>(simd, &c, scales, p_body[i], g_body[i], codes);
@@ -478,8 +478,8 @@ impl<const L2: bool> WithSimd for QuantKernel<'_, L2> {
             if !p_tail.is_empty() {
                 // Zero padding decodes to m = v = 0 and steps to 0: the absmax is unchanged.
                 let codes = [
-                    load_u8::<S>(&mc[n * width..]),
-                    load_u8::<S>(&vc[n * width..]),
+                    load_u8::<S>(simd, &mc[n * width..]),
+                    load_u8::<S>(simd, &vc[n * width..]),
                 ];
                 let [theta, m, v] = quant_lane::<S, L2>(
                     simd,
@@ -506,8 +506,8 @@ impl<const L2: bool> WithSimd for QuantKernel<'_, L2> {
             ];
             for i in 0..regs {
                 let end = ((i + 1) * width).min(len);
-                store_u8::<S>(&mut mc[i * width..end], encode_m(simd, mb[i], inv[0]));
-                store_u8::<S>(&mut vc[i * width..end], encode_v(simd, vb[i], inv[1]));
+                store_u8::<S>(simd, &mut mc[i * width..end], encode_m(simd, mb[i], inv[0]));
+                store_u8::<S>(simd, &mut vc[i * width..end], encode_v(simd, vb[i], inv[1]));
             }
         }
     }
@@ -633,7 +633,7 @@ impl WithSimd for Quantize<'_> {
                     Moment::ExpAvg => encode_m(simd, v, inv),
                     Moment::ExpAvgSq => encode_v(simd, v, inv),
                 };
-                store_u8::<S>(cr, code);
+                store_u8::<S>(simd, cr, code);
             }
         }
     }
@@ -660,7 +660,7 @@ impl WithSimd for Dequantize<'_> {
         {
             let scale = simd.splat_f32s(s);
             for (cr, or) in c.chunks(width).zip(o.chunks_mut(width)) {
-                let code = load_u8::<S>(cr);
+                let code = load_u8::<S>(simd, cr);
                 let v = match self.moment {
                     Moment::ExpAvg => decode_m(simd, code, scale),
                     Moment::ExpAvgSq => decode_v(simd, code, scale),

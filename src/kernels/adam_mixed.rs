@@ -156,7 +156,7 @@ impl<const F16: bool, const STOCHASTIC: bool, const L2: bool> WithSimd
         let (p_body, p_tail) = param.split_at_mut(n * width);
         let (g_body, g_tail) = grad.split_at(n * width);
         for i in 0..n {
-            let g = widen::<S, F16>(simd, load_u16::<S>(&g_body[i * width..][..width]));
+            let g = widen::<S, F16>(simd, load_u16::<S>(simd, &g_body[i * width..][..width]));
             let [theta, m, v] = adam_lane::<S, L2>(simd, &c, [a_body[i], g, m_body[i], v_body[i]]);
             a_body[i] = theta;
             m_body[i] = m;
@@ -171,11 +171,11 @@ impl<const F16: bool, const STOCHASTIC: bool, const L2: bool> WithSimd
                 simd.splat_u32s(0)
             };
             let rounded = narrow::<S, F16, STOCHASTIC>(simd, theta, random);
-            store_u16::<S>(&mut p_body[i * width..][..width], rounded);
+            store_u16::<S>(simd, &mut p_body[i * width..][..width], rounded);
         }
         // The tail: the same lane function on zero-padded registers, stored under a mask.
         if !a_tail.is_empty() {
-            let g = widen::<S, F16>(simd, load_u16::<S>(g_tail));
+            let g = widen::<S, F16>(simd, load_u16::<S>(simd, g_tail));
             let [theta, m, v] = adam_lane::<S, L2>(
                 simd,
                 &c,
@@ -196,7 +196,7 @@ impl<const F16: bool, const STOCHASTIC: bool, const L2: bool> WithSimd
             } else {
                 simd.splat_u32s(0)
             };
-            store_u16::<S>(p_tail, narrow::<S, F16, STOCHASTIC>(simd, theta, random));
+            store_u16::<S>(simd, p_tail, narrow::<S, F16, STOCHASTIC>(simd, theta, random));
         }
     }
 }
@@ -245,10 +245,10 @@ impl<const F16: bool> WithSimd for Finite16<'_, F16> {
         let chunks = self.values.chunks_exact(width);
         let tail = chunks.remainder();
         for (j, chunk) in chunks.enumerate() {
-            let x = simd.mul_f32s(widen::<S, F16>(simd, load_u16::<S>(chunk)), scale);
+            let x = simd.mul_f32s(widen::<S, F16>(simd, load_u16::<S>(simd, chunk)), scale);
             acc[j & 1] = simd.mul_add_f32s(x, zero, acc[j & 1]);
         }
-        let x = simd.mul_f32s(widen::<S, F16>(simd, load_u16::<S>(tail)), scale);
+        let x = simd.mul_f32s(widen::<S, F16>(simd, load_u16::<S>(simd, tail)), scale);
         acc[0] = simd.mul_add_f32s(x, zero, acc[0]);
         simd.reduce_sum_f32s(simd.add_f32s(acc[0], acc[1])) == 0.0
     }
@@ -459,7 +459,7 @@ pub fn round_to_half(
             {
                 let index = simd.add_u32s(simd.splat_u32s((j * width) as u32), iota::<S>());
                 let random = random_bits(simd, key, index);
-                store_u16::<S>(
+                store_u16::<S>(simd, 
                     o,
                     narrow::<S, F16, STOCHASTIC>(simd, simd.partial_load_f32s(x), random),
                 );

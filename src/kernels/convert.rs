@@ -44,9 +44,39 @@ fn to_array<S: Simd>(x: S::u32s) -> [u32; MAX_LANES] {
     buf
 }
 
+/// The AVX2 token, when `S` is it: lets the 8/16-bit loads and stores below use AVX2's widening
+/// and packing instructions (through pulp's safe wrappers) instead of a round trip through a
+/// stack array, which costs a store-forwarding stall per register. The test is on types, so it
+/// folds away after monomorphization.
+#[inline(always)]
+fn avx2<S: Simd>(simd: &S) -> Option<pulp::x86::V3> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        (simd as &dyn core::any::Any)
+            .downcast_ref::<pulp::x86::V3>()
+            .copied()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = simd;
+        None
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+use core::arch::x86_64::{__m128i, __m256i};
+#[cfg(target_arch = "x86_64")]
+use pulp::bytemuck::cast;
+
 /// Widens up to one register of u16 (zero padding past `src.len()`).
 #[inline(always)]
-pub(crate) fn load_u16<S: Simd>(src: &[u16]) -> S::u32s {
+pub(crate) fn load_u16<S: Simd>(simd: S, src: &[u16]) -> S::u32s {
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(v3), Ok(a)) = (avx2(&simd), <[u16; 8]>::try_from(src)) {
+        // PERF: one vpmovzxwd.
+        return cast::<pulp::u32x8, S::u32s>(v3.convert_u16x8_to_u32x8(cast(a)));
+    }
+    let _ = simd;
     let mut buf = [0u32; MAX_LANES];
     for (b, &s) in buf.iter_mut().zip(&src[..src.len().min(lanes::<S>())]) {
         *b = s as u32;
@@ -54,9 +84,20 @@ pub(crate) fn load_u16<S: Simd>(src: &[u16]) -> S::u32s {
     from_array::<S>(&buf)
 }
 
-/// Stores the low 16 bits of the first `dst.len()` lanes.
+/// Stores the low 16 bits of the first `dst.len()` lanes (values must fit in 16 bits).
 #[inline(always)]
-pub(crate) fn store_u16<S: Simd>(dst: &mut [u16], x: S::u32s) {
+pub(crate) fn store_u16<S: Simd>(simd: S, dst: &mut [u16], x: S::u32s) {
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(v3), true) = (avx2(&simd), dst.len() == 8) {
+        // PERF: vpackusdw (in-lane) + vpermq gathers the 8 halves into the low 128 bits.
+        let x: __m256i = cast(x);
+        let packed = v3.avx2._mm256_packus_epi32(x, x);
+        let ordered = v3.avx2._mm256_permute4x64_epi64::<0b00_00_10_00>(packed);
+        let low: __m128i = v3.avx._mm256_castsi256_si128(ordered);
+        dst.copy_from_slice(&cast::<__m128i, [u16; 8]>(low));
+        return;
+    }
+    let _ = simd;
     let buf = to_array::<S>(x);
     let n = dst.len().min(lanes::<S>());
     for (d, &b) in dst[..n].iter_mut().zip(&buf) {
@@ -66,7 +107,14 @@ pub(crate) fn store_u16<S: Simd>(dst: &mut [u16], x: S::u32s) {
 
 /// Widens up to one register of u8 (zero padding past `src.len()`).
 #[inline(always)]
-pub(crate) fn load_u8<S: Simd>(src: &[u8]) -> S::u32s {
+pub(crate) fn load_u8<S: Simd>(simd: S, src: &[u8]) -> S::u32s {
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(v3), Ok(a)) = (avx2(&simd), <[u8; 8]>::try_from(src)) {
+        let mut wide = [0u8; 16];
+        wide[..8].copy_from_slice(&a);
+        return cast::<pulp::u32x8, S::u32s>(v3.convert_u8x16_to_u32x8(cast(wide)));
+    }
+    let _ = simd;
     let mut buf = [0u32; MAX_LANES];
     for (b, &s) in buf.iter_mut().zip(&src[..src.len().min(lanes::<S>())]) {
         *b = s as u32;
@@ -74,9 +122,22 @@ pub(crate) fn load_u8<S: Simd>(src: &[u8]) -> S::u32s {
     from_array::<S>(&buf)
 }
 
-/// Stores the low 8 bits of the first `dst.len()` lanes.
+/// Stores the low 8 bits of the first `dst.len()` lanes (values must fit in 8 bits).
 #[inline(always)]
-pub(crate) fn store_u8<S: Simd>(dst: &mut [u8], x: S::u32s) {
+pub(crate) fn store_u8<S: Simd>(simd: S, dst: &mut [u8], x: S::u32s) {
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(v3), true) = (avx2(&simd), dst.len() == 8) {
+        // PERF: two in-lane packs, then one dword permute brings both halves together.
+        let x: __m256i = cast(x);
+        let words = v3.avx2._mm256_packus_epi32(x, x);
+        let bytes = v3.avx2._mm256_packus_epi16(words, words);
+        let index: __m256i = cast([0u32, 4, 0, 0, 0, 0, 0, 0]);
+        let ordered = v3.avx2._mm256_permutevar8x32_epi32(bytes, index);
+        let low: [u8; 16] = cast(v3.avx._mm256_castsi256_si128(ordered));
+        dst.copy_from_slice(&low[..8]);
+        return;
+    }
+    let _ = simd;
     let buf = to_array::<S>(x);
     let n = dst.len().min(lanes::<S>());
     for (d, &b) in dst[..n].iter_mut().zip(&buf) {

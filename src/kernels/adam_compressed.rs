@@ -458,8 +458,10 @@ impl<const L2: bool> WithSimd for QuantKernel<'_, L2> {
             let g_body = &g_body[..n];
             let (mb, _) = S::as_mut_simd_f32s(&mut m_new[..]);
             let (vb, _) = S::as_mut_simd_f32s(&mut v_new[..]);
-            let mut m_max = [zero; 2];
-            let mut v_max = [zero; 2];
+            // PERF: one accumulator each; indexing an array of them by `i & 1` put them in
+            // memory and made LLVM update them with masked stores (microcoded on Zen 3: 3x slower).
+            let mut m_max = zero;
+            let mut v_max = zero;
             // Pass A: decode, step, collect the absmax.
             for i in 0..n {
                 let codes = [
@@ -471,8 +473,8 @@ impl<const L2: bool> WithSimd for QuantKernel<'_, L2> {
                 p_body[i] = theta;
                 mb[i] = m;
                 vb[i] = v;
-                m_max[i & 1] = abs_max(simd, m_max[i & 1], m);
-                v_max[i & 1] = abs_max(simd, v_max[i & 1], v);
+                m_max = abs_max(simd, m_max, m);
+                v_max = abs_max(simd, v_max, v);
             }
             let regs = len.div_ceil(width);
             if !p_tail.is_empty() {
@@ -492,11 +494,11 @@ impl<const L2: bool> WithSimd for QuantKernel<'_, L2> {
                 simd.partial_store_f32s(p_tail, theta);
                 mb[n] = m;
                 vb[n] = v;
-                m_max[0] = abs_max(simd, m_max[0], m);
-                v_max[0] = abs_max(simd, v_max[0], v);
+                m_max = abs_max(simd, m_max, m);
+                v_max = abs_max(simd, v_max, v);
             }
-            let m_abs = simd.reduce_max_f32s(abs_max(simd, m_max[0], m_max[1]));
-            let v_abs = simd.reduce_max_f32s(abs_max(simd, v_max[0], v_max[1]));
+            let m_abs = simd.reduce_max_f32s(m_max);
+            let v_abs = simd.reduce_max_f32s(v_max);
             *ms = m_abs;
             *vs = v_abs;
             // Pass B: encode with the new scales.
@@ -601,6 +603,16 @@ pub enum Moment {
     ExpAvgSq,
 }
 
+/// One register from a slice of at most one register's length (masked only when shorter:
+/// pulp's masked loads and stores go through a jump table, and AMD's masked stores are slow).
+#[inline(always)]
+fn load_f32<S: Simd>(simd: S, r: &[f32]) -> S::f32s {
+    match S::as_simd_f32s(r) {
+        ([whole], []) => *whole,
+        _ => simd.partial_load_f32s(r),
+    }
+}
+
 struct Quantize<'a> {
     moment: Moment,
     values: &'a [f32],
@@ -622,13 +634,13 @@ impl WithSimd for Quantize<'_> {
         {
             let mut acc = simd.splat_f32s(0.0);
             for r in x.chunks(width) {
-                acc = abs_max(simd, acc, simd.partial_load_f32s(r));
+                acc = abs_max(simd, acc, load_f32(simd, r));
             }
             let absmax = simd.reduce_max_f32s(acc);
             *s = absmax;
             let inv = simd.splat_f32s(inverse_scale(absmax));
             for (r, cr) in x.chunks(width).zip(c.chunks_mut(width)) {
-                let v = simd.partial_load_f32s(r);
+                let v = load_f32(simd, r);
                 let code = match self.moment {
                     Moment::ExpAvg => encode_m(simd, v, inv),
                     Moment::ExpAvgSq => encode_v(simd, v, inv),
@@ -665,7 +677,10 @@ impl WithSimd for Dequantize<'_> {
                     Moment::ExpAvg => decode_m(simd, code, scale),
                     Moment::ExpAvgSq => decode_v(simd, code, scale),
                 };
-                simd.partial_store_f32s(or, v);
+                match S::as_mut_simd_f32s(or) {
+                    ([whole], []) => *whole = v,
+                    _ => simd.partial_store_f32s(or, v),
+                }
             }
         }
     }

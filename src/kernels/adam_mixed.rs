@@ -241,16 +241,16 @@ impl<const F16: bool> WithSimd for Finite16<'_, F16> {
         let width = lanes::<S>();
         let scale = simd.splat_f32s(self.scale);
         let zero = simd.splat_f32s(0.0);
-        let mut acc = [zero; 2];
+        let mut acc = zero;
         let chunks = self.values.chunks_exact(width);
         let tail = chunks.remainder();
-        for (j, chunk) in chunks.enumerate() {
+        for chunk in chunks {
             let x = simd.mul_f32s(widen::<S, F16>(simd, load_u16::<S>(simd, chunk)), scale);
-            acc[j & 1] = simd.mul_add_f32s(x, zero, acc[j & 1]);
+            acc = simd.mul_add_f32s(x, zero, acc);
         }
         let x = simd.mul_f32s(widen::<S, F16>(simd, load_u16::<S>(simd, tail)), scale);
-        acc[0] = simd.mul_add_f32s(x, zero, acc[0]);
-        simd.reduce_sum_f32s(simd.add_f32s(acc[0], acc[1])) == 0.0
+        acc = simd.mul_add_f32s(x, zero, acc);
+        simd.reduce_sum_f32s(acc) == 0.0
     }
 }
 

@@ -33,17 +33,17 @@ pub use error::{Error, ErrorKind, Result};
 pub use kernels::adam::{
     adam_step, adam_step_multi, adam_step_multi_with, adam_step_with, AdamConfig, AdamTensor,
 };
-pub use optim::Adam;
 pub use kernels::adam_compressed::{
     adam_step_8bit_state, adam_step_8bit_state_with, adam_step_bf16_state,
-    adam_step_bf16_state_with, dequantize_state, quant_scales_len, quantize_state,
-    Bf16StateTensor, Moment, QuantStateTensor, QUANT_BLOCK,
+    adam_step_bf16_state_with, dequantize_state, quant_scales_len, quantize_state, Bf16StateTensor,
+    Moment, QuantStateTensor, QUANT_BLOCK,
 };
 pub use kernels::adam_mixed::{
-    adam_step_master_bf16, adam_step_master_f16, adam_step_master_with, round_to_half,
-    HalfFormat, MasterTensor, Rounding,
+    adam_step_master_bf16, adam_step_master_f16, adam_step_master_with, round_to_half, HalfFormat,
+    MasterTensor, Rounding,
 };
 pub use kernels::grad_norm::{
     adam_step_clipped_multi, adam_step_clipped_multi_with, clip_coefficient, grad_norm_multi,
     grad_norm_multi_with, scale_in_place, GradNorm,
 };
+pub use optim::Adam;

@@ -49,11 +49,29 @@ fn awkward_floats(n: usize) -> Vec<f32> {
     let mut v: Vec<f32> = (0..n).map(|_| f32::from_bits(r.random())).collect();
     for e in -30..=17 {
         let x = 2f32.powi(e);
-        v.extend([x, x * 1.5, x * (1.0 + 1.0 / 2048.0), x * (1.0 + 3.0 / 4096.0), -x]);
+        v.extend([
+            x,
+            x * 1.5,
+            x * (1.0 + 1.0 / 2048.0),
+            x * (1.0 + 3.0 / 4096.0),
+            -x,
+        ]);
     }
     v.extend([
-        0.0, -0.0, 65504.0, 65519.0, 65520.0, 65536.0, f32::INFINITY, f32::NEG_INFINITY,
-        f32::NAN, f32::MAX, f32::MIN_POSITIVE, 5.96e-8, 2.98e-8, 2.99e-8,
+        0.0,
+        -0.0,
+        65504.0,
+        65519.0,
+        65520.0,
+        65536.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::MAX,
+        f32::MIN_POSITIVE,
+        5.96e-8,
+        2.98e-8,
+        2.99e-8,
     ]);
     v
 }
@@ -71,7 +89,12 @@ fn nearest_even_conversion_equals_the_half_crate_on_every_isa() {
                     assert!(from_half(format, h).is_nan(), "{format:?} {x}: {h:#x}");
                     assert_eq!(h & 0x8000, want & 0x8000);
                 } else {
-                    assert_eq!(h, want, "{} {format:?} {x:e}: {h:#x} vs {want:#x}", isa.name());
+                    assert_eq!(
+                        h,
+                        want,
+                        "{} {format:?} {x:e}: {h:#x} vs {want:#x}",
+                        isa.name()
+                    );
                 }
             }
         }
@@ -94,8 +117,15 @@ fn stochastic_rounding_is_unbiased_and_within_one_ulp() {
         for (format, x) in cases {
             let values = vec![x; n];
             let mut out = vec![0u16; n];
-            round_to_half(isa, format, &values, &mut out, Rounding::Stochastic { seed: 9 }, 5)
-                .unwrap();
+            round_to_half(
+                isa,
+                format,
+                &values,
+                &mut out,
+                Rounding::Stochastic { seed: 9 },
+                5,
+            )
+            .unwrap();
             let down = to_half(format, x);
             let lo = from_half(format, down) as f64;
             // The neighbour on the other side of x.
@@ -110,11 +140,18 @@ fn stochastic_rounding_is_unbiased_and_within_one_ulp() {
             let mut sum = 0.0;
             for &h in &out {
                 let y = from_half(format, h) as f64;
-                assert!(y == lo || y == other, "{format:?} {x}: drew {y}, not {lo} or {other}");
+                assert!(
+                    y == lo || y == other,
+                    "{format:?} {x}: drew {y}, not {lo} or {other}"
+                );
                 sum += y;
             }
             let bias = (sum / n as f64 - x as f64).abs() / ulp;
-            assert!(bias < 0.021, "{} {format:?} {x}: bias {bias} ulp", isa.name());
+            assert!(
+                bias < 0.021,
+                "{} {format:?} {x}: bias {bias} ulp",
+                isa.name()
+            );
         }
     }
 }
@@ -229,8 +266,16 @@ fn stochastic_paths_are_identical_for_any_isa_and_thread_count() {
                 exp_avg: &mut m,
                 exp_avg_sq: &mut v,
             };
-            adam_step_master_with(isa, par, HalfFormat::Bf16, &cfg, step, t, Rounding::Stochastic { seed: 77 })
-                .unwrap();
+            adam_step_master_with(
+                isa,
+                par,
+                HalfFormat::Bf16,
+                &cfg,
+                step,
+                t,
+                Rounding::Stochastic { seed: 77 },
+            )
+            .unwrap();
             let t = Bf16StateTensor {
                 param: &mut q,
                 grad: &gw,
@@ -243,7 +288,11 @@ fn stochastic_paths_are_identical_for_any_isa_and_thread_count() {
     };
     let expected = run(Isa::scalar(), Par::Seq);
     for isa in Isa::available() {
-        assert!(run(isa, Par::Seq) == expected, "{} differs from scalar", isa.name());
+        assert!(
+            run(isa, Par::Seq) == expected,
+            "{} differs from scalar",
+            isa.name()
+        );
         for threads in [1, 2, 3] {
             set_num_threads(threads).unwrap();
             assert!(run(isa, Par::Pool) == expected, "{threads} threads differ");
@@ -272,8 +321,14 @@ fn bf16_state_step_matches_the_f64_reference() {
                 .collect();
             let mut rp: Vec<f64> = p0.iter().map(|&x| x as f64).collect();
             let gd: Vec<f64> = g.iter().map(|&x| x as f64).collect();
-            let mut rm: Vec<f64> = widen(HalfFormat::Bf16, &m0).iter().map(|&x| x as f64).collect();
-            let mut rv: Vec<f64> = widen(HalfFormat::Bf16, &v0).iter().map(|&x| x as f64).collect();
+            let mut rm: Vec<f64> = widen(HalfFormat::Bf16, &m0)
+                .iter()
+                .map(|&x| x as f64)
+                .collect();
+            let mut rv: Vec<f64> = widen(HalfFormat::Bf16, &v0)
+                .iter()
+                .map(|&x| x as f64)
+                .collect();
             reference::adam_step(&cfg, 2, &mut rp, &gd, &mut rm, &mut rv, None);
             for isa in Isa::available() {
                 let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
@@ -297,9 +352,17 @@ fn bf16_state_step_matches_the_f64_reference() {
                     let e = ulps(p[i], rp[i], (p0[i] as f64).abs() + update);
                     assert!(e <= 8.0, "{at}: param[{i}] off by {e} ulp");
                     let mi = from_half(HalfFormat::Bf16, m[i]) as f64;
-                    assert!((mi - rm[i]).abs() <= rm[i].abs() * (1.0 / 128.0 + 1e-6), "{at}: m[{i}] {mi} vs {}", rm[i]);
+                    assert!(
+                        (mi - rm[i]).abs() <= rm[i].abs() * (1.0 / 128.0 + 1e-6),
+                        "{at}: m[{i}] {mi} vs {}",
+                        rm[i]
+                    );
                     let vi = from_half(HalfFormat::Bf16, v[i]) as f64;
-                    assert!((vi - rv[i]).abs() <= rv[i] * (1.0 / 128.0 + 1e-6), "{at}: v[{i}] {vi} vs {}", rv[i]);
+                    assert!(
+                        (vi - rv[i]).abs() <= rv[i] * (1.0 / 128.0 + 1e-6),
+                        "{at}: v[{i}] {vi} vs {}",
+                        rv[i]
+                    );
                 }
             }
         }
@@ -331,8 +394,15 @@ fn eight_bit_round_trip_error_is_bounded_per_block() {
                         let i = b * QUANT_BLOCK + j;
                         let err = (back[i] as f64 - y as f64).abs();
                         let bound = (y.abs() as f64 / 16.0).max(floor * absmax) * (1.0 + 1e-6);
-                        assert!(err <= bound, "{moment:?} len {len} [{i}]: {y} -> {}", back[i]);
-                        assert_eq!(back[i].is_sign_negative() && back[i] != 0.0, y < 0.0 && back[i] != 0.0);
+                        assert!(
+                            err <= bound,
+                            "{moment:?} len {len} [{i}]: {y} -> {}",
+                            back[i]
+                        );
+                        assert_eq!(
+                            back[i].is_sign_negative() && back[i] != 0.0,
+                            y < 0.0 && back[i] != 0.0
+                        );
                     }
                 }
             }
@@ -349,8 +419,22 @@ fn eight_bit_step_matches_the_reference_on_the_decoded_state() {
             let g = log_uniform(&mut r, len, -4.0, 0.0, true);
             let (mut mc0, mut ms0) = (vec![0u8; len], vec![0f32; quant_scales_len(len)]);
             let (mut vc0, mut vs0) = (mc0.clone(), ms0.clone());
-            quantize_state(Isa::scalar(), Moment::ExpAvg, &log_uniform(&mut r, len, -4.0, 0.0, true), &mut mc0, &mut ms0).unwrap();
-            quantize_state(Isa::scalar(), Moment::ExpAvgSq, &log_uniform(&mut r, len, -8.0, 0.0, false), &mut vc0, &mut vs0).unwrap();
+            quantize_state(
+                Isa::scalar(),
+                Moment::ExpAvg,
+                &log_uniform(&mut r, len, -4.0, 0.0, true),
+                &mut mc0,
+                &mut ms0,
+            )
+            .unwrap();
+            quantize_state(
+                Isa::scalar(),
+                Moment::ExpAvgSq,
+                &log_uniform(&mut r, len, -8.0, 0.0, false),
+                &mut vc0,
+                &mut vs0,
+            )
+            .unwrap();
             let mut md = vec![0f32; len];
             let mut vd = vec![0f32; len];
             dequantize_state(Isa::scalar(), Moment::ExpAvg, &mc0, &ms0, &mut md).unwrap();
@@ -363,15 +447,22 @@ fn eight_bit_step_matches_the_reference_on_the_decoded_state() {
             let mut expected = None;
             for isa in Isa::available() {
                 let mut p = p0.clone();
-                let (mut mc, mut ms, mut vc, mut vs) = (mc0.clone(), ms0.clone(), vc0.clone(), vs0.clone());
-                adam_step_8bit_state_with(isa, Par::Seq, &cfg, 4, QuantStateTensor {
-                    param: &mut p,
-                    grad: &g,
-                    exp_avg_codes: &mut mc,
-                    exp_avg_scales: &mut ms,
-                    exp_avg_sq_codes: &mut vc,
-                    exp_avg_sq_scales: &mut vs,
-                })
+                let (mut mc, mut ms, mut vc, mut vs) =
+                    (mc0.clone(), ms0.clone(), vc0.clone(), vs0.clone());
+                adam_step_8bit_state_with(
+                    isa,
+                    Par::Seq,
+                    &cfg,
+                    4,
+                    QuantStateTensor {
+                        param: &mut p,
+                        grad: &g,
+                        exp_avg_codes: &mut mc,
+                        exp_avg_scales: &mut ms,
+                        exp_avg_sq_codes: &mut vc,
+                        exp_avg_sq_scales: &mut vs,
+                    },
+                )
                 .unwrap();
                 let at = format!("{name} {} len {len}", isa.name());
                 for i in 0..len {
@@ -384,7 +475,11 @@ fn eight_bit_step_matches_the_reference_on_the_decoded_state() {
                 let mut v_back = vec![0f32; len];
                 dequantize_state(isa, Moment::ExpAvg, &mc, &ms, &mut m_back).unwrap();
                 dequantize_state(isa, Moment::ExpAvgSq, &vc, &vs, &mut v_back).unwrap();
-                for (b, (rmb, rvb)) in rm.chunks(QUANT_BLOCK).zip(rv.chunks(QUANT_BLOCK)).enumerate() {
+                for (b, (rmb, rvb)) in rm
+                    .chunks(QUANT_BLOCK)
+                    .zip(rv.chunks(QUANT_BLOCK))
+                    .enumerate()
+                {
                     let mmax = rmb.iter().fold(0f64, |a, &y| a.max(y.abs()));
                     let vmax = rvb.iter().fold(0f64, |a, &y| a.max(y));
                     for j in 0..rmb.len() {
@@ -409,7 +504,10 @@ fn eight_bit_step_matches_the_reference_on_the_decoded_state() {
 fn grad_norm_is_accurate_and_identical_for_any_thread_count() {
     let mut r = rng(41);
     let lens = [0usize, 1, 17, 255, 16_384, 16_385, 100_003, 3];
-    let grads: Vec<Vec<f32>> = lens.iter().map(|&n| log_uniform(&mut r, n, -6.0, 1.0, true)).collect();
+    let grads: Vec<Vec<f32>> = lens
+        .iter()
+        .map(|&n| log_uniform(&mut r, n, -6.0, 1.0, true))
+        .collect();
     let views: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
     let scale = 0.125;
     let exact = grads
@@ -422,7 +520,12 @@ fn grad_norm_is_accurate_and_identical_for_any_thread_count() {
         let seq = grad_norm_multi_with(isa, Par::Seq, &views, scale).unwrap();
         assert!(!seq.found_inf);
         // f32 partial sums over runs of 256: well within 1e-6 relative.
-        assert!((seq.norm - exact).abs() <= 1e-6 * exact, "{}: {} vs {exact}", isa.name(), seq.norm);
+        assert!(
+            (seq.norm - exact).abs() <= 1e-6 * exact,
+            "{}: {} vs {exact}",
+            isa.name(),
+            seq.norm
+        );
         for threads in [1, 2, 3] {
             set_num_threads(threads).unwrap();
             let pool = grad_norm_multi_with(isa, Par::Pool, &views, scale).unwrap();
@@ -437,8 +540,17 @@ fn grad_norm_is_accurate_and_identical_for_any_thread_count() {
     bad[6][99_999] = f32::NEG_INFINITY;
     let views: Vec<&[f32]> = bad.iter().map(|g| g.as_slice()).collect();
     assert!(grad_norm_multi(&views, 1.0).unwrap().found_inf);
-    assert_eq!(grad_norm_multi(&[], 1.0).unwrap(), GradNorm { norm: 0.0, found_inf: false });
-    assert_eq!(grad_norm_multi(&views, 0.0).unwrap_err().kind(), ErrorKind::InvalidHyperparameter);
+    assert_eq!(
+        grad_norm_multi(&[], 1.0).unwrap(),
+        GradNorm {
+            norm: 0.0,
+            found_inf: false
+        }
+    );
+    assert_eq!(
+        grad_norm_multi(&views, 0.0).unwrap_err().kind(),
+        ErrorKind::InvalidHyperparameter
+    );
 }
 
 #[test]
@@ -447,8 +559,14 @@ fn clipped_step_equals_norm_then_multi_step_and_skips_non_finite() {
     let lens = [5usize, 16_385, 1000];
     let mut cfg = AdamConfig::adamw(1e-2);
     cfg.inv_grad_scale = 0.5;
-    let grads: Vec<Vec<f32>> = lens.iter().map(|&n| log_uniform(&mut r, n, -3.0, 1.0, true)).collect();
-    let params: Vec<Vec<f32>> = lens.iter().map(|&n| log_uniform(&mut r, n, -2.0, 0.0, true)).collect();
+    let grads: Vec<Vec<f32>> = lens
+        .iter()
+        .map(|&n| log_uniform(&mut r, n, -3.0, 1.0, true))
+        .collect();
+    let params: Vec<Vec<f32>> = lens
+        .iter()
+        .map(|&n| log_uniform(&mut r, n, -2.0, 0.0, true))
+        .collect();
     for max_norm in [0.1, 1e9, f64::INFINITY] {
         let mut p1 = params.clone();
         let mut m1: Vec<Vec<f32>> = lens.iter().map(|&n| vec![0.0; n]).collect();
@@ -457,14 +575,23 @@ fn clipped_step_equals_norm_then_multi_step_and_skips_non_finite() {
             .iter_mut()
             .zip(&grads)
             .zip(m1.iter_mut().zip(v1.iter_mut()))
-            .map(|((p, g), (m, v))| AdamTensor { param: p, grad: g, exp_avg: m, exp_avg_sq: v, max_exp_avg_sq: None })
+            .map(|((p, g), (m, v))| AdamTensor {
+                param: p,
+                grad: g,
+                exp_avg: m,
+                exp_avg_sq: v,
+                max_exp_avg_sq: None,
+            })
             .collect();
         let norm = adam_step_clipped_multi(&cfg, 1, &mut ts, max_norm).unwrap();
         // Unfused: norm, then the multi-tensor step with the folded factor.
         let views: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
         let n2 = grad_norm_multi(&views, cfg.inv_grad_scale).unwrap();
         assert_eq!(norm, n2.norm);
-        let folded = AdamConfig { inv_grad_scale: cfg.inv_grad_scale * clip_coefficient(norm, max_norm), ..cfg };
+        let folded = AdamConfig {
+            inv_grad_scale: cfg.inv_grad_scale * clip_coefficient(norm, max_norm),
+            ..cfg
+        };
         let mut p2 = params.clone();
         let mut m2: Vec<Vec<f32>> = lens.iter().map(|&n| vec![0.0; n]).collect();
         let mut v2 = m2.clone();
@@ -472,7 +599,13 @@ fn clipped_step_equals_norm_then_multi_step_and_skips_non_finite() {
             .iter_mut()
             .zip(&grads)
             .zip(m2.iter_mut().zip(v2.iter_mut()))
-            .map(|((p, g), (m, v))| AdamTensor { param: p, grad: g, exp_avg: m, exp_avg_sq: v, max_exp_avg_sq: None })
+            .map(|((p, g), (m, v))| AdamTensor {
+                param: p,
+                grad: g,
+                exp_avg: m,
+                exp_avg_sq: v,
+                max_exp_avg_sq: None,
+            })
             .collect();
         adam_step_multi(&folded, 1, &mut ts2).unwrap();
         assert_eq!(p1, p2);
@@ -494,7 +627,13 @@ fn clipped_step_equals_norm_then_multi_step_and_skips_non_finite() {
         .iter_mut()
         .zip(&bad)
         .zip(m.iter_mut().zip(v.iter_mut()))
-        .map(|((p, g), (m, v))| AdamTensor { param: p, grad: g, exp_avg: m, exp_avg_sq: v, max_exp_avg_sq: None })
+        .map(|((p, g), (m, v))| AdamTensor {
+            param: p,
+            grad: g,
+            exp_avg: m,
+            exp_avg_sq: v,
+            max_exp_avg_sq: None,
+        })
         .collect();
     let e = adam_step_clipped_multi(&cfg, 1, &mut ts, 1.0).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NonFinite);
@@ -504,26 +643,56 @@ fn clipped_step_equals_norm_then_multi_step_and_skips_non_finite() {
     assert_eq!(e.kind(), ErrorKind::InvalidHyperparameter);
     drop(ts);
     assert_eq!(p, params);
-    assert!(m.iter().flatten().chain(v.iter().flatten()).all(|&x| x == 1.0));
+    assert!(m
+        .iter()
+        .flatten()
+        .chain(v.iter().flatten())
+        .all(|&x| x == 1.0));
 }
 
 #[test]
 fn bad_input_is_rejected_and_nothing_changes() {
-    let cfg = AdamConfig { check_finite: true, ..AdamConfig::default() };
+    let cfg = AdamConfig {
+        check_finite: true,
+        ..AdamConfig::default()
+    };
     let mut p = vec![1.0f32; 300];
     let mut p16 = vec![7u16; 300];
     let mut g16 = vec![to_half(HalfFormat::Bf16, 0.5); 300];
     let mut m = vec![0.0f32; 300];
     let mut v = vec![0.0f32; 300];
     let mut call = |cfg: &AdamConfig, step: u64, g16: &[u16], m_len: usize| {
-        adam_step_master_bf16(cfg, step, &mut p, &mut p16, g16, &mut m[..m_len], &mut v, Rounding::NearestEven)
-            .unwrap_err()
-            .kind()
+        adam_step_master_bf16(
+            cfg,
+            step,
+            &mut p,
+            &mut p16,
+            g16,
+            &mut m[..m_len],
+            &mut v,
+            Rounding::NearestEven,
+        )
+        .unwrap_err()
+        .kind()
     };
     assert_eq!(call(&cfg, 1, &g16, 299), ErrorKind::Length);
     assert_eq!(call(&cfg, 0, &g16, 300), ErrorKind::InvalidHyperparameter);
-    assert_eq!(call(&AdamConfig { amsgrad: true, ..cfg }, 1, &g16, 300), ErrorKind::InvalidArgument);
-    assert_eq!(call(&AdamConfig { beta1: 1.0, ..cfg }, 1, &g16, 300), ErrorKind::InvalidHyperparameter);
+    assert_eq!(
+        call(
+            &AdamConfig {
+                amsgrad: true,
+                ..cfg
+            },
+            1,
+            &g16,
+            300
+        ),
+        ErrorKind::InvalidArgument
+    );
+    assert_eq!(
+        call(&AdamConfig { beta1: 1.0, ..cfg }, 1, &g16, 300),
+        ErrorKind::InvalidHyperparameter
+    );
     g16[123] = 0x7fc0; // NaN
     assert_eq!(call(&cfg, 1, &g16, 300), ErrorKind::NonFinite);
     g16[123] = 0x7f80; // +inf
@@ -533,30 +702,47 @@ fn bad_input_is_rejected_and_nothing_changes() {
     // f16 infinity is 0x7c00.
     let g = vec![0x7c00u16; 3];
     let (mut a, mut b, mut c, mut d) = (vec![0f32; 3], vec![0u16; 3], vec![0f32; 3], vec![0f32; 3]);
-    let e = adam_step_master_f16(&cfg, 1, &mut a, &mut b, &g, &mut c, &mut d, Rounding::NearestEven);
+    let e = adam_step_master_f16(
+        &cfg,
+        1,
+        &mut a,
+        &mut b,
+        &g,
+        &mut c,
+        &mut d,
+        Rounding::NearestEven,
+    );
     assert_eq!(e.unwrap_err().kind(), ErrorKind::NonFinite);
     // 8-bit: scales of the wrong length.
     let g = vec![0.5f32; 300];
     let (mut mc, mut vc) = (vec![0u8; 300], vec![0u8; 300]);
     let (mut ms, mut vs) = (vec![0f32; 1], vec![0f32; 2]);
-    let e = adam_step_8bit_state(&cfg, 1, QuantStateTensor {
-        param: &mut a[..0],
-        grad: &g,
-        exp_avg_codes: &mut mc,
-        exp_avg_scales: &mut ms,
-        exp_avg_sq_codes: &mut vc,
-        exp_avg_sq_scales: &mut vs,
-    });
+    let e = adam_step_8bit_state(
+        &cfg,
+        1,
+        QuantStateTensor {
+            param: &mut a[..0],
+            grad: &g,
+            exp_avg_codes: &mut mc,
+            exp_avg_scales: &mut ms,
+            exp_avg_sq_codes: &mut vc,
+            exp_avg_sq_scales: &mut vs,
+        },
+    );
     assert_eq!(e.unwrap_err().kind(), ErrorKind::Length);
     let mut pp = vec![1.0f32; 300];
-    let e = adam_step_8bit_state(&cfg, 1, QuantStateTensor {
-        param: &mut pp,
-        grad: &g,
-        exp_avg_codes: &mut mc,
-        exp_avg_scales: &mut ms,
-        exp_avg_sq_codes: &mut vc,
-        exp_avg_sq_scales: &mut vs,
-    });
+    let e = adam_step_8bit_state(
+        &cfg,
+        1,
+        QuantStateTensor {
+            param: &mut pp,
+            grad: &g,
+            exp_avg_codes: &mut mc,
+            exp_avg_scales: &mut ms,
+            exp_avg_sq_codes: &mut vc,
+            exp_avg_sq_scales: &mut vs,
+        },
+    );
     assert_eq!(e.unwrap_err().kind(), ErrorKind::Length);
     assert!(pp.iter().all(|&x| x == 1.0) && mc.iter().all(|&x| x == 0));
 }
@@ -574,7 +760,11 @@ fn bf16_master_and_eight_bit_state_train_as_well_as_f32() {
         .map(|i| {
             let z: f32 = (0..d).map(|j| x[i * d + j] * w_true[j]).sum();
             let noise: f32 = r.random_range(-0.5..0.5);
-            if z + noise > 0.0 { 1.0 } else { 0.0 }
+            if z + noise > 0.0 {
+                1.0
+            } else {
+                0.0
+            }
         })
         .collect();
     let loss_grad = |w: &[f32], grad: &mut [f32]| -> f64 {
@@ -590,7 +780,10 @@ fn bf16_master_and_eight_bit_state_train_as_well_as_f32() {
         }
         loss / n as f64
     };
-    let cfg = AdamConfig { lr: 0.05, ..AdamConfig::default() };
+    let cfg = AdamConfig {
+        lr: 0.05,
+        ..AdamConfig::default()
+    };
     let steps = 400;
     // f32
     let (mut w, mut g, mut m, mut v) = (vec![0f32; d], vec![0f32; d], vec![0f32; d], vec![0f32; d]);
@@ -606,24 +799,49 @@ fn bf16_master_and_eight_bit_state_train_as_well_as_f32() {
     for t in 1..=steps {
         let w_model = widen(HalfFormat::Bf16, &w16);
         loss_grad(&w_model, &mut g);
-        round_to_half(Isa::detect(), HalfFormat::Bf16, &g, &mut g16, Rounding::NearestEven, t).unwrap();
-        adam_step_master_bf16(&cfg, t, &mut master, &mut w16, &g16, &mut m, &mut v, Rounding::NearestEven).unwrap();
+        round_to_half(
+            Isa::detect(),
+            HalfFormat::Bf16,
+            &g,
+            &mut g16,
+            Rounding::NearestEven,
+            t,
+        )
+        .unwrap();
+        adam_step_master_bf16(
+            &cfg,
+            t,
+            &mut master,
+            &mut w16,
+            &g16,
+            &mut m,
+            &mut v,
+            Rounding::NearestEven,
+        )
+        .unwrap();
     }
     let bf16_loss = loss_grad(&widen(HalfFormat::Bf16, &w16), &mut g);
     // 8-bit state.
     let mut w = vec![0f32; d];
     let (mut mc, mut vc) = (vec![0u8; d], vec![0u8; d]);
-    let (mut ms, mut vs) = (vec![0f32; quant_scales_len(d)], vec![0f32; quant_scales_len(d)]);
+    let (mut ms, mut vs) = (
+        vec![0f32; quant_scales_len(d)],
+        vec![0f32; quant_scales_len(d)],
+    );
     for t in 1..=steps {
         loss_grad(&w, &mut g);
-        adam_step_8bit_state(&cfg, t, QuantStateTensor {
-            param: &mut w,
-            grad: &g,
-            exp_avg_codes: &mut mc,
-            exp_avg_scales: &mut ms,
-            exp_avg_sq_codes: &mut vc,
-            exp_avg_sq_scales: &mut vs,
-        })
+        adam_step_8bit_state(
+            &cfg,
+            t,
+            QuantStateTensor {
+                param: &mut w,
+                grad: &g,
+                exp_avg_codes: &mut mc,
+                exp_avg_scales: &mut ms,
+                exp_avg_sq_codes: &mut vc,
+                exp_avg_sq_scales: &mut vs,
+            },
+        )
         .unwrap();
     }
     let q_loss = loss_grad(&w, &mut g);
@@ -632,13 +850,33 @@ fn bf16_master_and_eight_bit_state_train_as_well_as_f32() {
     let (mut m16, mut v16) = (vec![0u16; d], vec![0u16; d]);
     for t in 1..=steps {
         loss_grad(&w, &mut g);
-        adam_step_bf16_state(&cfg, t, 3, Bf16StateTensor { param: &mut w, grad: &g, exp_avg: &mut m16, exp_avg_sq: &mut v16 }).unwrap();
+        adam_step_bf16_state(
+            &cfg,
+            t,
+            3,
+            Bf16StateTensor {
+                param: &mut w,
+                grad: &g,
+                exp_avg: &mut m16,
+                exp_avg_sq: &mut v16,
+            },
+        )
+        .unwrap();
     }
     let b_loss = loss_grad(&w, &mut g);
     let start = (2f64).ln();
     assert!(f32_loss < 0.5 * start, "f32 did not train: {f32_loss}");
-    eprintln!("losses: f32 {f32_loss}, bf16 master {bf16_loss}, 8-bit {q_loss}, bf16 state {b_loss}");
-    for (name, loss) in [("bf16 master", bf16_loss), ("8-bit state", q_loss), ("bf16 state", b_loss)] {
-        assert!((loss - f32_loss).abs() <= 0.005, "{name}: {loss} vs f32 {f32_loss}");
+    eprintln!(
+        "losses: f32 {f32_loss}, bf16 master {bf16_loss}, 8-bit {q_loss}, bf16 state {b_loss}"
+    );
+    for (name, loss) in [
+        ("bf16 master", bf16_loss),
+        ("8-bit state", q_loss),
+        ("bf16 state", b_loss),
+    ] {
+        assert!(
+            (loss - f32_loss).abs() <= 0.005,
+            "{name}: {loss} vs f32 {f32_loss}"
+        );
     }
 }

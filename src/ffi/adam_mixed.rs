@@ -12,6 +12,7 @@
 //!   `|m| = scale * (e == 0 ? f * 2^-17 : (1 + f / 8) * 2^(e - 15))`; codes 121..127 unused.
 //! - `exp_avg_sq` code `c = e << 3 | f` (5-bit `e`, 3-bit `f`):
 //!   `v = scale * (e == 0 ? f * 2^-33 : (1 + f / 8) * 2^(e - 31))`; codes 249..255 unused.
+//!
 //! All-zero codes and scales are the usual `m = v = 0` start.
 
 use super::adam::{check_tensor, dp_adam_config, dp_adam_tensor_f32, tensor_view, validate};
@@ -141,7 +142,15 @@ fn master_step(
             exp_avg_sq: check::slice_mut(exp_avg_sq, len),
         }
     };
-    adam_step_master_with(Isa::detect(), Par::Pool, format, &config, step, tensor, rounding)
+    adam_step_master_with(
+        Isa::detect(),
+        Par::Pool,
+        format,
+        &config,
+        step,
+        tensor,
+        rounding,
+    )
 }
 
 /// One Adam/AdamW step with bf16 parameters and gradients and f32 master weights, in one pass:
@@ -303,12 +312,14 @@ pub unsafe extern "C" fn dp_grad_norm_multi_f32(
         // SAFETY: non-null (or count == 0), aligned and sized: checked just above.
         let list = unsafe { check::slice(tensors, count) };
         let mut regions = Vec::new();
-        regions.try_reserve_exact(count.saturating_add(2)).map_err(|_| {
-            Error::new(
-                ErrorKind::Allocation,
-                format!("no memory to check {count} tensors"),
-            )
-        })?;
+        regions
+            .try_reserve_exact(count.saturating_add(2))
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Allocation,
+                    format!("no memory to check {count} tensors"),
+                )
+            })?;
         for (i, t) in list.iter().enumerate() {
             let name = Name {
                 tensor: Some(i),

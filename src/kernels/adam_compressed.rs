@@ -155,7 +155,10 @@ impl<const L2: bool> WithSimd for Bf16StateKernel<'_, L2> {
         let (m_body, m_tail) = exp_avg.split_at_mut(n * width);
         let (v_body, v_tail) = exp_avg_sq.split_at_mut(n * width);
         for i in 0..n {
-            let index = simd.add_u32s(simd.splat_u32s(first.wrapping_add((i * width) as u32)), iota);
+            let index = simd.add_u32s(
+                simd.splat_u32s(first.wrapping_add((i * width) as u32)),
+                iota,
+            );
             let m = &mut m_body[i * width..][..width];
             let v = &mut v_body[i * width..][..width];
             let (theta, m16, v16) = bf16_state_lane::<S, L2>(
@@ -175,7 +178,10 @@ impl<const L2: bool> WithSimd for Bf16StateKernel<'_, L2> {
             store_u16::<S>(simd, v, v16);
         }
         if !p_tail.is_empty() {
-            let index = simd.add_u32s(simd.splat_u32s(first.wrapping_add((n * width) as u32)), iota);
+            let index = simd.add_u32s(
+                simd.splat_u32s(first.wrapping_add((n * width) as u32)),
+                iota,
+            );
             let (theta, m16, v16) = bf16_state_lane::<S, L2>(
                 simd,
                 &c,
@@ -260,17 +266,9 @@ pub fn adam_step_bf16_state_with(
         BLOCK,
         &|block| {
             if l2 {
-                isa.run(Bf16StateKernel::<true> {
-                    k: &k,
-                    keys,
-                    block,
-                })
+                isa.run(Bf16StateKernel::<true> { k: &k, keys, block })
             } else {
-                isa.run(Bf16StateKernel::<false> {
-                    k: &k,
-                    keys,
-                    block,
-                })
+                isa.run(Bf16StateKernel::<false> { k: &k, keys, block })
             }
         },
         &|(), ()| (),
@@ -309,16 +307,13 @@ fn encode_m<S: Simd>(simd: S, x: S::f32s, inv_scale: S::f32s) -> S::u32s {
 
 #[inline(always)]
 fn decode_m<S: Simd>(simd: S, code: S::u32s, scale: S::f32s) -> S::f32s {
-    let magnitude = decode_minifloat::<S, M_MANT, M_EMIN>(
-        simd,
-        simd.and_u32s(code, simd.splat_u32s(0x7f)),
-    );
+    let magnitude =
+        decode_minifloat::<S, M_MANT, M_EMIN>(simd, simd.and_u32s(code, simd.splat_u32s(0x7f)));
     let sign = simd.wrapping_dyn_shl_u32s(
         simd.and_u32s(code, simd.splat_u32s(0x80)),
         simd.splat_u32s(24),
     );
-    let signed =
-        simd.transmute_f32s_u32s(simd.or_u32s(simd.transmute_u32s_f32s(magnitude), sign));
+    let signed = simd.transmute_f32s_u32s(simd.or_u32s(simd.transmute_u32s_f32s(magnitude), sign));
     simd.mul_f32s(signed, scale)
 }
 
@@ -539,7 +534,11 @@ fn check_quant_lengths(n: usize, named: &[(&str, usize)], scales: &[(&str, usize
 /// A zero-initialized state (all codes and scales 0) is the usual `m = v = 0` start.
 /// Errors as [`crate::adam_step`] (scales must hold `ceil(len / 256)` values); nothing is
 /// written on error.
-pub fn adam_step_8bit_state(cfg: &AdamConfig, step: u64, tensor: QuantStateTensor<'_>) -> Result<()> {
+pub fn adam_step_8bit_state(
+    cfg: &AdamConfig,
+    step: u64,
+    tensor: QuantStateTensor<'_>,
+) -> Result<()> {
     adam_step_8bit_state_with(Isa::detect(), Par::Pool, cfg, step, tensor)
 }
 
@@ -695,8 +694,14 @@ pub fn quantize_state(
     codes: &mut [u8],
     scales: &mut [f32],
 ) -> Result<()> {
-    check_quant_lengths(values.len(), &[("codes", codes.len())], &[("scales", scales.len())])?;
-    if values.iter().any(|x| !x.is_finite()) || (moment == Moment::ExpAvgSq && values.iter().any(|&x| x < 0.0)) {
+    check_quant_lengths(
+        values.len(),
+        &[("codes", codes.len())],
+        &[("scales", scales.len())],
+    )?;
+    if values.iter().any(|x| !x.is_finite())
+        || (moment == Moment::ExpAvgSq && values.iter().any(|&x| x < 0.0))
+    {
         return Err(Error::new(
             crate::ErrorKind::InvalidArgument,
             "state values must be finite (and >= 0 for exp_avg_sq)",
@@ -719,7 +724,11 @@ pub fn dequantize_state(
     scales: &[f32],
     out: &mut [f32],
 ) -> Result<()> {
-    check_quant_lengths(out.len(), &[("codes", codes.len())], &[("scales", scales.len())])?;
+    check_quant_lengths(
+        out.len(),
+        &[("codes", codes.len())],
+        &[("scales", scales.len())],
+    )?;
     isa.run(Dequantize {
         moment,
         codes,

@@ -190,13 +190,19 @@ impl<const F16: bool, const STOCHASTIC: bool, const L2: bool> WithSimd
             simd.partial_store_f32s(m_tail, m);
             simd.partial_store_f32s(v_tail, v);
             let random = if STOCHASTIC {
-                let index =
-                    simd.add_u32s(simd.splat_u32s(first.wrapping_add((n * width) as u32)), iota);
+                let index = simd.add_u32s(
+                    simd.splat_u32s(first.wrapping_add((n * width) as u32)),
+                    iota,
+                );
                 random_bits(simd, key, index)
             } else {
                 simd.splat_u32s(0)
             };
-            store_u16::<S>(simd, p_tail, narrow::<S, F16, STOCHASTIC>(simd, theta, random));
+            store_u16::<S>(
+                simd,
+                p_tail,
+                narrow::<S, F16, STOCHASTIC>(simd, theta, random),
+            );
         }
     }
 }
@@ -459,7 +465,8 @@ pub fn round_to_half(
             {
                 let index = simd.add_u32s(simd.splat_u32s((j * width) as u32), iota::<S>());
                 let random = random_bits(simd, key, index);
-                store_u16::<S>(simd, 
+                store_u16::<S>(
+                    simd,
                     o,
                     narrow::<S, F16, STOCHASTIC>(simd, simd.partial_load_f32s(x), random),
                 );

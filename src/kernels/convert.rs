@@ -233,7 +233,12 @@ pub(crate) fn f32_to_bf16<S: Simd, const STOCHASTIC: bool>(
 /// `random`. Integer arithmetic only: the normal and the subnormal case differ only in the shift.
 /// Stochastic rounding is exact for `a >= 2^(EMIN - MANT - 8)`; smaller values round to zero.
 #[inline(always)]
-pub(crate) fn encode_minifloat<S: Simd, const MANT: u32, const EMIN: i32, const STOCHASTIC: bool>(
+pub(crate) fn encode_minifloat<
+    S: Simd,
+    const MANT: u32,
+    const EMIN: i32,
+    const STOCHASTIC: bool,
+>(
     simd: S,
     a: S::u32s,
     random: S::u32s,
@@ -285,10 +290,7 @@ pub(crate) fn encode_minifloat<S: Simd, const MANT: u32, const EMIN: i32, const 
     let add = if STOCHASTIC {
         simd.and_u32s(random, mask)
     } else {
-        let lsb = simd.and_u32s(
-            simd.wrapping_dyn_shr_u32s(base, shift),
-            simd.splat_u32s(1),
-        );
+        let lsb = simd.and_u32s(simd.wrapping_dyn_shr_u32s(base, shift), simd.splat_u32s(1));
         simd.add_u32s(shr(simd, mask, 1), lsb)
     };
     let code = simd.wrapping_dyn_shr_u32s(simd.add_u32s(base, add), shift);

@@ -49,7 +49,12 @@ struct NormScan<'a> {
 
 /// `acc + x * x` and `nan_acc + x * 0` for `x = g * scale`.
 #[inline(always)]
-fn norm_lane<S: Simd>(simd: S, [acc, nan_acc]: [S::f32s; 2], g: S::f32s, scale: S::f32s) -> [S::f32s; 2] {
+fn norm_lane<S: Simd>(
+    simd: S,
+    [acc, nan_acc]: [S::f32s; 2],
+    g: S::f32s,
+    scale: S::f32s,
+) -> [S::f32s; 2] {
     let x = simd.mul_f32s(g, scale);
     [
         simd.mul_add_f32s(x, x, acc),
@@ -122,7 +127,7 @@ pub fn grad_norm_multi_with(
     inv_grad_scale: f64,
 ) -> Result<GradNorm> {
     error::check_positive("inv_grad_scale", inv_grad_scale)?;
-    Ok(norm_pass(isa, par, grads.iter().copied(), inv_grad_scale as f32)?)
+    norm_pass(isa, par, grads.iter().copied(), inv_grad_scale as f32)
 }
 
 fn norm_pass<'a>(
@@ -194,7 +199,12 @@ pub fn adam_step_clipped_multi_with(
     for (i, t) in tensors.iter().enumerate() {
         t.check(cfg, Some(i))?;
     }
-    let norm = norm_pass(isa, par, tensors.iter().map(|t| t.grad), cfg.inv_grad_scale as f32)?;
+    let norm = norm_pass(
+        isa,
+        par,
+        tensors.iter().map(|t| t.grad),
+        cfg.inv_grad_scale as f32,
+    )?;
     if norm.found_inf || !norm.norm.is_finite() {
         return Err(non_finite_error());
     }
@@ -204,7 +214,7 @@ pub fn adam_step_clipped_multi_with(
         check_finite: false,
         ..*cfg
     };
-    if !(folded.inv_grad_scale > 0.0) {
+    if folded.inv_grad_scale <= 0.0 {
         // max_grad_norm / norm underflowed: the clipped gradient is zero to f64 precision.
         return Err(crate::Error::hyperparameter(
             "the clip factor underflows to 0 (max_grad_norm / norm below 1e-308)",

@@ -27,12 +27,23 @@ pub fn rows(b: &mut Bench) {
     let g = Aligned::new(n, |i| (i % 89) as f32 * 1e-3 - 0.04);
     let mut m = Aligned::new(n, |_| 0.0);
     let mut v = Aligned::new(n, |_| 1e-4);
-    let g16: Vec<u16> = g.get().iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect();
-    let g16f: Vec<u16> = g.get().iter().map(|&x| half::f16::from_f32(x).to_bits()).collect();
+    let g16: Vec<u16> = g
+        .get()
+        .iter()
+        .map(|&x| half::bf16::from_f32(x).to_bits())
+        .collect();
+    let g16f: Vec<u16> = g
+        .get()
+        .iter()
+        .map(|&x| half::f16::from_f32(x).to_bits())
+        .collect();
     let mut p16 = vec![0u16; n];
     let (mut m16, mut v16) = (vec![0u16; n], vec![0u16; n]);
     let (mut mc, mut vc) = (vec![0u8; n], vec![0u8; n]);
-    let (mut ms, mut vs) = (vec![0f32; quant_scales_len(n)], vec![0f32; quant_scales_len(n)]);
+    let (mut ms, mut vs) = (
+        vec![0f32; quant_scales_len(n)],
+        vec![0f32; quant_scales_len(n)],
+    );
     for threads in b.thread_counts() {
         let budget = b.budget();
         let (times, limit) = with_threads(threads, || {

@@ -276,8 +276,8 @@ fn print_row(row: &Row) {
 
 /// Runs the report.
 pub fn run(args: &BenchArgs) -> Result<(), String> {
-    let families: [(&str, fn(&mut Bench)); 2] =
-        [("adam", adam::rows), ("adam_mixed", adam_mixed::rows)];
+    type Family = (&'static str, fn(&mut Bench));
+    let families: [Family; 2] = [("adam", adam::rows), ("adam_mixed", adam_mixed::rows)];
     for name in &args.only {
         if !families.iter().any(|(f, _)| f == name) {
             return Err(format!("unknown family {name:?}"));

@@ -10,8 +10,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// The most threads [`set_num_threads`] accepts.
-#define MAX_THREADS 1024
+// Elements per block of the 8-bit optimizer state (one scale per block and moment).
+//
+// 8-bit state layout (the checkpoint format: save and restore the four arrays as they are).
+// Block `b` covers elements `[256 b, 256 b + 256)`; `exp_avg_scales[b]` / `exp_avg_sq_scales[b]`
+// (float) is the absmax of the block's m / v; each scale array holds
+// `dp_adam_8bit_scales_len(len) = ceil(len / 256)` floats. One byte per element:
+// - exp_avg code `c`: bit 7 is the sign; `q = c & 0x7f = e << 3 | f` (4-bit e, 3-bit f);
+//   `|m| = scale * (e == 0 ? f * 2^-17 : (1 + f / 8) * 2^(e - 15))`; codes 121..127 unused.
+// - exp_avg_sq code `c = e << 3 | f` (5-bit e, 3-bit f):
+//   `v = scale * (e == 0 ? f * 2^-33 : (1 + f / 8) * 2^(e - 31))`; codes 249..255 unused.
+//
+// All-zero codes and scales are the usual m = v = 0 start.
+#define DP_ADAM_8BIT_BLOCK 256
 
 // `dp_basis_info.kind`: the identity.
 #define DP_BASIS_IDENTITY 0
@@ -181,6 +192,137 @@ enum dp_status dp_adam_step_multi_f32(const struct dp_adam_config *cfg,
                                       uint64_t step,
                                       const struct dp_adam_tensor_f32 *tensors,
                                       size_t count);
+
+// One Adam/AdamW step with bf16 parameters and gradients and f32 master weights, in one pass:
+// reads `grad_bf16`, `master`, `exp_avg`, `exp_avg_sq`; writes `master`, `exp_avg`,
+// `exp_avg_sq` and `param_bf16 = round_nearest_even(master)`. amsgrad is not supported
+// (DP_ERR_INVALID_ARGUMENT). With `cfg->check_finite`, a NaN/Inf gradient (after unscaling)
+// returns DP_ERR_NON_FINITE. Buffers must not overlap; on failure nothing is written.
+//
+// # Safety
+// Each non-NULL pointer must be valid for `len` elements (reads for `grad_bf16`, reads and
+// writes for the others) for the duration of the call; `cfg` must point to a `dp_adam_config`.
+enum dp_status dp_adam_step_master_bf16(const struct dp_adam_config *cfg,
+                                        uint64_t step,
+                                        float *master,
+                                        uint16_t *param_bf16,
+                                        const uint16_t *grad_bf16,
+                                        float *exp_avg,
+                                        float *exp_avg_sq,
+                                        size_t len);
+
+// `dp_adam_step_master_bf16` for IEEE f16 parameters and gradients (`uint16_t` bits).
+//
+// # Safety
+// As `dp_adam_step_master_bf16`.
+enum dp_status dp_adam_step_master_f16(const struct dp_adam_config *cfg,
+                                       uint64_t step,
+                                       float *master,
+                                       uint16_t *param_f16,
+                                       const uint16_t *grad_f16,
+                                       float *exp_avg,
+                                       float *exp_avg_sq,
+                                       size_t len);
+
+// `dp_adam_step_master_bf16` with stochastic rounding of the bf16 copy: the random bits depend
+// only on `(seed, step, element index)`, so the result does not depend on the thread count.
+//
+// # Safety
+// As `dp_adam_step_master_bf16`.
+enum dp_status dp_adam_step_master_bf16_stochastic(const struct dp_adam_config *cfg,
+                                                   uint64_t step,
+                                                   uint64_t seed,
+                                                   float *master,
+                                                   uint16_t *param_bf16,
+                                                   const uint16_t *grad_bf16,
+                                                   float *exp_avg,
+                                                   float *exp_avg_sq,
+                                                   size_t len);
+
+// `dp_adam_step_master_f16` with stochastic rounding (see
+// `dp_adam_step_master_bf16_stochastic`).
+//
+// # Safety
+// As `dp_adam_step_master_bf16`.
+enum dp_status dp_adam_step_master_f16_stochastic(const struct dp_adam_config *cfg,
+                                                  uint64_t step,
+                                                  uint64_t seed,
+                                                  float *master,
+                                                  uint16_t *param_f16,
+                                                  const uint16_t *grad_f16,
+                                                  float *exp_avg,
+                                                  float *exp_avg_sq,
+                                                  size_t len);
+
+// Pass 1 of a training step: the global L2 norm of every tensor's `grad * inv_grad_scale`
+// (only the `grad` and `len` fields are read; the others may be NULL), and whether any value
+// is NaN or infinite. The f64 norm is bitwise identical for any thread count. Writes
+// `*norm_out` and `*found_inf_out` on success (a non-finite gradient is not an error here:
+// `*found_inf_out = true`). `inv_grad_scale` must be finite and > 0.
+//
+// # Safety
+// `tensors` must be valid for `count` elements (or NULL with `count == 0`), each `grad` valid
+// for reads of `len` floats; `norm_out` and `found_inf_out` valid for writes.
+enum dp_status dp_grad_norm_multi_f32(const struct dp_adam_tensor_f32 *tensors,
+                                      size_t count,
+                                      double inv_grad_scale,
+                                      double *norm_out,
+                                      bool *found_inf_out);
+
+// The two-pass training step over `count` tensors. Pass 1: the global L2 norm of the unscaled
+// gradients (`grad * cfg->inv_grad_scale`) with a non-finite scan; if any value is NaN/Inf the
+// call returns DP_ERR_NON_FINITE and writes nothing (not even `*norm_out`), whatever
+// `cfg->check_finite` says. Pass 2: Adam/AdamW with unscale and
+// `clip = min(1, max_grad_norm / (norm + 1e-6))` folded into one gradient factor.
+// `max_grad_norm > 0` (INFINITY: no clipping). `norm_out` may be NULL; otherwise it receives
+// the norm before clipping. Overlap rules as `dp_adam_step_multi_f32`.
+//
+// # Safety
+// As `dp_adam_step_multi_f32`; `norm_out`, when non-NULL, valid for one write.
+enum dp_status dp_adam_step_clipped_multi_f32(const struct dp_adam_config *cfg,
+                                              uint64_t step,
+                                              const struct dp_adam_tensor_f32 *tensors,
+                                              size_t count,
+                                              double max_grad_norm,
+                                              double *norm_out);
+
+// One Adam/AdamW step with `exp_avg` (m) and `exp_avg_sq` (v) stored as bf16 bits, rounded
+// stochastically with random bits from `(seed, step, element index)` (m and v use separate
+// streams): unbiased and independent of the thread count. `param` and `grad` are f32.
+// amsgrad is not supported. Buffers must not overlap; on failure nothing is written.
+//
+// # Safety
+// Each non-NULL pointer valid for `len` elements (reads for `grad`, reads and writes for the
+// others); `cfg` must point to a `dp_adam_config`.
+enum dp_status dp_adam_step_bf16_state(const struct dp_adam_config *cfg,
+                                       uint64_t step,
+                                       uint64_t seed,
+                                       float *param,
+                                       const float *grad,
+                                       uint16_t *exp_avg_bf16,
+                                       uint16_t *exp_avg_sq_bf16,
+                                       size_t len);
+
+// `ceil(len / 256)`: the number of floats in each scale array of the 8-bit state.
+size_t dp_adam_8bit_scales_len(size_t len);
+
+// One Adam/AdamW step with 8-bit block-quantized `m` and `v` (layout: see DP_ADAM_8BIT_BLOCK): decoded, stepped and re-encoded in one pass,
+// with fresh per-block scales. Code arrays hold `len` bytes, scale arrays
+// `dp_adam_8bit_scales_len(len)` floats. amsgrad is not supported. Buffers must not overlap;
+// on failure nothing is written.
+//
+// # Safety
+// Each non-NULL pointer valid for its element count (reads for `grad`, reads and writes for
+// the others); `cfg` must point to a `dp_adam_config`.
+enum dp_status dp_adam_step_8bit_state(const struct dp_adam_config *cfg,
+                                       uint64_t step,
+                                       float *param,
+                                       const float *grad,
+                                       uint8_t *exp_avg_codes,
+                                       float *exp_avg_scales,
+                                       uint8_t *exp_avg_sq_codes,
+                                       float *exp_avg_sq_scales,
+                                       size_t len);
 
 // Creates the identity basis on `len` floats (rotations are copies; steps are the plain ones).
 //

@@ -471,6 +471,154 @@ void gn_step(const dp_gn_config& cfg, std::uint64_t step, P& param, const G& gra
     if (grad.size() != n || exp_avg.size() != n || h.size() != n)
         throw error(DP_ERR_LENGTH, "diagprec::gn_step: containers differ in size");
     gn_step(cfg, step, param.data(), grad.data(), exp_avg.data(), h.data(), n);
+
+// ---- Mixed precision, compressed state, global norm, two-pass clipped step ----------------
+
+/// How the 16-bit parameter copy is rounded: nearest-even, or stochastic with a seed.
+struct rounding {
+    bool stochastic = false;
+    std::uint64_t seed = 0;
+    static rounding nearest_even() noexcept { return {}; }
+    static rounding stochastic_with(std::uint64_t seed) noexcept { return {true, seed}; }
+};
+
+/// bf16 parameters and gradients (uint16_t bits) with f32 master weights, one pass
+/// (dp_adam_step_master_bf16 / _stochastic).
+inline std::error_code adam_step_master_bf16(const dp_adam_config& cfg, std::uint64_t step,
+                                             float* master, std::uint16_t* param,
+                                             const std::uint16_t* grad, float* exp_avg,
+                                             float* exp_avg_sq, std::size_t len, rounding r,
+                                             std::error_code& ec) noexcept {
+    ec = detail::to_code(
+        r.stochastic ? dp_adam_step_master_bf16_stochastic(&cfg, step, r.seed, master, param, grad,
+                                                           exp_avg, exp_avg_sq, len)
+                     : dp_adam_step_master_bf16(&cfg, step, master, param, grad, exp_avg,
+                                                exp_avg_sq, len));
+    return ec;
+}
+
+inline void adam_step_master_bf16(const dp_adam_config& cfg, std::uint64_t step, float* master,
+                                  std::uint16_t* param, const std::uint16_t* grad, float* exp_avg,
+                                  float* exp_avg_sq, std::size_t len, rounding r = {}) {
+    std::error_code ec;
+    adam_step_master_bf16(cfg, step, master, param, grad, exp_avg, exp_avg_sq, len, r, ec);
+    if (ec) throw error(static_cast<dp_status>(ec.value()), dp_last_error_message());
+}
+
+/// IEEE f16 parameters and gradients (dp_adam_step_master_f16 / _stochastic).
+inline std::error_code adam_step_master_f16(const dp_adam_config& cfg, std::uint64_t step,
+                                            float* master, std::uint16_t* param,
+                                            const std::uint16_t* grad, float* exp_avg,
+                                            float* exp_avg_sq, std::size_t len, rounding r,
+                                            std::error_code& ec) noexcept {
+    ec = detail::to_code(
+        r.stochastic ? dp_adam_step_master_f16_stochastic(&cfg, step, r.seed, master, param, grad,
+                                                          exp_avg, exp_avg_sq, len)
+                     : dp_adam_step_master_f16(&cfg, step, master, param, grad, exp_avg,
+                                               exp_avg_sq, len));
+    return ec;
+}
+
+inline void adam_step_master_f16(const dp_adam_config& cfg, std::uint64_t step, float* master,
+                                 std::uint16_t* param, const std::uint16_t* grad, float* exp_avg,
+                                 float* exp_avg_sq, std::size_t len, rounding r = {}) {
+    std::error_code ec;
+    adam_step_master_f16(cfg, step, master, param, grad, exp_avg, exp_avg_sq, len, r, ec);
+    if (ec) throw error(static_cast<dp_status>(ec.value()), dp_last_error_message());
+}
+
+/// Container form of the bf16 master step: every container the same size.
+template <class A, class P, class G, class M, class V,
+          class = std::enable_if_t<std::is_same_v<detail::value_t<P>, std::uint16_t>>>
+void adam_step_master_bf16(const dp_adam_config& cfg, std::uint64_t step, A& master, P& param,
+                           const G& grad, M& exp_avg, V& exp_avg_sq, rounding r = {}) {
+    const std::size_t n = master.size();
+    if (param.size() != n || grad.size() != n || exp_avg.size() != n || exp_avg_sq.size() != n)
+        throw error(DP_ERR_LENGTH, "diagprec::adam_step_master_bf16: containers differ in size");
+    adam_step_master_bf16(cfg, step, master.data(), param.data(), grad.data(), exp_avg.data(),
+                          exp_avg_sq.data(), n, r);
+}
+
+/// The global L2 norm of the unscaled gradients and whether any is NaN/Inf.
+struct grad_norm_result {
+    double norm = 0.0;
+    bool found_inf = false;
+};
+
+inline grad_norm_result grad_norm(const dp_adam_tensor_f32* tensors, std::size_t count,
+                                  double inv_grad_scale, std::error_code& ec) noexcept {
+    grad_norm_result r;
+    ec = detail::to_code(
+        dp_grad_norm_multi_f32(tensors, count, inv_grad_scale, &r.norm, &r.found_inf));
+    return r;
+}
+
+template <class T, class = std::enable_if_t<std::is_same_v<detail::value_t<T>, dp_adam_tensor_f32>>>
+grad_norm_result grad_norm(const T& tensors, double inv_grad_scale = 1.0) {
+    std::error_code ec;
+    auto r = grad_norm(tensors.data(), tensors.size(), inv_grad_scale, ec);
+    if (ec) throw error(static_cast<dp_status>(ec.value()), dp_last_error_message());
+    return r;
+}
+
+/// The two-pass step (dp_adam_step_clipped_multi_f32); returns the norm before clipping.
+/// A non-finite gradient is DP_ERR_NON_FINITE with nothing written.
+inline double adam_step_clipped(const dp_adam_config& cfg, std::uint64_t step,
+                                const dp_adam_tensor_f32* tensors, std::size_t count,
+                                double max_grad_norm, std::error_code& ec) noexcept {
+    double norm = 0.0;
+    ec = detail::to_code(
+        dp_adam_step_clipped_multi_f32(&cfg, step, tensors, count, max_grad_norm, &norm));
+    return norm;
+}
+
+template <class T, class = std::enable_if_t<std::is_same_v<detail::value_t<T>, dp_adam_tensor_f32>>>
+double adam_step_clipped(const dp_adam_config& cfg, std::uint64_t step, const T& tensors,
+                         double max_grad_norm) {
+    std::error_code ec;
+    double norm = adam_step_clipped(cfg, step, tensors.data(), tensors.size(), max_grad_norm, ec);
+    if (ec) throw error(static_cast<dp_status>(ec.value()), dp_last_error_message());
+    return norm;
+}
+
+/// Owned 8-bit Adam state for `len` parameters (layout: DP_ADAM_8BIT_BLOCK in diagprec.h).
+/// The four public arrays are the checkpoint: save and restore them as they are.
+struct adam_8bit_state {
+    std::vector<std::uint8_t> exp_avg_codes, exp_avg_sq_codes;
+    std::vector<float> exp_avg_scales, exp_avg_sq_scales;
+    explicit adam_8bit_state(std::size_t len)
+        : exp_avg_codes(len), exp_avg_sq_codes(len),
+          exp_avg_scales(dp_adam_8bit_scales_len(len)),
+          exp_avg_sq_scales(dp_adam_8bit_scales_len(len)) {}
+    std::size_t size() const noexcept { return exp_avg_codes.size(); }
+
+    /// One step on param / grad (containers of `size()` floats).
+    template <class P, class G>
+    void step(const dp_adam_config& cfg, std::uint64_t t, P& param, const G& grad) {
+        if (param.size() != size() || grad.size() != size())
+            throw error(DP_ERR_LENGTH, "diagprec::adam_8bit_state: size mismatch");
+        detail::throw_if_failed(dp_adam_step_8bit_state(
+            &cfg, t, param.data(), grad.data(), exp_avg_codes.data(), exp_avg_scales.data(),
+            exp_avg_sq_codes.data(), exp_avg_sq_scales.data(), size()));
+    }
+};
+
+/// bf16 optimizer state with stochastic rounding (dp_adam_step_bf16_state).
+inline std::error_code adam_step_bf16_state(const dp_adam_config& cfg, std::uint64_t step,
+                                            std::uint64_t seed, float* param, const float* grad,
+                                            std::uint16_t* exp_avg, std::uint16_t* exp_avg_sq,
+                                            std::size_t len, std::error_code& ec) noexcept {
+    ec = detail::to_code(
+        dp_adam_step_bf16_state(&cfg, step, seed, param, grad, exp_avg, exp_avg_sq, len));
+    return ec;
+}
+
+inline void adam_step_bf16_state(const dp_adam_config& cfg, std::uint64_t step,
+                                 std::uint64_t seed, float* param, const float* grad,
+                                 std::uint16_t* exp_avg, std::uint16_t* exp_avg_sq,
+                                 std::size_t len) {
+    detail::throw_if_failed(
+        dp_adam_step_bf16_state(&cfg, step, seed, param, grad, exp_avg, exp_avg_sq, len));
 }
 
 }  // namespace diagprec

@@ -81,7 +81,7 @@ pub extern "C" fn dp_adam_config_default() -> dp_adam_config {
 
 /// Checks one tensor's pointers (null, size, alignment) and appends its regions for the overlap
 /// check. `index` names the tensor in messages (None for the single-tensor call).
-fn check_tensor(
+pub(super) fn check_tensor(
     index: Option<usize>,
     t: &dp_adam_tensor_f32,
     amsgrad: bool,
@@ -119,7 +119,7 @@ fn check_tensor(
 /// # Safety
 /// `t` passed [`check_tensor`] and the overlap check, and its buffers are valid for `t.len`
 /// elements for `'a`.
-unsafe fn tensor_view<'a>(t: &dp_adam_tensor_f32, amsgrad: bool) -> AdamTensor<'a> {
+pub(super) unsafe fn tensor_view<'a>(t: &dp_adam_tensor_f32, amsgrad: bool) -> AdamTensor<'a> {
     // SAFETY: non-null (or empty), aligned, sized and pairwise disjoint: checked by the caller
     // through check_tensor and check::disjoint; validity for len elements is the C contract.
     unsafe {
@@ -133,7 +133,7 @@ unsafe fn tensor_view<'a>(t: &dp_adam_tensor_f32, amsgrad: bool) -> AdamTensor<'
     }
 }
 
-fn validate(cfg: &AdamConfig, step: u64) -> Result<()> {
+pub(super) fn validate(cfg: &AdamConfig, step: u64) -> Result<()> {
     cfg.validate()?;
     if step == 0 {
         return Err(Error::hyperparameter("step = 0: steps are counted from 1"));

@@ -10,6 +10,7 @@
 #![allow(non_camel_case_types)]
 
 pub mod adam;
+pub mod adam_mixed;
 pub mod basis;
 mod check;
 pub mod gn;

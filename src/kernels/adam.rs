@@ -239,6 +239,19 @@ pub(crate) fn adam_theta<S: Simd>(
     )
 }
 
+/// The whole lane without amsgrad, for the kernels that convert their inputs to f32 registers
+/// first (mixed precision, compressed state): [`adam_moments`] then [`adam_theta`], the same
+/// operations as the f32 kernel, so they agree with it bitwise. Returns `(theta, m, v)`.
+#[inline(always)]
+pub(crate) fn adam_lane<S: Simd, const L2: bool>(
+    simd: S,
+    c: &Splat<S>,
+    [theta, g, m, v]: [S::f32s; 4],
+) -> [S::f32s; 3] {
+    let [theta, m, v, _] = adam_moments::<S, false, L2>(simd, c, [theta, g, m, v, v]);
+    [adam_theta(simd, c, theta, m, v), m, v]
+}
+
 /// Equally long slices of one contiguous piece of work. `vmax` is empty unless amsgrad.
 pub(crate) struct AdamBlock<'a> {
     pub param: &'a mut [f32],
@@ -475,7 +488,7 @@ pub struct AdamTensor<'a> {
 
 impl AdamTensor<'_> {
     /// Lengths agree and amsgrad has its buffer; allocates only to report an error.
-    fn check(&self, cfg: &AdamConfig, index: Option<usize>) -> Result<()> {
+    pub(crate) fn check(&self, cfg: &AdamConfig, index: Option<usize>) -> Result<()> {
         let name = |field: &str| match index {
             Some(i) => format!("tensors[{i}].{field}"),
             None => field.to_string(),

@@ -2,6 +2,10 @@
 //! accuracy contract and the reference it is tested against.
 
 pub mod adam;
+pub mod adam_compressed;
+pub mod adam_mixed;
+pub(crate) mod convert;
 pub mod gn_diag;
+pub mod grad_norm;
 pub mod precond;
 pub mod rotate;

@@ -4,6 +4,7 @@
 //! [`seconds_per_call`]); nothing here is asserted.
 
 mod adam;
+mod adam_mixed;
 mod gn;
 mod rotate;
 
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 /// Options of `diagprec bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Kernel families to run (comma separated): adam, gn, rotate. All by default.
+    /// Kernel families to run (comma separated): adam, adam_mixed, gn, rotate. All by default.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Fewer sizes and shorter timings.
@@ -280,8 +281,9 @@ type Family = (&'static str, fn(&mut Bench));
 
 /// Runs the report.
 pub fn run(args: &BenchArgs) -> Result<(), String> {
-    let families: [Family; 3] = [
+    let families: [Family; 4] = [
         ("adam", adam::rows),
+        ("adam_mixed", adam_mixed::rows),
         ("gn", gn::rows),
         ("rotate", rotate::rows),
     ];

@@ -1,0 +1,377 @@
+/* Mixed-precision Adam, compressed state, the global norm and the two-pass clipped step through
+ * the C ABI: real steps against double-precision references written here (including a decoder
+ * of the documented 8-bit layout), and every error status with its no-write guarantee. */
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "dp_test.h"
+
+#define N 300 /* more than one 256-element block of 8-bit state, with a tail */
+
+static float bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* Round to nearest even (finite inputs). */
+static uint16_t f32_to_bf16(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+static float f16_to_f32(uint16_t h) {
+    int e = (h >> 10) & 0x1f, f = h & 0x3ff;
+    double mag = e == 0 ? ldexp(f, -24) : ldexp(1.0 + f / 1024.0, e - 15);
+    return (float)((h & 0x8000) ? -mag : mag);
+}
+
+/* The documented 8-bit codes. */
+static double decode_m(uint8_t c, float scale) {
+    int q = c & 0x7f, e = q >> 3, f = q & 7;
+    double mag = e == 0 ? ldexp(f, -17) : ldexp(1.0 + f / 8.0, e - 15);
+    return ((c & 0x80) ? -mag : mag) * scale;
+}
+
+static double decode_v(uint8_t c, float scale) {
+    int e = c >> 3, f = c & 7;
+    return (e == 0 ? ldexp(f, -33) : ldexp(1.0 + f / 8.0, e - 31)) * scale;
+}
+
+/* One Adam step in double; m, v in and out. */
+static double ref_step(const dp_adam_config *c, uint64_t t, double p, double g, double *m,
+                       double *v) {
+    double bc1 = 1.0 - pow(c->beta1, (double)t), bc2 = 1.0 - pow(c->beta2, (double)t);
+    g *= c->inv_grad_scale;
+    if (c->maximize) g = -g;
+    if (c->decoupled_weight_decay)
+        p *= 1.0 - c->lr * c->weight_decay;
+    else
+        g += c->weight_decay * p;
+    *m = c->beta1 * *m + (1.0 - c->beta1) * g;
+    *v = c->beta2 * *v + (1.0 - c->beta2) * g * g;
+    return p - (c->lr / bc1) * *m / (sqrt(*v) / sqrt(bc2) + c->eps);
+}
+
+typedef struct state {
+    float master[N], m[N], v[N], g[N], p[N];
+    uint16_t p16[N], g16[N], m16[N], v16[N];
+    uint8_t mc[N], vc[N];
+    float ms[2], vs[2];
+    double norm;
+    bool found_inf;
+} state;
+
+static void fill(state *s, unsigned seed) {
+    memset(s, 0, sizeof *s);
+    for (unsigned i = 0; i < N; i++) {
+        s->master[i] = dp_value(i, seed, 1.0f);
+        s->p[i] = s->master[i];
+        s->g[i] = dp_value(i, seed + 1, 0.1f);
+        s->g16[i] = f32_to_bf16(s->g[i]);
+        s->m[i] = dp_value(i, seed + 2, 0.01f);
+        s->v[i] = fabsf(dp_value(i, seed + 3, 1e-3f));
+    }
+}
+
+static void master_bf16_steps_match_the_reference(void) {
+    dp_adam_config c = dp_adam_config_default();
+    c.lr = 1e-2;
+    c.weight_decay = 0.01;
+    c.decoupled_weight_decay = true;
+    state s;
+    fill(&s, 3);
+    for (uint64_t t = 1; t <= 5; t++) {
+        double expect[N], m[N], v[N];
+        for (unsigned i = 0; i < N; i++) {
+            m[i] = s.m[i];
+            v[i] = s.v[i];
+            expect[i] = ref_step(&c, t, s.master[i], bf16_to_f32(s.g16[i]), &m[i], &v[i]);
+        }
+        CHECK_STATUS(dp_adam_step_master_bf16(&c, t, s.master, s.p16, s.g16, s.m, s.v, N), DP_OK);
+        for (unsigned i = 0; i < N; i++) {
+            CHECK(fabs(s.master[i] - expect[i]) <= 1e-6 * (fabs(expect[i]) + c.lr));
+            CHECK(s.p16[i] == f32_to_bf16(s.master[i]));
+            CHECK(fabs(s.m[i] - m[i]) <= 1e-6 * fabs(m[i]) + 1e-8);
+        }
+    }
+    /* Stochastic: one of the two bf16 neighbours of the master weight; same seed, same bits. */
+    state a, b;
+    fill(&a, 4);
+    fill(&b, 4);
+    CHECK_STATUS(dp_adam_step_master_bf16_stochastic(&c, 1, 99, a.master, a.p16, a.g16, a.m,
+                                                     a.v, N),
+                 DP_OK);
+    CHECK_STATUS(dp_adam_step_master_bf16_stochastic(&c, 1, 99, b.master, b.p16, b.g16, b.m,
+                                                     b.v, N),
+                 DP_OK);
+    CHECK(memcmp(&a, &b, sizeof a) == 0);
+    for (unsigned i = 0; i < N; i++) {
+        int d = (int)a.p16[i] - (int)f32_to_bf16(a.master[i]);
+        CHECK(d >= -1 && d <= 1);
+        double lo = bf16_to_f32(a.p16[i]);
+        CHECK(fabs(lo - a.master[i]) <= fabs(a.master[i]) / 128.0);
+    }
+}
+
+static void master_f16_step_rounds_to_nearest(void) {
+    dp_adam_config c = dp_adam_config_default();
+    state s;
+    fill(&s, 5);
+    for (unsigned i = 0; i < N; i++) s.g16[i] = (uint16_t)(0x2000u + (i * 37u) % 0x1000u);
+    CHECK_STATUS(dp_adam_step_master_f16(&c, 1, s.master, s.p16, s.g16, s.m, s.v, N), DP_OK);
+    for (unsigned i = 0; i < N; i++) {
+        double x = s.master[i], y = f16_to_f32(s.p16[i]);
+        /* Within half an f16 ulp: 2^-11 relative for normal values. */
+        CHECK(fabs(x - y) <= fabs(x) * ldexp(1.0, -11) + ldexp(1.0, -25));
+    }
+    CHECK_STATUS(dp_adam_step_master_f16_stochastic(&c, 2, 7, s.master, s.p16, s.g16, s.m, s.v,
+                                                    N),
+                 DP_OK);
+    for (unsigned i = 0; i < N; i++) {
+        double x = s.master[i], y = f16_to_f32(s.p16[i]);
+        CHECK(fabs(x - y) <= fabs(x) * ldexp(1.0, -10) + ldexp(1.0, -24));
+    }
+}
+
+static void norm_and_clipped_step(void) {
+    state s[2];
+    fill(&s[0], 6);
+    fill(&s[1], 7);
+    dp_adam_tensor_f32 ts[2];
+    double exact = 0;
+    for (int k = 0; k < 2; k++) {
+        dp_adam_tensor_f32 t = {s[k].p, s[k].g, s[k].m, s[k].v, NULL, N - (size_t)k * 50};
+        ts[k] = t;
+        for (size_t i = 0; i < t.len; i++) exact += (s[k].g[i] * 0.5) * (s[k].g[i] * 0.5);
+    }
+    exact = sqrt(exact);
+    double norm = -1;
+    bool found = true;
+    CHECK_STATUS(dp_grad_norm_multi_f32(ts, 2, 0.5, &norm, &found), DP_OK);
+    CHECK(fabs(norm - exact) <= 1e-6 * exact);
+    CHECK(!found);
+    /* The clipped step equals the multi-tensor step with the folded factor. */
+    state copy[2];
+    memcpy(copy, s, sizeof copy);
+    dp_adam_tensor_f32 cs[2];
+    for (int k = 0; k < 2; k++) {
+        dp_adam_tensor_f32 t = {copy[k].p, copy[k].g, copy[k].m, copy[k].v, NULL, ts[k].len};
+        cs[k] = t;
+    }
+    dp_adam_config c = dp_adam_config_default();
+    c.inv_grad_scale = 0.5;
+    double max_norm = 0.05, got = -1;
+    CHECK_STATUS(dp_adam_step_clipped_multi_f32(&c, 1, ts, 2, max_norm, &got), DP_OK);
+    CHECK(got == norm);
+    double clip = max_norm / (norm + 1e-6);
+    c.inv_grad_scale = 0.5 * (clip < 1 ? clip : 1);
+    CHECK_STATUS(dp_adam_step_multi_f32(&c, 1, cs, 2), DP_OK);
+    for (int k = 0; k < 2; k++) {
+        CHECK(dp_same_bits(s[k].p, copy[k].p, N));
+        CHECK(dp_same_bits(s[k].m, copy[k].m, N));
+        CHECK(dp_same_bits(s[k].v, copy[k].v, N));
+    }
+    /* A NaN gradient: found_inf from the norm, DP_ERR_NON_FINITE and no write from the step. */
+    s[1].g[17] = NAN;
+    CHECK_STATUS(dp_grad_norm_multi_f32(ts, 2, 1.0, &norm, &found), DP_OK);
+    CHECK(found);
+    state before[2];
+    memcpy(before, s, sizeof before);
+    got = -1;
+    c = dp_adam_config_default();
+    CHECK_STATUS(dp_adam_step_clipped_multi_f32(&c, 1, ts, 2, 1.0, &got), DP_ERR_NON_FINITE);
+    CHECK(memcmp(before, s, sizeof s) == 0);
+    CHECK(got == -1);
+    /* An infinite gradient too. */
+    s[1].g[17] = -INFINITY;
+    memcpy(before, s, sizeof before);
+    CHECK_STATUS(dp_adam_step_clipped_multi_f32(&c, 1, ts, 2, 1.0, NULL), DP_ERR_NON_FINITE);
+    CHECK(memcmp(before, s, sizeof s) == 0);
+}
+
+static void compressed_state_steps(void) {
+    dp_adam_config c = dp_adam_config_default();
+    c.lr = 1e-2;
+    state s;
+    fill(&s, 8);
+    for (unsigned i = 0; i < N; i++) s.m16[i] = s.v16[i] = 0;
+    CHECK(dp_adam_8bit_scales_len(N) == 2 && dp_adam_8bit_scales_len(0) == 0 &&
+          dp_adam_8bit_scales_len(256) == 1);
+    double m[N] = {0}, v[N] = {0}, mq[N] = {0}, vq[N] = {0};
+    float p8[N];
+    memcpy(p8, s.p, sizeof p8);
+    for (uint64_t t = 1; t <= 3; t++) {
+        for (unsigned i = 0; i < N; i++) s.g[i] = dp_value(i, (unsigned)(20 + t), 0.1f);
+        double expect[N], expect8[N];
+        for (unsigned i = 0; i < N; i++) {
+            m[i] = bf16_to_f32(s.m16[i]);
+            v[i] = bf16_to_f32(s.v16[i]);
+            expect[i] = ref_step(&c, t, s.p[i], s.g[i], &m[i], &v[i]);
+            mq[i] = decode_m(s.mc[i], s.ms[i / 256]);
+            vq[i] = decode_v(s.vc[i], s.vs[i / 256]);
+            expect8[i] = ref_step(&c, t, p8[i], s.g[i], &mq[i], &vq[i]);
+        }
+        CHECK_STATUS(dp_adam_step_bf16_state(&c, t, 5, s.p, s.g, s.m16, s.v16, N), DP_OK);
+        CHECK_STATUS(
+            dp_adam_step_8bit_state(&c, t, p8, s.g, s.mc, s.ms, s.vc, s.vs, N), DP_OK);
+        for (unsigned i = 0; i < N; i++) {
+            CHECK(fabs(s.p[i] - expect[i]) <= 1e-6 * (fabs(expect[i]) + c.lr));
+            CHECK(fabs(bf16_to_f32(s.m16[i]) - m[i]) <= fabs(m[i]) / 128.0 + 1e-12);
+            CHECK(fabs(bf16_to_f32(s.v16[i]) - v[i]) <= v[i] / 128.0 + 1e-15);
+            CHECK(fabs(p8[i] - expect8[i]) <= 1e-6 * (fabs(expect8[i]) + c.lr));
+        }
+        /* The new codes decode (per the documented layout) to the reference's m, v. */
+        for (unsigned b = 0; b < 2; b++) {
+            double mmax = 0, vmax = 0;
+            for (unsigned i = b * 256; i < N && i < b * 256 + 256; i++) {
+                if (fabs(mq[i]) > mmax) mmax = fabs(mq[i]);
+                if (vq[i] > vmax) vmax = vq[i];
+            }
+            CHECK(fabs(s.ms[b] - mmax) <= 1e-6 * mmax);
+            CHECK(fabs(s.vs[b] - vmax) <= 1e-6 * vmax);
+            for (unsigned i = b * 256; i < N && i < b * 256 + 256; i++) {
+                double dm = fabs(decode_m(s.mc[i], s.ms[b]) - mq[i]);
+                double dv = fabs(decode_v(s.vc[i], s.vs[b]) - vq[i]);
+                CHECK(dm <= fabs(mq[i]) / 16.0 + mmax * ldexp(1.0, -17));
+                CHECK(dv <= vq[i] / 16.0 + vmax * ldexp(1.0, -32));
+            }
+        }
+    }
+}
+
+/* Every error status of every export here, each with a snapshot showing nothing was written. */
+static void errors_write_nothing(void) {
+    state s, before;
+    fill(&s, 9);
+    for (unsigned i = 0; i < N; i++) s.m16[i] = s.v16[i] = 0x3c00;
+    memcpy(&before, &s, sizeof s);
+#define UNCHANGED() CHECK(memcmp(&s, &before, sizeof s) == 0)
+    dp_adam_config c = dp_adam_config_default();
+    dp_adam_config bad = c;
+    bad.beta2 = 1.0;
+    dp_adam_config ams = c;
+    ams.amsgrad = true;
+    dp_adam_config fin = c;
+    fin.check_finite = true;
+
+    /* master (bf16 and f16, nearest and stochastic) */
+    CHECK_STATUS(dp_adam_step_master_bf16(NULL, 1, s.master, s.p16, s.g16, s.m, s.v, N),
+                 DP_ERR_NULL_POINTER);
+    CHECK_STATUS(dp_adam_step_master_f16(&c, 1, s.master, NULL, s.g16, s.m, s.v, N),
+                 DP_ERR_NULL_POINTER);
+    CHECK_STATUS(
+        dp_adam_step_master_bf16(&c, 1, s.master, s.p16, s.g16, s.m, s.v, SIZE_MAX / 2),
+        DP_ERR_LENGTH);
+    CHECK_STATUS(dp_adam_step_master_bf16(&c, 0, s.master, s.p16, s.g16, s.m, s.v, N),
+                 DP_ERR_INVALID_HYPERPARAMETER);
+    CHECK_STATUS(dp_adam_step_master_f16_stochastic(&bad, 1, 1, s.master, s.p16, s.g16, s.m,
+                                                    s.v, N),
+                 DP_ERR_INVALID_HYPERPARAMETER);
+    CHECK_STATUS(dp_adam_step_master_bf16(&ams, 1, s.master, s.p16, s.g16, s.m, s.v, N),
+                 DP_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(dp_adam_step_master_bf16(&c, 1, s.master, (uint16_t *)(void *)s.m, s.g16, s.m,
+                                          s.v, N),
+                 DP_ERR_ALIASING);
+    CHECK_STATUS(dp_adam_step_master_bf16_stochastic(&c, 1, 1, s.master, s.p16, s.g16, s.m,
+                                                     s.master + 1, N - 1),
+                 DP_ERR_ALIASING);
+    uint16_t *odd = (uint16_t *)(void *)((char *)(void *)s.p16 + 1);
+    CHECK_STATUS(dp_adam_step_master_bf16(&c, 1, s.master, odd, s.g16, s.m, s.v, N - 1),
+                 DP_ERR_INVALID_ARGUMENT);
+    s.g16[N - 1] = 0x7fc0; /* NaN */
+    before.g16[N - 1] = 0x7fc0;
+    CHECK_STATUS(dp_adam_step_master_bf16(&fin, 1, s.master, s.p16, s.g16, s.m, s.v, N),
+                 DP_ERR_NON_FINITE);
+    s.g16[N - 1] = 0x7c00; /* f16 infinity */
+    before.g16[N - 1] = 0x7c00;
+    CHECK_STATUS(dp_adam_step_master_f16(&fin, 1, s.master, s.p16, s.g16, s.m, s.v, N),
+                 DP_ERR_NON_FINITE);
+    UNCHANGED();
+
+    /* bf16 state */
+    CHECK_STATUS(dp_adam_step_bf16_state(NULL, 1, 1, s.p, s.g, s.m16, s.v16, N),
+                 DP_ERR_NULL_POINTER);
+    CHECK_STATUS(dp_adam_step_bf16_state(&c, 1, 1, s.p, s.g, s.m16, NULL, N),
+                 DP_ERR_NULL_POINTER);
+    CHECK_STATUS(dp_adam_step_bf16_state(&c, 1, 1, s.p, s.g, s.m16, s.v16, SIZE_MAX / 4),
+                 DP_ERR_LENGTH);
+    CHECK_STATUS(dp_adam_step_bf16_state(&bad, 1, 1, s.p, s.g, s.m16, s.v16, N),
+                 DP_ERR_INVALID_HYPERPARAMETER);
+    CHECK_STATUS(dp_adam_step_bf16_state(&ams, 1, 1, s.p, s.g, s.m16, s.v16, N),
+                 DP_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(dp_adam_step_bf16_state(&c, 1, 1, s.p, s.g, s.m16, s.m16 + 3, N - 3),
+                 DP_ERR_ALIASING);
+    s.g[5] = INFINITY;
+    before.g[5] = INFINITY;
+    CHECK_STATUS(dp_adam_step_bf16_state(&fin, 1, 1, s.p, s.g, s.m16, s.v16, N),
+                 DP_ERR_NON_FINITE);
+    UNCHANGED();
+
+    /* 8-bit state */
+    CHECK_STATUS(dp_adam_step_8bit_state(NULL, 1, s.p, s.g, s.mc, s.ms, s.vc, s.vs, N),
+                 DP_ERR_NULL_POINTER);
+    CHECK_STATUS(dp_adam_step_8bit_state(&c, 1, s.p, s.g, s.mc, NULL, s.vc, s.vs, N),
+                 DP_ERR_NULL_POINTER);
+    CHECK_STATUS(dp_adam_step_8bit_state(&c, 1, s.p, s.g, s.mc, s.ms, s.vc, s.vs, SIZE_MAX / 2),
+                 DP_ERR_LENGTH);
+    CHECK_STATUS(dp_adam_step_8bit_state(&c, 0, s.p, s.g, s.mc, s.ms, s.vc, s.vs, N),
+                 DP_ERR_INVALID_HYPERPARAMETER);
+    CHECK_STATUS(dp_adam_step_8bit_state(&ams, 1, s.p, s.g, s.mc, s.ms, s.vc, s.vs, N),
+                 DP_ERR_INVALID_ARGUMENT);
+    /* The scales of m overlap those of v (2 floats each, 1 apart). */
+    CHECK_STATUS(dp_adam_step_8bit_state(&c, 1, s.p, s.g, s.mc, s.ms, s.vc, s.ms + 1, N),
+                 DP_ERR_ALIASING);
+    CHECK_STATUS(dp_adam_step_8bit_state(&fin, 1, s.p, s.g, s.mc, s.ms, s.vc, s.vs, N),
+                 DP_ERR_NON_FINITE);
+    UNCHANGED();
+
+    /* norm and the clipped step */
+    s.g[5] = 0.5f;
+    before.g[5] = 0.5f;
+    dp_adam_tensor_f32 t = {s.p, s.g, s.m, s.v, NULL, N};
+    dp_adam_tensor_f32 nullgrad = {s.p, NULL, s.m, s.v, NULL, N};
+    CHECK_STATUS(dp_grad_norm_multi_f32(NULL, 1, 1.0, &s.norm, &s.found_inf),
+                 DP_ERR_NULL_POINTER);
+    CHECK_STATUS(dp_grad_norm_multi_f32(&t, 1, 1.0, NULL, &s.found_inf), DP_ERR_NULL_POINTER);
+    CHECK_STATUS(dp_grad_norm_multi_f32(&nullgrad, 1, 1.0, &s.norm, &s.found_inf),
+                 DP_ERR_NULL_POINTER);
+    CHECK_STATUS(dp_grad_norm_multi_f32(&t, SIZE_MAX / 8, 1.0, &s.norm, &s.found_inf),
+                 DP_ERR_LENGTH);
+    CHECK_STATUS(dp_grad_norm_multi_f32(&t, 1, 0.0, &s.norm, &s.found_inf),
+                 DP_ERR_INVALID_HYPERPARAMETER);
+    CHECK_STATUS(dp_grad_norm_multi_f32(&t, 1, 1.0, (double *)(void *)s.g, &s.found_inf),
+                 DP_ERR_ALIASING);
+    double *odd_norm = (double *)(void *)((char *)(void *)&s.norm + 1);
+    CHECK_STATUS(dp_grad_norm_multi_f32(&t, 1, 1.0, odd_norm, &s.found_inf),
+                 DP_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(dp_adam_step_clipped_multi_f32(NULL, 1, &t, 1, 1.0, &s.norm),
+                 DP_ERR_NULL_POINTER);
+    CHECK_STATUS(dp_adam_step_clipped_multi_f32(&c, 1, &nullgrad, 1, 1.0, &s.norm),
+                 DP_ERR_NULL_POINTER);
+    CHECK_STATUS(dp_adam_step_clipped_multi_f32(&c, 1, &t, SIZE_MAX / 8, 1.0, &s.norm),
+                 DP_ERR_LENGTH);
+    CHECK_STATUS(dp_adam_step_clipped_multi_f32(&c, 1, &t, 1, 0.0, &s.norm),
+                 DP_ERR_INVALID_HYPERPARAMETER);
+    CHECK_STATUS(dp_adam_step_clipped_multi_f32(&c, 1, &t, 1, NAN, &s.norm),
+                 DP_ERR_INVALID_HYPERPARAMETER);
+    CHECK_STATUS(dp_adam_step_clipped_multi_f32(&bad, 1, &t, 1, 1.0, &s.norm),
+                 DP_ERR_INVALID_HYPERPARAMETER);
+    CHECK_STATUS(dp_adam_step_clipped_multi_f32(&c, 1, &t, 1, 1.0, (double *)(void *)s.m),
+                 DP_ERR_ALIASING);
+    CHECK_STATUS(dp_adam_step_clipped_multi_f32(&ams, 1, &t, 1, 1.0, &s.norm),
+                 DP_ERR_NULL_POINTER); /* amsgrad needs max_exp_avg_sq */
+    UNCHANGED();
+#undef UNCHANGED
+}
+
+int main(void) {
+    master_bf16_steps_match_the_reference();
+    master_f16_step_rounds_to_nearest();
+    norm_and_clipped_step();
+    compressed_state_steps();
+    errors_write_nothing();
+    return dp_test_finish("adam_mixed.c");
+}

@@ -1,0 +1,112 @@
+// The C++17 wrappers of the mixed-precision, compressed-state and clipped steps.
+#include "diagprec.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "../c/dp_test.h"
+
+static std::uint16_t to_bf16(float f) {
+    std::uint32_t bits;
+    std::memcpy(&bits, &f, sizeof bits);
+    return static_cast<std::uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+static void wrappers_equal_the_c_calls() {
+    const std::size_t n = 777;
+    std::vector<float> master(n), m(n, 0.0f), v(n, 0.0f);
+    std::vector<std::uint16_t> p16(n), g16(n);
+    for (unsigned i = 0; i < n; i++) {
+        master[i] = dp_value(i, 1, 1.0f);
+        g16[i] = to_bf16(dp_value(i, 2, 0.1f));
+    }
+    auto master2 = master, m2 = m, v2 = v;
+    auto p2 = p16;
+    auto cfg = diagprec::adam_config::adamw(1e-2);
+    for (std::uint64_t t = 1; t <= 3; t++) {
+        diagprec::adam_step_master_bf16(cfg, t, master, p16, g16, m, v,
+                                        diagprec::rounding::stochastic_with(5));
+        CHECK_STATUS(dp_adam_step_master_bf16_stochastic(&cfg, t, 5, master2.data(), p2.data(),
+                                                         g16.data(), m2.data(), v2.data(), n),
+                     DP_OK);
+    }
+    CHECK(dp_same_bits(master.data(), master2.data(), n));
+    CHECK(p16 == p2);
+
+    // 8-bit state owned by the wrapper; its arrays are the checkpoint.
+    std::vector<float> param(n), grad(n);
+    for (unsigned i = 0; i < n; i++) {
+        param[i] = dp_value(i, 3, 1.0f);
+        grad[i] = dp_value(i, 4, 0.1f);
+    }
+    diagprec::adam_8bit_state state(n);
+    CHECK(state.exp_avg_scales.size() == 4);
+    state.step(cfg, 1, param, grad);
+    auto saved = state;  // checkpoint
+    auto param_saved = param;
+    state.step(cfg, 2, param, grad);
+    diagprec::adam_8bit_state restored = saved;
+    restored.step(cfg, 2, param_saved, grad);
+    CHECK(dp_same_bits(param.data(), param_saved.data(), n));
+    CHECK(restored.exp_avg_codes == state.exp_avg_codes);
+
+    // Norm and the clipped step.
+    std::vector<dp_adam_tensor_f32> list = {{param.data(), grad.data(), m.data(), v.data(), nullptr, n}};
+    auto r = diagprec::grad_norm(list, 1.0);
+    double exact = 0;
+    for (float g : grad) exact += static_cast<double>(g) * g;
+    CHECK(std::fabs(r.norm - std::sqrt(exact)) <= 1e-6 * std::sqrt(exact) && !r.found_inf);
+    std::fill(m.begin(), m.end(), 0.0f);
+    std::fill(v.begin(), v.end(), 0.0f);
+    double norm = diagprec::adam_step_clipped(cfg, 1, list, 0.1);
+    CHECK(norm == r.norm);
+}
+
+static void errors_become_exceptions_or_codes() {
+    std::vector<float> param(10, 1.0f), grad(10, 0.5f), m(10), v(10);
+    grad[3] = NAN;
+    std::vector<dp_adam_tensor_f32> list = {{param.data(), grad.data(), m.data(), v.data(), nullptr, 10}};
+    bool thrown = false;
+    try {
+        diagprec::adam_step_clipped(diagprec::adam_config(), 1, list, 1.0);
+    } catch (const diagprec::error& e) {
+        thrown = e.status() == DP_ERR_NON_FINITE;
+    }
+    CHECK(thrown);
+    CHECK(param == std::vector<float>(10, 1.0f));
+    std::error_code ec;
+    diagprec::adam_step_clipped(diagprec::adam_config(), 1, list.data(), 1, 0.0, ec);
+    CHECK(ec == DP_ERR_INVALID_HYPERPARAMETER);
+    std::vector<std::uint16_t> p16(10), g16(9);
+    std::vector<float> master(10);
+    thrown = false;
+    try {
+        diagprec::adam_step_master_bf16(diagprec::adam_config(), 1, master, p16, g16, m, v);
+    } catch (const diagprec::error& e) {
+        thrown = e.status() == DP_ERR_LENGTH;
+    }
+    CHECK(thrown);
+    diagprec::adam_step_master_f16(diagprec::adam_config().with_amsgrad(), 1, master.data(),
+                                   p16.data(), g16.data(), m.data(), v.data(), 9,
+                                   diagprec::rounding::nearest_even(), ec);
+    CHECK(ec == DP_ERR_INVALID_ARGUMENT);
+    diagprec::adam_step_bf16_state(diagprec::adam_config(), 0, 1, param.data(), grad.data(),
+                                   p16.data(), g16.data(), 9, ec);
+    CHECK(ec == DP_ERR_INVALID_HYPERPARAMETER);
+    diagprec::adam_8bit_state state(10);
+    thrown = false;
+    try {
+        std::vector<float> short_grad(9);
+        state.step(diagprec::adam_config(), 1, master, short_grad);
+    } catch (const diagprec::error& e) {
+        thrown = e.status() == DP_ERR_LENGTH;
+    }
+    CHECK(thrown);
+}
+
+int main() {
+    wrappers_equal_the_c_calls();
+    errors_become_exceptions_or_codes();
+    return dp_test_finish("adam_mixed.cpp");
+}

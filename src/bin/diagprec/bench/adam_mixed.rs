@@ -1,0 +1,213 @@
+//! Fewer bytes per parameter: the bf16/f16 master-weight steps, bf16 and 8-bit optimizer state,
+//! each beside the f32 step at the same size (bytes per parameter, GB/s, ns per parameter), and
+//! the two-pass clipped step against the unfused sequence built from the crate's own kernels
+//! (unscale in place, global norm, clip in place, multi-tensor step) at 2^24 total elements.
+//! Limits: the streaming bandwidth of the f32 step's pattern (read 4 arrays, write 3) measured
+//! in the same run; for the two-pass row, the unfused sequence.
+
+use super::{seconds_per_call, stream_bandwidth, with_threads, Aligned, Bench, Row};
+use diagprec::{
+    adam_step, adam_step_8bit_state, adam_step_bf16_state, adam_step_clipped_multi,
+    adam_step_master_bf16, adam_step_master_f16, adam_step_multi, grad_norm_multi,
+    quant_scales_len, scale_in_place, AdamConfig, AdamTensor, Bf16StateTensor, Isa, Par,
+    QuantStateTensor, Rounding,
+};
+
+/// Bytes moved per parameter by each path (reads + writes).
+const F32: f64 = 28.0; // p, g, m, v read; p, m, v written
+const MASTER16: f64 = 28.0; // g16, master, m, v read; master, m, v, p16 written
+const BF16_STATE: f64 = 20.0; // p, g, m16, v16 read; p, m16, v16 written
+const EIGHT_BIT: f64 = 16.0 + 16.0 / 256.0; // p, g, 2 codes read; p, 2 codes written; scales
+
+pub fn rows(b: &mut Bench) {
+    let cfg = AdamConfig::adamw(1e-3);
+    let e: u32 = if b.quick { 20 } else { 24 };
+    let n = 1usize << e;
+    let mut p = Aligned::new(n, |i| (i % 97) as f32 * 0.01 - 0.5);
+    let g = Aligned::new(n, |i| (i % 89) as f32 * 1e-3 - 0.04);
+    let mut m = Aligned::new(n, |_| 0.0);
+    let mut v = Aligned::new(n, |_| 1e-4);
+    let g16: Vec<u16> = g
+        .get()
+        .iter()
+        .map(|&x| half::bf16::from_f32(x).to_bits())
+        .collect();
+    let g16f: Vec<u16> = g
+        .get()
+        .iter()
+        .map(|&x| half::f16::from_f32(x).to_bits())
+        .collect();
+    let mut p16 = vec![0u16; n];
+    let (mut m16, mut v16) = (vec![0u16; n], vec![0u16; n]);
+    let (mut mc, mut vc) = (vec![0u8; n], vec![0u8; n]);
+    let (mut ms, mut vs) = (
+        vec![0f32; quant_scales_len(n)],
+        vec![0f32; quant_scales_len(n)],
+    );
+    for threads in b.thread_counts() {
+        let budget = b.budget();
+        let (times, limit) = with_threads(threads, || {
+            let mut times = Vec::new();
+            times.push((
+                "adam_step f32 (AdamW)",
+                F32,
+                seconds_per_call(budget, || {
+                    let (p, m, v) = (p.get_mut(), m.get_mut(), v.get_mut());
+                    adam_step(&cfg, 10, p, g.get(), m, v, None).unwrap()
+                }),
+            ));
+            times.push((
+                "master bf16 (nearest)",
+                MASTER16,
+                seconds_per_call(budget, || {
+                    let (p, m, v) = (p.get_mut(), m.get_mut(), v.get_mut());
+                    adam_step_master_bf16(&cfg, 10, p, &mut p16, &g16, m, v, Rounding::NearestEven)
+                        .unwrap()
+                }),
+            ));
+            times.push((
+                "master bf16 (stochastic)",
+                MASTER16,
+                seconds_per_call(budget, || {
+                    let (p, m, v) = (p.get_mut(), m.get_mut(), v.get_mut());
+                    let r = Rounding::Stochastic { seed: 1 };
+                    adam_step_master_bf16(&cfg, 10, p, &mut p16, &g16, m, v, r).unwrap()
+                }),
+            ));
+            times.push((
+                "master f16 (nearest)",
+                MASTER16,
+                seconds_per_call(budget, || {
+                    let (p, m, v) = (p.get_mut(), m.get_mut(), v.get_mut());
+                    adam_step_master_f16(&cfg, 10, p, &mut p16, &g16f, m, v, Rounding::NearestEven)
+                        .unwrap()
+                }),
+            ));
+            times.push((
+                "bf16 state (stochastic)",
+                BF16_STATE,
+                seconds_per_call(budget, || {
+                    let t = Bf16StateTensor {
+                        param: p.get_mut(),
+                        grad: g.get(),
+                        exp_avg: &mut m16,
+                        exp_avg_sq: &mut v16,
+                    };
+                    adam_step_bf16_state(&cfg, 10, 1, t).unwrap()
+                }),
+            ));
+            times.push((
+                "8-bit state",
+                EIGHT_BIT,
+                seconds_per_call(budget, || {
+                    let t = QuantStateTensor {
+                        param: p.get_mut(),
+                        grad: g.get(),
+                        exp_avg_codes: &mut mc,
+                        exp_avg_scales: &mut ms,
+                        exp_avg_sq_codes: &mut vc,
+                        exp_avg_sq_scales: &mut vs,
+                    };
+                    adam_step_8bit_state(&cfg, 10, t).unwrap()
+                }),
+            ));
+            (times, stream_bandwidth::<3, 1>(budget, n))
+        });
+        let f32_secs = times[0].2;
+        for (name, bytes, secs) in times {
+            let ns = secs / n as f64 * 1e9;
+            b.push(Row {
+                kernel: name.into(),
+                shape: format!("2^{e}"),
+                threads,
+                rate: bytes * n as f64 / secs / 1e9,
+                unit: "GB/s",
+                limit,
+                limit_name: "RMW stream, 4 arrays",
+                note: format!(
+                    "{bytes:.2} B/param, {ns:.3} ns/param, {:.2}x f32 per param",
+                    f32_secs / secs
+                ),
+            });
+        }
+    }
+    two_pass_rows(b, &cfg);
+}
+
+/// 16 tensors of 2^20 (quick: 2^16) elements: the two-pass step against the unfused chain.
+fn two_pass_rows(b: &mut Bench, cfg: &AdamConfig) {
+    let (count, len) = (16usize, if b.quick { 1usize << 16 } else { 1 << 20 });
+    let total = count * len;
+    let mut bufs: Vec<[Vec<f32>; 4]> = (0..count)
+        .map(|t| {
+            [
+                vec![0.1 * t as f32; len],
+                (0..len).map(|i| (i % 89) as f32 * 1e-3 - 0.04).collect(),
+                vec![0.0; len],
+                vec![1e-4; len],
+            ]
+        })
+        .collect();
+    let mut cfg = *cfg;
+    cfg.inv_grad_scale = 1.0; // keeps the unfused chain's in-place gradients unchanged
+    let max_norm = 1e30; // clip factor 1: the in-place clip still reads and writes every value
+    for threads in b.thread_counts() {
+        let budget = b.budget();
+        let (fused, unfused) = with_threads(threads, || {
+            let fused = seconds_per_call(budget, || {
+                let mut tensors: Vec<AdamTensor<'_>> = bufs
+                    .iter_mut()
+                    .map(|[p, g, m, v]| AdamTensor {
+                        param: p,
+                        grad: g,
+                        exp_avg: m,
+                        exp_avg_sq: v,
+                        max_exp_avg_sq: None,
+                    })
+                    .collect();
+                adam_step_clipped_multi(&cfg, 10, &mut tensors, max_norm).unwrap();
+            });
+            let isa = Isa::detect();
+            let unfused = seconds_per_call(budget, || {
+                // unscale_ (in place, with its finite check), clip_grad_norm_, step.
+                for [_, g, _, _] in bufs.iter_mut() {
+                    scale_in_place(isa, Par::Pool, g, cfg.inv_grad_scale as f32).unwrap();
+                }
+                let views: Vec<&[f32]> = bufs.iter().map(|[_, g, _, _]| g.as_slice()).collect();
+                let norm = grad_norm_multi(&views, 1.0).unwrap();
+                assert!(!norm.found_inf);
+                let clip = diagprec::clip_coefficient(norm.norm, max_norm) as f32;
+                for [_, g, _, _] in bufs.iter_mut() {
+                    scale_in_place(isa, Par::Pool, g, clip).unwrap();
+                }
+                let mut tensors: Vec<AdamTensor<'_>> = bufs
+                    .iter_mut()
+                    .map(|[p, g, m, v]| AdamTensor {
+                        param: p,
+                        grad: g,
+                        exp_avg: m,
+                        exp_avg_sq: v,
+                        max_exp_avg_sq: None,
+                    })
+                    .collect();
+                adam_step_multi(&cfg, 10, &mut tensors).unwrap();
+            });
+            (fused, unfused)
+        });
+        b.push(Row {
+            kernel: "two-pass clipped step".into(),
+            shape: format!("{count} x {len}"),
+            threads,
+            rate: total as f64 / fused / 1e6,
+            unit: "Mparam/s",
+            limit: total as f64 / unfused / 1e6,
+            limit_name: "unfused unscale+norm+clip+step",
+            note: format!(
+                "{:.2}x faster than unfused; {:.3} vs {:.3} ns/param",
+                unfused / fused,
+                fused / total as f64 * 1e9,
+                unfused / total as f64 * 1e9
+            ),
+        });
+    }
+}

@@ -1,0 +1,505 @@
+//! Mixed-precision Adam, compressed optimizer state, the global gradient norm and the two-pass
+//! clipped step.
+//!
+//! 16-bit values cross the ABI as `uint16_t` bit patterns (bf16: the top half of an IEEE f32;
+//! f16: IEEE binary16).
+//!
+//! 8-bit state layout (the checkpoint format; save and restore the four arrays as they are):
+//! elements are grouped in blocks of 256 (`DP_ADAM_8BIT_BLOCK`); block `b` covers elements
+//! `[256 b, 256 b + 256)`; `exp_avg_scales[b]` / `exp_avg_sq_scales[b]` (float) is the absmax of
+//! the block's `m` / `v`; `dp_adam_8bit_scales_len(len) = ceil(len / 256)`. One byte per element:
+//! - `exp_avg` code `c`: bit 7 is the sign; `q = c & 0x7f = e << 3 | f` (4-bit `e`, 3-bit `f`);
+//!   `|m| = scale * (e == 0 ? f * 2^-17 : (1 + f / 8) * 2^(e - 15))`; codes 121..127 unused.
+//! - `exp_avg_sq` code `c = e << 3 | f` (5-bit `e`, 3-bit `f`):
+//!   `v = scale * (e == 0 ? f * 2^-33 : (1 + f / 8) * 2^(e - 31))`; codes 249..255 unused.
+//!
+//! All-zero codes and scales are the usual `m = v = 0` start.
+
+use super::adam::{check_tensor, dp_adam_config, dp_adam_tensor_f32, tensor_view, validate};
+use super::check::{self, Name, Region};
+use super::{dp_status, guard};
+use crate::error::{Error, ErrorKind, Result};
+use crate::kernels::adam::AdamConfig;
+use crate::kernels::adam_compressed::{
+    adam_step_8bit_state, adam_step_bf16_state, quant_scales_len, Bf16StateTensor,
+    QuantStateTensor, QUANT_BLOCK,
+};
+use crate::kernels::adam_mixed::{
+    adam_step_master_with, check_no_amsgrad, HalfFormat, MasterTensor, Rounding,
+};
+use crate::kernels::grad_norm::{adam_step_clipped_multi, check_max_grad_norm, grad_norm_multi};
+use crate::{Isa, Par};
+
+/// Elements per block of the 8-bit optimizer state (one scale per block and moment).
+///
+/// 8-bit state layout (the checkpoint format: save and restore the four arrays as they are).
+/// Block `b` covers elements `[256 b, 256 b + 256)`; `exp_avg_scales[b]` / `exp_avg_sq_scales[b]`
+/// (float) is the absmax of the block's m / v; each scale array holds
+/// `dp_adam_8bit_scales_len(len) = ceil(len / 256)` floats. One byte per element:
+/// - exp_avg code `c`: bit 7 is the sign; `q = c & 0x7f = e << 3 | f` (4-bit e, 3-bit f);
+///   `|m| = scale * (e == 0 ? f * 2^-17 : (1 + f / 8) * 2^(e - 15))`; codes 121..127 unused.
+/// - exp_avg_sq code `c = e << 3 | f` (5-bit e, 3-bit f):
+///   `v = scale * (e == 0 ? f * 2^-33 : (1 + f / 8) * 2^(e - 31))`; codes 249..255 unused.
+///
+/// All-zero codes and scales are the usual m = v = 0 start.
+pub const DP_ADAM_8BIT_BLOCK: usize = 256;
+
+const _: () = assert!(DP_ADAM_8BIT_BLOCK == QUANT_BLOCK);
+
+/// One buffer of a single-tensor call: its name, address, element count and size, and whether
+/// the call writes it.
+struct Buffer {
+    name: &'static str,
+    addr: *const u8,
+    len: usize,
+    elem_size: usize,
+    align: usize,
+    written: bool,
+}
+
+fn buffer<T>(name: &'static str, ptr: *const T, len: usize, written: bool) -> Buffer {
+    Buffer {
+        name,
+        addr: ptr.cast(),
+        len,
+        elem_size: core::mem::size_of::<T>(),
+        align: core::mem::align_of::<T>(),
+        written,
+    }
+}
+
+/// Null, size/alignment, then (after the caller's hyperparameter check) overlap, in that order.
+fn check_buffers(buffers: &[Buffer]) -> Result<Vec<Region>> {
+    for b in buffers {
+        check::non_null(b.name, b.addr, b.len)?;
+    }
+    for b in buffers {
+        let bytes = b.len.checked_mul(b.elem_size);
+        if bytes.is_none_or(|n| n > isize::MAX as usize) {
+            return Err(Error::length(format!(
+                "{}: {} elements overflow the address space",
+                b.name, b.len
+            )));
+        }
+        if !b.addr.is_null() && !(b.addr as usize).is_multiple_of(b.align) {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("{} is not aligned to {} bytes", b.name, b.align),
+            ));
+        }
+    }
+    Ok(buffers
+        .iter()
+        .map(|b| Region::new(plain(b.name), b.addr, b.len * b.elem_size, b.written))
+        .collect())
+}
+
+fn plain(field: &'static str) -> Name {
+    Name {
+        tensor: None,
+        field,
+    }
+}
+
+fn config(cfg: *const dp_adam_config) -> Result<AdamConfig> {
+    check::required("cfg", cfg)?;
+    // SAFETY: cfg is non-null (checked above) and points to a dp_adam_config (C contract).
+    Ok(AdamConfig::from(unsafe { &*cfg }))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn master_step(
+    format: HalfFormat,
+    rounding: Rounding,
+    cfg: *const dp_adam_config,
+    step: u64,
+    master: *mut f32,
+    param: *mut u16,
+    grad: *const u16,
+    exp_avg: *mut f32,
+    exp_avg_sq: *mut f32,
+    len: usize,
+) -> Result<()> {
+    let config = config(cfg)?;
+    let regions = check_buffers(&[
+        buffer("master", master, len, true),
+        buffer("param", param, len, true),
+        buffer("grad", grad, len, false),
+        buffer("exp_avg", exp_avg, len, true),
+        buffer("exp_avg_sq", exp_avg_sq, len, true),
+    ])?;
+    validate(&config, step)?;
+    check_no_amsgrad(&config)?;
+    check::disjoint(regions)?;
+    // SAFETY: every pointer is non-null (or len == 0), aligned, sized and the buffers are
+    // pairwise disjoint: checked just above; validity for len elements is the C contract.
+    let tensor = unsafe {
+        MasterTensor {
+            master: check::slice_mut(master, len),
+            param: check::slice_mut(param, len),
+            grad: check::slice(grad, len),
+            exp_avg: check::slice_mut(exp_avg, len),
+            exp_avg_sq: check::slice_mut(exp_avg_sq, len),
+        }
+    };
+    adam_step_master_with(
+        Isa::detect(),
+        Par::Pool,
+        format,
+        &config,
+        step,
+        tensor,
+        rounding,
+    )
+}
+
+/// One Adam/AdamW step with bf16 parameters and gradients and f32 master weights, in one pass:
+/// reads `grad_bf16`, `master`, `exp_avg`, `exp_avg_sq`; writes `master`, `exp_avg`,
+/// `exp_avg_sq` and `param_bf16 = round_nearest_even(master)`. amsgrad is not supported
+/// (DP_ERR_INVALID_ARGUMENT). With `cfg->check_finite`, a NaN/Inf gradient (after unscaling)
+/// returns DP_ERR_NON_FINITE. Buffers must not overlap; on failure nothing is written.
+///
+/// # Safety
+/// Each non-NULL pointer must be valid for `len` elements (reads for `grad_bf16`, reads and
+/// writes for the others) for the duration of the call; `cfg` must point to a `dp_adam_config`.
+#[no_mangle]
+pub unsafe extern "C" fn dp_adam_step_master_bf16(
+    cfg: *const dp_adam_config,
+    step: u64,
+    master: *mut f32,
+    param_bf16: *mut u16,
+    grad_bf16: *const u16,
+    exp_avg: *mut f32,
+    exp_avg_sq: *mut f32,
+    len: usize,
+) -> dp_status {
+    guard(|| {
+        master_step(
+            HalfFormat::Bf16,
+            Rounding::NearestEven,
+            cfg,
+            step,
+            master,
+            param_bf16,
+            grad_bf16,
+            exp_avg,
+            exp_avg_sq,
+            len,
+        )
+    })
+}
+
+/// `dp_adam_step_master_bf16` for IEEE f16 parameters and gradients (`uint16_t` bits).
+///
+/// # Safety
+/// As `dp_adam_step_master_bf16`.
+#[no_mangle]
+pub unsafe extern "C" fn dp_adam_step_master_f16(
+    cfg: *const dp_adam_config,
+    step: u64,
+    master: *mut f32,
+    param_f16: *mut u16,
+    grad_f16: *const u16,
+    exp_avg: *mut f32,
+    exp_avg_sq: *mut f32,
+    len: usize,
+) -> dp_status {
+    guard(|| {
+        master_step(
+            HalfFormat::F16,
+            Rounding::NearestEven,
+            cfg,
+            step,
+            master,
+            param_f16,
+            grad_f16,
+            exp_avg,
+            exp_avg_sq,
+            len,
+        )
+    })
+}
+
+/// `dp_adam_step_master_bf16` with stochastic rounding of the bf16 copy: the random bits depend
+/// only on `(seed, step, element index)`, so the result does not depend on the thread count.
+///
+/// # Safety
+/// As `dp_adam_step_master_bf16`.
+#[no_mangle]
+pub unsafe extern "C" fn dp_adam_step_master_bf16_stochastic(
+    cfg: *const dp_adam_config,
+    step: u64,
+    seed: u64,
+    master: *mut f32,
+    param_bf16: *mut u16,
+    grad_bf16: *const u16,
+    exp_avg: *mut f32,
+    exp_avg_sq: *mut f32,
+    len: usize,
+) -> dp_status {
+    guard(|| {
+        master_step(
+            HalfFormat::Bf16,
+            Rounding::Stochastic { seed },
+            cfg,
+            step,
+            master,
+            param_bf16,
+            grad_bf16,
+            exp_avg,
+            exp_avg_sq,
+            len,
+        )
+    })
+}
+
+/// `dp_adam_step_master_f16` with stochastic rounding (see
+/// `dp_adam_step_master_bf16_stochastic`).
+///
+/// # Safety
+/// As `dp_adam_step_master_bf16`.
+#[no_mangle]
+pub unsafe extern "C" fn dp_adam_step_master_f16_stochastic(
+    cfg: *const dp_adam_config,
+    step: u64,
+    seed: u64,
+    master: *mut f32,
+    param_f16: *mut u16,
+    grad_f16: *const u16,
+    exp_avg: *mut f32,
+    exp_avg_sq: *mut f32,
+    len: usize,
+) -> dp_status {
+    guard(|| {
+        master_step(
+            HalfFormat::F16,
+            Rounding::Stochastic { seed },
+            cfg,
+            step,
+            master,
+            param_f16,
+            grad_f16,
+            exp_avg,
+            exp_avg_sq,
+            len,
+        )
+    })
+}
+
+/// Pass 1 of a training step: the global L2 norm of every tensor's `grad * inv_grad_scale`
+/// (only the `grad` and `len` fields are read; the others may be NULL), and whether any value
+/// is NaN or infinite. The f64 norm is bitwise identical for any thread count. Writes
+/// `*norm_out` and `*found_inf_out` on success (a non-finite gradient is not an error here:
+/// `*found_inf_out = true`). `inv_grad_scale` must be finite and > 0.
+///
+/// # Safety
+/// `tensors` must be valid for `count` elements (or NULL with `count == 0`), each `grad` valid
+/// for reads of `len` floats; `norm_out` and `found_inf_out` valid for writes.
+#[no_mangle]
+pub unsafe extern "C" fn dp_grad_norm_multi_f32(
+    tensors: *const dp_adam_tensor_f32,
+    count: usize,
+    inv_grad_scale: f64,
+    norm_out: *mut f64,
+    found_inf_out: *mut bool,
+) -> dp_status {
+    guard(|| {
+        check::non_null("tensors", tensors, count)?;
+        check::required("norm_out", norm_out)?;
+        check::required("found_inf_out", found_inf_out)?;
+        check::size_and_alignment("tensors", tensors, count)?;
+        check::size_and_alignment("norm_out", norm_out, 1)?;
+        // SAFETY: non-null (or count == 0), aligned and sized: checked just above.
+        let list = unsafe { check::slice(tensors, count) };
+        let mut regions = Vec::new();
+        regions
+            .try_reserve_exact(count.saturating_add(2))
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Allocation,
+                    format!("no memory to check {count} tensors"),
+                )
+            })?;
+        for (i, t) in list.iter().enumerate() {
+            let name = Name {
+                tensor: Some(i),
+                field: "grad",
+            };
+            check::non_null(name, t.grad, t.len)?;
+            check::size_and_alignment(name, t.grad, t.len)?;
+            regions.push(Region::new(name, t.grad, t.len, false));
+        }
+        crate::error::check_positive("inv_grad_scale", inv_grad_scale)?;
+        regions.push(Region::new(plain("norm_out"), norm_out, 1, true));
+        regions.push(Region::new(plain("found_inf_out"), found_inf_out, 1, true));
+        check::disjoint(regions)?;
+        let grads: Vec<&[f32]> = list
+            .iter()
+            // SAFETY: each grad passed non_null and size_and_alignment above; reads only.
+            .map(|t| unsafe { check::slice(t.grad, t.len) })
+            .collect();
+        let result = grad_norm_multi(&grads, inv_grad_scale)?;
+        // SAFETY: both outputs are non-null, aligned and disjoint from the gradients (checked).
+        unsafe {
+            *norm_out = result.norm;
+            *found_inf_out = result.found_inf;
+        }
+        Ok(())
+    })
+}
+
+/// The two-pass training step over `count` tensors. Pass 1: the global L2 norm of the unscaled
+/// gradients (`grad * cfg->inv_grad_scale`) with a non-finite scan; if any value is NaN/Inf the
+/// call returns DP_ERR_NON_FINITE and writes nothing (not even `*norm_out`), whatever
+/// `cfg->check_finite` says. Pass 2: Adam/AdamW with unscale and
+/// `clip = min(1, max_grad_norm / (norm + 1e-6))` folded into one gradient factor.
+/// `max_grad_norm > 0` (INFINITY: no clipping). `norm_out` may be NULL; otherwise it receives
+/// the norm before clipping. Overlap rules as `dp_adam_step_multi_f32`.
+///
+/// # Safety
+/// As `dp_adam_step_multi_f32`; `norm_out`, when non-NULL, valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn dp_adam_step_clipped_multi_f32(
+    cfg: *const dp_adam_config,
+    step: u64,
+    tensors: *const dp_adam_tensor_f32,
+    count: usize,
+    max_grad_norm: f64,
+    norm_out: *mut f64,
+) -> dp_status {
+    guard(|| {
+        let config = config(cfg)?;
+        check::non_null("tensors", tensors, count)?;
+        check::size_and_alignment("tensors", tensors, count)?;
+        check::size_and_alignment("norm_out", norm_out, 1)?;
+        let mut regions = Vec::new();
+        regions
+            .try_reserve_exact(count.saturating_mul(5).saturating_add(1))
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Allocation,
+                    format!("no memory to check {count} tensors for overlap"),
+                )
+            })?;
+        // SAFETY: non-null (or count == 0), aligned and sized: checked just above.
+        let list = unsafe { check::slice(tensors, count) };
+        for (i, t) in list.iter().enumerate() {
+            check_tensor(Some(i), t, config.amsgrad, &mut regions)?;
+        }
+        validate(&config, step)?;
+        check_max_grad_norm(max_grad_norm)?;
+        if !norm_out.is_null() {
+            regions.push(Region::new(plain("norm_out"), norm_out, 1, true));
+        }
+        check::disjoint(regions)?;
+        let mut views: Vec<_> = list
+            .iter()
+            // SAFETY: every tensor passed check_tensor, and all regions are disjoint.
+            .map(|t| unsafe { tensor_view(t, config.amsgrad) })
+            .collect();
+        let norm = adam_step_clipped_multi(&config, step, &mut views, max_grad_norm)?;
+        if !norm_out.is_null() {
+            // SAFETY: non-null, aligned, disjoint from every tensor (checked above).
+            unsafe { *norm_out = norm };
+        }
+        Ok(())
+    })
+}
+
+/// One Adam/AdamW step with `exp_avg` (m) and `exp_avg_sq` (v) stored as bf16 bits, rounded
+/// stochastically with random bits from `(seed, step, element index)` (m and v use separate
+/// streams): unbiased and independent of the thread count. `param` and `grad` are f32.
+/// amsgrad is not supported. Buffers must not overlap; on failure nothing is written.
+///
+/// # Safety
+/// Each non-NULL pointer valid for `len` elements (reads for `grad`, reads and writes for the
+/// others); `cfg` must point to a `dp_adam_config`.
+#[no_mangle]
+pub unsafe extern "C" fn dp_adam_step_bf16_state(
+    cfg: *const dp_adam_config,
+    step: u64,
+    seed: u64,
+    param: *mut f32,
+    grad: *const f32,
+    exp_avg_bf16: *mut u16,
+    exp_avg_sq_bf16: *mut u16,
+    len: usize,
+) -> dp_status {
+    guard(|| {
+        let config = config(cfg)?;
+        let regions = check_buffers(&[
+            buffer("param", param, len, true),
+            buffer("grad", grad, len, false),
+            buffer("exp_avg_bf16", exp_avg_bf16, len, true),
+            buffer("exp_avg_sq_bf16", exp_avg_sq_bf16, len, true),
+        ])?;
+        validate(&config, step)?;
+        check_no_amsgrad(&config)?;
+        check::disjoint(regions)?;
+        // SAFETY: non-null (or len == 0), aligned, sized, pairwise disjoint: checked above.
+        let tensor = unsafe {
+            Bf16StateTensor {
+                param: check::slice_mut(param, len),
+                grad: check::slice(grad, len),
+                exp_avg: check::slice_mut(exp_avg_bf16, len),
+                exp_avg_sq: check::slice_mut(exp_avg_sq_bf16, len),
+            }
+        };
+        adam_step_bf16_state(&config, step, seed, tensor)
+    })
+}
+
+/// `ceil(len / 256)`: the number of floats in each scale array of the 8-bit state.
+#[no_mangle]
+pub extern "C" fn dp_adam_8bit_scales_len(len: usize) -> usize {
+    quant_scales_len(len)
+}
+
+/// One Adam/AdamW step with 8-bit block-quantized `m` and `v` (layout: see DP_ADAM_8BIT_BLOCK): decoded, stepped and re-encoded in one pass,
+/// with fresh per-block scales. Code arrays hold `len` bytes, scale arrays
+/// `dp_adam_8bit_scales_len(len)` floats. amsgrad is not supported. Buffers must not overlap;
+/// on failure nothing is written.
+///
+/// # Safety
+/// Each non-NULL pointer valid for its element count (reads for `grad`, reads and writes for
+/// the others); `cfg` must point to a `dp_adam_config`.
+#[no_mangle]
+pub unsafe extern "C" fn dp_adam_step_8bit_state(
+    cfg: *const dp_adam_config,
+    step: u64,
+    param: *mut f32,
+    grad: *const f32,
+    exp_avg_codes: *mut u8,
+    exp_avg_scales: *mut f32,
+    exp_avg_sq_codes: *mut u8,
+    exp_avg_sq_scales: *mut f32,
+    len: usize,
+) -> dp_status {
+    guard(|| {
+        let config = config(cfg)?;
+        let n_scales = quant_scales_len(len);
+        let regions = check_buffers(&[
+            buffer("param", param, len, true),
+            buffer("grad", grad, len, false),
+            buffer("exp_avg_codes", exp_avg_codes, len, true),
+            buffer("exp_avg_scales", exp_avg_scales, n_scales, true),
+            buffer("exp_avg_sq_codes", exp_avg_sq_codes, len, true),
+            buffer("exp_avg_sq_scales", exp_avg_sq_scales, n_scales, true),
+        ])?;
+        validate(&config, step)?;
+        check_no_amsgrad(&config)?;
+        check::disjoint(regions)?;
+        // SAFETY: non-null (or empty), aligned, sized, pairwise disjoint: checked above.
+        let tensor = unsafe {
+            QuantStateTensor {
+                param: check::slice_mut(param, len),
+                grad: check::slice(grad, len),
+                exp_avg_codes: check::slice_mut(exp_avg_codes, len),
+                exp_avg_scales: check::slice_mut(exp_avg_scales, n_scales),
+                exp_avg_sq_codes: check::slice_mut(exp_avg_sq_codes, len),
+                exp_avg_sq_scales: check::slice_mut(exp_avg_sq_scales, n_scales),
+            }
+        };
+        adam_step_8bit_state(&config, step, tensor)
+    })
+}

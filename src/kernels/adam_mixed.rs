@@ -1,0 +1,499 @@
+//! # Mixed-precision Adam: 16-bit parameters and gradients, f32 master weights, one pass
+//!
+//! Per element, in one pass over memory (read `g16`, `theta`, `m`, `v`; write `theta`, `m`, `v`,
+//! `theta16`):
+//!
+//! ```text
+//! g       <- widen(g16)                           exact (bf16: a 16-bit shift; f16: exact decode)
+//! theta, m, v <- the f32 Adam/AdamW update of [`crate::kernels::adam`] (the same lane function)
+//! theta16 <- round(theta)                         nearest-even, or stochastic on request
+//! ```
+//!
+//! **Storage**: `master` (`theta`, f32), `param` (`theta16`, bf16 or f16 bit patterns as `u16`),
+//! `grad` (`g16`, `u16` bits), `exp_avg` (`m`, f32), `exp_avg_sq` (`v`, f32); equally long,
+//! contiguous, any alignment. 16 bytes of traffic per parameter (f32 Adam: 28, counting the
+//! 16-bit copy it would also need to write: 30).
+//!
+//! **Rounding**: [`Rounding::NearestEven`] is IEEE round-to-nearest-even (NaN stays NaN, overflow
+//! gives infinity). [`Rounding::Stochastic`] rounds up with probability equal to the discarded
+//! fraction of an ulp, using random bits that depend only on `(seed, step, element index)`
+//! (see [`crate::kernels::convert`]), so results are identical for any thread count.
+//!
+//! **Accuracy**: `theta`, `m`, `v` are bitwise equal to [`crate::kernels::adam::adam_step`] on
+//! the widened gradient; `theta16` is `theta` correctly rounded (nearest-even: within 0.5 ulp of
+//! the 16-bit format; stochastic: within 1 ulp). Reference: [`crate::reference::adam_step`] on
+//! the widened gradient, then rounding. Amsgrad is not supported here (it would add a fifth
+//! stream); asking for it is [`ErrorKind::InvalidArgument`].
+
+use super::adam::{
+    adam_lane, check_step, non_finite_error, AdamCoefficients, AdamConfig, Splat, BLOCK,
+};
+use super::convert::{
+    self, bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, iota, lanes, load_u16, random_bits,
+    store_u16,
+};
+use crate::dispatch::{self, Isa, Par, Split};
+use crate::error::{Error, ErrorKind, Result};
+use pulp::{Simd, WithSimd};
+
+/// The 16-bit floating-point format of parameters and gradients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HalfFormat {
+    /// bfloat16: 8 exponent bits, 7 fraction bits (the top half of an f32).
+    Bf16,
+    /// IEEE binary16: 5 exponent bits, 10 fraction bits.
+    F16,
+}
+
+/// How an f32 value is rounded to a narrower format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Rounding {
+    /// IEEE round-to-nearest, ties to even.
+    #[default]
+    NearestEven,
+    /// Stochastic rounding with random bits from `(seed, step, element index)`.
+    Stochastic { seed: u64 },
+}
+
+/// Widens 16-bit values of `format` (as `u16` bits in the low half of each lane) to f32.
+#[inline(always)]
+pub(crate) fn widen<S: Simd, const F16: bool>(simd: S, h: S::u32s) -> S::f32s {
+    if F16 {
+        f16_to_f32(simd, h)
+    } else {
+        bf16_to_f32(simd, h)
+    }
+}
+
+/// Rounds f32 to 16-bit bits of the format.
+#[inline(always)]
+pub(crate) fn narrow<S: Simd, const F16: bool, const STOCHASTIC: bool>(
+    simd: S,
+    x: S::f32s,
+    random: S::u32s,
+) -> S::u32s {
+    if F16 {
+        f32_to_f16::<S, STOCHASTIC>(simd, x, random)
+    } else {
+        f32_to_bf16::<S, STOCHASTIC>(simd, x, random)
+    }
+}
+
+/// Equally long slices of one piece of work; `offset` is the index of its first element in the
+/// tensor (the counter of the stochastic rounding).
+pub(crate) struct MasterBlock<'a> {
+    pub offset: usize,
+    pub master: &'a mut [f32],
+    pub param: &'a mut [u16],
+    pub grad: &'a [u16],
+    pub exp_avg: &'a mut [f32],
+    pub exp_avg_sq: &'a mut [f32],
+}
+
+impl Split for MasterBlock<'_> {
+    fn len(&self) -> usize {
+        self.master.len()
+    }
+
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (a0, a1) = self.master.split_at_mut(mid);
+        let (p0, p1) = self.param.split_at_mut(mid);
+        let (g0, g1) = self.grad.split_at(mid);
+        let (m0, m1) = self.exp_avg.split_at_mut(mid);
+        let (v0, v1) = self.exp_avg_sq.split_at_mut(mid);
+        (
+            MasterBlock {
+                offset: self.offset,
+                master: a0,
+                param: p0,
+                grad: g0,
+                exp_avg: m0,
+                exp_avg_sq: v0,
+            },
+            MasterBlock {
+                offset: self.offset + mid,
+                master: a1,
+                param: p1,
+                grad: g1,
+                exp_avg: m1,
+                exp_avg_sq: v1,
+            },
+        )
+    }
+}
+
+struct MasterKernel<'a, const F16: bool, const STOCHASTIC: bool, const L2: bool> {
+    k: &'a AdamCoefficients,
+    key: u64,
+    block: MasterBlock<'a>,
+}
+
+impl<const F16: bool, const STOCHASTIC: bool, const L2: bool> WithSimd
+    for MasterKernel<'_, F16, STOCHASTIC, L2>
+{
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let c = Splat::new(simd, self.k);
+        let MasterBlock {
+            offset,
+            master,
+            param,
+            grad,
+            exp_avg,
+            exp_avg_sq,
+        } = self.block;
+        let width = lanes::<S>();
+        let key = simd.splat_u32s(convert::block_key(self.key, offset));
+        let iota = iota::<S>();
+        let first = offset as u32;
+        let (a_body, a_tail) = S::as_mut_simd_f32s(master);
+        let (m_body, m_tail) = S::as_mut_simd_f32s(exp_avg);
+        let (v_body, v_tail) = S::as_mut_simd_f32s(exp_avg_sq);
+        let n = a_body.len();
+        let (m_body, v_body) = (&mut m_body[..n], &mut v_body[..n]);
+        let (p_body, p_tail) = param.split_at_mut(n * width);
+        let (g_body, g_tail) = grad.split_at(n * width);
+        for i in 0..n {
+            let g = widen::<S, F16>(simd, load_u16::<S>(simd, &g_body[i * width..][..width]));
+            let [theta, m, v] = adam_lane::<S, L2>(simd, &c, [a_body[i], g, m_body[i], v_body[i]]);
+            a_body[i] = theta;
+            m_body[i] = m;
+            v_body[i] = v;
+            let random = if STOCHASTIC {
+                let index = simd.add_u32s(
+                    simd.splat_u32s(first.wrapping_add((i * width) as u32)),
+                    iota,
+                );
+                random_bits(simd, key, index)
+            } else {
+                simd.splat_u32s(0)
+            };
+            let rounded = narrow::<S, F16, STOCHASTIC>(simd, theta, random);
+            store_u16::<S>(simd, &mut p_body[i * width..][..width], rounded);
+        }
+        // The tail: the same lane function on zero-padded registers, stored under a mask.
+        if !a_tail.is_empty() {
+            let g = widen::<S, F16>(simd, load_u16::<S>(simd, g_tail));
+            let [theta, m, v] = adam_lane::<S, L2>(
+                simd,
+                &c,
+                [
+                    simd.partial_load_f32s(a_tail),
+                    g,
+                    simd.partial_load_f32s(m_tail),
+                    simd.partial_load_f32s(v_tail),
+                ],
+            );
+            simd.partial_store_f32s(a_tail, theta);
+            simd.partial_store_f32s(m_tail, m);
+            simd.partial_store_f32s(v_tail, v);
+            let random = if STOCHASTIC {
+                let index = simd.add_u32s(
+                    simd.splat_u32s(first.wrapping_add((n * width) as u32)),
+                    iota,
+                );
+                random_bits(simd, key, index)
+            } else {
+                simd.splat_u32s(0)
+            };
+            store_u16::<S>(
+                simd,
+                p_tail,
+                narrow::<S, F16, STOCHASTIC>(simd, theta, random),
+            );
+        }
+    }
+}
+
+fn update_block(
+    isa: Isa,
+    format: HalfFormat,
+    rounding: Rounding,
+    k: &AdamCoefficients,
+    key: u64,
+    block: MasterBlock<'_>,
+) {
+    let l2 = k.l2 != 0.0;
+    let stochastic = matches!(rounding, Rounding::Stochastic { .. });
+    macro_rules! go {
+        ($f16:literal) => {
+            match (stochastic, l2) {
+                (false, false) => isa.run(MasterKernel::<$f16, false, false> { k, key, block }),
+                (false, true) => isa.run(MasterKernel::<$f16, false, true> { k, key, block }),
+                (true, false) => isa.run(MasterKernel::<$f16, true, false> { k, key, block }),
+                (true, true) => isa.run(MasterKernel::<$f16, true, true> { k, key, block }),
+            }
+        };
+    }
+    match format {
+        HalfFormat::Bf16 => go!(false),
+        HalfFormat::F16 => go!(true),
+    }
+}
+
+/// Whether `widen(x) * scale` is finite everywhere: `acc + (x * scale) * 0` stays zero.
+struct Finite16<'a, const F16: bool> {
+    values: &'a [u16],
+    scale: f32,
+}
+
+impl<const F16: bool> WithSimd for Finite16<'_, F16> {
+    type Output = bool;
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> bool {
+        let width = lanes::<S>();
+        let scale = simd.splat_f32s(self.scale);
+        let zero = simd.splat_f32s(0.0);
+        let mut acc = zero;
+        let chunks = self.values.chunks_exact(width);
+        let tail = chunks.remainder();
+        for chunk in chunks {
+            let x = simd.mul_f32s(widen::<S, F16>(simd, load_u16::<S>(simd, chunk)), scale);
+            acc = simd.mul_add_f32s(x, zero, acc);
+        }
+        let x = simd.mul_f32s(widen::<S, F16>(simd, load_u16::<S>(simd, tail)), scale);
+        acc = simd.mul_add_f32s(x, zero, acc);
+        simd.reduce_sum_f32s(acc) == 0.0
+    }
+}
+
+/// Whether the 16-bit gradient, unscaled, is finite (parallel over fixed blocks).
+pub(crate) fn grad16_is_finite(
+    isa: Isa,
+    par: Par,
+    format: HalfFormat,
+    grad: &[u16],
+    scale: f32,
+) -> Result<bool> {
+    struct Grad<'a>(&'a [u16]);
+    impl Split for Grad<'_> {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn split_at(self, mid: usize) -> (Self, Self) {
+            let (a, b) = self.0.split_at(mid);
+            (Grad(a), Grad(b))
+        }
+    }
+    dispatch::map_reduce_blocks(
+        par,
+        Grad(grad),
+        BLOCK,
+        &|Grad(values)| match format {
+            HalfFormat::Bf16 => isa.run(Finite16::<false> { values, scale }),
+            HalfFormat::F16 => isa.run(Finite16::<true> { values, scale }),
+        },
+        &|a, b| a && b,
+    )
+}
+
+/// The buffers of one tensor for the master-weight step.
+#[derive(Debug)]
+pub struct MasterTensor<'a> {
+    /// f32 master weights (`theta`).
+    pub master: &'a mut [f32],
+    /// The 16-bit copy of the parameters, written (bits).
+    pub param: &'a mut [u16],
+    /// The 16-bit gradient (bits).
+    pub grad: &'a [u16],
+    pub exp_avg: &'a mut [f32],
+    pub exp_avg_sq: &'a mut [f32],
+}
+
+/// Checks that every named length equals `expected` (the first mismatch is the error).
+pub(crate) fn check_lengths(expected: usize, named: &[(&str, usize)]) -> Result<()> {
+    match named.iter().find(|(_, len)| *len != expected) {
+        Some(&(name, len)) => Err(Error::new(
+            ErrorKind::Length,
+            format!("{name} has {len} elements, expected {expected}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Rejects amsgrad for the kernels without a `vmax` stream.
+pub(crate) fn check_no_amsgrad(cfg: &AdamConfig) -> Result<()> {
+    if cfg.amsgrad {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            "amsgrad is not supported by the mixed-precision and compressed-state steps",
+        ));
+    }
+    Ok(())
+}
+
+/// One Adam/AdamW step with bf16 parameters and gradients and f32 master weights, on the best
+/// instruction set and the crate's pool. `param` receives `master` rounded as `rounding` says.
+///
+/// Errors as [`crate::adam_step`] (amsgrad is [`ErrorKind::InvalidArgument`]); nothing is
+/// written on error.
+#[allow(clippy::too_many_arguments)]
+pub fn adam_step_master_bf16(
+    cfg: &AdamConfig,
+    step: u64,
+    master: &mut [f32],
+    param: &mut [u16],
+    grad: &[u16],
+    exp_avg: &mut [f32],
+    exp_avg_sq: &mut [f32],
+    rounding: Rounding,
+) -> Result<()> {
+    adam_step_master_with(
+        Isa::detect(),
+        Par::Pool,
+        HalfFormat::Bf16,
+        cfg,
+        step,
+        MasterTensor {
+            master,
+            param,
+            grad,
+            exp_avg,
+            exp_avg_sq,
+        },
+        rounding,
+    )
+}
+
+/// [`adam_step_master_bf16`] for IEEE f16 parameters and gradients.
+#[allow(clippy::too_many_arguments)]
+pub fn adam_step_master_f16(
+    cfg: &AdamConfig,
+    step: u64,
+    master: &mut [f32],
+    param: &mut [u16],
+    grad: &[u16],
+    exp_avg: &mut [f32],
+    exp_avg_sq: &mut [f32],
+    rounding: Rounding,
+) -> Result<()> {
+    adam_step_master_with(
+        Isa::detect(),
+        Par::Pool,
+        HalfFormat::F16,
+        cfg,
+        step,
+        MasterTensor {
+            master,
+            param,
+            grad,
+            exp_avg,
+            exp_avg_sq,
+        },
+        rounding,
+    )
+}
+
+/// The master-weight step on a chosen instruction set, parallelism and 16-bit format.
+pub fn adam_step_master_with(
+    isa: Isa,
+    par: Par,
+    format: HalfFormat,
+    cfg: &AdamConfig,
+    step: u64,
+    tensor: MasterTensor<'_>,
+    rounding: Rounding,
+) -> Result<()> {
+    cfg.validate()?;
+    check_step(step)?;
+    check_no_amsgrad(cfg)?;
+    let n = tensor.master.len();
+    check_lengths(
+        n,
+        &[
+            ("param", tensor.param.len()),
+            ("grad", tensor.grad.len()),
+            ("exp_avg", tensor.exp_avg.len()),
+            ("exp_avg_sq", tensor.exp_avg_sq.len()),
+        ],
+    )?;
+    let k = AdamCoefficients::new(cfg, step);
+    if cfg.check_finite && !grad16_is_finite(isa, par, format, tensor.grad, k.grad_factor)? {
+        return Err(non_finite_error());
+    }
+    let key = match rounding {
+        Rounding::NearestEven => 0,
+        Rounding::Stochastic { seed } => convert::stream_key(seed, step, 2),
+    };
+    let block = MasterBlock {
+        offset: 0,
+        master: tensor.master,
+        param: tensor.param,
+        grad: tensor.grad,
+        exp_avg: tensor.exp_avg,
+        exp_avg_sq: tensor.exp_avg_sq,
+    };
+    dispatch::map_reduce_blocks(
+        par,
+        block,
+        BLOCK,
+        &|b| update_block(isa, format, rounding, &k, key, b),
+        &|(), ()| (),
+    )
+}
+
+/// Rounds f32 values to 16-bit bits (the conversion the kernels use; for tests and setup):
+/// `key`-less nearest-even, or stochastic with `(seed, step)` as in the step.
+pub fn round_to_half(
+    isa: Isa,
+    format: HalfFormat,
+    values: &[f32],
+    out: &mut [u16],
+    rounding: Rounding,
+    step: u64,
+) -> Result<()> {
+    check_lengths(values.len(), &[("out", out.len())])?;
+    struct Round<'a, const F16: bool, const STOCHASTIC: bool> {
+        values: &'a [f32],
+        out: &'a mut [u16],
+        key: u64,
+    }
+    impl<const F16: bool, const STOCHASTIC: bool> WithSimd for Round<'_, F16, STOCHASTIC> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, simd: S) {
+            let width = lanes::<S>();
+            let key = simd.splat_u32s(convert::block_key(self.key, 0));
+            for (j, (x, o)) in self
+                .values
+                .chunks(width)
+                .zip(self.out.chunks_mut(width))
+                .enumerate()
+            {
+                let index = simd.add_u32s(simd.splat_u32s((j * width) as u32), iota::<S>());
+                let random = random_bits(simd, key, index);
+                store_u16::<S>(
+                    simd,
+                    o,
+                    narrow::<S, F16, STOCHASTIC>(simd, simd.partial_load_f32s(x), random),
+                );
+            }
+        }
+    }
+    match (format, rounding) {
+        (HalfFormat::Bf16, Rounding::NearestEven) => isa.run(Round::<false, false> {
+            values,
+            out,
+            key: 0,
+        }),
+        (HalfFormat::F16, Rounding::NearestEven) => isa.run(Round::<true, false> {
+            values,
+            out,
+            key: 0,
+        }),
+        (HalfFormat::Bf16, Rounding::Stochastic { seed }) => isa.run(Round::<false, true> {
+            values,
+            out,
+            key: convert::stream_key(seed, step, 2),
+        }),
+        (HalfFormat::F16, Rounding::Stochastic { seed }) => isa.run(Round::<true, true> {
+            values,
+            out,
+            key: convert::stream_key(seed, step, 2),
+        }),
+    }
+    Ok(())
+}

@@ -471,6 +471,7 @@ void gn_step(const dp_gn_config& cfg, std::uint64_t step, P& param, const G& gra
     if (grad.size() != n || exp_avg.size() != n || h.size() != n)
         throw error(DP_ERR_LENGTH, "diagprec::gn_step: containers differ in size");
     gn_step(cfg, step, param.data(), grad.data(), exp_avg.data(), h.data(), n);
+}
 
 // ---- Mixed precision, compressed state, global norm, two-pass clipped step ----------------
 

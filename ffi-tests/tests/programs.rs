@@ -16,11 +16,12 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// `target/<profile>`, where cargo put `libdiagprec.a` and `libdiagprec.so` (built as
-/// crate types of the `diagprec` dependency).
+/// `target/<profile>/deps`, where cargo writes `libdiagprec.a` and `libdiagprec.so` when it builds
+/// the `diagprec` dependency (with all its crate types) for this test run. `target/<profile>`
+/// holds copies only after a plain `cargo build`, and they may be stale, so they are not used.
 fn library_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+    exe.parent().unwrap().to_path_buf()
 }
 
 fn sources(dir: &str, ext: &str) -> Vec<PathBuf> {

@@ -156,15 +156,21 @@ impl<const RW: usize, const RO: usize> WithSimd for StreamLoop<'_, RW, RO> {
         let n = ro.first().map_or(0, |r| r.len());
         let zero = simd.splat_f32s(0.0);
         let mut sink = zero;
-        for i in 0..n {
-            let mut b = zero;
-            for r in &ro {
-                b = simd.add_f32s(b, r[i]);
+        // PERF: two registers per iteration, as the kernels do: keeps more loads in flight.
+        for i in (0..n).step_by(2) {
+            let pair = (n - i).min(2);
+            let mut b = [zero; 2];
+            for (k, b) in b.iter_mut().enumerate().take(pair) {
+                for r in &ro {
+                    *b = simd.add_f32s(*b, r[i + k]);
+                }
             }
             for a in rw.iter_mut() {
-                a[i] = simd.add_f32s(a[i], b);
+                for (k, &b) in b.iter().enumerate().take(pair) {
+                    a[i + k] = simd.add_f32s(a[i + k], b);
+                }
             }
-            sink = simd.add_f32s(sink, b);
+            sink = simd.add_f32s(sink, simd.add_f32s(b[0], b[1]));
         }
         simd.reduce_sum_f32s(sink)
     }

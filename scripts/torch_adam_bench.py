@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
-"""Prints the rate (GB/s, 28 bytes per element) of torch.optim.AdamW(fused=True) on the CPU, for
-`diagprec bench --torch-python PYTHON`. Best of several batches, like the Rust report."""
+"""torch.optim.AdamW(fused=True) on the CPU, driven by `diagprec bench --torch-python PYTHON`.
+
+Sets up one parameter of 2^log2 elements on `--threads` threads, takes three warm-up steps,
+prints "ready", then for every line K read from stdin runs K optimizer steps and prints "done".
+The Rust report times those batches itself, alternating them with its own kernel and the
+streaming limit, so all three see the same machine state."""
 import argparse
-import time
+import sys
 
 import torch
 
@@ -17,15 +21,8 @@ param.grad = torch.randn(n) * 1e-2
 opt = torch.optim.AdamW([param], lr=1e-3, fused=True)
 for _ in range(3):
     opt.step()
-once = time.perf_counter()
-opt.step()
-once = time.perf_counter() - once
-reps = max(1, int(0.01 / once))
-best = float("inf")
-start = time.perf_counter()
-while time.perf_counter() - start < 1.0:
-    t = time.perf_counter()
-    for _ in range(reps):
+print("ready", flush=True)
+for line in sys.stdin:
+    for _ in range(int(line)):
         opt.step()
-    best = min(best, (time.perf_counter() - t) / reps)
-print(f"{28 * n / best / 1e9:.3f}")
+    print("done", flush=True)

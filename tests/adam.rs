@@ -277,8 +277,9 @@ fn every_isa_matches_the_f64_reference_on_boundary_lengths_and_unaligned_starts(
                             "{at}: vmax written without amsgrad"
                         );
                     }
-                    // theta: within 8 ulp of |theta| + |update|, where the update is measured
-                    // at m's magnitude before cancellation.
+                    // theta: within 10 ulp of |theta| + |update|, where the update is measured
+                    // at m's magnitude before cancellation (8 held for PyTorch's `/ sqrt(bc2)`;
+                    // the kernel's multiply by its f32 reciprocal adds up to about one ulp).
                     let bc1 = 1.0 - cfg.beta1.powf(step as f64);
                     let bc2 = 1.0 - cfg.beta2.powf(step as f64);
                     let v_hat = if cfg.amsgrad { rx[i] } else { rv[i] };
@@ -286,7 +287,7 @@ fn every_isa_matches_the_f64_reference_on_boundary_lengths_and_unaligned_starts(
                     let update =
                         cfg.lr / bc1 * (m[i] as f64).abs().max(g_eff).max(rm[i].abs()) / denom;
                     let e = ulps(up.get()[i], rp[i], (p[i] as f64).abs() + update);
-                    assert!(e <= 8.0, "{at}: param[{i}] off by {e} ulp");
+                    assert!(e <= 10.0, "{at}: param[{i}] off by {e} ulp");
                 }
             }
         }

@@ -190,7 +190,7 @@ fn master_step_equals_the_f32_step_then_rounding_on_every_isa() {
                     },
                 )
                 .unwrap();
-                // The f64 reference: master within 8 ulp of |theta| + |update|.
+                // The f64 reference: master within 10 ulp of |theta| + |update|.
                 let mut rp: Vec<f64> = master0.iter().map(|&x| x as f64).collect();
                 let gd: Vec<f64> = gw.iter().map(|&x| x as f64).collect();
                 let mut rm: Vec<f64> = m0.iter().map(|&x| x as f64).collect();
@@ -223,7 +223,7 @@ fn master_step_equals_the_f32_step_then_rounding_on_every_isa() {
                         for i in 0..len {
                             let update = (rp[i] - master0[i] as f64).abs();
                             let e = ulps(p[i], rp[i], (master0[i] as f64).abs() + update);
-                            assert!(e <= 8.0, "{at}: master[{i}] off by {e} ulp");
+                            assert!(e <= 10.0, "{at}: master[{i}] off by {e} ulp");
                             let want = to_half(format, p[i]);
                             match rounding {
                                 Rounding::NearestEven => {
@@ -350,7 +350,7 @@ fn bf16_state_step_matches_the_f64_reference() {
                 for i in 0..len {
                     let update = (rp[i] - p0[i] as f64).abs();
                     let e = ulps(p[i], rp[i], (p0[i] as f64).abs() + update);
-                    assert!(e <= 8.0, "{at}: param[{i}] off by {e} ulp");
+                    assert!(e <= 10.0, "{at}: param[{i}] off by {e} ulp");
                     let mi = from_half(HalfFormat::Bf16, m[i]) as f64;
                     assert!(
                         (mi - rm[i]).abs() <= rm[i].abs() * (1.0 / 128.0 + 1e-6),
@@ -371,16 +371,16 @@ fn bf16_state_step_matches_the_f64_reference() {
 
 #[test]
 fn eight_bit_round_trip_error_is_bounded_per_block() {
-    // Bound (module docs): |x - decode(encode(x))| <= max(|x| / 16, 2^-18 * absmax) for m,
-    // max(v / 16, 2^-33 * absmax) for v, with a 1e-6 relative slack for the scaling multiply.
+    // Bound (module docs): |x - decode(encode(x))| <= max(|x| / 16, 2^-14 * absmax) for m,
+    // max(v / 16, 2^-30 * absmax) for v, with a 1e-6 relative slack for the scaling multiply.
     let mut r = rng(21);
     for len in [1usize, 7, 255, 256, 257, 1000, 4097] {
         let m = log_uniform(&mut r, len, -9.0, 1.0, true);
         let v = log_uniform(&mut r, len, -14.0, 2.0, false);
         for isa in Isa::available() {
             for (moment, x, floor) in [
-                (Moment::ExpAvg, &m, 2f64.powi(-18)),
-                (Moment::ExpAvgSq, &v, 2f64.powi(-33)),
+                (Moment::ExpAvg, &m, 2f64.powi(-14)),
+                (Moment::ExpAvgSq, &v, 2f64.powi(-30)),
             ] {
                 let mut codes = vec![0u8; len];
                 let mut scales = vec![0f32; quant_scales_len(len)];
@@ -468,7 +468,7 @@ fn eight_bit_step_matches_the_reference_on_the_decoded_state() {
                 for i in 0..len {
                     let update = (rp[i] - p0[i] as f64).abs();
                     let e = ulps(p[i], rp[i], (p0[i] as f64).abs() + update);
-                    assert!(e <= 8.0, "{at}: param[{i}] off by {e} ulp");
+                    assert!(e <= 10.0, "{at}: param[{i}] off by {e} ulp");
                 }
                 // The new state is the re-encoding of the reference's m, v (to the round trip bound).
                 let mut m_back = vec![0f32; len];
@@ -484,9 +484,9 @@ fn eight_bit_step_matches_the_reference_on_the_decoded_state() {
                     let vmax = rvb.iter().fold(0f64, |a, &y| a.max(y));
                     for j in 0..rmb.len() {
                         let i = b * QUANT_BLOCK + j;
-                        let bm = (rmb[j].abs() / 16.0).max(mmax * 2f64.powi(-18)) + 1e-5 * mmax;
+                        let bm = (rmb[j].abs() / 16.0).max(mmax * 2f64.powi(-14)) + 1e-5 * mmax;
                         assert!((m_back[i] as f64 - rmb[j]).abs() <= bm, "{at}: m[{i}]");
-                        let bv = (rvb[j] / 16.0).max(vmax * 2f64.powi(-33)) + 1e-5 * vmax;
+                        let bv = (rvb[j] / 16.0).max(vmax * 2f64.powi(-30)) + 1e-5 * vmax;
                         assert!((v_back[i] as f64 - rvb[j]).abs() <= bv, "{at}: v[{i}]");
                     }
                 }

@@ -1,7 +1,7 @@
 //! # Adam with compressed optimizer state: bf16 `m`/`v`, or 8-bit block-quantized `m`/`v`
 //!
-//! Both kernels decode the state in registers, run the f32 Adam lane function of
-//! [`crate::kernels::adam`] (`theta` and `g` stay f32), and re-encode in the same pass.
+//! Both kernels decode the state, run the f32 Adam update of [`crate::kernels::adam`] on it
+//! (`theta` and `g` stay f32), and re-encode, chunk by chunk in one pass over memory.
 //!
 //! **bf16 state** (20 bytes of traffic per parameter instead of 28): `exp_avg` and `exp_avg_sq`
 //! hold bf16 bits (`u16`). The new `m`, `v` are rounded stochastically, with random bits that
@@ -22,27 +22,32 @@
 //! ```
 //!
 //! This is a dynamic (exponent-based, non-linear) code like bitsandbytes' dynamic map, with a
-//! larger range for `v` (2^-33 of the block maximum) than for `m` (2^-17); it is encoded by
-//! integer arithmetic in registers (round to nearest even) instead of a table search. A
-//! positive `v` never rounds to code 0 (it becomes code 1), so `m / sqrt(v)` cannot blow up
-//! because `v` underflowed. Each block is processed as one unit: pass A decodes, steps and
-//! collects the new absmax while the new `m`, `v` wait in a 2 KB stack buffer (L1), pass B
-//! encodes; memory is read and written once. The layout is the checkpoint format: save `codes`
-//! and `scales` as they are ([`quantize_exp_avg`] etc. convert from and to f32).
+//! larger range for `v` (2^-30 of the block maximum) than for `m` (2^-14); it is encoded by four
+//! integer operations in registers (f32 exponent and top fraction bits, rounded half up and
+//! re-biased) instead of a table search. Below the smallest normal code the same arithmetic
+//! gives a nearby code (within `2^-14` resp. `2^-30` of the scale), `m` codes that would be
+//! negative become a signed zero (0x80 decodes to -0.0), and a positive `v` never becomes code 0
+//! (at least code 1), so `m / sqrt(v)` cannot blow up because `v` underflowed.
+//!
+//! **Passes**: the bf16- and 8-bit-state kernels work in chunks of 256 elements (the 8-bit
+//! quantization block): decode `m`, `v` into two 1 KB f32 buffers (L1), run the f32 kernel's own
+//! body on the chunk (so the arithmetic is exactly the f32 step's), then re-encode; the 8-bit
+//! kernel takes the new absmax of each buffer first. Memory is read and written once. The
+//! layout is the checkpoint format: save `codes` and `scales` as they are ([`quantize_state`]
+//! and [`dequantize_state`] convert from and to f32).
 //!
 //! **Accuracy**: per element, `theta` is the f32 step on the decoded state; the round trip
-//! `decode(encode(x))` is within `max(|x| / 16, 2^-18 scale)` for `m` and
-//! `max(v / 16, 2^-33 scale)` for `v` (a positive `v` below the smallest code becomes code 1) (see `tests/adam_mixed.rs`). Non-finite state cannot be
+//! `decode(encode(x))` is within `max(|x| / 16, 2^-14 scale)` for `m` and
+//! `max(v / 16, 2^-30 scale)` for `v` (see `tests/adam_mixed.rs`). Non-finite state cannot be
 //! represented; use `check_finite`. Amsgrad is not supported.
 
 use super::adam::{
-    adam_lane, check_step, grad_is_finite, non_finite_error, AdamCoefficients, AdamConfig, Splat,
-    BLOCK,
+    adam_registers_of, check_step, grad_is_finite, non_finite_error, AdamBlock, AdamCoefficients,
+    AdamConfig, Splat, BLOCK,
 };
-use super::adam_mixed::{check_lengths, check_no_amsgrad};
+use super::adam_mixed::{check_lengths, check_no_amsgrad, narrow_into, widen_into};
 use super::convert::{
-    self, bf16_to_f32, decode_minifloat, encode_minifloat, f32_to_bf16, iota, lanes, load_u16,
-    load_u8, random_bits, store_u16, store_u8,
+    self, decode_minifloat, first_chunk, lanes, load_i8, load_u8, store_u8, store_u8x4, CHUNK,
 };
 use crate::dispatch::{self, Isa, Par, Split};
 use crate::error::{Error, Result};
@@ -102,101 +107,37 @@ struct Bf16StateKernel<'a, const L2: bool> {
     block: Bf16StateBlock<'a>,
 }
 
-/// One register of the bf16-state step: decode, the f32 lane, stochastic re-encode.
-#[inline(always)]
-fn bf16_state_lane<S: Simd, const L2: bool>(
-    simd: S,
-    c: &Splat<S>,
-    keys: [S::u32s; 2],
-    index: S::u32s,
-    [theta, g, m16, v16]: [S::u32s; 4],
-) -> (S::f32s, S::u32s, S::u32s) {
-    let m = bf16_to_f32(simd, m16);
-    let v = bf16_to_f32(simd, v16);
-    let [theta, m, v] = adam_lane::<S, L2>(
-        simd,
-        c,
-        [
-            simd.transmute_f32s_u32s(theta),
-            simd.transmute_f32s_u32s(g),
-            m,
-            v,
-        ],
-    );
-    let m16 = f32_to_bf16::<S, true>(simd, m, random_bits(simd, keys[0], index));
-    let v16 = f32_to_bf16::<S, true>(simd, v, random_bits(simd, keys[1], index));
-    (theta, m16, v16)
-}
-
 impl<const L2: bool> WithSimd for Bf16StateKernel<'_, L2> {
     type Output = ();
 
+    /// Per chunk: widen `m`, `v` into f32 buffers, run the f32 update, round them back.
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         let c = Splat::new(simd, self.k);
-        let Bf16StateBlock {
-            offset,
-            param,
-            grad,
-            exp_avg,
-            exp_avg_sq,
-        } = self.block;
-        let width = lanes::<S>();
-        let keys = [
-            simd.splat_u32s(convert::block_key(self.keys[0], offset)),
-            simd.splat_u32s(convert::block_key(self.keys[1], offset)),
-        ];
-        let iota = iota::<S>();
-        let first = offset as u32;
-        let (p_body, p_tail) = S::as_mut_simd_f32s(param);
-        let (g_body, g_tail) = S::as_simd_f32s(grad);
-        let n = p_body.len();
-        let g_body = &g_body[..n];
-        let (m_body, m_tail) = exp_avg.split_at_mut(n * width);
-        let (v_body, v_tail) = exp_avg_sq.split_at_mut(n * width);
-        for i in 0..n {
-            let index = simd.add_u32s(
-                simd.splat_u32s(first.wrapping_add((i * width) as u32)),
-                iota,
-            );
-            let m = &mut m_body[i * width..][..width];
-            let v = &mut v_body[i * width..][..width];
-            let (theta, m16, v16) = bf16_state_lane::<S, L2>(
-                simd,
-                &c,
-                keys,
-                index,
-                [
-                    simd.transmute_u32s_f32s(p_body[i]),
-                    simd.transmute_u32s_f32s(g_body[i]),
-                    load_u16::<S>(simd, m),
-                    load_u16::<S>(simd, v),
-                ],
-            );
-            p_body[i] = theta;
-            store_u16::<S>(simd, m, m16);
-            store_u16::<S>(simd, v, v16);
-        }
-        if !p_tail.is_empty() {
-            let index = simd.add_u32s(
-                simd.splat_u32s(first.wrapping_add((n * width) as u32)),
-                iota,
-            );
-            let (theta, m16, v16) = bf16_state_lane::<S, L2>(
-                simd,
-                &c,
-                keys,
-                index,
-                [
-                    simd.transmute_u32s_f32s(simd.partial_load_f32s(p_tail)),
-                    simd.transmute_u32s_f32s(simd.partial_load_f32s(g_tail)),
-                    load_u16::<S>(simd, m_tail),
-                    load_u16::<S>(simd, v_tail),
-                ],
-            );
-            simd.partial_store_f32s(p_tail, theta);
-            store_u16::<S>(simd, m_tail, m16);
-            store_u16::<S>(simd, v_tail, v16);
+        let keys = self
+            .keys
+            .map(|key| simd.splat_u32s(convert::block_key(key, self.block.offset)));
+        let (mut m, mut v) = ([0.0f32; CHUNK], [0.0f32; CHUNK]);
+        let mut len = first_chunk::<S>(self.block.param);
+        let mut rest = self.block;
+        while rest.len() > 0 {
+            let n = rest.len().min(len);
+            let (chunk, tail) = rest.split_at(n);
+            (rest, len) = (tail, CHUNK);
+            let (m, v) = (&mut m[..n], &mut v[..n]);
+            widen_into::<S, false>(simd, chunk.exp_avg, m);
+            widen_into::<S, false>(simd, chunk.exp_avg_sq, v);
+            let block = AdamBlock {
+                param: chunk.param,
+                grad: chunk.grad,
+                exp_avg: m,
+                exp_avg_sq: v,
+                max_exp_avg_sq: &mut [],
+            };
+            adam_registers_of::<S, false, L2>(simd, &c, block);
+            let first = chunk.offset as u32;
+            narrow_into::<S, false, true>(simd, m, chunk.exp_avg, keys[0], first);
+            narrow_into::<S, false, true>(simd, v, chunk.exp_avg_sq, keys[1], first);
         }
     }
 }
@@ -278,59 +219,69 @@ pub fn adam_step_bf16_state_with(
 // ---------------------------------------------------------------------------------------------
 // 8-bit state
 
+/// `m`: e4m3 magnitudes, smallest normal 2^-14 (the code of 1.0 is 120).
 const M_MANT: u32 = 3;
 const M_EMIN: i32 = -14;
-const M_MAX_CODE: u32 = 120;
+/// `v`: e5m3, smallest normal 2^-30 (the code of 1.0 is 248).
 const V_MANT: u32 = 3;
 const V_EMIN: i32 = -30;
-const V_MAX_CODE: u32 = 248;
 
-/// The signed `m` code of `x * inv_scale`.
+/// The minifloat code (`MANT` fraction bits, smallest normal exponent `EMIN`) of the f32
+/// magnitude bits `a`, as a signed integer: f32 exponent and top fraction bits rounded half up,
+/// re-biased. Magnitudes below the smallest normal give codes <= 7 (or <= 0), within
+/// `2^EMIN` of their value once decoded; the callers clamp the negative ones.
+// PERF: 4 integer operations; the nearest-even encoder with exact subnormals took ~12.
+#[inline(always)]
+fn minifloat_code<S: Simd, const MANT: u32, const EMIN: i32>(simd: S, a: S::u32s) -> S::u32s {
+    let half_ulp = 1u32 << (22 - MANT);
+    let bias = ((127 + EMIN - 1) as u32) << MANT;
+    let code = simd.wrapping_dyn_shr_u32s(
+        simd.add_u32s(a, simd.splat_u32s(half_ulp)),
+        simd.splat_u32s(23 - MANT),
+    );
+    simd.sub_u32s(code, simd.splat_u32s(bias))
+}
+
+/// The signed `m` code of `x * inv_scale`: sign bit 0x80, magnitude code in the low 7 bits
+/// (values below 2^-15 of the scale become a signed zero).
 #[inline(always)]
 fn encode_m<S: Simd>(simd: S, x: S::f32s, inv_scale: S::f32s) -> S::u32s {
     let bits = simd.transmute_u32s_f32s(simd.mul_f32s(x, inv_scale));
     let magnitude = simd.and_u32s(bits, simd.splat_u32s(0x7fff_ffff));
-    let code = encode_minifloat::<S, M_MANT, M_EMIN, false>(
-        simd,
-        magnitude,
-        simd.splat_u32s(0),
-        M_MAX_CODE,
+    let code = minifloat_code::<S, M_MANT, M_EMIN>(simd, magnitude);
+    let code =
+        simd.transmute_u32s_i32s(simd.max_i32s(simd.transmute_i32s_u32s(code), simd.splat_i32s(0)));
+    let sign = simd.and_u32s(
+        simd.wrapping_dyn_shr_u32s(bits, simd.splat_u32s(24)),
+        simd.splat_u32s(0x80),
     );
-    let sign = simd.wrapping_dyn_shr_u32s(
-        simd.and_u32s(bits, simd.splat_u32s(0x8000_0000)),
-        simd.splat_u32s(24),
-    );
-    // -0 codes as +0, so equal values always have equal codes.
-    let zero = simd.equal_u32s(code, simd.splat_u32s(0));
-    simd.select_u32s(zero, code, simd.or_u32s(code, sign))
+    simd.or_u32s(code, sign)
 }
 
+/// The value of `m` codes (sign-extended to 32 bits, as [`load_i8`] gives them) times `scale`.
 #[inline(always)]
 fn decode_m<S: Simd>(simd: S, code: S::u32s, scale: S::f32s) -> S::f32s {
-    let magnitude =
-        decode_minifloat::<S, M_MANT, M_EMIN>(simd, simd.and_u32s(code, simd.splat_u32s(0x7f)));
-    let sign = simd.wrapping_dyn_shl_u32s(
-        simd.and_u32s(code, simd.splat_u32s(0x80)),
-        simd.splat_u32s(24),
+    // The sign lands on bit 31, the magnitude code on the f32 exponent and top fraction bits.
+    let bits = simd.and_u32s(
+        simd.wrapping_dyn_shl_u32s(code, simd.splat_u32s(23 - M_MANT)),
+        simd.splat_u32s(0x8000_0000 | (0x7f << (23 - M_MANT))),
     );
-    let signed = simd.transmute_f32s_u32s(simd.or_u32s(simd.transmute_u32s_f32s(magnitude), sign));
-    simd.mul_f32s(signed, scale)
+    let rebias = f32::from_bits(((127 + 126 + M_EMIN) as u32) << 23);
+    let x = simd.mul_f32s(simd.transmute_f32s_u32s(bits), simd.splat_f32s(rebias));
+    simd.mul_f32s(x, scale)
 }
 
 /// The `v` code of `x * inv_scale` (`x >= 0`); a positive `x` gets at least code 1.
 #[inline(always)]
 fn encode_v<S: Simd>(simd: S, x: S::f32s, inv_scale: S::f32s) -> S::u32s {
     let bits = simd.transmute_u32s_f32s(simd.mul_f32s(x, inv_scale));
-    let magnitude = simd.and_u32s(bits, simd.splat_u32s(0x7fff_ffff));
-    let code = encode_minifloat::<S, V_MANT, V_EMIN, false>(
-        simd,
-        magnitude,
-        simd.splat_u32s(0),
-        V_MAX_CODE,
-    );
-    let positive = simd.greater_than_f32s(x, simd.splat_f32s(0.0));
-    let floor = simd.select_u32s(positive, simd.splat_u32s(1), simd.splat_u32s(0));
-    simd.max_u32s(code, floor)
+    let code = minifloat_code::<S, V_MANT, V_EMIN>(simd, bits);
+    // min(bits, 1) is 1 for a positive value, 0 for zero: the floor of the code.
+    let floor = simd.min_u32s(bits, simd.splat_u32s(1));
+    simd.transmute_u32s_i32s(simd.max_i32s(
+        simd.transmute_i32s_u32s(code),
+        simd.transmute_i32s_u32s(floor),
+    ))
 }
 
 #[inline(always)]
@@ -340,9 +291,109 @@ fn decode_v<S: Simd>(simd: S, code: S::u32s, scale: S::f32s) -> S::f32s {
 
 /// `max(acc, |x|)` as compare + select (the same on every ISA).
 #[inline(always)]
-fn abs_max<S: Simd>(simd: S, acc: S::f32s, x: S::f32s) -> S::f32s {
-    let a = simd.abs_f32s(x);
-    simd.select_f32s(simd.greater_than_f32s(a, acc), a, acc)
+fn abs_max<S: Simd>(simd: S, acc: S::u32s, x: S::f32s) -> S::u32s {
+    // The bits of non-negative floats order as the floats do: one integer max, the same on
+    // every instruction set (a NaN would win; non-finite state is not representable anyway).
+    let a = simd.and_u32s(simd.transmute_u32s_f32s(x), simd.splat_u32s(0x7fff_ffff));
+    simd.max_u32s(acc, a)
+}
+
+/// One register of codes: sign-extended for `m` (`M`), zero-extended for `v`.
+#[inline(always)]
+fn load_code<S: Simd, const M: bool>(simd: S, codes: &[u8]) -> S::u32s {
+    if M {
+        load_i8::<S>(simd, codes)
+    } else {
+        load_u8::<S>(simd, codes)
+    }
+}
+
+#[inline(always)]
+fn decode<S: Simd, const M: bool>(simd: S, code: S::u32s, scale: S::f32s) -> S::f32s {
+    if M {
+        decode_m(simd, code, scale)
+    } else {
+        decode_v(simd, code, scale)
+    }
+}
+
+#[inline(always)]
+fn encode<S: Simd, const M: bool>(simd: S, x: S::f32s, inv_scale: S::f32s) -> S::u32s {
+    if M {
+        encode_m(simd, x, inv_scale)
+    } else {
+        encode_v(simd, x, inv_scale)
+    }
+}
+
+/// Decodes one moment's codes (`M`: `m`, else `v`) into the equally long `out`.
+#[inline(always)]
+fn decode_into<S: Simd, const M: bool>(simd: S, codes: &[u8], out: &mut [f32], scale: S::f32s) {
+    let width = lanes::<S>();
+    let (body, tail) = S::as_mut_simd_f32s(out);
+    let (codes, codes_tail) = codes.split_at(body.len() * width);
+    for (o, c) in body.iter_mut().zip(codes.chunks_exact(width)) {
+        *o = decode::<S, M>(simd, load_code::<S, M>(simd, c), scale);
+    }
+    if !tail.is_empty() {
+        let x = decode::<S, M>(simd, load_code::<S, M>(simd, codes_tail), scale);
+        simd.partial_store_f32s(tail, x);
+    }
+}
+
+/// Encodes `values` of one moment (`M`: `m`, else `v`) into the equally long `codes`.
+#[inline(always)]
+fn encode_into<S: Simd, const M: bool>(
+    simd: S,
+    values: &[f32],
+    codes: &mut [u8],
+    inv_scale: S::f32s,
+) {
+    let width = lanes::<S>();
+    let (body, tail) = S::as_simd_f32s(values);
+    let (codes, codes_tail) = codes.split_at_mut(body.len() * width);
+    let quads = body.chunks_exact(4);
+    let singles = quads.remainder();
+    let (quad_codes, single_codes) = codes.split_at_mut(body.len() / 4 * 4 * width);
+    for (x, c) in quads.zip(quad_codes.chunks_exact_mut(4 * width)) {
+        // (No closure, `map` included: it would not inline into the SIMD code.)
+        let x = [
+            encode::<S, M>(simd, x[0], inv_scale),
+            encode::<S, M>(simd, x[1], inv_scale),
+            encode::<S, M>(simd, x[2], inv_scale),
+            encode::<S, M>(simd, x[3], inv_scale),
+        ];
+        store_u8x4::<S>(simd, c, x);
+    }
+    for (&x, c) in singles.iter().zip(single_codes.chunks_exact_mut(width)) {
+        store_u8::<S>(simd, c, encode::<S, M>(simd, x, inv_scale));
+    }
+    if !tail.is_empty() {
+        let x = simd.partial_load_f32s(tail);
+        store_u8::<S>(simd, codes_tail, encode::<S, M>(simd, x, inv_scale));
+    }
+}
+
+/// The largest `|x|` of a slice (0 for an empty one), with two accumulators: the maximum is
+/// exact, so the order does not change it.
+#[inline(always)]
+fn abs_max_of<S: Simd>(simd: S, x: &[f32]) -> f32 {
+    // PERF: two named accumulators; an array of them indexed in the loop went to memory, updated
+    // with masked stores (microcoded on Zen 3).
+    let (mut a, mut b) = (simd.splat_u32s(0), simd.splat_u32s(0));
+    let (body, tail) = S::as_simd_f32s(x);
+    let pairs = body.chunks_exact(2);
+    if let [x] = pairs.remainder() {
+        b = abs_max(simd, b, *x);
+    }
+    for pair in pairs {
+        a = abs_max(simd, a, pair[0]);
+        b = abs_max(simd, b, pair[1]);
+    }
+    b = abs_max(simd, b, simd.partial_load_f32s(tail));
+    let max = simd.max_u32s(a, b);
+    let lanes: &[u32] = pulp::bytemuck::cast_slice(core::slice::from_ref(&max));
+    f32::from_bits(lanes.iter().copied().max().unwrap_or(0))
 }
 
 /// `1 / absmax`, or 0 for an all-zero block (its codes are then all 0).
@@ -404,24 +455,11 @@ struct QuantKernel<'a, const L2: bool> {
     block: QuantBlock<'a>,
 }
 
-/// Decodes one register of state, runs the Adam lane: returns `(theta, m, v)`.
-#[inline(always)]
-fn quant_lane<S: Simd, const L2: bool>(
-    simd: S,
-    c: &Splat<S>,
-    scales: [S::f32s; 2],
-    theta: S::f32s,
-    g: S::f32s,
-    codes: [S::u32s; 2],
-) -> [S::f32s; 3] {
-    let m = decode_m(simd, codes[0], scales[0]);
-    let v = decode_v(simd, codes[1], scales[1]);
-    adam_lane::<S, L2>(simd, c, [theta, g, m, v])
-}
-
 impl<const L2: bool> WithSimd for QuantKernel<'_, L2> {
     type Output = ();
 
+    /// Per quantization block: decode `m`, `v` into f32 buffers, run the f32 update, find the
+    /// new absmax of each, encode.
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         let c = Splat::new(simd, self.k);
@@ -433,11 +471,7 @@ impl<const L2: bool> WithSimd for QuantKernel<'_, L2> {
             v_codes,
             v_scales,
         } = self.block;
-        let width = lanes::<S>();
-        let zero = simd.splat_f32s(0.0);
-        // The new m and v of one quantization block wait here between the two passes.
-        let mut m_new = [0.0f32; QUANT_BLOCK];
-        let mut v_new = [0.0f32; QUANT_BLOCK];
+        let (mut m, mut v) = ([0.0f32; QUANT_BLOCK], [0.0f32; QUANT_BLOCK]);
         for ((((p, g), mc), vc), (ms, vs)) in param
             .chunks_mut(QUANT_BLOCK)
             .zip(grad.chunks(QUANT_BLOCK))
@@ -445,67 +479,26 @@ impl<const L2: bool> WithSimd for QuantKernel<'_, L2> {
             .zip(v_codes.chunks_mut(QUANT_BLOCK))
             .zip(m_scales.iter_mut().zip(v_scales.iter_mut()))
         {
-            let len = p.len();
+            let (m, v) = (&mut m[..p.len()], &mut v[..p.len()]);
             let scales = [simd.splat_f32s(*ms), simd.splat_f32s(*vs)];
-            let (p_body, p_tail) = S::as_mut_simd_f32s(p);
-            let (g_body, g_tail) = S::as_simd_f32s(g);
-            let n = p_body.len();
-            let g_body = &g_body[..n];
-            let (mb, _) = S::as_mut_simd_f32s(&mut m_new[..]);
-            let (vb, _) = S::as_mut_simd_f32s(&mut v_new[..]);
-            // PERF: one accumulator each; indexing an array of them by `i & 1` put them in
-            // memory and made LLVM update them with masked stores (microcoded on Zen 3: 3x slower).
-            let mut m_max = zero;
-            let mut v_max = zero;
-            // Pass A: decode, step, collect the absmax.
-            for i in 0..n {
-                let codes = [
-                    load_u8::<S>(simd, &mc[i * width..][..width]),
-                    load_u8::<S>(simd, &vc[i * width..][..width]),
-                ];
-                let [theta, m, v] =
-                    quant_lane::<S, L2>(simd, &c, scales, p_body[i], g_body[i], codes);
-                p_body[i] = theta;
-                mb[i] = m;
-                vb[i] = v;
-                m_max = abs_max(simd, m_max, m);
-                v_max = abs_max(simd, v_max, v);
-            }
-            let regs = len.div_ceil(width);
-            if !p_tail.is_empty() {
-                // Zero padding decodes to m = v = 0 and steps to 0: the absmax is unchanged.
-                let codes = [
-                    load_u8::<S>(simd, &mc[n * width..]),
-                    load_u8::<S>(simd, &vc[n * width..]),
-                ];
-                let [theta, m, v] = quant_lane::<S, L2>(
-                    simd,
-                    &c,
-                    scales,
-                    simd.partial_load_f32s(p_tail),
-                    simd.partial_load_f32s(g_tail),
-                    codes,
-                );
-                simd.partial_store_f32s(p_tail, theta);
-                mb[n] = m;
-                vb[n] = v;
-                m_max = abs_max(simd, m_max, m);
-                v_max = abs_max(simd, v_max, v);
-            }
-            let m_abs = simd.reduce_max_f32s(m_max);
-            let v_abs = simd.reduce_max_f32s(v_max);
-            *ms = m_abs;
-            *vs = v_abs;
-            // Pass B: encode with the new scales.
+            decode_into::<S, true>(simd, mc, m, scales[0]);
+            decode_into::<S, false>(simd, vc, v, scales[1]);
+            let block = AdamBlock {
+                param: p,
+                grad: g,
+                exp_avg: &mut *m,
+                exp_avg_sq: &mut *v,
+                max_exp_avg_sq: &mut [],
+            };
+            adam_registers_of::<S, false, L2>(simd, &c, block);
+            *ms = abs_max_of(simd, m);
+            *vs = abs_max_of(simd, v);
             let inv = [
-                simd.splat_f32s(inverse_scale(m_abs)),
-                simd.splat_f32s(inverse_scale(v_abs)),
+                simd.splat_f32s(inverse_scale(*ms)),
+                simd.splat_f32s(inverse_scale(*vs)),
             ];
-            for i in 0..regs {
-                let end = ((i + 1) * width).min(len);
-                store_u8::<S>(simd, &mut mc[i * width..end], encode_m(simd, mb[i], inv[0]));
-                store_u8::<S>(simd, &mut vc[i * width..end], encode_v(simd, vb[i], inv[1]));
-            }
+            encode_into::<S, true>(simd, m, mc, inv[0]);
+            encode_into::<S, false>(simd, v, vc, inv[1]);
         }
     }
 }
@@ -602,16 +595,6 @@ pub enum Moment {
     ExpAvgSq,
 }
 
-/// One register from a slice of at most one register's length (masked only when shorter:
-/// pulp's masked loads and stores go through a jump table, and AMD's masked stores are slow).
-#[inline(always)]
-fn load_f32<S: Simd>(simd: S, r: &[f32]) -> S::f32s {
-    match S::as_simd_f32s(r) {
-        ([whole], []) => *whole,
-        _ => simd.partial_load_f32s(r),
-    }
-}
-
 struct Quantize<'a> {
     moment: Moment,
     values: &'a [f32],
@@ -624,27 +607,17 @@ impl WithSimd for Quantize<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let width = lanes::<S>();
         for ((x, c), s) in self
             .values
             .chunks(QUANT_BLOCK)
             .zip(self.codes.chunks_mut(QUANT_BLOCK))
             .zip(self.scales.iter_mut())
         {
-            let mut acc = simd.splat_f32s(0.0);
-            for r in x.chunks(width) {
-                acc = abs_max(simd, acc, load_f32(simd, r));
-            }
-            let absmax = simd.reduce_max_f32s(acc);
-            *s = absmax;
-            let inv = simd.splat_f32s(inverse_scale(absmax));
-            for (r, cr) in x.chunks(width).zip(c.chunks_mut(width)) {
-                let v = load_f32(simd, r);
-                let code = match self.moment {
-                    Moment::ExpAvg => encode_m(simd, v, inv),
-                    Moment::ExpAvgSq => encode_v(simd, v, inv),
-                };
-                store_u8::<S>(simd, cr, code);
+            *s = abs_max_of(simd, x);
+            let inv = simd.splat_f32s(inverse_scale(*s));
+            match self.moment {
+                Moment::ExpAvg => encode_into::<S, true>(simd, x, c, inv),
+                Moment::ExpAvgSq => encode_into::<S, false>(simd, x, c, inv),
             }
         }
     }
@@ -662,7 +635,6 @@ impl WithSimd for Dequantize<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let width = lanes::<S>();
         for ((c, o), &s) in self
             .codes
             .chunks(QUANT_BLOCK)
@@ -670,16 +642,9 @@ impl WithSimd for Dequantize<'_> {
             .zip(self.scales)
         {
             let scale = simd.splat_f32s(s);
-            for (cr, or) in c.chunks(width).zip(o.chunks_mut(width)) {
-                let code = load_u8::<S>(simd, cr);
-                let v = match self.moment {
-                    Moment::ExpAvg => decode_m(simd, code, scale),
-                    Moment::ExpAvgSq => decode_v(simd, code, scale),
-                };
-                match S::as_mut_simd_f32s(or) {
-                    ([whole], []) => *whole = v,
-                    _ => simd.partial_store_f32s(or, v),
-                }
+            match self.moment {
+                Moment::ExpAvg => decode_into::<S, true>(simd, c, o, scale),
+                Moment::ExpAvgSq => decode_into::<S, false>(simd, c, o, scale),
             }
         }
     }

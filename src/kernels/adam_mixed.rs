@@ -26,11 +26,12 @@
 //! stream); asking for it is [`ErrorKind::InvalidArgument`].
 
 use super::adam::{
-    adam_lane, check_step, non_finite_error, AdamCoefficients, AdamConfig, Splat, BLOCK,
+    adam_registers_of, check_step, non_finite_error, AdamBlock, AdamCoefficients, AdamConfig,
+    Splat, BLOCK,
 };
 use super::convert::{
-    self, bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, iota, lanes, load_u16, random_bits,
-    store_u16,
+    self, bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, first_chunk, iota, lanes, load_u16,
+    random_bits, store_u16, CHUNK,
 };
 use crate::dispatch::{self, Isa, Par, Split};
 use crate::error::{Error, ErrorKind, Result};
@@ -77,6 +78,68 @@ pub(crate) fn narrow<S: Simd, const F16: bool, const STOCHASTIC: bool>(
     } else {
         f32_to_bf16::<S, STOCHASTIC>(simd, x, random)
     }
+}
+
+/// Widens `src` (16-bit bits of the format) into the equally long `dst`, register by register.
+#[inline(always)]
+pub(crate) fn widen_into<S: Simd, const F16: bool>(simd: S, src: &[u16], dst: &mut [f32]) {
+    let width = lanes::<S>();
+    let (body, tail) = S::as_mut_simd_f32s(dst);
+    let (src, src_tail) = src.split_at(body.len() * width);
+    for (d, s) in body.iter_mut().zip(src.chunks_exact(width)) {
+        *d = widen::<S, F16>(simd, load_u16::<S>(simd, s));
+    }
+    if !tail.is_empty() {
+        simd.partial_store_f32s(tail, widen::<S, F16>(simd, load_u16::<S>(simd, src_tail)));
+    }
+}
+
+/// Rounds `src` into 16-bit bits of the format in the equally long `dst`; `first` is the (low
+/// 32 bits of the) element index of `src[0]`, the counter of stochastic rounding under `key`.
+#[inline(always)]
+pub(crate) fn narrow_into<S: Simd, const F16: bool, const STOCHASTIC: bool>(
+    simd: S,
+    src: &[f32],
+    dst: &mut [u16],
+    key: S::u32s,
+    first: u32,
+) {
+    let width = lanes::<S>();
+    let (body, tail) = S::as_simd_f32s(src);
+    let (dst, dst_tail) = dst.split_at_mut(body.len() * width);
+    for (i, (&x, d)) in body.iter().zip(dst.chunks_exact_mut(width)).enumerate() {
+        store_u16::<S>(
+            simd,
+            d,
+            narrow_at::<S, F16, STOCHASTIC>(simd, x, key, first, i),
+        );
+    }
+    if !tail.is_empty() {
+        let x = simd.partial_load_f32s(tail);
+        let rounded = narrow_at::<S, F16, STOCHASTIC>(simd, x, key, first, body.len());
+        store_u16::<S>(simd, dst_tail, rounded);
+    }
+}
+
+/// [`narrow`] of register `i` of a run whose first element has index `first`.
+// No closure here: a closure is a function of its own, compiled without the SIMD target
+// features, so the pulp operations in it would not inline (measured: 30x slower).
+#[inline(always)]
+fn narrow_at<S: Simd, const F16: bool, const STOCHASTIC: bool>(
+    simd: S,
+    x: S::f32s,
+    key: S::u32s,
+    first: u32,
+    i: usize,
+) -> S::u32s {
+    let width = lanes::<S>();
+    let random = if STOCHASTIC {
+        let index = simd.splat_u32s(first.wrapping_add((i * width) as u32));
+        random_bits(simd, key, simd.add_u32s(index, iota::<S>()))
+    } else {
+        simd.splat_u32s(0)
+    };
+    narrow::<S, F16, STOCHASTIC>(simd, x, random)
 }
 
 /// Equally long slices of one piece of work; `offset` is the index of its first element in the
@@ -133,76 +196,38 @@ impl<const F16: bool, const STOCHASTIC: bool, const L2: bool> WithSimd
 {
     type Output = ();
 
+    /// Per chunk: widen the gradient into an f32 buffer, run the f32 update on the chunk, round
+    /// the new `theta` into the 16-bit copy.
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         let c = Splat::new(simd, self.k);
-        let MasterBlock {
-            offset,
-            master,
-            param,
-            grad,
-            exp_avg,
-            exp_avg_sq,
-        } = self.block;
-        let width = lanes::<S>();
-        let key = simd.splat_u32s(convert::block_key(self.key, offset));
-        let iota = iota::<S>();
-        let first = offset as u32;
-        let (a_body, a_tail) = S::as_mut_simd_f32s(master);
-        let (m_body, m_tail) = S::as_mut_simd_f32s(exp_avg);
-        let (v_body, v_tail) = S::as_mut_simd_f32s(exp_avg_sq);
-        let n = a_body.len();
-        let (m_body, v_body) = (&mut m_body[..n], &mut v_body[..n]);
-        let (p_body, p_tail) = param.split_at_mut(n * width);
-        let (g_body, g_tail) = grad.split_at(n * width);
-        for i in 0..n {
-            let g = widen::<S, F16>(simd, load_u16::<S>(simd, &g_body[i * width..][..width]));
-            let [theta, m, v] = adam_lane::<S, L2>(simd, &c, [a_body[i], g, m_body[i], v_body[i]]);
-            a_body[i] = theta;
-            m_body[i] = m;
-            v_body[i] = v;
-            let random = if STOCHASTIC {
-                let index = simd.add_u32s(
-                    simd.splat_u32s(first.wrapping_add((i * width) as u32)),
-                    iota,
-                );
-                random_bits(simd, key, index)
-            } else {
-                simd.splat_u32s(0)
+        let key = simd.splat_u32s(convert::block_key(self.key, self.block.offset));
+        let mut grad = [0.0f32; CHUNK];
+        let mut len = first_chunk::<S>(self.block.master);
+        let mut rest = self.block;
+        while rest.len() > 0 {
+            let n = rest.len().min(len);
+            let (chunk, tail) = rest.split_at(n);
+            (rest, len) = (tail, CHUNK);
+            let MasterBlock {
+                offset,
+                master,
+                param,
+                grad: grad16,
+                exp_avg,
+                exp_avg_sq,
+            } = chunk;
+            let g = &mut grad[..master.len()];
+            widen_into::<S, F16>(simd, grad16, g);
+            let block = AdamBlock {
+                param: &mut *master,
+                grad: g,
+                exp_avg,
+                exp_avg_sq,
+                max_exp_avg_sq: &mut [],
             };
-            let rounded = narrow::<S, F16, STOCHASTIC>(simd, theta, random);
-            store_u16::<S>(simd, &mut p_body[i * width..][..width], rounded);
-        }
-        // The tail: the same lane function on zero-padded registers, stored under a mask.
-        if !a_tail.is_empty() {
-            let g = widen::<S, F16>(simd, load_u16::<S>(simd, g_tail));
-            let [theta, m, v] = adam_lane::<S, L2>(
-                simd,
-                &c,
-                [
-                    simd.partial_load_f32s(a_tail),
-                    g,
-                    simd.partial_load_f32s(m_tail),
-                    simd.partial_load_f32s(v_tail),
-                ],
-            );
-            simd.partial_store_f32s(a_tail, theta);
-            simd.partial_store_f32s(m_tail, m);
-            simd.partial_store_f32s(v_tail, v);
-            let random = if STOCHASTIC {
-                let index = simd.add_u32s(
-                    simd.splat_u32s(first.wrapping_add((n * width) as u32)),
-                    iota,
-                );
-                random_bits(simd, key, index)
-            } else {
-                simd.splat_u32s(0)
-            };
-            store_u16::<S>(
-                simd,
-                p_tail,
-                narrow::<S, F16, STOCHASTIC>(simd, theta, random),
-            );
+            adam_registers_of::<S, false, L2>(simd, &c, block);
+            narrow_into::<S, F16, STOCHASTIC>(simd, master, param, key, offset as u32);
         }
     }
 }

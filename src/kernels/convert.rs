@@ -122,6 +122,23 @@ pub(crate) fn load_u8<S: Simd>(simd: S, src: &[u8]) -> S::u32s {
     from_array::<S>(&buf)
 }
 
+/// Sign-extends up to one register of i8 (given as bytes; zero padding past `src.len()`).
+#[inline(always)]
+pub(crate) fn load_i8<S: Simd>(simd: S, src: &[u8]) -> S::u32s {
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(v3), Ok(a)) = (avx2(&simd), <[u8; 8]>::try_from(src)) {
+        let mut wide = [0u8; 16];
+        wide[..8].copy_from_slice(&a);
+        return cast::<pulp::i32x8, S::u32s>(v3.convert_i8x16_to_i32x8(cast(wide)));
+    }
+    let _ = simd;
+    let mut buf = [0u32; MAX_LANES];
+    for (b, &s) in buf.iter_mut().zip(&src[..src.len().min(lanes::<S>())]) {
+        *b = s as i8 as i32 as u32;
+    }
+    from_array::<S>(&buf)
+}
+
 /// Stores the low 8 bits of the first `dst.len()` lanes (values must fit in 8 bits).
 #[inline(always)]
 pub(crate) fn store_u8<S: Simd>(simd: S, dst: &mut [u8], x: S::u32s) {
@@ -142,6 +159,48 @@ pub(crate) fn store_u8<S: Simd>(simd: S, dst: &mut [u8], x: S::u32s) {
     let n = dst.len().min(lanes::<S>());
     for (d, &b) in dst[..n].iter_mut().zip(&buf) {
         *d = b as u8;
+    }
+}
+
+/// Elements staged per chunk by the kernels that convert to and from f32 (the 8-bit state's
+/// quantization block has the same length): four 1 KB f32 buffers at most, in L1.
+pub(crate) const CHUNK: usize = 256;
+
+/// The length of the first chunk of a block whose f32 stream starts at `x`: the elements
+/// before the first register-aligned address when the block is long (split loads cost ~10%
+/// on Zen 3, see the f32 kernel), so the following chunks are aligned; [`CHUNK`] otherwise.
+#[inline(always)]
+pub(crate) fn first_chunk<S: Simd>(x: &[f32]) -> usize {
+    let width = core::mem::size_of::<S::f32s>();
+    let misaligned = x.as_ptr() as usize % width;
+    if x.len() >= 4096 && misaligned != 0 {
+        (width - misaligned) / core::mem::size_of::<f32>()
+    } else {
+        CHUNK
+    }
+}
+
+/// Stores the low 8 bits of every lane of four registers, in order, into `dst` (four registers
+/// of lanes long).
+#[inline(always)]
+pub(crate) fn store_u8x4<S: Simd>(simd: S, dst: &mut [u8], x: [S::u32s; 4]) {
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(v3), true) = (avx2(&simd), dst.len() == 32) {
+        // PERF: three packs and one dword permute per 32 bytes (one store), instead of four
+        // packs, permutes and 8-byte stores.
+        let [a, b, c, d]: [__m256i; 4] = cast(x);
+        let ab = v3.avx2._mm256_packus_epi32(a, b);
+        let cd = v3.avx2._mm256_packus_epi32(c, d);
+        // Dwords now hold a0-3 b0-3 c0-3 d0-3 | a4-7 b4-7 c4-7 d4-7.
+        let bytes = v3.avx2._mm256_packus_epi16(ab, cd);
+        let index: __m256i = cast([0u32, 4, 1, 5, 2, 6, 3, 7]);
+        let ordered: [u8; 32] = cast(v3.avx2._mm256_permutevar8x32_epi32(bytes, index));
+        dst.copy_from_slice(&ordered);
+        return;
+    }
+    let width = lanes::<S>();
+    for (d, x) in dst.chunks_mut(width).zip(x) {
+        store_u8::<S>(simd, d, x);
     }
 }
 
@@ -214,16 +273,20 @@ pub(crate) fn f32_to_bf16<S: Simd, const STOCHASTIC: bool>(
     random: S::u32s,
 ) -> S::u32s {
     let bits = simd.transmute_u32s_f32s(x);
-    let magnitude = simd.and_u32s(bits, simd.splat_u32s(0x7fff_ffff));
-    let is_nan = simd.greater_than_u32s(magnitude, simd.splat_u32s(0x7f80_0000));
+    // PERF: NaN found by an unordered float compare (one instruction; an unsigned integer
+    // compare is two on AVX2), and `bits >> 16` shared by the lsb and the quieted NaN.
+    let is_nan = simd.not_m32s(simd.equal_f32s(x, x));
+    let high = shr(simd, bits, 16);
     let add = if STOCHASTIC {
         simd.and_u32s(random, simd.splat_u32s(0xffff))
     } else {
-        let lsb = simd.and_u32s(shr(simd, bits, 16), simd.splat_u32s(1));
-        simd.add_u32s(simd.splat_u32s(0x7fff), lsb)
+        simd.add_u32s(
+            simd.splat_u32s(0x7fff),
+            simd.and_u32s(high, simd.splat_u32s(1)),
+        )
     };
     let rounded = shr(simd, simd.add_u32s(bits, add), 16);
-    let quiet = simd.or_u32s(shr(simd, bits, 16), simd.splat_u32s(0x0040));
+    let quiet = simd.or_u32s(high, simd.splat_u32s(0x0040));
     simd.select_u32s(is_nan, quiet, rounded)
 }
 

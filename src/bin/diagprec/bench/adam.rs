@@ -2,7 +2,9 @@
 //! same access pattern (read 4 arrays, write 3: 28 bytes per element), 1 thread and all threads;
 //! the multi-tensor call on 1000 tensors of 1K elements; torch's fused AdamW when asked.
 
-use super::{seconds_per_call, stream_bandwidth, with_threads, Aligned, Bench, Row};
+use super::{
+    interleaved, seconds_per_call, stream_bytes, stream_closure, with_threads, Aligned, Bench, Row,
+};
 use diagprec::{adam_step, adam_step_multi, AdamConfig, AdamTensor};
 
 const BYTES_PER_ELEMENT: usize = 28;
@@ -32,11 +34,18 @@ pub fn rows(b: &mut Bench) {
         for threads in b.thread_counts() {
             let budget = b.budget();
             let (secs, limit) = with_threads(threads, || {
-                let secs = seconds_per_call(budget, || {
-                    let (p, m, v) = (p.get_mut(), m.get_mut(), v.get_mut());
-                    adam_step(&cfg, 10, p, g.get(), m, v, None).unwrap()
-                });
-                (secs, stream_bandwidth::<3, 1>(budget, n))
+                let mut stream = stream_closure::<3, 1>(n);
+                let [secs, stream_secs] = interleaved(
+                    budget,
+                    [
+                        &mut || {
+                            let (p, m, v) = (p.get_mut(), m.get_mut(), v.get_mut());
+                            adam_step(&cfg, 10, p, g.get(), m, v, None).unwrap()
+                        },
+                        &mut stream,
+                    ],
+                );
+                (secs, stream_bytes::<3, 1>(n) / stream_secs / 1e9)
             });
             b.push(Row {
                 kernel: "adam_step f32 (AdamW)".into(),
@@ -114,40 +123,116 @@ fn multi_tensor_rows(b: &mut Bench, cfg: &AdamConfig) {
     }
 }
 
-/// torch.optim.AdamW(fused=True) on the CPU, measured by scripts/torch_adam_bench.py in this run.
+/// `scripts/torch_adam_bench.py` as a child process: runs `K` torch steps per request.
+struct TorchAdam {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    output: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl TorchAdam {
+    fn start(python: &std::path::Path, log2: u32, threads: usize) -> Option<Self> {
+        use std::process::{Command, Stdio};
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/torch_adam_bench.py");
+        let mut child = Command::new(python)
+            .arg(&script)
+            .args([
+                "--log2",
+                &log2.to_string(),
+                "--threads",
+                &threads.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .ok()?;
+        let input = child.stdin.take()?;
+        let output = std::io::BufReader::new(child.stdout.take()?);
+        let mut torch = Self {
+            child,
+            input,
+            output,
+        };
+        (torch.reply()? == "ready").then_some(torch)
+    }
+
+    fn reply(&mut self) -> Option<String> {
+        use std::io::BufRead;
+        let mut line = String::new();
+        self.output.read_line(&mut line).ok()?;
+        Some(line.trim().to_string())
+    }
+
+    /// Runs `k` steps; false if the child failed.
+    fn steps(&mut self, k: usize) -> bool {
+        use std::io::Write;
+        writeln!(self.input, "{k}").is_ok() && self.reply().as_deref() == Some("done")
+    }
+}
+
+impl Drop for TorchAdam {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// torch.optim.AdamW(fused=True) on the CPU beside `adam_step` and the streaming limit, the
+/// three measured alternately in this run (torch in a child process, in batches of steps so
+/// the pipe round trip is negligible).
 fn torch_rows(b: &mut Bench, python: &std::path::Path) {
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/torch_adam_bench.py");
+    let cfg = AdamConfig::adamw(1e-3);
     let sizes: &[u32] = if b.quick { &[20] } else { &[20, 24] };
     for &e in sizes {
+        let n = 1usize << e;
+        // Steps per torch request: ~10 ms of work at ~30 GB/s.
+        let per_request = (10_000_000 / n).max(1);
+        let mut p = Aligned::new(n, |i| (i % 97) as f32 * 0.01 - 0.5);
+        let g = Aligned::new(n, |i| (i % 89) as f32 * 1e-3 - 0.04);
+        let mut m = Aligned::new(n, |_| 0.0);
+        let mut v = Aligned::new(n, |_| 1e-4);
         for threads in b.thread_counts() {
-            let out = std::process::Command::new(python)
-                .arg(&script)
-                .args(["--log2", &e.to_string(), "--threads", &threads.to_string()])
-                .output();
-            let gbps = out.ok().filter(|o| o.status.success()).and_then(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
+            let Some(mut torch) = TorchAdam::start(python, e, threads) else {
+                eprintln!("torch benchmark failed to start with {python:?}; skipping its rows");
+                return;
+            };
+            let budget = b.budget();
+            let mut ok = true;
+            let [torch_secs, ours, stream_secs] = with_threads(threads, || {
+                let mut stream = stream_closure::<3, 1>(n);
+                interleaved(
+                    budget,
+                    [
+                        &mut || ok &= torch.steps(per_request),
+                        &mut || {
+                            let (p, m, v) = (p.get_mut(), m.get_mut(), v.get_mut());
+                            adam_step(&cfg, 10, p, g.get(), m, v, None).unwrap()
+                        },
+                        &mut stream,
+                    ],
+                )
             });
-            match gbps {
-                Some(rate) => {
-                    let n = 1usize << e;
-                    let limit = with_threads(threads, || stream_bandwidth::<3, 1>(b.budget(), n));
-                    b.push(Row {
-                        kernel: "torch AdamW fused=True".into(),
-                        shape: format!("2^{e}"),
-                        threads,
-                        rate,
-                        unit: "GB/s",
-                        limit,
-                        limit_name: "RMW stream, 4 arrays",
-                        note: "same run, 28 B/element".into(),
-                    })
-                }
-                None => eprintln!("torch benchmark failed with {python:?}; skipping its rows"),
+            if !ok {
+                eprintln!("torch benchmark failed with {python:?}; skipping its rows");
+                return;
             }
+            let bytes = (n * BYTES_PER_ELEMENT) as f64;
+            let torch_secs = torch_secs / per_request as f64;
+            b.push(Row {
+                kernel: "torch AdamW fused=True".into(),
+                shape: format!("2^{e}"),
+                threads,
+                rate: bytes / torch_secs / 1e9,
+                unit: "GB/s",
+                limit: stream_bytes::<3, 1>(n) / stream_secs / 1e9,
+                limit_name: "RMW stream, 4 arrays",
+                note: format!(
+                    "adam_step {:.2} GB/s alternating with it: {:.2}x torch",
+                    bytes / ours / 1e9,
+                    torch_secs / ours
+                ),
+            });
         }
     }
 }

@@ -5,7 +5,9 @@
 //! Limits: the streaming bandwidth of the f32 step's pattern (read 4 arrays, write 3) measured
 //! in the same run; for the two-pass row, the unfused sequence.
 
-use super::{seconds_per_call, stream_bandwidth, with_threads, Aligned, Bench, Row};
+use std::sync::Mutex;
+
+use super::{interleaved, stream_bytes, stream_closure, with_threads, Aligned, Bench, Row};
 use diagprec::{
     adam_step, adam_step_8bit_state, adam_step_bf16_state, adam_step_clipped_multi,
     adam_step_master_bf16, adam_step_master_f16, adam_step_multi, grad_norm_multi,
@@ -23,10 +25,14 @@ pub fn rows(b: &mut Bench) {
     let cfg = AdamConfig::adamw(1e-3);
     let e: u32 = if b.quick { 20 } else { 24 };
     let n = 1usize << e;
-    let mut p = Aligned::new(n, |i| (i % 97) as f32 * 0.01 - 0.5);
+    // Shared by several of the alternating closures below.
+    let shared = Mutex::new((
+        Aligned::new(n, |i| (i % 97) as f32 * 0.01 - 0.5),
+        Aligned::new(n, |_| 0.0),
+        Aligned::new(n, |_| 1e-4),
+        vec![0u16; n],
+    ));
     let g = Aligned::new(n, |i| (i % 89) as f32 * 1e-3 - 0.04);
-    let mut m = Aligned::new(n, |_| 0.0);
-    let mut v = Aligned::new(n, |_| 1e-4);
     let g16: Vec<u16> = g
         .get()
         .iter()
@@ -37,7 +43,6 @@ pub fn rows(b: &mut Bench) {
         .iter()
         .map(|&x| half::f16::from_f32(x).to_bits())
         .collect();
-    let mut p16 = vec![0u16; n];
     let (mut m16, mut v16) = (vec![0u16; n], vec![0u16; n]);
     let (mut mc, mut vc) = (vec![0u8; n], vec![0u8; n]);
     let (mut ms, mut vs) = (
@@ -47,71 +52,72 @@ pub fn rows(b: &mut Bench) {
     for threads in b.thread_counts() {
         let budget = b.budget();
         let (times, limit) = with_threads(threads, || {
-            let mut times = Vec::new();
-            times.push((
-                "adam_step f32 (AdamW)",
-                F32,
-                seconds_per_call(budget, || {
-                    let (p, m, v) = (p.get_mut(), m.get_mut(), v.get_mut());
-                    adam_step(&cfg, 10, p, g.get(), m, v, None).unwrap()
-                }),
-            ));
-            times.push((
-                "master bf16 (nearest)",
-                MASTER16,
-                seconds_per_call(budget, || {
-                    let (p, m, v) = (p.get_mut(), m.get_mut(), v.get_mut());
-                    adam_step_master_bf16(&cfg, 10, p, &mut p16, &g16, m, v, Rounding::NearestEven)
-                        .unwrap()
-                }),
-            ));
-            times.push((
-                "master bf16 (stochastic)",
-                MASTER16,
-                seconds_per_call(budget, || {
-                    let (p, m, v) = (p.get_mut(), m.get_mut(), v.get_mut());
-                    let r = Rounding::Stochastic { seed: 1 };
-                    adam_step_master_bf16(&cfg, 10, p, &mut p16, &g16, m, v, r).unwrap()
-                }),
-            ));
-            times.push((
-                "master f16 (nearest)",
-                MASTER16,
-                seconds_per_call(budget, || {
-                    let (p, m, v) = (p.get_mut(), m.get_mut(), v.get_mut());
-                    adam_step_master_f16(&cfg, 10, p, &mut p16, &g16f, m, v, Rounding::NearestEven)
-                        .unwrap()
-                }),
-            ));
-            times.push((
-                "bf16 state (stochastic)",
-                BF16_STATE,
-                seconds_per_call(budget, || {
-                    let t = Bf16StateTensor {
-                        param: p.get_mut(),
-                        grad: g.get(),
-                        exp_avg: &mut m16,
-                        exp_avg_sq: &mut v16,
-                    };
-                    adam_step_bf16_state(&cfg, 10, 1, t).unwrap()
-                }),
-            ));
-            times.push((
-                "8-bit state",
-                EIGHT_BIT,
-                seconds_per_call(budget, || {
-                    let t = QuantStateTensor {
-                        param: p.get_mut(),
-                        grad: g.get(),
-                        exp_avg_codes: &mut mc,
-                        exp_avg_scales: &mut ms,
-                        exp_avg_sq_codes: &mut vc,
-                        exp_avg_sq_scales: &mut vs,
-                    };
-                    adam_step_8bit_state(&cfg, 10, t).unwrap()
-                }),
-            ));
-            (times, stream_bandwidth::<3, 1>(budget, n))
+            let mut stream = stream_closure::<3, 1>(n);
+            let secs = interleaved(
+                budget,
+                [
+                    &mut || {
+                        let (p, m, v, _) = &mut *shared.lock().unwrap();
+                        let (p, m, v) = (p.get_mut(), m.get_mut(), v.get_mut());
+                        adam_step(&cfg, 10, p, g.get(), m, v, None).unwrap()
+                    },
+                    &mut || {
+                        let (p, m, v, p16) = &mut *shared.lock().unwrap();
+                        let (p, m, v) = (p.get_mut(), m.get_mut(), v.get_mut());
+                        let r = Rounding::NearestEven;
+                        adam_step_master_bf16(&cfg, 10, p, p16, &g16, m, v, r).unwrap()
+                    },
+                    &mut || {
+                        let (p, m, v, p16) = &mut *shared.lock().unwrap();
+                        let (p, m, v) = (p.get_mut(), m.get_mut(), v.get_mut());
+                        let r = Rounding::Stochastic { seed: 1 };
+                        adam_step_master_bf16(&cfg, 10, p, p16, &g16, m, v, r).unwrap()
+                    },
+                    &mut || {
+                        let (p, m, v, p16) = &mut *shared.lock().unwrap();
+                        let (p, m, v) = (p.get_mut(), m.get_mut(), v.get_mut());
+                        let r = Rounding::NearestEven;
+                        adam_step_master_f16(&cfg, 10, p, p16, &g16f, m, v, r).unwrap()
+                    },
+                    &mut || {
+                        let p = &mut shared.lock().unwrap().0;
+                        let t = Bf16StateTensor {
+                            param: p.get_mut(),
+                            grad: g.get(),
+                            exp_avg: &mut m16,
+                            exp_avg_sq: &mut v16,
+                        };
+                        adam_step_bf16_state(&cfg, 10, 1, t).unwrap()
+                    },
+                    &mut || {
+                        let p = &mut shared.lock().unwrap().0;
+                        let t = QuantStateTensor {
+                            param: p.get_mut(),
+                            grad: g.get(),
+                            exp_avg_codes: &mut mc,
+                            exp_avg_scales: &mut ms,
+                            exp_avg_sq_codes: &mut vc,
+                            exp_avg_sq_scales: &mut vs,
+                        };
+                        adam_step_8bit_state(&cfg, 10, t).unwrap()
+                    },
+                    &mut stream,
+                ],
+            );
+            let names = [
+                ("adam_step f32 (AdamW)", F32),
+                ("master bf16 (nearest)", MASTER16),
+                ("master bf16 (stochastic)", MASTER16),
+                ("master f16 (nearest)", MASTER16),
+                ("bf16 state (stochastic)", BF16_STATE),
+                ("8-bit state", EIGHT_BIT),
+            ];
+            let times: Vec<_> = names
+                .iter()
+                .zip(secs)
+                .map(|(&(name, bytes), s)| (name, bytes, s))
+                .collect();
+            (times, stream_bytes::<3, 1>(n) / secs[6] / 1e9)
         });
         let f32_secs = times[0].2;
         for (name, bytes, secs) in times {
@@ -138,7 +144,7 @@ pub fn rows(b: &mut Bench) {
 fn two_pass_rows(b: &mut Bench, cfg: &AdamConfig) {
     let (count, len) = (16usize, if b.quick { 1usize << 16 } else { 1 << 20 });
     let total = count * len;
-    let mut bufs: Vec<[Vec<f32>; 4]> = (0..count)
+    let bufs: Vec<[Vec<f32>; 4]> = (0..count)
         .map(|t| {
             [
                 vec![0.1 * t as f32; len],
@@ -148,13 +154,15 @@ fn two_pass_rows(b: &mut Bench, cfg: &AdamConfig) {
             ]
         })
         .collect();
+    let bufs = Mutex::new(bufs);
     let mut cfg = *cfg;
     cfg.inv_grad_scale = 1.0; // keeps the unfused chain's in-place gradients unchanged
     let max_norm = 1e30; // clip factor 1: the in-place clip still reads and writes every value
     for threads in b.thread_counts() {
         let budget = b.budget();
         let (fused, unfused) = with_threads(threads, || {
-            let fused = seconds_per_call(budget, || {
+            let mut fused = || {
+                let bufs = &mut *bufs.lock().unwrap();
                 let mut tensors: Vec<AdamTensor<'_>> = bufs
                     .iter_mut()
                     .map(|[p, g, m, v]| AdamTensor {
@@ -166,9 +174,10 @@ fn two_pass_rows(b: &mut Bench, cfg: &AdamConfig) {
                     })
                     .collect();
                 adam_step_clipped_multi(&cfg, 10, &mut tensors, max_norm).unwrap();
-            });
+            };
             let isa = Isa::detect();
-            let unfused = seconds_per_call(budget, || {
+            let mut unfused = || {
+                let bufs = &mut *bufs.lock().unwrap();
                 // unscale_ (in place, with its finite check), clip_grad_norm_, step.
                 for [_, g, _, _] in bufs.iter_mut() {
                     scale_in_place(isa, Par::Pool, g, cfg.inv_grad_scale as f32).unwrap();
@@ -191,7 +200,8 @@ fn two_pass_rows(b: &mut Bench, cfg: &AdamConfig) {
                     })
                     .collect();
                 adam_step_multi(&cfg, 10, &mut tensors).unwrap();
-            });
+            };
+            let [fused, unfused] = interleaved(budget, [&mut fused, &mut unfused]);
             (fused, unfused)
         });
         b.push(Row {

@@ -5,7 +5,8 @@
 //! the GN^p step against the streaming bandwidth of its access pattern.
 
 use super::{
-    faer_gemm_gflops, seconds_per_call, stream_bandwidth, with_threads, Aligned, Bench, Row,
+    faer_gemm_gflops, interleaved, seconds_per_call, stream_bytes, stream_closure, with_threads,
+    Aligned, Bench, Row,
 };
 use diagprec::{
     gn_diag_linear, gn_diag_softmax, gn_diag_softmax_in_kronecker, gn_diag_weighted,
@@ -33,10 +34,15 @@ fn identity_rows(b: &mut Bench) {
         for threads in b.thread_counts() {
             let budget = b.budget();
             let (secs, limit) = with_threads(threads, || {
-                let secs = seconds_per_call(budget, || {
-                    gn_diag_weighted(x.get(), n, d, d, Some(&w), 0.9, &mut h).unwrap()
-                });
-                (secs, stream_bandwidth::<0, 1>(budget, n * d))
+                let mut stream = stream_closure::<0, 1>(n * d);
+                let [secs, stream_secs] = interleaved(
+                    budget,
+                    [
+                        &mut || gn_diag_weighted(x.get(), n, d, d, Some(&w), 0.9, &mut h).unwrap(),
+                        &mut stream,
+                    ],
+                );
+                (secs, stream_bytes::<0, 1>(n * d) / stream_secs / 1e9)
             });
             let bytes = (n * d * 4) as f64;
             b.push(Row {
@@ -231,16 +237,19 @@ fn step_rows(b: &mut Bench) {
         for threads in b.thread_counts() {
             let budget = b.budget();
             let (secs, limit) = with_threads(threads, || {
-                let secs = seconds_per_call(budget, || {
+                let mut step = || {
                     let exp_avg = momentum.then(|| m.get_mut());
                     gn_step(&cfg, 10, p.get_mut(), g.get(), exp_avg, h.get()).unwrap()
-                });
-                let limit = if momentum {
-                    stream_bandwidth::<2, 2>(budget, n)
-                } else {
-                    stream_bandwidth::<1, 2>(budget, n)
                 };
-                (secs, limit)
+                if momentum {
+                    let mut stream = stream_closure::<2, 2>(n);
+                    let [secs, s] = interleaved(budget, [&mut step, &mut stream]);
+                    (secs, stream_bytes::<2, 2>(n) / s / 1e9)
+                } else {
+                    let mut stream = stream_closure::<1, 2>(n);
+                    let [secs, s] = interleaved(budget, [&mut step, &mut stream]);
+                    (secs, stream_bytes::<1, 2>(n) / s / 1e9)
+                }
             });
             let bytes = if momentum { 24 } else { 16 } * n;
             b.push(Row {

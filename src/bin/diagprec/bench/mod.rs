@@ -77,23 +77,33 @@ impl Bench {
 /// Best time of one call of `f`, in seconds: `f` runs in batches of at least ~10 ms, for at least
 /// three batches and until `budget` is spent; the fastest batch, per call, is returned.
 pub fn seconds_per_call(budget: Duration, mut f: impl FnMut()) -> f64 {
-    f(); // warm up: page faults, caches, thread pool
-    let start = Instant::now();
-    f();
-    let once = start.elapsed().as_secs_f64().max(1e-9);
-    let reps = ((0.01 / once).ceil() as usize).clamp(1, 1_000_000);
+    let reps = calibrate(&mut f);
     let mut best = f64::INFINITY;
     let begin = Instant::now();
     let mut batches = 0;
     while batches < 3 || begin.elapsed() < budget {
-        let t = Instant::now();
-        for _ in 0..reps {
-            f();
-        }
-        best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+        best = best.min(batch(&mut f, reps));
         batches += 1;
     }
     best
+}
+
+/// Warms `f` up (page faults, caches, thread pool) and returns how many calls make ~10 ms.
+fn calibrate(f: &mut dyn FnMut()) -> usize {
+    f();
+    let start = Instant::now();
+    f();
+    let once = start.elapsed().as_secs_f64().max(1e-9);
+    ((0.01 / once).ceil() as usize).clamp(1, 1_000_000)
+}
+
+/// Seconds per call of one batch of `reps` calls.
+fn batch(f: &mut dyn FnMut(), reps: usize) -> f64 {
+    let t = Instant::now();
+    for _ in 0..reps {
+        f();
+    }
+    t.elapsed().as_secs_f64() / reps as f64
 }
 
 /// `n` floats starting on a 64-byte boundary (as PyTorch's CPU allocator gives), filled by `f`.
@@ -176,17 +186,17 @@ impl<const RW: usize, const RO: usize> WithSimd for StreamLoop<'_, RW, RO> {
     }
 }
 
-/// Measured bandwidth (GB/s, bytes read + bytes written) of the streaming loop over `n`
-/// elements with `RW` read-write and `RO` read-only arrays, on the current rayon pool's threads
-/// in blocks of 16K elements (the kernels' blocking).
-pub fn stream_bandwidth<const RW: usize, const RO: usize>(budget: Duration, n: usize) -> f64 {
+/// The streaming loop over `n` elements with `RW` read-write and `RO` read-only arrays, as a
+/// closure over its own buffers: one call is one pass, on the current rayon pool's threads in
+/// blocks of 16K elements (the kernels' blocking). It moves [`stream_bytes`] bytes per call.
+pub fn stream_closure<const RW: usize, const RO: usize>(n: usize) -> impl FnMut() {
     const BLOCK: usize = 1 << 14;
     let mut rw: Vec<Aligned> = (0..RW).map(|_| Aligned::new(n, |_| 0.0)).collect();
     let ro: Vec<Aligned> = (0..RO)
         .map(|k| Aligned::new(n, |_| 1e-6 * (k + 1) as f32))
         .collect();
     let isa = pulp::Arch::new();
-    let secs = seconds_per_call(budget, || {
+    move || {
         let mut rw_blocks: Vec<Vec<&mut [f32]>> =
             (0..n.div_ceil(BLOCK)).map(|_| Vec::new()).collect();
         for a in rw.iter_mut() {
@@ -205,8 +215,36 @@ pub fn stream_bandwidth<const RW: usize, const RO: usize>(budget: Duration, n: u
                 let ro: [&[f32]; RO] = std::array::from_fn(|k| &ro[k].get()[lo..hi]);
                 std::hint::black_box(isa.dispatch(StreamLoop { rw, ro }));
             });
-    });
-    (n * 4 * (2 * RW + RO)) as f64 / secs / 1e9
+    }
+}
+
+/// Bytes read plus bytes written by one call of [`stream_closure`].
+pub fn stream_bytes<const RW: usize, const RO: usize>(n: usize) -> f64 {
+    (n * 4 * (2 * RW + RO)) as f64
+}
+
+/// Rounds of alternating measurements in [`interleaved`].
+pub const ROUNDS: usize = 5;
+
+/// Best seconds per call of each closure, measured alternately: [`ROUNDS`] rounds, in each of
+/// which every closure runs batches of ~10 ms for `budget / ROUNDS` (at least one batch). A
+/// kernel and the limit it is compared with are measured this way, so a load change on a shared
+/// machine hits both sides of a ratio alike.
+pub fn interleaved<const K: usize>(budget: Duration, mut fs: [&mut dyn FnMut(); K]) -> [f64; K] {
+    let reps = fs.each_mut().map(|f| calibrate(&mut **f));
+    let mut best = [f64::INFINITY; K];
+    for _ in 0..ROUNDS {
+        for ((b, f), &reps) in best.iter_mut().zip(fs.iter_mut()).zip(&reps) {
+            let begin = Instant::now();
+            loop {
+                *b = b.min(batch(&mut **f, reps));
+                if begin.elapsed() >= budget / ROUNDS as u32 {
+                    break;
+                }
+            }
+        }
+    }
+    best
 }
 
 /// faer's own GEMM rate (GFLOP/s, 2mnk flops) for `C (m x n) = A (m x k) * B (k x n)` on

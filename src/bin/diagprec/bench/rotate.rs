@@ -4,32 +4,14 @@
 //! one power-iteration step + QR) at 256 and 1024 against faer's bare eigendecomposition and one
 //! GEMM; and a full SOAP-like step (rotate, Adam, rotate back: 4 GEMMs) against its GEMM floor.
 //! 2048 and 1024-refresh rows run on all threads only (a 2048 GEMM takes about a second here).
-//! Each kernel and its limit are measured alternately over [`ROUNDS`] rounds (best of each), so
-//! a load change on a shared machine hits both sides of a ratio alike.
+//! Each kernel and its limit are measured alternately (see [`interleaved`]).
 
-use super::{seconds_per_call, stream_bandwidth, with_threads, Bench, Row};
+use super::{interleaved, stream_bytes, stream_closure, with_threads, Bench, Row};
 use diagprec::{
     rotated_adam_step_with, AdamConfig, AdamTensor, Basis, DenseBasis, Isa, KroneckerBasis, Par,
     RefreshMethod,
 };
 use faer::Mat;
-
-/// Rounds of alternating kernel / limit measurements.
-const ROUNDS: usize = 3;
-
-/// Best seconds per call of each closure, measured alternately over [`ROUNDS`] rounds.
-fn interleaved<const K: usize>(
-    budget: std::time::Duration,
-    mut fs: [&mut dyn FnMut(); K],
-) -> [f64; K] {
-    let mut best = [f64::INFINITY; K];
-    for _ in 0..ROUNDS {
-        for (b, f) in best.iter_mut().zip(fs.iter_mut()) {
-            *b = b.min(seconds_per_call(budget / ROUNDS as u32, &mut **f));
-        }
-    }
-    best
-}
 
 /// One faer GEMM `C = A B` (n x n, column-major) on `threads` threads: the rate limit.
 fn gemm_closure(n: usize, threads: usize) -> impl FnMut() {
@@ -134,8 +116,12 @@ fn dense_rows(b: &mut Bench) {
     for t in b.thread_counts() {
         let budget = b.budget();
         let (secs, limit) = with_threads(t, || {
-            let secs = seconds_per_call(budget, || u.rotate_into(&g, &mut out).unwrap());
-            (secs, stream_bandwidth::<0, 1>(budget, d * d))
+            let mut stream = stream_closure::<0, 1>(d * d);
+            let [secs, stream_secs] = interleaved(
+                budget,
+                [&mut || u.rotate_into(&g, &mut out).unwrap(), &mut stream],
+            );
+            (secs, stream_bytes::<0, 1>(d * d) / stream_secs / 1e9)
         });
         b.push(Row {
             kernel: "dense rotate_into U^T g".into(),

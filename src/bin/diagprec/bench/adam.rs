@@ -3,7 +3,8 @@
 //! the multi-tensor call on 1000 tensors of 1K elements; torch's fused AdamW when asked.
 
 use super::{
-    interleaved, seconds_per_call, stream_bytes, stream_closure, with_threads, Aligned, Bench, Row,
+    interleaved, interleaved_rounds, median_ratio, seconds_per_call, stream_bytes, stream_closure,
+    with_threads, Aligned, Bench, Row,
 };
 use diagprec::{adam_step, adam_step_multi, AdamConfig, AdamTensor};
 
@@ -32,7 +33,12 @@ pub fn rows(b: &mut Bench) {
         let mut m = Aligned::new(n, |_| 0.0);
         let mut v = Aligned::new(n, |_| 1e-4);
         for threads in b.thread_counts() {
-            let budget = b.budget();
+            // DRAM-sized steps take ~10 ms: a longer budget gives them as many samples.
+            let budget = if n >= 1 << 22 {
+                3 * b.budget()
+            } else {
+                b.budget()
+            };
             let (secs, limit) = with_threads(threads, || {
                 let mut stream = stream_closure::<3, 1>(n);
                 let [secs, stream_secs] = interleaved(
@@ -199,10 +205,13 @@ fn torch_rows(b: &mut Bench, python: &std::path::Path) {
             };
             let budget = b.budget();
             let mut ok = true;
-            let [torch_secs, ours, stream_secs] = with_threads(threads, || {
+            // More rounds than the other rows: the torch ratio is the median of 15 same-round
+            // ratios (run-to-run noise on this shared machine is ~10%).
+            let rounds = with_threads(threads, || {
                 let mut stream = stream_closure::<3, 1>(n);
-                interleaved(
-                    budget,
+                interleaved_rounds(
+                    3 * budget,
+                    15,
                     [
                         &mut || ok &= torch.steps(per_request),
                         &mut || {
@@ -213,6 +222,9 @@ fn torch_rows(b: &mut Bench, python: &std::path::Path) {
                     ],
                 )
             });
+            let best = |k: usize| rounds.iter().map(|r| r[k]).fold(f64::INFINITY, f64::min);
+            let (torch_secs, ours, stream_secs) = (best(0), best(1), best(2));
+            let ours_vs_torch = median_ratio(&rounds, 0, 1);
             if !ok {
                 eprintln!("torch benchmark failed with {python:?}; skipping its rows");
                 return;
@@ -228,9 +240,10 @@ fn torch_rows(b: &mut Bench, python: &std::path::Path) {
                 limit: stream_bytes::<3, 1>(n) / stream_secs / 1e9,
                 limit_name: "RMW stream, 4 arrays",
                 note: format!(
-                    "adam_step {:.2} GB/s alternating with it: {:.2}x torch",
+                    "adam_step {:.2} GB/s alternating with it; adam_step / torch: {:.2}x \
+                     (median of same-round ratios)",
                     bytes / ours / 1e9,
-                    torch_secs / ours
+                    ours_vs_torch
                 ),
             });
         }

@@ -223,6 +223,140 @@ pub fn stream_bytes<const RW: usize, const RO: usize>(n: usize) -> f64 {
     (n * 4 * (2 * RW + RO)) as f64
 }
 
+/// The arrays a kernel streams through, by element type and direction, for kernels whose
+/// arrays are not all f32 (mixed precision, compressed state).
+#[derive(Clone, Copy, Debug)]
+pub struct Pattern {
+    pub f32_rw: usize,
+    pub f32_ro: usize,
+    pub u16_rw: usize,
+    pub u16_ro: usize,
+    /// Written only (like the 16-bit parameter copy).
+    pub u16_wo: usize,
+    pub u8_rw: usize,
+}
+
+impl Pattern {
+    /// Bytes read plus bytes written per element.
+    pub fn bytes_per_element(&self) -> usize {
+        8 * self.f32_rw
+            + 4 * self.f32_ro
+            + 4 * self.u16_rw
+            + 2 * (self.u16_ro + self.u16_wo)
+            + 2 * self.u8_rw
+    }
+}
+
+/// One block of [`pattern_closure`]'s arrays.
+struct PatternBlock<'a> {
+    f32_rw: Vec<&'a mut [f32]>,
+    f32_ro: Vec<&'a [f32]>,
+    u16_rw: Vec<&'a mut [u16]>,
+    u16_ro: Vec<&'a [u16]>,
+    u16_wo: Vec<&'a mut [u16]>,
+    u8_rw: Vec<&'a mut [u8]>,
+}
+
+impl WithSimd for PatternBlock<'_> {
+    type Output = u32;
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(mut self, simd: S) -> u32 {
+        // Chunk by chunk, array by array, like the kernels that stage 256 elements in L1.
+        const CHUNK: usize = 1024;
+        let n = self.f32_rw.first().map_or(0, |a| a.len());
+        let (one, one16, one8) = (simd.splat_f32s(1.0), simd.splat_u16s(1), simd.splat_u8s(1));
+        let (mut sink, mut sink16) = (simd.splat_f32s(0.0), simd.splat_u16s(0));
+        for lo in (0..n).step_by(CHUNK) {
+            let hi = (lo + CHUNK).min(n);
+            for a in self.f32_rw.iter_mut() {
+                for r in S::as_mut_simd_f32s(&mut a[lo..hi]).0 {
+                    *r = simd.add_f32s(*r, one);
+                }
+            }
+            for a in &self.f32_ro {
+                for r in S::as_simd_f32s(&a[lo..hi]).0 {
+                    sink = simd.add_f32s(sink, *r);
+                }
+            }
+            for a in self.u16_rw.iter_mut() {
+                for r in S::as_mut_simd_u16s(&mut a[lo..hi]).0 {
+                    *r = simd.add_u16s(*r, one16);
+                }
+            }
+            for a in &self.u16_ro {
+                for r in S::as_simd_u16s(&a[lo..hi]).0 {
+                    sink16 = simd.add_u16s(sink16, *r);
+                }
+            }
+            for a in self.u16_wo.iter_mut() {
+                for r in S::as_mut_simd_u16s(&mut a[lo..hi]).0 {
+                    *r = one16;
+                }
+            }
+            for a in self.u8_rw.iter_mut() {
+                for r in S::as_mut_simd_u8s(&mut a[lo..hi]).0 {
+                    *r = simd.add_u8s(*r, one8);
+                }
+            }
+        }
+        let sink16: &[u16] = pulp::bytemuck::cast_slice(core::slice::from_ref(&sink16));
+        simd.reduce_sum_f32s(sink).to_bits() ^ sink16[0] as u32
+    }
+}
+
+/// `arrays` cut into blocks of `block` elements: one `Vec` of pieces per block.
+fn blocks_of<T>(arrays: &mut [Vec<T>], block: usize) -> Vec<Vec<&mut [T]>> {
+    let mut out: Vec<Vec<&mut [T]>> = Vec::new();
+    for a in arrays.iter_mut() {
+        for (b, piece) in a.chunks_mut(block).enumerate() {
+            if out.len() <= b {
+                out.push(Vec::new());
+            }
+            out[b].push(piece);
+        }
+    }
+    out
+}
+
+/// A streaming loop over `n` elements of every array of `pattern` (trivial arithmetic), as a
+/// closure over its own buffers, on the current rayon pool in blocks of 16K elements: the
+/// machine's bandwidth for that mix of arrays. It moves `pattern.bytes_per_element() * n` bytes
+/// per call (a write-only array's line is also read by the cache, as the kernel's is).
+pub fn pattern_closure(pattern: Pattern, n: usize) -> impl FnMut() {
+    const BLOCK: usize = 1 << 14;
+    let mut f32_rw: Vec<Vec<f32>> = vec![vec![0.0; n]; pattern.f32_rw];
+    let f32_ro: Vec<Vec<f32>> = vec![vec![1e-6; n]; pattern.f32_ro];
+    let mut u16_rw: Vec<Vec<u16>> = vec![vec![0; n]; pattern.u16_rw];
+    let u16_ro: Vec<Vec<u16>> = vec![vec![1; n]; pattern.u16_ro];
+    let mut u16_wo: Vec<Vec<u16>> = vec![vec![0; n]; pattern.u16_wo];
+    let mut u8_rw: Vec<Vec<u8>> = vec![vec![0; n]; pattern.u8_rw];
+    let isa = pulp::Arch::new();
+    move || {
+        let nb = n.div_ceil(BLOCK);
+        let mut f32_rw = blocks_of(&mut f32_rw, BLOCK).into_iter();
+        let mut u16_rw = blocks_of(&mut u16_rw, BLOCK).into_iter();
+        let mut u16_wo = blocks_of(&mut u16_wo, BLOCK).into_iter();
+        let mut u8_rw = blocks_of(&mut u8_rw, BLOCK).into_iter();
+        let blocks: Vec<PatternBlock<'_>> = (0..nb)
+            .map(|b| {
+                let range = b * BLOCK..((b + 1) * BLOCK).min(n);
+                PatternBlock {
+                    f32_rw: f32_rw.next().unwrap_or_default(),
+                    f32_ro: f32_ro.iter().map(|a| &a[range.clone()]).collect(),
+                    u16_rw: u16_rw.next().unwrap_or_default(),
+                    u16_ro: u16_ro.iter().map(|a| &a[range.clone()]).collect(),
+                    u16_wo: u16_wo.next().unwrap_or_default(),
+                    u8_rw: u8_rw.next().unwrap_or_default(),
+                }
+            })
+            .collect();
+        blocks.into_par_iter().for_each(|block| {
+            std::hint::black_box(isa.dispatch(block));
+        });
+    }
+}
+
 /// Rounds of alternating measurements in [`interleaved`].
 pub const ROUNDS: usize = 5;
 
@@ -230,21 +364,47 @@ pub const ROUNDS: usize = 5;
 /// which every closure runs batches of ~10 ms for `budget / ROUNDS` (at least one batch). A
 /// kernel and the limit it is compared with are measured this way, so a load change on a shared
 /// machine hits both sides of a ratio alike.
-pub fn interleaved<const K: usize>(budget: Duration, mut fs: [&mut dyn FnMut(); K]) -> [f64; K] {
+pub fn interleaved<const K: usize>(budget: Duration, fs: [&mut dyn FnMut(); K]) -> [f64; K] {
+    let rounds = interleaved_rounds(budget, ROUNDS, fs);
+    std::array::from_fn(|k| rounds.iter().map(|r| r[k]).fold(f64::INFINITY, f64::min))
+}
+
+/// [`interleaved`] over `rounds` rounds, returning each round's best seconds per call, so that
+/// ratios can be taken within a round (see [`median_ratio`]).
+pub fn interleaved_rounds<const K: usize>(
+    budget: Duration,
+    rounds: usize,
+    mut fs: [&mut dyn FnMut(); K],
+) -> Vec<[f64; K]> {
     let reps = fs.each_mut().map(|f| calibrate(&mut **f));
-    let mut best = [f64::INFINITY; K];
-    for _ in 0..ROUNDS {
-        for ((b, f), &reps) in best.iter_mut().zip(fs.iter_mut()).zip(&reps) {
-            let begin = Instant::now();
-            loop {
-                *b = b.min(batch(&mut **f, reps));
-                if begin.elapsed() >= budget / ROUNDS as u32 {
-                    break;
+    (0..rounds)
+        .map(|_| {
+            let mut best = [f64::INFINITY; K];
+            for ((b, f), &reps) in best.iter_mut().zip(fs.iter_mut()).zip(&reps) {
+                let begin = Instant::now();
+                loop {
+                    *b = b.min(batch(&mut **f, reps));
+                    if begin.elapsed() >= budget / rounds as u32 {
+                        break;
+                    }
                 }
             }
-        }
+            best
+        })
+        .collect()
+}
+
+/// The median over rounds of `secs[a] / secs[b]` (how many times faster `b` is than `a`),
+/// each ratio taken within one round of [`interleaved_rounds`]: robust to the machine's load
+/// drifting between rounds, which moves both sides of a same-round ratio alike.
+pub fn median_ratio<const K: usize>(rounds: &[[f64; K]], a: usize, b: usize) -> f64 {
+    let mut ratios: Vec<f64> = rounds.iter().map(|r| r[a] / r[b]).collect();
+    ratios.sort_by(f64::total_cmp);
+    match ratios.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => ratios[n / 2],
+        n => 0.5 * (ratios[n / 2 - 1] + ratios[n / 2]),
     }
-    best
 }
 
 /// faer's own GEMM rate (GFLOP/s, 2mnk flops) for `C (m x n) = A (m x k) * B (k x n)` on

@@ -600,8 +600,9 @@ enum dp_status dp_gn_diag_softmax_f32(const float *x,
 
 // The weighted GN diagonal in a dense basis U:
 // `h[a] <- beta h[a] + (1 - beta) (1/N) sum_n w[n] (x_n . U[:, a])^2`, the diagonal of
-// `U^T (X^T W X / N) U` without forming it. `u` is `dim x k`, **column-major**
-// (`U[i, a] = u[i + a * dim]`); `h` has `k` floats; `x`, `row_stride`, `weights` (NULL: ones)
+// `U^T (X^T W X / N) U` without forming it. `u` is `dim x k`, row-major (`U[i, a] =
+// u[i * k + a]`, the layout of every matrix at this boundary, e.g. `dp_basis_get_matrix_f32`);
+// `h` has `k` floats; `x`, `row_stride`, `weights` (NULL: ones)
 // and `beta` as in `dp_gn_diag_weighted_f32`.
 //
 // # Safety
@@ -620,8 +621,8 @@ enum dp_status dp_gn_diag_weighted_in_basis_f32(const float *x,
 // `h[a][b] <- beta h[a][b] + (1 - beta) (A^T B / N)[a][b]` with
 // `A_na = sum_c p_nc Q_C[c,a]^2 - (Q_C[:,a] . p_n)^2` (exact; sampled: `(Q_C[:,a] . (p_n -
 // e_y))^2`) and `B_nb = (Q_X[:,b] . x_n)^2`; `h_bias[a]` (may be NULL) gets `(1/N) sum_n A_na`.
-// `q_c` is `classes x classes` and `q_x` is `d_in x d_in`, both **column-major**; `h` is
-// `classes x d_in` row-major; `x`, `logits`, `estimator`, `seed`, `beta` as in
+// `q_c` is `classes x classes` and `q_x` is `d_in x d_in`, both row-major (as
+// `dp_basis_get_matrix_f32` writes them); `h` is `classes x d_in` row-major; `x`, `logits`, `estimator`, `seed`, `beta` as in
 // `dp_gn_diag_softmax_f32`.
 //
 // # Safety

@@ -419,7 +419,7 @@ inline void gn_diag_softmax(const float* x, const float* logits, std::size_t n_s
                                                    beta, h, h_bias));
 }
 
-/// In a dense basis U (dim x k, column-major): dp_gn_diag_weighted_in_basis_f32.
+/// In a dense basis U (dim x k, row-major): dp_gn_diag_weighted_in_basis_f32.
 inline void gn_diag_weighted_in_basis(const float* x, std::size_t n_samples, std::size_t dim,
                                       std::size_t row_stride, const float* weights,
                                       const float* u, std::size_t k, float beta, float* h) {
@@ -427,7 +427,7 @@ inline void gn_diag_weighted_in_basis(const float* x, std::size_t n_samples, std
                                                              weights, u, k, beta, h));
 }
 
-/// Softmax layer in the Kronecker basis (Q_C, Q_X), both column-major:
+/// Softmax layer in the Kronecker basis (Q_C, Q_X), both row-major:
 /// dp_gn_diag_softmax_in_kronecker_f32.
 inline void gn_diag_softmax_in_kronecker(const float* x, const float* logits,
                                          std::size_t n_samples, std::size_t d_in,

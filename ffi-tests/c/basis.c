@@ -293,21 +293,19 @@ static void soap_like_loop(void) {
     }
 }
 
-/* GN^p in a dense eigenbasis: h = diag(U^T H U) from the GN kernel (u passed column-major, as
- * dp_gn_diag_weighted_in_basis_f32 wants), steps against a double reference, the identity
- * against dp_gn_step_f32, and the errors of dp_rotated_gn_step_f32. */
+/* GN^p in a dense eigenbasis: h = diag(U^T H U) from the GN kernel (u row-major, as
+ * dp_basis_get_matrix_f32 writes it), steps against a double reference, the identity against
+ * dp_gn_step_f32, and the errors of dp_rotated_gn_step_f32. */
 static void rotated_gn_step(void) {
     enum { N = 40 };
-    float a[D * D], u[D * D], ucol[D * D], x[N * D], h[D];
+    float a[D * D], u[D * D], x[N * D], h[D];
     symmetric(a, D, 71);
     dp_basis *b = NULL, *id = NULL;
     CHECK_STATUS(dp_basis_create_from_symmetric_f32(a, D, NULL, &b), DP_OK);
     CHECK_STATUS(dp_basis_create_identity(D, &id), DP_OK);
     CHECK_STATUS(dp_basis_get_matrix_f32(b, 0, u, D * D), DP_OK);
-    for (int i = 0; i < D; i++)
-        for (int j = 0; j < D; j++) ucol[i + j * D] = u[i * D + j];
     for (int i = 0; i < N * D; i++) x[i] = dp_value((unsigned)i, 72, 1.0f);
-    CHECK_STATUS(dp_gn_diag_weighted_in_basis_f32(x, N, D, D, NULL, ucol, D, 0.0f, h), DP_OK);
+    CHECK_STATUS(dp_gn_diag_weighted_in_basis_f32(x, N, D, D, NULL, u, D, 0.0f, h), DP_OK);
     double worst = 0.0;
     for (int k = 0; k < D; k++) {
         double s = 0.0;

@@ -104,7 +104,7 @@ static void linear_and_softmax(void) {
     CHECK(total > 0.0 && total < 2.0);
 }
 
-/* In a basis: U is DIM x K column-major; Kronecker: Q_C (C x C) and Q_X (DIM x DIM). */
+/* In a basis: U is DIM x K row-major; Kronecker: Q_C (C x C) and Q_X (DIM x DIM), row-major. */
 static void bases(void) {
     enum { K = 5 };
     static float u[DIM * K], qc[C * C], qx[DIM * DIM];
@@ -118,8 +118,8 @@ static void bases(void) {
         for (int n = 0; n < NS; n++) {
             double y = 0.0, ya = 0.0;
             for (int i = 0; i < DIM; i++) {
-                y += x[n * STRIDE + i] * u[i + a * DIM];
-                ya += fabs(x[n * STRIDE + i] * u[i + a * DIM]);
+                y += x[n * STRIDE + i] * u[i * K + a];
+                ya += fabs(x[n * STRIDE + i] * u[i * K + a]);
             }
             sum += w[n] * y * y;
             scale += w[n] * ya * ya;
@@ -141,15 +141,15 @@ static void bases(void) {
         for (int a = 0; a < C; a++) {
             double t1 = 0.0, t2 = 0.0;
             for (int c = 0; c < C; c++) {
-                t1 += p[c] * qc[c + a * C] * qc[c + a * C];
-                t2 += p[c] * qc[c + a * C];
+                t1 += p[c] * qc[c * C + a] * qc[c * C + a];
+                t2 += p[c] * qc[c * C + a];
             }
             A[a] = t1 - t2 * t2;
             ekb[a] += A[a] / NS;
         }
         for (int b = 0; b < DIM; b++) {
             double t = 0.0;
-            for (int j = 0; j < DIM; j++) t += qx[j + b * DIM] * x[n * DIM + j];
+            for (int j = 0; j < DIM; j++) t += qx[j * DIM + b] * x[n * DIM + j];
             B[b] = t * t;
         }
         for (int a = 0; a < C; a++)

@@ -80,6 +80,10 @@ fn build_and_run(compiler: &str, standard: &str, source: &Path, linkage: Linkage
     let run = Command::new(&exe)
         // Rust's allocator and rayon's thread-locals hold memory until exit by design.
         .env("ASAN_OPTIONS", "detect_leaks=0")
+        // cargo's LD_LIBRARY_PATH lists target/<profile> before deps/, and the loader searches
+        // it before the rpath: a stale libdiagprec.so from an earlier `cargo build` there
+        // would be loaded instead of this run's.
+        .env("LD_LIBRARY_PATH", &lib_dir)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);

@@ -295,16 +295,7 @@ impl<const AMSGRAD: bool, const L2: bool> WithSimd for AdamKernel<'_, AMSGRAD, L
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         let c = Splat::new(simd, self.k);
-        // PERF: align the body on `param` (a register's width): split loads cost ~10% of the
-        // bandwidth on Zen 3 (measured: 24.5 -> 27 GB/s at 2^24 elements, 1 thread).
-        // Short blocks skip it: two masked passes would cost more than the split loads.
-        let width = core::mem::size_of::<S::f32s>();
-        let misaligned = self.block.param.as_ptr() as usize % width;
-        let head = if self.block.len() >= ALIGN_FROM {
-            (width - misaligned) % width / core::mem::size_of::<f32>()
-        } else {
-            0
-        };
+        let head = align_head::<S>(self.block.param);
         let (head, rest) = self.block.split_at(head);
         adam_partial::<S, AMSGRAD, L2>(simd, &c, head);
         adam_registers_of::<S, AMSGRAD, L2>(simd, &c, rest);
@@ -312,61 +303,78 @@ impl<const AMSGRAD: bool, const L2: bool> WithSimd for AdamKernel<'_, AMSGRAD, L
 }
 
 /// The update of a whole block on the calling thread, without an alignment peel: the body
-/// (whole registers) then the masked tail. The kernels that convert their inputs stage them in
-/// f32 buffers and run this, so they compute exactly what the f32 kernel computes.
+/// (whole registers) then the masked tail. The kernels whose conversions are heavy (f16,
+/// 8-bit codes) stage them in f32 buffers and run this on the buffers.
 #[inline(always)]
 pub(crate) fn adam_registers_of<S: Simd, const AMSGRAD: bool, const L2: bool>(
     simd: S,
     c: &Splat<S>,
     block: AdamBlock<'_>,
 ) {
-    let body_len = block.len() / S::F32_LANES * S::F32_LANES;
-    let (body, tail) = block.split_at(body_len);
-    adam_body::<S, AMSGRAD, L2>(simd, c, body);
+    let body = block.len() / S::F32_LANES * S::F32_LANES;
+    let (body, tail) = block.split_at(body);
+    adam_body::<S, AMSGRAD, L2, _>(simd, c, &mut F32Registers::<S, AMSGRAD>::new(body));
     adam_partial::<S, AMSGRAD, L2>(simd, c, tail);
 }
 
-/// Blocks at least this long get an unaligned head peeled off (see `AdamKernel`).
-const ALIGN_FROM: usize = 4096;
+/// The number of elements before the first register-aligned element of `x`, for a block of at
+/// least 4096 elements; 0 for a shorter one.
+// PERF: aligning the body on `param` pays: split loads cost ~10% of the bandwidth on Zen 3
+// (measured: 24.5 -> 27 GB/s at 2^24 elements, 1 thread). Short blocks skip it: two masked
+// passes would cost more than the split loads.
+#[inline(always)]
+pub(crate) fn align_head<S: Simd>(x: &[f32]) -> usize {
+    let width = core::mem::size_of::<S::f32s>();
+    let misaligned = x.as_ptr() as usize % width;
+    if x.len() >= 4096 {
+        (width - misaligned) % width / core::mem::size_of::<f32>()
+    } else {
+        0
+    }
+}
 
 /// Registers processed per iteration of the body.
 // PERF: 2 keeps twice the loads in flight: 24.5 -> 28-31 GB/s at 2^24 elements on 1 Zen 3
 // thread (torch's fused AdamW: 26-29 GB/s in the same runs).
 const UNROLL: usize = 2;
 
-/// Whole registers: `block.len()` is a multiple of the register width.
+/// Where the body finds its operands and puts its results, register by register: f32 slices
+/// ([`F32Registers`]: the f32 kernel, and the kernels that stage converted operands in f32
+/// buffers), or 16-bit state converted in `load` and `store_moments` (the bf16-state kernel), so
+/// every kernel runs this one loop.
+pub(crate) trait AdamRegisters<S: Simd> {
+    /// Number of (whole) registers.
+    fn len(&self) -> usize;
+    /// `[theta, g, m, v, vmax]` of register `i` (`vmax` is ignored unless amsgrad).
+    fn load(&mut self, simd: S, i: usize) -> [S::f32s; 5];
+    /// The new `m`, `v` (and `vmax`, with amsgrad) of register `i`.
+    fn store_moments(&mut self, simd: S, i: usize, m: S::f32s, v: S::f32s, vmax: S::f32s);
+    /// The new `theta` of register `i`.
+    fn store_theta(&mut self, simd: S, i: usize, theta: S::f32s);
+}
+
+/// The body over whole registers, [`UNROLL`] at a time.
 #[inline(always)]
-fn adam_body<S: Simd, const AMSGRAD: bool, const L2: bool>(
+pub(crate) fn adam_body<S: Simd, const AMSGRAD: bool, const L2: bool, R: AdamRegisters<S>>(
     simd: S,
     c: &Splat<S>,
-    block: AdamBlock<'_>,
+    regs: &mut R,
 ) {
-    let (p, _) = S::as_mut_simd_f32s(block.param);
-    let (g, _) = S::as_simd_f32s(block.grad);
-    let (m, _) = S::as_mut_simd_f32s(block.exp_avg);
-    let (v, _) = S::as_mut_simd_f32s(block.exp_avg_sq);
-    let (x, _) = S::as_mut_simd_f32s(block.max_exp_avg_sq);
-    let n = p.len();
-    // Equal lengths were checked by the caller; re-slicing lets the bounds checks go.
-    let mut regs = Registers {
-        p,
-        g: &g[..n],
-        m: &mut m[..n],
-        v: &mut v[..n],
-        x: if AMSGRAD { &mut x[..n] } else { x },
-    };
+    let n = regs.len();
     let mut i = 0;
     while i + UNROLL <= n {
-        adam_registers::<S, AMSGRAD, L2, UNROLL>(simd, c, &mut regs, i);
+        adam_registers::<S, AMSGRAD, L2, UNROLL, R>(simd, c, regs, i);
         i += UNROLL;
     }
     while i < n {
-        adam_registers::<S, AMSGRAD, L2, 1>(simd, c, &mut regs, i);
+        adam_registers::<S, AMSGRAD, L2, 1, R>(simd, c, regs, i);
         i += 1;
     }
 }
 
-struct Registers<'a, S: Simd> {
+/// The f32 kernel's operands: equally long slices of whole registers (`x` empty unless
+/// amsgrad).
+pub(crate) struct F32Registers<'a, S: Simd, const AMSGRAD: bool> {
     p: &'a mut [S::f32s],
     g: &'a [S::f32s],
     m: &'a mut [S::f32s],
@@ -374,31 +382,80 @@ struct Registers<'a, S: Simd> {
     x: &'a mut [S::f32s],
 }
 
+impl<'a, S: Simd, const AMSGRAD: bool> F32Registers<'a, S, AMSGRAD> {
+    /// The whole registers of `block` (its length must be a multiple of the register width).
+    #[inline(always)]
+    fn new(block: AdamBlock<'a>) -> Self {
+        let (p, _) = S::as_mut_simd_f32s(block.param);
+        let (g, _) = S::as_simd_f32s(block.grad);
+        let (m, _) = S::as_mut_simd_f32s(block.exp_avg);
+        let (v, _) = S::as_mut_simd_f32s(block.exp_avg_sq);
+        let (x, _) = S::as_mut_simd_f32s(block.max_exp_avg_sq);
+        let n = p.len();
+        // Equal lengths were checked by the caller; re-slicing lets the bounds checks go.
+        Self {
+            p,
+            g: &g[..n],
+            m: &mut m[..n],
+            v: &mut v[..n],
+            x: if AMSGRAD { &mut x[..n] } else { x },
+        }
+    }
+}
+
+impl<S: Simd, const AMSGRAD: bool> AdamRegisters<S> for F32Registers<'_, S, AMSGRAD> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.p.len()
+    }
+
+    #[inline(always)]
+    fn load(&mut self, simd: S, i: usize) -> [S::f32s; 5] {
+        let x = if AMSGRAD {
+            self.x[i]
+        } else {
+            simd.splat_f32s(0.0)
+        };
+        [self.p[i], self.g[i], self.m[i], self.v[i], x]
+    }
+
+    #[inline(always)]
+    fn store_moments(&mut self, _: S, i: usize, m: S::f32s, v: S::f32s, vmax: S::f32s) {
+        self.m[i] = m;
+        self.v[i] = v;
+        if AMSGRAD {
+            self.x[i] = vmax;
+        }
+    }
+
+    #[inline(always)]
+    fn store_theta(&mut self, _: S, i: usize, theta: S::f32s) {
+        self.p[i] = theta;
+    }
+}
+
 /// `K` consecutive registers from `i`: all loads, the moments, their stores (before the
 /// sqrt/div chain, as PyTorch's fused kernel orders them), then `theta`.
 #[inline(always)]
-fn adam_registers<S: Simd, const AMSGRAD: bool, const L2: bool, const K: usize>(
+fn adam_registers<S: Simd, const AMSGRAD: bool, const L2: bool, const K: usize, R>(
     simd: S,
     c: &Splat<S>,
-    r: &mut Registers<'_, S>,
+    r: &mut R,
     i: usize,
-) {
+) where
+    R: AdamRegisters<S>,
+{
     let zero = simd.splat_f32s(0.0);
     let mut out = [[zero; 4]; K];
     for (k, out) in out.iter_mut().enumerate() {
-        let j = i + k;
-        let vmax = if AMSGRAD { r.x[j] } else { zero };
-        *out = adam_moments::<S, AMSGRAD, L2>(simd, c, [r.p[j], r.g[j], r.m[j], r.v[j], vmax]);
+        *out = adam_moments::<S, AMSGRAD, L2>(simd, c, r.load(simd, i + k));
     }
     for (k, &[_, m, v, x]) in out.iter().enumerate() {
-        r.m[i + k] = m;
-        r.v[i + k] = v;
-        if AMSGRAD {
-            r.x[i + k] = x;
-        }
+        r.store_moments(simd, i + k, m, v, x);
     }
     for (k, &[p, m, v, x]) in out.iter().enumerate() {
-        r.p[i + k] = adam_theta(simd, c, p, m, if AMSGRAD { x } else { v });
+        let theta = adam_theta(simd, c, p, m, if AMSGRAD { x } else { v });
+        r.store_theta(simd, i + k, theta);
     }
 }
 

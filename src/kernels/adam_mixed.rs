@@ -125,7 +125,7 @@ pub(crate) fn narrow_into<S: Simd, const F16: bool, const STOCHASTIC: bool>(
 // No closure here: a closure is a function of its own, compiled without the SIMD target
 // features, so the pulp operations in it would not inline (measured: 30x slower).
 #[inline(always)]
-fn narrow_at<S: Simd, const F16: bool, const STOCHASTIC: bool>(
+pub(crate) fn narrow_at<S: Simd, const F16: bool, const STOCHASTIC: bool>(
     simd: S,
     x: S::f32s,
     key: S::u32s,

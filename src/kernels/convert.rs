@@ -25,7 +25,7 @@
 use pulp::Simd;
 
 /// Most 32-bit lanes of any backend (AVX-512: 16).
-const MAX_LANES: usize = 16;
+pub(crate) const MAX_LANES: usize = 16;
 
 #[inline(always)]
 pub(crate) fn lanes<S: Simd>() -> usize {

@@ -50,7 +50,7 @@ use super::adam::{
 };
 use super::adam_mixed::{check_lengths, check_no_amsgrad, narrow_at};
 use super::convert::{
-    self, bf16_to_f32, decode_minifloat, lanes, load_i8, load_u16, load_u8, store_u16, store_u8,
+    self, bf16_to_f32, decode_minifloat, lanes, load_bytes, load_u16, store_u16, store_u8,
     store_u8x4, MAX_LANES,
 };
 use crate::dispatch::{self, Isa, Par, Split};
@@ -341,7 +341,7 @@ fn encode_m<S: Simd>(simd: S, x: S::f32s, inv_scale: S::f32s) -> S::u32s {
     simd.or_u32s(code, sign)
 }
 
-/// The value of `m` codes (sign-extended to 32 bits, as [`load_i8`] gives them) times `scale`.
+/// The value of `m` codes (sign-extended to 32 bits, as [`load_bytes`] gives them) times `scale`.
 #[inline(always)]
 fn decode_m<S: Simd>(simd: S, code: S::u32s, scale: S::f32s) -> S::f32s {
     // The sign lands on bit 31, the magnitude code on the f32 exponent and top fraction bits.
@@ -381,16 +381,6 @@ fn abs_max<S: Simd>(simd: S, acc: S::u32s, x: S::f32s) -> S::u32s {
     simd.max_u32s(acc, a)
 }
 
-/// One register of codes: sign-extended for `m` (`M`), zero-extended for `v`.
-#[inline(always)]
-fn load_code<S: Simd, const M: bool>(simd: S, codes: &[u8]) -> S::u32s {
-    if M {
-        load_i8::<S>(simd, codes)
-    } else {
-        load_u8::<S>(simd, codes)
-    }
-}
-
 #[inline(always)]
 fn decode<S: Simd, const M: bool>(simd: S, code: S::u32s, scale: S::f32s) -> S::f32s {
     if M {
@@ -416,10 +406,11 @@ fn decode_into<S: Simd, const M: bool>(simd: S, codes: &[u8], out: &mut [f32], s
     let (body, tail) = S::as_mut_simd_f32s(out);
     let (codes, codes_tail) = codes.split_at(body.len() * width);
     for (o, c) in body.iter_mut().zip(codes.chunks_exact(width)) {
-        *o = decode::<S, M>(simd, load_code::<S, M>(simd, c), scale);
+        // `m` codes are sign-extended (the sign lands on bit 31), `v` codes zero-extended.
+        *o = decode::<S, M>(simd, load_bytes::<S, M>(simd, c), scale);
     }
     if !tail.is_empty() {
-        let x = decode::<S, M>(simd, load_code::<S, M>(simd, codes_tail), scale);
+        let x = decode::<S, M>(simd, load_bytes::<S, M>(simd, codes_tail), scale);
         simd.partial_store_f32s(tail, x);
     }
 }

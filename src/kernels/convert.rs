@@ -105,36 +105,29 @@ pub(crate) fn store_u16<S: Simd>(simd: S, dst: &mut [u16], x: S::u32s) {
     }
 }
 
-/// Widens up to one register of u8 (zero padding past `src.len()`).
+/// Widens up to one register of bytes, as `i8` (sign-extended) if `SIGNED`, else as `u8`
+/// (zero padding past `src.len()`).
 #[inline(always)]
-pub(crate) fn load_u8<S: Simd>(simd: S, src: &[u8]) -> S::u32s {
+pub(crate) fn load_bytes<S: Simd, const SIGNED: bool>(simd: S, src: &[u8]) -> S::u32s {
     #[cfg(target_arch = "x86_64")]
     if let (Some(v3), Ok(a)) = (avx2(&simd), <[u8; 8]>::try_from(src)) {
+        // PERF: one vpmovsxbd / vpmovzxbd.
         let mut wide = [0u8; 16];
         wide[..8].copy_from_slice(&a);
-        return cast::<pulp::u32x8, S::u32s>(v3.convert_u8x16_to_u32x8(cast(wide)));
+        return if SIGNED {
+            cast::<pulp::i32x8, S::u32s>(v3.convert_i8x16_to_i32x8(cast(wide)))
+        } else {
+            cast::<pulp::u32x8, S::u32s>(v3.convert_u8x16_to_u32x8(cast(wide)))
+        };
     }
     let _ = simd;
     let mut buf = [0u32; MAX_LANES];
     for (b, &s) in buf.iter_mut().zip(&src[..src.len().min(lanes::<S>())]) {
-        *b = s as u32;
-    }
-    from_array::<S>(&buf)
-}
-
-/// Sign-extends up to one register of i8 (given as bytes; zero padding past `src.len()`).
-#[inline(always)]
-pub(crate) fn load_i8<S: Simd>(simd: S, src: &[u8]) -> S::u32s {
-    #[cfg(target_arch = "x86_64")]
-    if let (Some(v3), Ok(a)) = (avx2(&simd), <[u8; 8]>::try_from(src)) {
-        let mut wide = [0u8; 16];
-        wide[..8].copy_from_slice(&a);
-        return cast::<pulp::i32x8, S::u32s>(v3.convert_i8x16_to_i32x8(cast(wide)));
-    }
-    let _ = simd;
-    let mut buf = [0u32; MAX_LANES];
-    for (b, &s) in buf.iter_mut().zip(&src[..src.len().min(lanes::<S>())]) {
-        *b = s as i8 as i32 as u32;
+        *b = if SIGNED {
+            s as i8 as i32 as u32
+        } else {
+            s as u32
+        };
     }
     from_array::<S>(&buf)
 }

@@ -12,7 +12,15 @@ const BYTES_PER_ELEMENT: usize = 28;
 
 fn footprint(n: usize) -> String {
     let bytes = (n * BYTES_PER_ELEMENT) as f64;
-    if bytes >= 1e6 {
+    if bytes >= 1e8 {
+        // Each array is its own allocation, so they sit one mapping apart (a multiple of 4 KB):
+        // the relative placement of the four arrays alone moves a DRAM-sized step by up to 40%
+        // on this machine (README, Performance), the stream loop less.
+        format!(
+            "{:.0} MB moved per step; arrays one mapping apart",
+            bytes / 1e6
+        )
+    } else if bytes >= 1e6 {
         format!("{:.0} MB moved per step", bytes / 1e6)
     } else {
         format!("{:.0} KB moved per step (cache)", bytes / 1e3)
@@ -129,7 +137,9 @@ fn multi_tensor_rows(b: &mut Bench, cfg: &AdamConfig) {
     }
 }
 
-/// `scripts/torch_adam_bench.py` as a child process: runs `K` torch steps per request.
+/// `scripts/torch_adam_bench.py` as a child process: torch's fused AdamW and our
+/// `dp_adam_step_f32` (through ctypes, from the shared library next to this binary) on the same
+/// tensors, `K` steps of either per request.
 struct TorchAdam {
     child: std::process::Child,
     input: std::process::ChildStdin,
@@ -137,10 +147,22 @@ struct TorchAdam {
 }
 
 impl TorchAdam {
-    fn start(python: &std::path::Path, log2: u32, threads: usize) -> Option<Self> {
+    fn start(python: &std::path::Path, log2: u32, threads: usize) -> Result<Self, String> {
         use std::process::{Command, Stdio};
         let script =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/torch_adam_bench.py");
+        let lib = std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name(format!(
+                "{}diagprec{}",
+                std::env::consts::DLL_PREFIX,
+                std::env::consts::DLL_SUFFIX
+            ));
+        if !lib.exists() {
+            return Err(format!(
+                "{lib:?} not built (cargo build --release builds it)"
+            ));
+        }
         let mut child = Command::new(python)
             .arg(&script)
             .args([
@@ -149,18 +171,23 @@ impl TorchAdam {
                 "--threads",
                 &threads.to_string(),
             ])
+            .arg("--lib")
+            .arg(&lib)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .ok()?;
-        let input = child.stdin.take()?;
-        let output = std::io::BufReader::new(child.stdout.take()?);
+            .map_err(|e| e.to_string())?;
+        let input = child.stdin.take().ok_or("no stdin")?;
+        let output = std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?);
         let mut torch = Self {
             child,
             input,
             output,
         };
-        (torch.reply()? == "ready").then_some(torch)
+        match torch.reply().as_deref() {
+            Some("ready") => Ok(torch),
+            other => Err(format!("the script said {other:?}")),
+        }
     }
 
     fn reply(&mut self) -> Option<String> {
@@ -170,10 +197,10 @@ impl TorchAdam {
         Some(line.trim().to_string())
     }
 
-    /// Runs `k` steps; false if the child failed.
-    fn steps(&mut self, k: usize) -> bool {
+    /// Runs `k` steps of `which` ("torch" or "ours"); false if the child failed.
+    fn steps(&mut self, which: &str, k: usize) -> bool {
         use std::io::Write;
-        writeln!(self.input, "{k}").is_ok() && self.reply().as_deref() == Some("done")
+        writeln!(self.input, "{which} {k}").is_ok() && self.reply().as_deref() == Some("done")
     }
 }
 
@@ -184,56 +211,51 @@ impl Drop for TorchAdam {
     }
 }
 
-/// torch.optim.AdamW(fused=True) on the CPU beside `adam_step` and the streaming limit, the
-/// three measured alternately in this run (torch in a child process, in batches of steps so
-/// the pipe round trip is negligible).
+/// torch.optim.AdamW(fused=True) on the CPU beside `dp_adam_step_f32` on the same tensors, and
+/// the streaming limit, the three measured alternately in this run (torch and ours in a child
+/// process, in batches of steps so the pipe round trip is negligible).
 fn torch_rows(b: &mut Bench, python: &std::path::Path) {
-    let cfg = AdamConfig::adamw(1e-3);
     let sizes: &[u32] = if b.quick { &[20] } else { &[20, 24] };
     for &e in sizes {
         let n = 1usize << e;
-        // Steps per torch request: ~10 ms of work at ~30 GB/s.
+        // Steps per request: ~10 ms of work at ~30 GB/s.
         let per_request = (10_000_000 / n).max(1);
-        let mut p = Aligned::new(n, |i| (i % 97) as f32 * 0.01 - 0.5);
-        let g = Aligned::new(n, |i| (i % 89) as f32 * 1e-3 - 0.04);
-        let mut m = Aligned::new(n, |_| 0.0);
-        let mut v = Aligned::new(n, |_| 1e-4);
         for threads in b.thread_counts() {
-            let Some(mut torch) = TorchAdam::start(python, e, threads) else {
-                eprintln!("torch benchmark failed to start with {python:?}; skipping its rows");
-                return;
+            let torch = match TorchAdam::start(python, e, threads) {
+                Ok(torch) => torch,
+                Err(why) => {
+                    eprintln!("torch benchmark with {python:?} did not start ({why}); skipping it");
+                    return;
+                }
             };
             let budget = b.budget();
-            let mut ok = true;
             // More rounds than the other rows: the torch ratio is the median of 15 same-round
             // ratios (run-to-run noise on this shared machine is ~10%).
-            let rounds = with_threads(threads, || {
+            let (rounds, ok) = with_threads(threads, move || {
+                let torch = std::cell::RefCell::new(torch);
+                let ok = std::cell::Cell::new(true);
                 let mut stream = stream_closure::<3, 1>(n);
-                interleaved_rounds(
+                let rounds = interleaved_rounds(
                     3 * budget,
                     15,
                     [
-                        &mut || ok &= torch.steps(per_request),
-                        &mut || {
-                            let (p, m, v) = (p.get_mut(), m.get_mut(), v.get_mut());
-                            adam_step(&cfg, 10, p, g.get(), m, v, None).unwrap()
-                        },
+                        &mut || ok.set(ok.get() && torch.borrow_mut().steps("torch", per_request)),
+                        &mut || ok.set(ok.get() && torch.borrow_mut().steps("ours", per_request)),
                         &mut stream,
                     ],
-                )
+                );
+                (rounds, ok.get())
             });
-            // Seconds per step: a torch request runs `per_request` steps.
-            let rounds: Vec<[f64; 3]> = rounds
-                .iter()
-                .map(|&[t, o, s]| [t / per_request as f64, o, s])
-                .collect();
-            let best = |k: usize| rounds.iter().map(|r| r[k]).fold(f64::INFINITY, f64::min);
-            let (torch_secs, ours, stream_secs) = (best(0), best(1), best(2));
-            let ours_vs_torch = median_ratio(&rounds, 0, 1);
             if !ok {
                 eprintln!("torch benchmark failed with {python:?}; skipping its rows");
                 return;
             }
+            // Seconds per step: a request runs `per_request` steps.
+            let k = per_request as f64;
+            let rounds: Vec<[f64; 3]> = rounds.iter().map(|&[t, o, s]| [t / k, o / k, s]).collect();
+            let best = |k: usize| rounds.iter().map(|r| r[k]).fold(f64::INFINITY, f64::min);
+            let (torch_secs, ours, stream_secs) = (best(0), best(1), best(2));
+            let ours_vs_torch = median_ratio(&rounds, 0, 1);
             let bytes = (n * BYTES_PER_ELEMENT) as f64;
             b.push(Row {
                 kernel: "torch AdamW fused=True".into(),
@@ -244,8 +266,8 @@ fn torch_rows(b: &mut Bench, python: &std::path::Path) {
                 limit: stream_bytes::<3, 1>(n) / stream_secs / 1e9,
                 limit_name: "RMW stream, 4 arrays",
                 note: format!(
-                    "adam_step {:.2} GB/s alternating with it; adam_step / torch: {:.2}x \
-                     (median of same-round ratios)",
+                    "dp_adam_step_f32 on the same tensors, alternating: {:.2} GB/s, {:.2}x \
+                     torch (median of same-round ratios)",
                     bytes / ours / 1e9,
                     ours_vs_torch
                 ),

@@ -1,25 +1,28 @@
 //! Adam rows: `adam_step` (AdamW) at 2^10..2^24 elements against the streaming bandwidth of the
-//! same access pattern (read 4 arrays, write 3: 28 bytes per element), 1 thread and all threads;
+//! same access pattern (read 4 arrays, write 3: 28 bytes per element), 1 thread and all threads,
+//! DRAM sizes in two placements of the arrays;
 //! the multi-tensor call on 1000 tensors of 1K elements; torch's fused AdamW when asked.
 
 use super::{
-    interleaved_rounds, median_ratio, seconds_per_call, stream_bytes, stream_closure, with_threads,
-    Aligned, Bench, Row, ROUNDS,
+    interleaved_rounds, median_ratio, seconds_per_call, stream_bytes, stream_closure,
+    stream_closure_padded, with_threads, Aligned, Bench, Row, ROUNDS,
 };
 use diagprec::{adam_step, adam_step_multi, AdamConfig, AdamTensor};
 
 const BYTES_PER_ELEMENT: usize = 28;
 
-fn footprint(n: usize) -> String {
+fn footprint(n: usize, pad: usize) -> String {
     let bytes = (n * BYTES_PER_ELEMENT) as f64;
     if bytes >= 1e8 {
-        // Each array is its own allocation, so they sit one mapping apart (a multiple of 4 KB):
-        // the relative placement of the four arrays alone moves a DRAM-sized step by up to 40%
-        // on this machine (README, Performance), the stream loop less.
-        format!(
-            "{:.0} MB moved per step; arrays one mapping apart",
-            bytes / 1e6
-        )
+        // Each array is its own allocation, mapped next to the previous one: without padding
+        // they sit a multiple of 4 KB apart, and on this machine the relative placement of the
+        // four arrays alone moves a DRAM-sized step by up to 40% (README, Performance).
+        let placement = if pad == 0 {
+            "arrays one mapping apart".to_string()
+        } else {
+            format!("arrays {} KB further apart", pad * 4 / 1024)
+        };
+        format!("{:.0} MB moved per step; {placement}", bytes / 1e6)
     } else if bytes >= 1e6 {
         format!("{:.0} MB moved per step", bytes / 1e6)
     } else {
@@ -36,51 +39,56 @@ pub fn rows(b: &mut Bench) {
     };
     for &e in exps {
         let n = 1usize << e;
-        let mut p = Aligned::new(n, |i| (i % 97) as f32 * 0.01 - 0.5);
-        let g = Aligned::new(n, |i| (i % 89) as f32 * 1e-3 - 0.04);
-        let mut m = Aligned::new(n, |_| 0.0);
-        let mut v = Aligned::new(n, |_| 1e-4);
-        for threads in b.thread_counts() {
-            // DRAM-sized steps take ~10 ms: more rounds and a longer budget give them as many
-            // samples, and their note adds the median of the same-round ratios.
-            let dram = n >= 1 << 22;
-            let (budget, rounds) = if dram {
-                (3 * b.budget(), 15)
-            } else {
-                (b.budget(), ROUNDS)
-            };
-            let rounds = with_threads(threads, || {
-                let mut stream = stream_closure::<3, 1>(n);
-                interleaved_rounds(
-                    budget,
-                    rounds,
-                    [
-                        &mut || {
-                            let (p, m, v) = (p.get_mut(), m.get_mut(), v.get_mut());
-                            adam_step(&cfg, 10, p, g.get(), m, v, None).unwrap()
-                        },
-                        &mut stream,
-                    ],
-                )
-            });
-            let best = |k: usize| rounds.iter().map(|r| r[k]).fold(f64::INFINITY, f64::min);
-            let bytes = (n * BYTES_PER_ELEMENT) as f64;
-            let mut note = footprint(n);
-            if dram {
-                // stream seconds / kernel seconds = kernel rate / stream rate.
-                let median = median_ratio(&rounds, 1, 0);
-                note += &format!("; same-round median ratio {median:.2}");
+        let dram = n >= 1 << 22;
+        // DRAM-sized steps also run with every array 16 KB further from the next (see
+        // `footprint`): the same kernel and stream, another placement.
+        let pads: &[usize] = if dram { &[0, 4096] } else { &[0] };
+        for &pad in pads {
+            let mut p = Aligned::padded(n, pad, |i| (i % 97) as f32 * 0.01 - 0.5);
+            let g = Aligned::padded(n, pad, |i| (i % 89) as f32 * 1e-3 - 0.04);
+            let mut m = Aligned::padded(n, pad, |_| 0.0);
+            let mut v = Aligned::padded(n, pad, |_| 1e-4);
+            for threads in b.thread_counts() {
+                // DRAM-sized steps take ~10 ms: more rounds and a longer budget give them as
+                // many samples, and their note adds the median of the same-round ratios.
+                let (budget, rounds) = if dram {
+                    (3 * b.budget(), 15)
+                } else {
+                    (b.budget(), ROUNDS)
+                };
+                let rounds = with_threads(threads, || {
+                    let mut stream = stream_closure_padded::<3, 1>(n, pad);
+                    interleaved_rounds(
+                        budget,
+                        rounds,
+                        [
+                            &mut || {
+                                let (p, m, v) = (p.get_mut(), m.get_mut(), v.get_mut());
+                                adam_step(&cfg, 10, p, g.get(), m, v, None).unwrap()
+                            },
+                            &mut stream,
+                        ],
+                    )
+                });
+                let best = |k: usize| rounds.iter().map(|r| r[k]).fold(f64::INFINITY, f64::min);
+                let bytes = (n * BYTES_PER_ELEMENT) as f64;
+                let mut note = footprint(n, pad);
+                if dram {
+                    // stream seconds / kernel seconds = kernel rate / stream rate.
+                    let median = median_ratio(&rounds, 1, 0);
+                    note += &format!("; same-round median ratio {median:.2}");
+                }
+                b.push(Row {
+                    kernel: "adam_step f32 (AdamW)".into(),
+                    shape: format!("2^{e}"),
+                    threads,
+                    rate: bytes / best(0) / 1e9,
+                    unit: "GB/s",
+                    limit: stream_bytes::<3, 1>(n) / best(1) / 1e9,
+                    limit_name: "RMW stream, 4 arrays",
+                    note,
+                });
             }
-            b.push(Row {
-                kernel: "adam_step f32 (AdamW)".into(),
-                shape: format!("2^{e}"),
-                threads,
-                rate: bytes / best(0) / 1e9,
-                unit: "GB/s",
-                limit: stream_bytes::<3, 1>(n) / best(1) / 1e9,
-                limit_name: "RMW stream, 4 arrays",
-                note,
-            });
         }
     }
     multi_tensor_rows(b, &cfg);

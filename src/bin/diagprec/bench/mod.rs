@@ -115,7 +115,14 @@ pub struct Aligned {
 
 impl Aligned {
     pub fn new(n: usize, f: impl Fn(usize) -> f32) -> Self {
-        let mut storage = vec![0.0f32; n + 16];
+        Self::padded(n, 0, f)
+    }
+
+    /// [`Aligned::new`] with `pad` unused floats after the array: separate large allocations
+    /// are mapped next to each other, so this moves the next array's address by `4 * pad`
+    /// bytes (the placement rows of the Adam report).
+    pub fn padded(n: usize, pad: usize, f: impl Fn(usize) -> f32) -> Self {
+        let mut storage = vec![0.0f32; n + 16 + pad];
         let offset = storage.as_ptr().align_offset(64).min(16);
         for (i, x) in storage[offset..offset + n].iter_mut().enumerate() {
             *x = f(i);
@@ -190,10 +197,18 @@ impl<const RW: usize, const RO: usize> WithSimd for StreamLoop<'_, RW, RO> {
 /// closure over its own buffers: one call is one pass, on the current rayon pool's threads in
 /// blocks of 16K elements (the kernels' blocking). It moves [`stream_bytes`] bytes per call.
 pub fn stream_closure<const RW: usize, const RO: usize>(n: usize) -> impl FnMut() {
+    stream_closure_padded::<RW, RO>(n, 0)
+}
+
+/// [`stream_closure`] over arrays allocated with [`Aligned::padded`].
+pub fn stream_closure_padded<const RW: usize, const RO: usize>(
+    n: usize,
+    pad: usize,
+) -> impl FnMut() {
     const BLOCK: usize = 1 << 14;
-    let mut rw: Vec<Aligned> = (0..RW).map(|_| Aligned::new(n, |_| 0.0)).collect();
+    let mut rw: Vec<Aligned> = (0..RW).map(|_| Aligned::padded(n, pad, |_| 0.0)).collect();
     let ro: Vec<Aligned> = (0..RO)
-        .map(|k| Aligned::new(n, |_| 1e-6 * (k + 1) as f32))
+        .map(|k| Aligned::padded(n, pad, |_| 1e-6 * (k + 1) as f32))
         .collect();
     let isa = pulp::Arch::new();
     move || {

@@ -476,8 +476,13 @@ fn abs_max_of<S: Simd>(simd: S, x: &[f32]) -> f32 {
         b = abs_max(simd, b, pair[1]);
     }
     b = abs_max(simd, b, simd.partial_load_f32s(tail));
-    let max = simd.max_u32s(a, b);
-    let lanes: &[u32] = pulp::bytemuck::cast_slice(core::slice::from_ref(&max));
+    reduce_max_bits(simd.max_u32s(a, b))
+}
+
+/// The largest lane of `bits` (the bits of non-negative floats), as the float.
+#[inline(always)]
+fn reduce_max_bits<U: pulp::bytemuck::Pod>(bits: U) -> f32 {
+    let lanes: &[u32] = pulp::bytemuck::cast_slice(core::slice::from_ref(&bits));
     f32::from_bits(lanes.iter().copied().max().unwrap_or(0))
 }
 
@@ -564,20 +569,31 @@ impl<const L2: bool> WithSimd for QuantKernel<'_, L2> {
             .zip(v_codes.chunks_mut(QUANT_BLOCK))
             .zip(m_scales.iter_mut().zip(v_scales.iter_mut()))
         {
-            let (m, v) = (&mut m[..p.len()], &mut v[..p.len()]);
+            let n = p.len();
+            let (m, v) = (&mut m[..n], &mut v[..n]);
             let scales = [simd.splat_f32s(*ms), simd.splat_f32s(*vs)];
             decode_into::<S, true>(simd, mc, m, scales[0]);
             decode_into::<S, false>(simd, vc, v, scales[1]);
-            let block = AdamBlock {
-                param: p,
-                grad: g,
-                exp_avg: &mut *m,
-                exp_avg_sq: &mut *v,
+            // Whole registers through `QuantRegisters` (the absmax taken as the moments are
+            // stored), the rest (the tensor's last block only) through the masked tail.
+            let whole = n / lanes::<S>() * lanes::<S>();
+            let (p, p_tail) = p.split_at_mut(whole);
+            let (g, g_tail) = g.split_at(whole);
+            let (m_body, m_tail) = m.split_at_mut(whole);
+            let (v_body, v_tail) = v.split_at_mut(whole);
+            let mut regs = QuantRegisters::<S>::new(p, g, m_body, v_body, simd);
+            adam_body::<S, false, L2, _>(simd, &c, &mut regs);
+            let (m_max, v_max) = (regs.m_max, regs.v_max);
+            let tail = AdamBlock {
+                param: p_tail,
+                grad: g_tail,
+                exp_avg: &mut *m_tail,
+                exp_avg_sq: &mut *v_tail,
                 max_exp_avg_sq: &mut [],
             };
-            adam_registers_of::<S, false, L2>(simd, &c, block);
-            *ms = abs_max_of(simd, m);
-            *vs = abs_max_of(simd, v);
+            adam_registers_of::<S, false, L2>(simd, &c, tail);
+            *ms = reduce_max_bits(m_max).max(abs_max_of(simd, m_tail));
+            *vs = reduce_max_bits(v_max).max(abs_max_of(simd, v_tail));
             let inv = [
                 simd.splat_f32s(inverse_scale(*ms)),
                 simd.splat_f32s(inverse_scale(*vs)),
@@ -585,6 +601,66 @@ impl<const L2: bool> WithSimd for QuantKernel<'_, L2> {
             encode_into::<S, true>(simd, m, mc, inv[0]);
             encode_into::<S, false>(simd, v, vc, inv[1]);
         }
+    }
+}
+
+/// The operands of one quantization block, whole registers: `theta`, `g`, and the decoded
+/// moments in L1 buffers; the absmax of the new moments (as bits) accumulates as they are stored,
+/// which saves a pass over the buffers.
+struct QuantRegisters<'a, S: Simd> {
+    p: &'a mut [S::f32s],
+    g: &'a [S::f32s],
+    m: &'a mut [S::f32s],
+    v: &'a mut [S::f32s],
+    m_max: S::u32s,
+    v_max: S::u32s,
+}
+
+impl<'a, S: Simd> QuantRegisters<'a, S> {
+    /// Equally long slices of whole registers.
+    #[inline(always)]
+    fn new(p: &'a mut [f32], g: &'a [f32], m: &'a mut [f32], v: &'a mut [f32], simd: S) -> Self {
+        let (p, _) = S::as_mut_simd_f32s(p);
+        let n = p.len();
+        Self {
+            p,
+            g: &S::as_simd_f32s(g).0[..n],
+            m: &mut S::as_mut_simd_f32s(m).0[..n],
+            v: &mut S::as_mut_simd_f32s(v).0[..n],
+            m_max: simd.splat_u32s(0),
+            v_max: simd.splat_u32s(0),
+        }
+    }
+}
+
+impl<S: Simd> AdamRegisters<S> for QuantRegisters<'_, S> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.p.len()
+    }
+
+    #[inline(always)]
+    fn load(&mut self, simd: S, i: usize) -> [S::f32s; 5] {
+        [
+            self.p[i],
+            self.g[i],
+            self.m[i],
+            self.v[i],
+            simd.splat_f32s(0.0),
+        ]
+    }
+
+    #[inline(always)]
+    fn store_moments(&mut self, simd: S, i: usize, m: S::f32s, v: S::f32s, _: S::f32s) {
+        self.m[i] = m;
+        self.v[i] = v;
+        self.m_max = abs_max(simd, self.m_max, m);
+        self.v_max = abs_max(simd, self.v_max, v);
+    }
+
+    #[inline(always)]
+    fn store_theta(&mut self, _: S, i: usize, theta: S::f32s) {
+        self.p[i] = theta;
     }
 }
 

@@ -5,7 +5,7 @@
 //!   environment variable `DIAGPREC_ISA=scalar|avx2|avx512` lowers it, for comparisons), and
 //!   [`Isa::available`] lists every level this machine can run, so tests cover them all.
 //! * Threads come from one crate-wide rayon pool, sized by [`set_num_threads`]. Work is split at
-//!   fixed block boundaries by [`map_reduce_blocks`], whose reduction tree depends only on the
+//!   fixed block boundaries by `map_reduce_blocks`, whose reduction tree depends only on the
 //!   length and the block size: results are bitwise identical for any thread count.
 
 use crate::error::{Error, ErrorKind, Result};

@@ -1,7 +1,7 @@
 //! The C ABI. Nothing outside this module is `unsafe`.
 //!
 //! Every export follows the same contract (DESIGN.md section 4):
-//! 1. it runs inside [`guard`]: a panic becomes `DP_ERR_PANIC`, never an unwind into C;
+//! 1. it runs inside `guard`: a panic becomes `DP_ERR_PANIC`, never an unwind into C;
 //! 2. it checks, in this order and before any slice is formed: null pointers (`(NULL, 0)` is an
 //!    empty buffer), lengths and size overflow, hyperparameters, overlapping buffers;
 //! 3. on failure it returns a status, stores a message for [`library::dp_last_error_message`],

@@ -658,7 +658,7 @@ pub fn adam_step_with(
 }
 
 /// One Adam/AdamW step over many tensors with one configuration, like PyTorch's fused
-/// tensor-list kernels. Work is cut into pieces of at most [`BLOCK`] elements and grouped into
+/// tensor-list kernels. Work is cut into pieces of at most 16384 (`BLOCK`) elements and grouped into
 /// balanced batches by element count (not tensor count) before it is spread over threads.
 /// All tensors are checked (and, with `check_finite`, scanned) before any is written.
 pub fn adam_step_multi(cfg: &AdamConfig, step: u64, tensors: &mut [AdamTensor<'_>]) -> Result<()> {

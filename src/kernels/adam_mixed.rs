@@ -17,7 +17,7 @@
 //! **Rounding**: [`Rounding::NearestEven`] is IEEE round-to-nearest-even (NaN stays NaN, overflow
 //! gives infinity). [`Rounding::Stochastic`] rounds up with probability equal to the discarded
 //! fraction of an ulp, using random bits that depend only on `(seed, step, element index)`
-//! (see [`crate::kernels::convert`]), so results are identical for any thread count.
+//! (see `kernels::convert`), so results are identical for any thread count.
 //!
 //! **Accuracy**: `theta`, `m`, `v` are bitwise equal to [`crate::kernels::adam::adam_step`] on
 //! the widened gradient; `theta16` is `theta` correctly rounded (nearest-even: within 0.5 ulp of

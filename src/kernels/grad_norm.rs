@@ -7,7 +7,7 @@
 //! found_inf = any g_i * inv_grad_scale is NaN or +-Inf
 //! ```
 //!
-//! Each gradient is cut into pieces of [`BLOCK`] elements. Inside a piece, squares are summed in
+//! Each gradient is cut into pieces of `BLOCK` (16384) elements. Inside a piece, squares are summed in
 //! f32 by four register accumulators over runs of 256 elements, and each run's sum is added to an
 //! f64 total (so the f32 rounding never accumulates over more than 256 terms); the pieces' f64
 //! totals are combined along a binary tree fixed by the number of pieces. The f64 norm is

@@ -889,3 +889,83 @@ fn bf16_master_and_eight_bit_state_train_as_well_as_f32() {
         );
     }
 }
+
+#[test]
+fn mixed_and_bf16_state_steps_do_not_depend_on_alignment() {
+    // Long enough for the kernels' alignment peel (>= 4096 elements), and started at every
+    // float offset within a register: the unaligned head runs through the staged path, with the
+    // stochastic counters of the elements it covers.
+    let mut r = rng(61);
+    let len = 5003;
+    let cfg = AdamConfig::adamw(1e-2);
+    let p0 = log_uniform(&mut r, len, -3.0, 1.0, true);
+    let g = log_uniform(&mut r, len, -4.0, 0.0, true);
+    let g16: Vec<u16> = g.iter().map(|&x| to_half(HalfFormat::Bf16, x)).collect();
+    let m0 = log_uniform(&mut r, len, -4.0, 0.0, true);
+    let v0 = log_uniform(&mut r, len, -8.0, 0.0, false);
+    let m16: Vec<u16> = m0.iter().map(|&x| to_half(HalfFormat::Bf16, x)).collect();
+    let v16: Vec<u16> = v0.iter().map(|&x| to_half(HalfFormat::Bf16, x)).collect();
+    for isa in Isa::available() {
+        let mut expected = None;
+        for offset in 0..16 {
+            // Every buffer shifted by `offset` elements inside a longer allocation.
+            let shifted = |x: &[f32]| {
+                let mut b = vec![0f32; offset];
+                b.extend_from_slice(x);
+                b
+            };
+            let shifted16 = |x: &[u16]| {
+                let mut b = vec![0u16; offset];
+                b.extend_from_slice(x);
+                b
+            };
+            let (mut p, mut m, mut v) = (shifted(&p0), shifted(&m0), shifted(&v0));
+            let (g16s, mut p16) = (shifted16(&g16), vec![0u16; offset + len]);
+            adam_step_master_with(
+                isa,
+                Par::Seq,
+                HalfFormat::Bf16,
+                &cfg,
+                5,
+                MasterTensor {
+                    master: &mut p[offset..],
+                    param: &mut p16[offset..],
+                    grad: &g16s[offset..],
+                    exp_avg: &mut m[offset..],
+                    exp_avg_sq: &mut v[offset..],
+                },
+                Rounding::Stochastic { seed: 9 },
+            )
+            .unwrap();
+            let (mut q, gs) = (shifted(&p0), shifted(&g));
+            let (mut qm, mut qv) = (shifted16(&m16), shifted16(&v16));
+            adam_step_bf16_state_with(
+                isa,
+                Par::Seq,
+                &cfg,
+                5,
+                9,
+                Bf16StateTensor {
+                    param: &mut q[offset..],
+                    grad: &gs[offset..],
+                    exp_avg: &mut qm[offset..],
+                    exp_avg_sq: &mut qv[offset..],
+                },
+            )
+            .unwrap();
+            let got = (
+                bits(&p[offset..]),
+                p16[offset..].to_vec(),
+                bits(&m[offset..]),
+                bits(&v[offset..]),
+                bits(&q[offset..]),
+                qm[offset..].to_vec(),
+                qv[offset..].to_vec(),
+            );
+            match &expected {
+                None => expected = Some(got),
+                Some(e) => assert!(*e == got, "{} offset {offset}: differs", isa.name()),
+            }
+        }
+    }
+}

@@ -4,10 +4,10 @@
 //! the multi-tensor call on 1000 tensors of 1K elements; torch's fused AdamW when asked.
 
 use super::{
-    interleaved, interleaved_rounds, median_ratio, stream_bytes, stream_closure,
+    adam_tensors, interleaved, interleaved_rounds, median_ratio, stream_bytes, stream_closure,
     stream_closure_padded, with_threads, Aligned, Bench, Row, ROUNDS,
 };
-use diagprec::{adam_step, adam_step_multi, AdamConfig, AdamTensor};
+use diagprec::{adam_step, adam_step_multi, AdamConfig};
 
 const BYTES_PER_ELEMENT: usize = 28;
 
@@ -127,16 +127,7 @@ fn multi_tensor_rows(b: &mut Bench, cfg: &AdamConfig) {
                 [
                     &mut || {
                         let mut bufs = bufs.lock().unwrap();
-                        let mut tensors: Vec<AdamTensor<'_>> = bufs
-                            .iter_mut()
-                            .map(|[p, g, m, v]| AdamTensor {
-                                param: p,
-                                grad: g,
-                                exp_avg: m,
-                                exp_avg_sq: v,
-                                max_exp_avg_sq: None,
-                            })
-                            .collect();
+                        let mut tensors = adam_tensors(&mut bufs[..]);
                         adam_step_multi(cfg, 10, &mut tensors).unwrap();
                     },
                     &mut || adam_step(cfg, 10, p, g, m, v, None).unwrap(),

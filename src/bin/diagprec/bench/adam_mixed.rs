@@ -10,12 +10,15 @@
 
 use std::sync::Mutex;
 
-use super::{interleaved, stream_bytes, stream_closure_padded, with_threads, Aligned, Bench, Row};
+use super::{
+    adam_tensors, interleaved, stream_bytes, stream_closure_padded, with_threads, Aligned, Bench,
+    Row,
+};
 use diagprec::{
     adam_step, adam_step_8bit_state, adam_step_bf16_state, adam_step_clipped_multi,
     adam_step_master_bf16, adam_step_master_f16, adam_step_multi, grad_norm_multi,
-    quant_scales_len, scale_in_place, AdamConfig, AdamTensor, Bf16StateTensor, Isa, Par,
-    QuantStateTensor, Rounding,
+    quant_scales_len, scale_in_place, AdamConfig, Bf16StateTensor, Isa, Par, QuantStateTensor,
+    Rounding,
 };
 
 /// Bytes moved per parameter by each path (reads + writes).
@@ -173,16 +176,7 @@ fn two_pass_rows(b: &mut Bench, cfg: &AdamConfig) {
         let (fused, unfused) = with_threads(threads, || {
             let mut fused = || {
                 let bufs = &mut *bufs.lock().unwrap();
-                let mut tensors: Vec<AdamTensor<'_>> = bufs
-                    .iter_mut()
-                    .map(|[p, g, m, v]| AdamTensor {
-                        param: p,
-                        grad: g,
-                        exp_avg: m,
-                        exp_avg_sq: v,
-                        max_exp_avg_sq: None,
-                    })
-                    .collect();
+                let mut tensors = adam_tensors(&mut bufs[..]);
                 adam_step_clipped_multi(&cfg, 10, &mut tensors, max_norm).unwrap();
             };
             let isa = Isa::detect();
@@ -199,16 +193,7 @@ fn two_pass_rows(b: &mut Bench, cfg: &AdamConfig) {
                 for [_, g, _, _] in bufs.iter_mut() {
                     scale_in_place(isa, Par::Pool, g, clip).unwrap();
                 }
-                let mut tensors: Vec<AdamTensor<'_>> = bufs
-                    .iter_mut()
-                    .map(|[p, g, m, v]| AdamTensor {
-                        param: p,
-                        grad: g,
-                        exp_avg: m,
-                        exp_avg_sq: v,
-                        max_exp_avg_sq: None,
-                    })
-                    .collect();
+                let mut tensors = adam_tensors(&mut bufs[..]);
                 adam_step_multi(&cfg, 10, &mut tensors).unwrap();
             };
             let [fused, unfused] = interleaved(budget, [&mut fused, &mut unfused]);

@@ -141,6 +141,19 @@ impl Aligned {
     }
 }
 
+/// The Adam tensors (no amsgrad) over `[param, grad, exp_avg, exp_avg_sq]` buffers.
+pub fn adam_tensors(bufs: &mut [[Vec<f32>; 4]]) -> Vec<diagprec::AdamTensor<'_>> {
+    bufs.iter_mut()
+        .map(|[p, g, m, v]| diagprec::AdamTensor {
+            param: p,
+            grad: g,
+            exp_avg: m,
+            exp_avg_sq: v,
+            max_exp_avg_sq: None,
+        })
+        .collect()
+}
+
 /// Runs `f` with the crate (and a local rayon pool for the reference loops) on `threads` threads.
 pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
     diagprec::set_num_threads(threads).expect("thread pool");

@@ -63,6 +63,15 @@ fn avx2<S: Simd>(simd: &S) -> Option<pulp::x86::V3> {
     }
 }
 
+/// The AVX-512 token, when `S` is it (see [`avx2`]).
+#[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+#[inline(always)]
+fn avx512<S: Simd>(simd: &S) -> Option<pulp::x86::V4> {
+    (simd as &dyn core::any::Any)
+        .downcast_ref::<pulp::x86::V4>()
+        .copied()
+}
+
 #[cfg(target_arch = "x86_64")]
 use core::arch::x86_64::{__m128i, __m256i};
 #[cfg(target_arch = "x86_64")]
@@ -75,6 +84,10 @@ pub(crate) fn load_u16<S: Simd>(simd: S, src: &[u16]) -> S::u32s {
     if let (Some(v3), Ok(a)) = (avx2(&simd), <[u16; 8]>::try_from(src)) {
         // PERF: one vpmovzxwd.
         return cast::<pulp::u32x8, S::u32s>(v3.convert_u16x8_to_u32x8(cast(a)));
+    }
+    #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+    if let (Some(v4), Ok(a)) = (avx512(&simd), <[u16; 16]>::try_from(src)) {
+        return cast::<pulp::u32x16, S::u32s>(v4.convert_u16x16_to_u32x16(cast(a)));
     }
     let _ = simd;
     let mut buf = [0u32; MAX_LANES];
@@ -95,6 +108,13 @@ pub(crate) fn store_u16<S: Simd>(simd: S, dst: &mut [u16], x: S::u32s) {
         let ordered = v3.avx2._mm256_permute4x64_epi64::<0b00_00_10_00>(packed);
         let low: __m128i = v3.avx._mm256_castsi256_si128(ordered);
         dst.copy_from_slice(&cast::<__m128i, [u16; 8]>(low));
+        return;
+    }
+    #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+    if let (Some(v4), true) = (avx512(&simd), dst.len() == 16) {
+        // PERF: one vpmovdw.
+        let narrow = v4.convert_u32x16_to_u16x16(cast::<S::u32s, pulp::u32x16>(x));
+        dst.copy_from_slice(&cast::<pulp::u16x16, [u16; 16]>(narrow));
         return;
     }
     let _ = simd;
@@ -118,6 +138,15 @@ pub(crate) fn load_bytes<S: Simd, const SIGNED: bool>(simd: S, src: &[u8]) -> S:
             cast::<pulp::i32x8, S::u32s>(v3.convert_i8x16_to_i32x8(cast(wide)))
         } else {
             cast::<pulp::u32x8, S::u32s>(v3.convert_u8x16_to_u32x8(cast(wide)))
+        };
+    }
+    #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+    if let (Some(v4), Ok(a)) = (avx512(&simd), <[u8; 16]>::try_from(src)) {
+        // PERF: one vpmovsxbd / vpmovzxbd.
+        return if SIGNED {
+            cast::<pulp::i32x16, S::u32s>(v4.convert_i8x16_to_i32x16(cast(a)))
+        } else {
+            cast::<pulp::u32x16, S::u32s>(v4.convert_u8x16_to_u32x16(cast(a)))
         };
     }
     let _ = simd;
@@ -145,6 +174,13 @@ pub(crate) fn store_u8<S: Simd>(simd: S, dst: &mut [u8], x: S::u32s) {
         let ordered = v3.avx2._mm256_permutevar8x32_epi32(bytes, index);
         let low: [u8; 16] = cast(v3.avx._mm256_castsi256_si128(ordered));
         dst.copy_from_slice(&low[..8]);
+        return;
+    }
+    #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+    if let (Some(v4), true) = (avx512(&simd), dst.len() == 16) {
+        // PERF: one vpmovdb.
+        let narrow = v4.convert_u32x16_to_u8x16(cast::<S::u32s, pulp::u32x16>(x));
+        dst.copy_from_slice(&cast::<pulp::u8x16, [u8; 16]>(narrow));
         return;
     }
     let _ = simd;

@@ -419,6 +419,49 @@ fn eight_bit_round_trip_error_is_bounded_per_block() {
     }
 }
 
+/// The value the layout (module docs, `diagprec.h`) gives an 8-bit code, before scaling.
+fn code_value(moment: Moment, code: u8) -> f64 {
+    let (sign, q, emin) = match moment {
+        Moment::ExpAvg => (if code & 0x80 != 0 { -1.0 } else { 1.0 }, code & 0x7f, -14),
+        Moment::ExpAvgSq => (1.0, code, -30),
+    };
+    let (e, f) = ((q >> 3) as i32, (q & 7) as f64);
+    let magnitude = if e == 0 {
+        f / 8.0 * 2f64.powi(emin)
+    } else {
+        (1.0 + f / 8.0) * 2f64.powi(e - 1 + emin)
+    };
+    sign * magnitude
+}
+
+#[test]
+fn eight_bit_decoding_is_the_code_value_times_the_scale_rounded_once() {
+    // Every code, with scales whose results are normal, subnormal or huge: the decoder's single
+    // multiply (or two, when folding the rebias into the scale would overflow) must give the
+    // correctly rounded product of the exact code value and the scale.
+    let codes: Vec<u8> = (0..=255).collect();
+    let scales = [
+        1.0f32, 3.7e-3, 0.618, 1e-38, 1e-44, 7.0e4, 5.0e9, 3.0e38, f32::MAX,
+    ];
+    for isa in Isa::available() {
+        for moment in [Moment::ExpAvg, Moment::ExpAvgSq] {
+            for &scale in &scales {
+                let mut out = vec![0f32; 256];
+                dequantize_state(isa, moment, &codes, &[scale], &mut out).unwrap();
+                for (&c, &x) in codes.iter().zip(&out) {
+                    let want = (code_value(moment, c) * scale as f64) as f32;
+                    assert_eq!(
+                        x.to_bits(),
+                        want.to_bits(),
+                        "{} {moment:?} code {c:#04x} scale {scale:e}: {x:e} != {want:e}",
+                        isa.name()
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn eight_bit_step_matches_the_reference_on_the_decoded_state() {
     let mut r = rng(31);

@@ -436,12 +436,20 @@ fn code_value(moment: Moment, code: u8) -> f64 {
 
 #[test]
 fn eight_bit_decoding_is_the_code_value_times_the_scale_rounded_once() {
-    // Every code, with scales whose results are normal, subnormal or huge: the decoder's single
-    // multiply (or two, when folding the rebias into the scale would overflow) must give the
-    // correctly rounded product of the exact code value and the scale.
+    // Every code, with scales whose results are normal, subnormal or huge: the decoder (an exact
+    // rebias by a power of two, then the scale) must give the correctly rounded product of the
+    // exact code value and the scale.
     let codes: Vec<u8> = (0..=255).collect();
     let scales = [
-        1.0f32, 3.7e-3, 0.618, 1e-38, 1e-44, 7.0e4, 5.0e9, 3.0e38, f32::MAX,
+        1.0f32,
+        3.7e-3,
+        0.618,
+        1e-38,
+        1e-44,
+        7.0e4,
+        5.0e9,
+        3.0e38,
+        f32::MAX,
     ];
     for isa in Isa::available() {
         for moment in [Moment::ExpAvg, Moment::ExpAvgSq] {

@@ -52,9 +52,7 @@ fn to_array<S: Simd>(x: S::u32s) -> [u32; MAX_LANES] {
 fn avx2<S: Simd>(simd: &S) -> Option<pulp::x86::V3> {
     #[cfg(target_arch = "x86_64")]
     {
-        (simd as &dyn core::any::Any)
-            .downcast_ref::<pulp::x86::V3>()
-            .copied()
+        token(simd)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -67,9 +65,14 @@ fn avx2<S: Simd>(simd: &S) -> Option<pulp::x86::V3> {
 #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
 #[inline(always)]
 fn avx512<S: Simd>(simd: &S) -> Option<pulp::x86::V4> {
-    (simd as &dyn core::any::Any)
-        .downcast_ref::<pulp::x86::V4>()
-        .copied()
+    token(simd)
+}
+
+/// `simd` as the token type `T`, when it is one.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn token<S: Simd, T: Copy + 'static>(simd: &S) -> Option<T> {
+    (simd as &dyn core::any::Any).downcast_ref::<T>().copied()
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -44,8 +44,8 @@ pub use kernels::adam_compressed::{
     Moment, QuantStateTensor, QUANT_BLOCK,
 };
 pub use kernels::adam_mixed::{
-    adam_step_master_bf16, adam_step_master_f16, adam_step_master_with, round_to_half, HalfFormat,
-    MasterTensor, Rounding,
+    adam_step_master_bf16, adam_step_master_f16, adam_step_master_with, round_to_half, widen_half,
+    HalfFormat, MasterTensor, Rounding,
 };
 pub use kernels::gn_diag::{
     gn_diag_linear, gn_diag_linear_with, gn_diag_logistic, gn_diag_logistic_with, gn_diag_softmax,

@@ -102,6 +102,31 @@ fn nearest_even_conversion_equals_the_half_crate_on_every_isa() {
 }
 
 #[test]
+fn widening_is_exact_for_every_code_on_every_isa() {
+    // Every 16-bit pattern (zeros, subnormals, normals, infinities, NaN), at an odd offset so
+    // the tail and a misaligned start are covered too.
+    let codes: Vec<u16> = (0..=u16::MAX).chain(0..7).collect();
+    for isa in Isa::available() {
+        for format in [HalfFormat::Bf16, HalfFormat::F16] {
+            let mut out = vec![0f32; codes.len() + 1];
+            widen_half(isa, format, &codes, &mut out[1..]).unwrap();
+            for (&h, &x) in codes.iter().zip(&out[1..]) {
+                let want = from_half(format, h);
+                let at = format!("{} {format:?} {h:#06x}", isa.name());
+                if want.is_nan() {
+                    assert!(x.is_nan(), "{at}: {x}");
+                    assert_eq!(x.is_sign_negative(), want.is_sign_negative(), "{at}");
+                } else {
+                    assert_eq!(x.to_bits(), want.to_bits(), "{at}: {x:e} vs {want:e}");
+                }
+            }
+        }
+    }
+    let mut short = [0f32; 2];
+    assert!(widen_half(Isa::scalar(), HalfFormat::F16, &[0; 3], &mut short).is_err());
+}
+
+#[test]
 fn stochastic_rounding_is_unbiased_and_within_one_ulp() {
     // Tolerance: one rounding has standard deviation <= ulp / 2, so the mean of N = 20000
     // draws is within 6 sigma = 6 * 0.5 / sqrt(N) ~= 0.021 ulp of the value.

@@ -460,6 +460,28 @@ pub fn adam_step_master_with(
     )
 }
 
+/// Widens 16-bit bits of `format` to f32, exactly (the conversion the kernels use; for tests
+/// and setup).
+pub fn widen_half(isa: Isa, format: HalfFormat, values: &[u16], out: &mut [f32]) -> Result<()> {
+    check_lengths(values.len(), &[("out", out.len())])?;
+    struct Widen<'a, const F16: bool> {
+        values: &'a [u16],
+        out: &'a mut [f32],
+    }
+    impl<const F16: bool> WithSimd for Widen<'_, F16> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, simd: S) {
+            widen_into::<S, F16>(simd, self.values, self.out);
+        }
+    }
+    match format {
+        HalfFormat::Bf16 => isa.run(Widen::<false> { values, out }),
+        HalfFormat::F16 => isa.run(Widen::<true> { values, out }),
+    }
+    Ok(())
+}
+
 /// Rounds f32 values to 16-bit bits (the conversion the kernels use; for tests and setup):
 /// `key`-less nearest-even, or stochastic with `(seed, step)` as in the step.
 pub fn round_to_half(

@@ -1,8 +1,8 @@
 //! # Register conversions between f32 and 16- and 8-bit formats
 //!
-//! Shared by the mixed-precision and compressed-state Adam kernels; everything is written with
-//! pulp's portable integer operations, so every instruction set runs the same bit operations and
-//! agrees bitwise.
+//! Shared by the mixed-precision and compressed-state Adam kernels; written with pulp's
+//! portable integer operations (plus a few AVX2 and AVX-512 instructions that give the same
+//! bits), so every instruction set agrees bitwise (NaN payloads aside, see f16).
 //!
 //! * **bf16** (the top 16 bits of an f32): widening is a 16-bit shift; narrowing rounds to
 //!   nearest-even (`(x + 0x7fff + lsb) >> 16`), or stochastically (`(x + r16) >> 16`), and keeps
@@ -11,9 +11,11 @@
 //!   and a smallest normal exponent `EMIN`, with gradual underflow. [`encode_minifloat`] rounds an
 //!   f32 magnitude to such a code with integer arithmetic only (nearest-even or stochastic, the
 //!   same code path for normal and subnormal results), [`decode_minifloat`] widens exactly.
-//!   pulp's AVX2 token (x86-64-v3) does not include F16C, and `core::arch` would need `unsafe`
-//!   outside `src/ffi/`, so f16 uses this software conversion on every ISA (exact, see the tests
-//!   against the `half` crate).
+//!   On AVX-512, f16 goes through the hardware conversion (`vcvtph2ps`, and `vcvtps2ph` for
+//!   nearest-even), which pulp's AVX-512 token wraps safely; pulp's AVX2 token (x86-64-v3) does
+//!   not include F16C, and `core::arch` would need `unsafe` outside `src/ffi/`, so AVX2 and
+//!   scalar use this software conversion, and so does stochastic rounding everywhere. All paths
+//!   give the same bits for every non-NaN value (see the tests against the `half` crate).
 //! * Memory holds 8- and 16-bit values; registers hold one value per 32-bit lane. [`load_u16`]
 //!   and friends widen through a register-sized stack array (which LLVM turns into
 //!   `vpmovzxwd`-style loads); a shorter slice is zero-padded, so the masked tail of every kernel
@@ -75,6 +77,8 @@ fn token<S: Simd, T: Copy + 'static>(simd: &S) -> Option<T> {
     (simd as &dyn core::any::Any).downcast_ref::<T>().copied()
 }
 
+#[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+use core::arch::x86_64::__m512;
 #[cfg(target_arch = "x86_64")]
 use core::arch::x86_64::{__m128i, __m256i};
 #[cfg(target_arch = "x86_64")]
@@ -408,9 +412,17 @@ pub(crate) fn decode_minifloat<S: Simd, const MANT: u32, const EMIN: i32>(
     )
 }
 
-/// f16 bits (low half of each lane) to f32, exactly; infinities and NaN (payload kept) included.
+/// f16 bits (low half of each lane) to f32, exactly; infinities and NaN (payload kept; AVX-512
+/// quiets a signalling NaN) included.
 #[inline(always)]
 pub(crate) fn f16_to_f32<S: Simd>(simd: S, h: S::u32s) -> S::f32s {
+    #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+    if let Some(v4) = avx512(&simd) {
+        // PERF: the hardware conversion (F16C's, part of AVX-512F): vpmovdw + vcvtph2ps instead
+        // of ~9 integer operations; it converts subnormals exactly and ignores MXCSR.DAZ.
+        let h = v4.convert_u32x16_to_u16x16(cast::<S::u32s, pulp::u32x16>(h));
+        return cast::<__m512, S::f32s>(v4.avx512f._mm512_cvtph_ps(cast(h)));
+    }
     let magnitude = simd.and_u32s(h, simd.splat_u32s(0x7fff));
     let sign = shl(simd, simd.and_u32s(h, simd.splat_u32s(0x8000)), 16);
     let finite = decode_minifloat::<S, 10, -14>(simd, magnitude);
@@ -422,13 +434,26 @@ pub(crate) fn f16_to_f32<S: Simd>(simd: S, h: S::u32s) -> S::f32s {
 
 /// f32 to f16 bits: nearest-even, or stochastic with `random`; overflow gives infinity (for
 /// stochastic rounding: values past the largest finite f16 round up to infinity with the
-/// probability of their excess), NaN gives the quiet NaN `0x7e00` with the sign kept.
+/// probability of their excess), NaN gives a quiet NaN with the sign kept (`0x7e00` in
+/// software; AVX-512's nearest-even conversion keeps the top of the payload).
 #[inline(always)]
 pub(crate) fn f32_to_f16<S: Simd, const STOCHASTIC: bool>(
     simd: S,
     x: S::f32s,
     random: S::u32s,
 ) -> S::u32s {
+    #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+    if let (Some(v4), false) = (avx512(&simd), STOCHASTIC) {
+        // PERF: the hardware conversion (vcvtps2ph, nearest-even from the immediate, not from
+        // MXCSR) + vpmovzxwd instead of ~14 integer operations; the bits are those of the
+        // software path for every non-NaN input (the tests compare both with the `half` crate).
+        use core::arch::x86_64::{_MM_FROUND_NO_EXC, _MM_FROUND_TO_NEAREST_INT};
+        const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        let h = v4
+            .avx512f
+            ._mm512_cvtps_ph::<NEAREST>(cast::<S::f32s, __m512>(x));
+        return cast::<pulp::u32x16, S::u32s>(v4.convert_u16x16_to_u32x16(cast(h)));
+    }
     let bits = simd.transmute_u32s_f32s(x);
     let magnitude = simd.and_u32s(bits, simd.splat_u32s(0x7fff_ffff));
     let sign = shr(simd, simd.and_u32s(bits, simd.splat_u32s(0x8000_0000)), 16);

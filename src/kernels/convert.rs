@@ -66,7 +66,7 @@ fn avx2<S: Simd>(simd: &S) -> Option<pulp::x86::V3> {
 /// The AVX-512 token, when `S` is it (see [`avx2`]).
 #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
 #[inline(always)]
-fn avx512<S: Simd>(simd: &S) -> Option<pulp::x86::V4> {
+pub(crate) fn avx512<S: Simd>(simd: &S) -> Option<pulp::x86::V4> {
     token(simd)
 }
 

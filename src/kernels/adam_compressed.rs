@@ -33,11 +33,14 @@
 //! **Passes**: both kernels run the f32 kernel's own body (so the arithmetic is exactly the f32
 //! step's) in one pass over memory. The bf16-state kernel converts in registers as the body
 //! loads and stores `m`, `v` (a 16-bit shift; a stochastic rounding). The 8-bit kernel works per
-//! quantization block: decode `m`, `v` into two 1 KB f32 buffers (L1), run the body on them,
-//! take the new absmax of each, encode. (Measured at 2^20 elements, 1 thread: decoding in the
-//! body's loads instead made the 8-bit step ~10% slower, while it made the bf16-state step ~20%
-//! faster than staging: the 8-bit codecs are long integer chains that overlap better in loops of
-//! their own.) The layout is the checkpoint format: save `codes` and `scales` as they are
+//! quantization block: decode `m`, `v`, run the body, keep the new `m`, `v` in two 1 KB f32
+//! buffers (L1) while taking their absmax, encode. With AVX-512 (32 registers) the body decodes
+//! the codes as it loads them and the encoder works on 16-bit lanes, two registers at a time;
+//! with AVX2 (16 registers) decoding inside the body's loads spills constants (measured: ~5%
+//! slower on Zen 4, ~10% on Zen 3), so AVX2 and scalar decode into the buffers first: the 8-bit
+//! codecs are long integer chains that overlap better in loops of their own there.
+//!
+//! The layout is the checkpoint format: save `codes` and `scales` as they are
 //! ([`quantize_state`] and [`dequantize_state`] convert from and to f32).
 //!
 //! **Accuracy**: per element, `theta` is the f32 step on the decoded state; the round trip
@@ -657,16 +660,23 @@ impl<const L2: bool> WithSimd for QuantKernel<'_, L2> {
             let n = p.len();
             let (m, v) = (&mut m[..n], &mut v[..n]);
             let scales = [simd.splat_f32s(*ms), simd.splat_f32s(*vs)];
-            decode_into::<S, true>(simd, mc, m, scales[0]);
-            decode_into::<S, false>(simd, vc, v, scales[1]);
             // Whole registers through `QuantRegisters` (the absmax taken as the moments are
             // stored), the rest (the tensor's last block only) through the masked tail.
             let whole = n / lanes::<S>() * lanes::<S>();
+            // PERF: with AVX-512's 32 registers, the whole registers are decoded as the update
+            // loads them, which saves the buffers' store and reload (in cache, 1 thread: 0.56 to
+            // 0.51 ns per parameter); with AVX2's 16 the constants spill (0.72 to 0.76), so
+            // AVX2 and scalar decode everything into the buffers first.
+            let decode_in_loads = lanes::<S>() == MAX_LANES;
+            let first = if decode_in_loads { whole } else { 0 };
+            decode_into::<S, true>(simd, &mc[first..], &mut m[first..], scales[0]);
+            decode_into::<S, false>(simd, &vc[first..], &mut v[first..], scales[1]);
             let (p, p_tail) = p.split_at_mut(whole);
             let (g, g_tail) = g.split_at(whole);
             let (m_body, m_tail) = m.split_at_mut(whole);
             let (v_body, v_tail) = v.split_at_mut(whole);
-            let mut regs = QuantRegisters::<S>::new(p, g, m_body, v_body, simd);
+            let codes = decode_in_loads.then_some([&mc[..whole], &vc[..whole]]);
+            let mut regs = QuantRegisters::<S>::new(p, g, m_body, v_body, codes, scales, simd);
             adam_body::<S, false, L2, _>(simd, &c, &mut regs);
             let (m_max, v_max) = (regs.m_max, regs.v_max);
             let tail = AdamBlock {
@@ -697,6 +707,10 @@ struct QuantRegisters<'a, S: Simd> {
     g: &'a [S::f32s],
     m: &'a mut [S::f32s],
     v: &'a mut [S::f32s],
+    /// The codes of `m` and `v` when they are decoded as they are loaded (else the buffers
+    /// hold the decoded values), and their scales.
+    codes: Option<[&'a [u8]; 2]>,
+    scales: [S::f32s; 2],
     m_max: S::u32s,
     v_max: S::u32s,
 }
@@ -704,14 +718,25 @@ struct QuantRegisters<'a, S: Simd> {
 impl<'a, S: Simd> QuantRegisters<'a, S> {
     /// Equally long slices of whole registers.
     #[inline(always)]
-    fn new(p: &'a mut [f32], g: &'a [f32], m: &'a mut [f32], v: &'a mut [f32], simd: S) -> Self {
+    fn new(
+        p: &'a mut [f32],
+        g: &'a [f32],
+        m: &'a mut [f32],
+        v: &'a mut [f32],
+        codes: Option<[&'a [u8]; 2]>,
+        scales: [S::f32s; 2],
+        simd: S,
+    ) -> Self {
         let (p, _) = S::as_mut_simd_f32s(p);
         let n = p.len();
+        let width = lanes::<S>();
         Self {
             p,
             g: &S::as_simd_f32s(g).0[..n],
             m: &mut S::as_mut_simd_f32s(m).0[..n],
             v: &mut S::as_mut_simd_f32s(v).0[..n],
+            codes: codes.map(|[m, v]| [&m[..n * width], &v[..n * width]]),
+            scales,
             m_max: simd.splat_u32s(0),
             v_max: simd.splat_u32s(0),
         }
@@ -726,13 +751,19 @@ impl<S: Simd> AdamRegisters<S> for QuantRegisters<'_, S> {
 
     #[inline(always)]
     fn load(&mut self, simd: S, i: usize) -> [S::f32s; 5] {
-        [
-            self.p[i],
-            self.g[i],
-            self.m[i],
-            self.v[i],
-            simd.splat_f32s(0.0),
-        ]
+        let (m, v) = match self.codes {
+            Some([m, v]) => {
+                let width = lanes::<S>();
+                let m = load_bytes::<S, true>(simd, &m[i * width..][..width]);
+                let v = load_bytes::<S, false>(simd, &v[i * width..][..width]);
+                (
+                    decode::<S, true>(simd, m, self.scales[0]),
+                    decode::<S, false>(simd, v, self.scales[1]),
+                )
+            }
+            None => (self.m[i], self.v[i]),
+        };
+        [self.p[i], self.g[i], m, v, simd.splat_f32s(0.0)]
     }
 
     #[inline(always)]

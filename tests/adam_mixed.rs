@@ -526,23 +526,26 @@ fn eight_bit_encoding_follows_the_specification_on_every_isa() {
     }
 }
 
+/// Block scales whose decoded values are normal, subnormal or huge (up to `f32::MAX`).
+const AWKWARD_SCALES: [f32; 9] = [
+    1.0,
+    3.7e-3,
+    0.618,
+    1e-38,
+    1e-44,
+    7.0e4,
+    5.0e9,
+    3.0e38,
+    f32::MAX,
+];
+
 #[test]
 fn eight_bit_decoding_is_the_code_value_times_the_scale_rounded_once() {
     // Every code, with scales whose results are normal, subnormal or huge: the decoder (an exact
     // rebias by a power of two, then the scale) must give the correctly rounded product of the
     // exact code value and the scale.
     let codes: Vec<u8> = (0..=255).collect();
-    let scales = [
-        1.0f32,
-        3.7e-3,
-        0.618,
-        1e-38,
-        1e-44,
-        7.0e4,
-        5.0e9,
-        3.0e38,
-        f32::MAX,
-    ];
+    let scales = AWKWARD_SCALES;
     for isa in Isa::available() {
         for moment in [Moment::ExpAvg, Moment::ExpAvgSq] {
             for &scale in &scales {
@@ -562,22 +565,48 @@ fn eight_bit_decoding_is_the_code_value_times_the_scale_rounded_once() {
     }
 }
 
+/// 8-bit optimizer state: codes and scales of `m`, then of `v`.
+type QuantState = (Vec<u8>, Vec<f32>, Vec<u8>, Vec<f32>);
+
+/// Parameters, `m` codes, `m` scales, `v` codes, `v` scales; floats as bits.
+type StepBits = (Vec<u32>, Vec<u8>, Vec<u32>, Vec<u8>, Vec<u32>);
+
+/// One 8-bit-state step on `isa` (one thread) from copies of `p0` and `state`: the new
+/// parameters and state, floats as bits so that results compare exactly.
+fn step_8bit(
+    isa: Isa,
+    cfg: &AdamConfig,
+    step: u64,
+    p0: &[f32],
+    g: &[f32],
+    state: &QuantState,
+) -> StepBits {
+    let mut p = p0.to_vec();
+    let (mut mc, mut ms, mut vc, mut vs) = state.clone();
+    adam_step_8bit_state_with(
+        isa,
+        Par::Seq,
+        cfg,
+        step,
+        QuantStateTensor {
+            param: &mut p,
+            grad: g,
+            exp_avg_codes: &mut mc,
+            exp_avg_scales: &mut ms,
+            exp_avg_sq_codes: &mut vc,
+            exp_avg_sq_scales: &mut vs,
+        },
+    )
+    .unwrap();
+    (bits(&p), mc, bits(&ms), vc, bits(&vs))
+}
+
 #[test]
 fn eight_bit_step_is_identical_on_every_isa_for_every_code_and_scale() {
     // The step's own decoder (AVX-512 folds the rebias into the scale where the product is
     // finite and decodes as it loads) against the scalar one: every code a step can meet, in
     // blocks whose scales give normal, subnormal and huge values, one block per scale.
-    let scales = [
-        1.0f32,
-        3.7e-3,
-        0.618,
-        1e-38,
-        1e-44,
-        7.0e4,
-        5.0e9,
-        3.0e38,
-        f32::MAX,
-    ];
+    let scales = AWKWARD_SCALES;
     let len = scales.len() * QUANT_BLOCK - 5;
     let mut r = rng(27);
     let p0 = log_uniform(&mut r, len, -3.0, 1.0, true);
@@ -587,33 +616,16 @@ fn eight_bit_step_is_identical_on_every_isa_for_every_code_and_scale() {
         .map(|i| ((i * 7) % 121) as u8 | (i % 2 * 0x80) as u8)
         .collect();
     let vc0: Vec<u8> = (0..len).map(|i| ((i * 5) % 249) as u8).collect();
-    let scales = scales.to_vec();
+    let state = (mc0, scales.to_vec(), vc0, scales.to_vec());
     for (name, cfg) in configs() {
-        let mut expected = None;
+        let expected = step_8bit(Isa::scalar(), &cfg, 2, &p0, &g, &state);
         for isa in Isa::available() {
-            let mut p = p0.clone();
-            let (mut mc, mut ms, mut vc, mut vs) =
-                (mc0.clone(), scales.clone(), vc0.clone(), scales.clone());
-            adam_step_8bit_state_with(
-                isa,
-                Par::Seq,
-                &cfg,
-                2,
-                QuantStateTensor {
-                    param: &mut p,
-                    grad: &g,
-                    exp_avg_codes: &mut mc,
-                    exp_avg_scales: &mut ms,
-                    exp_avg_sq_codes: &mut vc,
-                    exp_avg_sq_scales: &mut vs,
-                },
-            )
-            .unwrap();
-            let got = (bits(&p), mc, bits(&ms), vc, bits(&vs));
-            match &expected {
-                None => expected = Some(got),
-                Some(e) => assert!(*e == got, "{name} {}: differs from scalar", isa.name()),
-            }
+            let got = step_8bit(isa, &cfg, 2, &p0, &g, &state);
+            assert!(
+                got == expected,
+                "{name} {}: differs from scalar",
+                isa.name()
+            );
         }
     }
 }
@@ -652,56 +664,44 @@ fn eight_bit_step_matches_the_reference_on_the_decoded_state() {
             let mut rm: Vec<f64> = md.iter().map(|&x| x as f64).collect();
             let mut rv: Vec<f64> = vd.iter().map(|&x| x as f64).collect();
             reference::adam_step(&cfg, 4, &mut rp, &gd, &mut rm, &mut rv, None);
-            let mut expected = None;
+            // Every ISA gives the scalar path's bits; those are checked against the reference.
+            let state = (mc0, ms0, vc0, vs0);
+            let expected = step_8bit(Isa::scalar(), &cfg, 4, &p0, &g, &state);
             for isa in Isa::available() {
-                let mut p = p0.clone();
-                let (mut mc, mut ms, mut vc, mut vs) =
-                    (mc0.clone(), ms0.clone(), vc0.clone(), vs0.clone());
-                adam_step_8bit_state_with(
-                    isa,
-                    Par::Seq,
-                    &cfg,
-                    4,
-                    QuantStateTensor {
-                        param: &mut p,
-                        grad: &g,
-                        exp_avg_codes: &mut mc,
-                        exp_avg_scales: &mut ms,
-                        exp_avg_sq_codes: &mut vc,
-                        exp_avg_sq_scales: &mut vs,
-                    },
-                )
-                .unwrap();
-                let at = format!("{name} {} len {len}", isa.name());
-                for i in 0..len {
-                    let update = (rp[i] - p0[i] as f64).abs();
-                    let e = ulps(p[i], rp[i], (p0[i] as f64).abs() + update);
-                    assert!(e <= 10.0, "{at}: param[{i}] off by {e} ulp");
-                }
-                // The new state is the re-encoding of the reference's m, v (to the round trip bound).
-                let mut m_back = vec![0f32; len];
-                let mut v_back = vec![0f32; len];
-                dequantize_state(isa, Moment::ExpAvg, &mc, &ms, &mut m_back).unwrap();
-                dequantize_state(isa, Moment::ExpAvgSq, &vc, &vs, &mut v_back).unwrap();
-                for (b, (rmb, rvb)) in rm
-                    .chunks(QUANT_BLOCK)
-                    .zip(rv.chunks(QUANT_BLOCK))
-                    .enumerate()
-                {
-                    let mmax = rmb.iter().fold(0f64, |a, &y| a.max(y.abs()));
-                    let vmax = rvb.iter().fold(0f64, |a, &y| a.max(y));
-                    for j in 0..rmb.len() {
-                        let i = b * QUANT_BLOCK + j;
-                        let bm = (rmb[j].abs() / 16.0).max(mmax * 2f64.powi(-14)) + 1e-5 * mmax;
-                        assert!((m_back[i] as f64 - rmb[j]).abs() <= bm, "{at}: m[{i}]");
-                        let bv = (rvb[j] / 16.0).max(vmax * 2f64.powi(-30)) + 1e-5 * vmax;
-                        assert!((v_back[i] as f64 - rvb[j]).abs() <= bv, "{at}: v[{i}]");
-                    }
-                }
-                let got = (bits(&p), mc, bits(&ms), vc, bits(&vs));
-                match &expected {
-                    None => expected = Some(got),
-                    Some(e) => assert!(*e == got, "{at}: differs from scalar"),
+                let got = step_8bit(isa, &cfg, 4, &p0, &g, &state);
+                assert!(
+                    got == expected,
+                    "{name} {} len {len}: differs from scalar",
+                    isa.name()
+                );
+            }
+            let at = format!("{name} len {len}");
+            let floats = |b: &[u32]| b.iter().map(|&x| f32::from_bits(x)).collect::<Vec<_>>();
+            let (p, mc, ms, vc, vs) = &expected;
+            let (p, ms, vs) = (floats(p), floats(ms), floats(vs));
+            for i in 0..len {
+                let update = (rp[i] - p0[i] as f64).abs();
+                let e = ulps(p[i], rp[i], (p0[i] as f64).abs() + update);
+                assert!(e <= 10.0, "{at}: param[{i}] off by {e} ulp");
+            }
+            // The new state is the re-encoding of the reference's m, v (to the round trip bound).
+            let mut m_back = vec![0f32; len];
+            let mut v_back = vec![0f32; len];
+            dequantize_state(Isa::scalar(), Moment::ExpAvg, mc, &ms, &mut m_back).unwrap();
+            dequantize_state(Isa::scalar(), Moment::ExpAvgSq, vc, &vs, &mut v_back).unwrap();
+            for (b, (rmb, rvb)) in rm
+                .chunks(QUANT_BLOCK)
+                .zip(rv.chunks(QUANT_BLOCK))
+                .enumerate()
+            {
+                let mmax = rmb.iter().fold(0f64, |a, &y| a.max(y.abs()));
+                let vmax = rvb.iter().fold(0f64, |a, &y| a.max(y));
+                for j in 0..rmb.len() {
+                    let i = b * QUANT_BLOCK + j;
+                    let bm = (rmb[j].abs() / 16.0).max(mmax * 2f64.powi(-14)) + 1e-5 * mmax;
+                    assert!((m_back[i] as f64 - rmb[j]).abs() <= bm, "{at}: m[{i}]");
+                    let bv = (rvb[j] / 16.0).max(vmax * 2f64.powi(-30)) + 1e-5 * vmax;
+                    assert!((v_back[i] as f64 - rvb[j]).abs() <= bv, "{at}: v[{i}]");
                 }
             }
         }

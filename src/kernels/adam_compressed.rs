@@ -52,10 +52,8 @@ use super::adam::{
     adam_body, adam_registers_of, align_head, check_step, grad_is_finite, non_finite_error,
     AdamBlock, AdamCoefficients, AdamConfig, AdamRegisters, Splat, BLOCK,
 };
-use super::adam_mixed::{check_lengths, check_no_amsgrad, narrow_at};
-use super::convert::{
-    self, bf16_to_f32, lanes, load_bytes, load_u16, store_u16, store_u8, store_u8x4, MAX_LANES,
-};
+use super::adam_mixed::{check_lengths, check_no_amsgrad, narrow_store_at, widen_at};
+use super::convert::{self, lanes, load_bytes, store_u8, store_u8x4, MAX_LANES};
 use crate::dispatch::{self, Isa, Par, Split};
 use crate::error::{Error, Result};
 use pulp::{Simd, WithSimd};
@@ -175,19 +173,15 @@ impl<S: Simd> AdamRegisters<S> for Bf16StateRegisters<'_, S> {
 
     #[inline(always)]
     fn load(&mut self, simd: S, i: usize) -> [S::f32s; 5] {
-        let width = lanes::<S>();
-        let m = bf16_to_f32(simd, load_u16::<S>(simd, &self.m16[i * width..][..width]));
-        let v = bf16_to_f32(simd, load_u16::<S>(simd, &self.v16[i * width..][..width]));
+        let m = widen_at::<S, false>(simd, self.m16, i);
+        let v = widen_at::<S, false>(simd, self.v16, i);
         [self.p[i], self.g[i], m, v, simd.splat_f32s(0.0)]
     }
 
     #[inline(always)]
     fn store_moments(&mut self, simd: S, i: usize, m: S::f32s, v: S::f32s, _: S::f32s) {
-        let width = lanes::<S>();
-        let m = narrow_at::<S, false, true>(simd, m, self.keys[0], self.first, i);
-        let v = narrow_at::<S, false, true>(simd, v, self.keys[1], self.first, i);
-        store_u16::<S>(simd, &mut self.m16[i * width..][..width], m);
-        store_u16::<S>(simd, &mut self.v16[i * width..][..width], v);
+        narrow_store_at::<S, false, true>(simd, self.m16, m, self.keys[0], self.first, i);
+        narrow_store_at::<S, false, true>(simd, self.v16, v, self.keys[1], self.first, i);
     }
 
     #[inline(always)]

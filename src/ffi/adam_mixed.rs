@@ -16,7 +16,7 @@
 //! All-zero codes and scales are the usual `m = v = 0` start.
 
 use super::adam::{check_tensor, dp_adam_config, dp_adam_tensor_f32, tensor_view, validate};
-use super::check::{self, Name, Region};
+use super::check::{self, buffer, check_buffers, plain, Name, Region};
 use super::{dp_status, guard};
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernels::adam::AdamConfig;
@@ -45,61 +45,6 @@ use crate::{Isa, Par};
 pub const DP_ADAM_8BIT_BLOCK: usize = 256;
 
 const _: () = assert!(DP_ADAM_8BIT_BLOCK == QUANT_BLOCK);
-
-/// One buffer of a single-tensor call: its name, address, element count and size, and whether
-/// the call writes it.
-struct Buffer {
-    name: &'static str,
-    addr: *const u8,
-    len: usize,
-    elem_size: usize,
-    align: usize,
-    written: bool,
-}
-
-fn buffer<T>(name: &'static str, ptr: *const T, len: usize, written: bool) -> Buffer {
-    Buffer {
-        name,
-        addr: ptr.cast(),
-        len,
-        elem_size: core::mem::size_of::<T>(),
-        align: core::mem::align_of::<T>(),
-        written,
-    }
-}
-
-/// Null, size/alignment, then (after the caller's hyperparameter check) overlap, in that order.
-fn check_buffers(buffers: &[Buffer]) -> Result<Vec<Region>> {
-    for b in buffers {
-        check::non_null(b.name, b.addr, b.len)?;
-    }
-    for b in buffers {
-        let bytes = b.len.checked_mul(b.elem_size);
-        if bytes.is_none_or(|n| n > isize::MAX as usize) {
-            return Err(Error::length(format!(
-                "{}: {} elements overflow the address space",
-                b.name, b.len
-            )));
-        }
-        if !b.addr.is_null() && !(b.addr as usize).is_multiple_of(b.align) {
-            return Err(Error::new(
-                ErrorKind::InvalidArgument,
-                format!("{} is not aligned to {} bytes", b.name, b.align),
-            ));
-        }
-    }
-    Ok(buffers
-        .iter()
-        .map(|b| Region::new(plain(b.name), b.addr, b.len * b.elem_size, b.written))
-        .collect())
-}
-
-fn plain(field: &'static str) -> Name {
-    Name {
-        tensor: None,
-        field,
-    }
-}
 
 fn config(cfg: *const dp_adam_config) -> Result<AdamConfig> {
     check::required("cfg", cfg)?;

@@ -48,22 +48,77 @@ pub(crate) fn size_and_alignment<T>(
     ptr: *const T,
     len: usize,
 ) -> Result<()> {
-    let bytes = len.checked_mul(core::mem::size_of::<T>());
-    if bytes.is_none_or(|b| b > isize::MAX as usize) {
+    size_and_alignment_of(name, &buffer("", ptr, len, false))
+}
+
+/// [`size_and_alignment`] for a buffer's element size and alignment.
+fn size_and_alignment_of(name: impl fmt::Display, b: &Buffer) -> Result<()> {
+    let bytes = b.len.checked_mul(b.elem_size);
+    if bytes.is_none_or(|n| n > isize::MAX as usize) {
         return Err(Error::length(format!(
-            "{name}: {len} elements overflow the address space"
+            "{name}: {} elements overflow the address space",
+            b.len
         )));
     }
-    if !ptr.is_null() && !(ptr as usize).is_multiple_of(core::mem::align_of::<T>()) {
+    if !b.addr.is_null() && !(b.addr as usize).is_multiple_of(b.align) {
         return Err(Error::new(
             ErrorKind::InvalidArgument,
-            format!(
-                "{name} is not aligned to {} bytes",
-                core::mem::align_of::<T>()
-            ),
+            format!("{name} is not aligned to {} bytes", b.align),
         ));
     }
     Ok(())
+}
+
+/// `a * b` elements of `name`, or a length error when the product overflows.
+pub(crate) fn product(name: &str, a: usize, b: usize) -> Result<usize> {
+    a.checked_mul(b)
+        .ok_or_else(|| Error::length(format!("{name}: {a} x {b} overflows")))
+}
+
+/// An argument outside any tensor list.
+pub(crate) fn plain(field: &'static str) -> Name {
+    Name {
+        tensor: None,
+        field,
+    }
+}
+
+/// One buffer of a call: its name, address, element count, size and alignment, and whether the
+/// call writes it. Optional buffers (NULL allowed) are listed only when non-NULL.
+pub(crate) struct Buffer {
+    name: &'static str,
+    addr: *const u8,
+    len: usize,
+    elem_size: usize,
+    align: usize,
+    written: bool,
+}
+
+pub(crate) fn buffer<T>(name: &'static str, ptr: *const T, len: usize, written: bool) -> Buffer {
+    Buffer {
+        name,
+        addr: ptr.cast(),
+        len,
+        elem_size: core::mem::size_of::<T>(),
+        align: core::mem::align_of::<T>(),
+        written,
+    }
+}
+
+/// The null checks of every buffer, then the size and alignment checks (in that order across
+/// all of them); on success, the buffers' regions for [`disjoint`], which callers run after
+/// their hyperparameter checks.
+pub(crate) fn check_buffers(buffers: &[Buffer]) -> Result<Vec<Region>> {
+    for b in buffers {
+        non_null(b.name, b.addr, b.len)?;
+    }
+    for b in buffers {
+        size_and_alignment_of(b.name, b)?;
+    }
+    Ok(buffers
+        .iter()
+        .map(|b| Region::new(plain(b.name), b.addr, b.len * b.elem_size, b.written))
+        .collect())
 }
 
 /// One buffer an export touches, for the overlap check.

@@ -1,7 +1,7 @@
 //! Gauss-Newton exports: diagonal accumulation (identity, linear and softmax layers, dense and
 //! Kronecker bases) and the GN^p step.
 
-use super::check::{self, Region};
+use super::check::{self, buffer, check_buffers, product};
 use super::{dp_status, guard};
 use crate::error::{self, Error, ErrorKind, Result};
 use crate::kernels::gn_diag::{
@@ -107,53 +107,6 @@ fn check_samples(n_samples: usize) -> Result<()> {
     Ok(())
 }
 
-fn product(name: &str, a: usize, b: usize) -> Result<usize> {
-    a.checked_mul(b)
-        .ok_or_else(|| Error::length(format!("{name}: {a} x {b} overflows")))
-}
-
-/// One buffer of an export: name, pointer, length, whether it is written. Optional buffers
-/// (NULL allowed) are listed only when non-NULL.
-struct Buffer {
-    name: &'static str,
-    ptr: *const f32,
-    len: usize,
-    written: bool,
-}
-
-fn buffer(name: &'static str, ptr: *const f32, len: usize, written: bool) -> Buffer {
-    Buffer {
-        name,
-        ptr,
-        len,
-        written,
-    }
-}
-
-/// Null, size and alignment checks of every buffer (in that order across all of them).
-fn check_buffers(buffers: &[Buffer]) -> Result<()> {
-    for b in buffers {
-        check::non_null(b.name, b.ptr, b.len)?;
-    }
-    for b in buffers {
-        check::size_and_alignment(b.name, b.ptr, b.len)?;
-    }
-    Ok(())
-}
-
-fn regions(buffers: &[Buffer]) -> Vec<Region> {
-    buffers
-        .iter()
-        .map(|b| {
-            let name = check::Name {
-                tensor: None,
-                field: b.name,
-            };
-            Region::new(name, b.ptr, b.len, b.written)
-        })
-        .collect()
-}
-
 /// `h[j] <- beta h[j] + (1 - beta) (1/N) sum_n w[n] x[n][j]^2` (identity basis; DESIGN.md 2.2).
 /// `x` holds `n_samples` rows of `dim` floats, `row_stride >= dim` apart (so it must be valid for
 /// `(n_samples - 1) * row_stride + dim` floats); `weights` (`n_samples` floats) may be NULL for
@@ -179,10 +132,10 @@ pub unsafe extern "C" fn dp_gn_diag_weighted_f32(
         if !weights.is_null() {
             buffers.push(buffer("weights", weights, n_samples, false));
         }
-        check_buffers(&buffers)?;
+        let regions = check_buffers(&buffers)?;
         check_samples(n_samples)?;
         check_beta(beta)?;
-        check::disjoint(regions(&buffers))?;
+        check::disjoint(regions)?;
         // SAFETY: non-null (or empty), sized, aligned and disjoint from the written `h`:
         // checked above; validity for these lengths is the C contract.
         let (x, h, weights) = unsafe {
@@ -218,10 +171,10 @@ pub unsafe extern "C" fn dp_gn_diag_logistic_f32(
             buffer("logits", logits, n_samples, false),
             buffer("h", h, dim, true),
         ];
-        check_buffers(&buffers)?;
+        let regions = check_buffers(&buffers)?;
         check_samples(n_samples)?;
         check_beta(beta)?;
-        check::disjoint(regions(&buffers))?;
+        check::disjoint(regions)?;
         // SAFETY: non-null (or empty), sized, aligned and disjoint: checked above.
         let (x, logits, h) = unsafe {
             (
@@ -265,10 +218,10 @@ pub unsafe extern "C" fn dp_gn_diag_linear_f32(
         if !h_bias.is_null() {
             buffers.push(buffer("h_bias", h_bias, c_out, true));
         }
-        check_buffers(&buffers)?;
+        let regions = check_buffers(&buffers)?;
         check_samples(n_samples)?;
         check_beta(beta)?;
-        check::disjoint(regions(&buffers))?;
+        check::disjoint(regions)?;
         // SAFETY: non-null (or empty), sized, aligned and disjoint: checked above.
         let (x, s, h, h_bias) = unsafe {
             (
@@ -316,11 +269,11 @@ pub unsafe extern "C" fn dp_gn_diag_softmax_f32(
         if !h_bias.is_null() {
             buffers.push(buffer("h_bias", h_bias, classes, true));
         }
-        check_buffers(&buffers)?;
+        let regions = check_buffers(&buffers)?;
         check_samples(n_samples)?;
         check_beta(beta)?;
         let estimator = self::estimator(estimator)?;
-        check::disjoint(regions(&buffers))?;
+        check::disjoint(regions)?;
         // SAFETY: non-null (or empty), sized, aligned and disjoint: checked above.
         let (x, logits, h, h_bias) = unsafe {
             (
@@ -369,10 +322,10 @@ pub unsafe extern "C" fn dp_gn_diag_weighted_in_basis_f32(
         if !weights.is_null() {
             buffers.push(buffer("weights", weights, n_samples, false));
         }
-        check_buffers(&buffers)?;
+        let regions = check_buffers(&buffers)?;
         check_samples(n_samples)?;
         check_beta(beta)?;
-        check::disjoint(regions(&buffers))?;
+        check::disjoint(regions)?;
         // SAFETY: non-null (or empty), sized, aligned and disjoint: checked above.
         let (x, u, h, weights) = unsafe {
             (
@@ -428,11 +381,11 @@ pub unsafe extern "C" fn dp_gn_diag_softmax_in_kronecker_f32(
         if !h_bias.is_null() {
             buffers.push(buffer("h_bias", h_bias, classes, true));
         }
-        check_buffers(&buffers)?;
+        let regions = check_buffers(&buffers)?;
         check_samples(n_samples)?;
         check_beta(beta)?;
         let estimator = self::estimator(estimator)?;
-        check::disjoint(regions(&buffers))?;
+        check::disjoint(regions)?;
         // SAFETY: non-null (or empty), sized, aligned and disjoint: checked above.
         let (x, logits, q_c, q_x, h, h_bias) = unsafe {
             (
@@ -491,12 +444,12 @@ pub unsafe extern "C" fn dp_gn_step_f32(
         if !exp_avg.is_null() {
             buffers.push(buffer("exp_avg", exp_avg, len, true));
         }
-        check_buffers(&buffers)?;
+        let regions = check_buffers(&buffers)?;
         config.validate()?;
         if step == 0 {
             return Err(Error::hyperparameter("step = 0: steps are counted from 1"));
         }
-        check::disjoint(regions(&buffers))?;
+        check::disjoint(regions)?;
         // SAFETY: non-null (or empty), sized, aligned and disjoint: checked above.
         let (param, grad, h, exp_avg) = unsafe {
             (

@@ -378,9 +378,9 @@ fn rebias_and_scale<S: Simd, const FOLDED: bool>(
     }
 }
 
-/// The block's scales with the decoders' rebias folded in, when both products are finite (the
-/// exact powers-of-two multiples of the scales; otherwise, for scales of 2^16 and more, the
-/// rebias stays a multiply of its own).
+/// The block's scales with the decoders' rebias folded in, when both products are finite (they
+/// are then exact: the scales times powers of two). Otherwise (an `m` scale of 2^16 or more, a
+/// `v` scale of 2^32 or more) the rebias stays a multiply of its own.
 fn fold_rebias(m_scale: f32, v_scale: f32) -> Option<[f32; 2]> {
     let folded = [m_scale * M_REBIAS, v_scale * V_REBIAS];
     folded.iter().all(|s| s.is_finite()).then_some(folded)
@@ -741,9 +741,10 @@ impl<const L2: bool> WithSimd for QuantKernel<'_, L2> {
     }
 }
 
-/// The operands of one quantization block, whole registers: `theta`, `g`, and the decoded
-/// moments in L1 buffers; the absmax of the new moments (as bits) accumulates as they are stored,
-/// which saves a pass over the buffers.
+/// The operands of one quantization block, whole registers: `theta`, `g`, the moments' codes
+/// (AVX-512) or their decoded values, and the L1 buffers that take the new moments; the absmax
+/// of the new moments (as bits) accumulates as they are stored, which saves a pass over the
+/// buffers.
 struct QuantRegisters<'a, S: Simd, const FOLDED: bool> {
     p: &'a mut [S::f32s],
     g: &'a [S::f32s],

@@ -121,7 +121,6 @@ pub(crate) fn narrow_into<S: Simd, const F16: bool, const STOCHASTIC: bool>(
     }
 }
 
-/// [`narrow`] of register `i` of a run whose first element has index `first`.
 /// Register `i` of 16-bit values of the format, widened.
 #[inline(always)]
 pub(crate) fn widen_at<S: Simd, const F16: bool>(simd: S, src: &[u16], i: usize) -> S::f32s {
@@ -144,6 +143,7 @@ pub(crate) fn narrow_store_at<S: Simd, const F16: bool, const STOCHASTIC: bool>(
     store_u16::<S>(simd, &mut dst[i * width..][..width], rounded);
 }
 
+/// [`narrow`] of register `i` of a run whose first element has index `first`.
 // No closure here: a closure is a function of its own, compiled without the SIMD target
 // features, so the pulp operations in it would not inline (measured: 30x slower).
 #[inline(always)]
@@ -224,8 +224,8 @@ impl<const F16: bool, const STOCHASTIC: bool, const L2: bool> WithSimd
     /// gradient into an f32 buffer, run the f32 update on the chunk, round the new `theta`
     /// into the 16-bit copy.
     // PERF: converting in registers needs room for the conversion's constants: in cache (2^12,
-    // 1 thread, best of 6 alternating runs) AVX-512 went from 0.47 to 0.40 ns per parameter
-    // (bf16, nearest), 0.58 to 0.45 (stochastic), 0.43 to 0.33 (f16); with AVX2's 16 registers
+    // 1 thread, best of 5 alternating runs) AVX-512 went from 0.42 to 0.37 ns per parameter
+    // (bf16, nearest), 0.52 to 0.43 (stochastic), 0.41 to 0.32 (f16); with AVX2's 16 registers
     // f16 went from 0.71 to 0.90 (spills) and bf16 did not change, so AVX2 and scalar stage.
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {

@@ -51,7 +51,7 @@ fn to_array<S: Simd>(x: S::u32s) -> [u32; MAX_LANES] {
 /// stack array, which costs a store-forwarding stall per register. The test is on types, so it
 /// folds away after monomorphization.
 #[inline(always)]
-fn avx2<S: Simd>(simd: &S) -> Option<pulp::x86::V3> {
+pub(crate) fn avx2<S: Simd>(simd: &S) -> Option<pulp::x86::V3> {
     #[cfg(target_arch = "x86_64")]
     {
         token(simd)
@@ -213,30 +213,6 @@ pub(crate) fn first_chunk<S: Simd>(x: &[f32]) -> usize {
         (width - misaligned) / core::mem::size_of::<f32>()
     } else {
         CHUNK
-    }
-}
-
-/// Stores the low 8 bits of every lane of four registers, in order, into `dst` (four registers
-/// of lanes long).
-#[inline(always)]
-pub(crate) fn store_u8x4<S: Simd>(simd: S, dst: &mut [u8], x: [S::u32s; 4]) {
-    #[cfg(target_arch = "x86_64")]
-    if let (Some(v3), true) = (avx2(&simd), dst.len() == 32) {
-        // PERF: three packs and one dword permute per 32 bytes (one store), instead of four
-        // packs, permutes and 8-byte stores.
-        let [a, b, c, d]: [__m256i; 4] = cast(x);
-        let ab = v3.avx2._mm256_packus_epi32(a, b);
-        let cd = v3.avx2._mm256_packus_epi32(c, d);
-        // Dwords now hold a0-3 b0-3 c0-3 d0-3 | a4-7 b4-7 c4-7 d4-7.
-        let bytes = v3.avx2._mm256_packus_epi16(ab, cd);
-        let index: __m256i = cast([0u32, 4, 1, 5, 2, 6, 3, 7]);
-        let ordered: [u8; 32] = cast(v3.avx2._mm256_permutevar8x32_epi32(bytes, index));
-        dst.copy_from_slice(&ordered);
-        return;
-    }
-    let width = lanes::<S>();
-    for (d, x) in dst.chunks_mut(width).zip(x) {
-        store_u8::<S>(simd, d, x);
     }
 }
 

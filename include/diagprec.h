@@ -24,6 +24,13 @@
 // All-zero codes and scales are the usual m = v = 0 start.
 #define DP_ADAM_8BIT_BLOCK 256
 
+// `moment` of `dp_adam_8bit_quantize_f32` and `dp_adam_8bit_dequantize_f32`: `exp_avg` (signed
+// codes).
+#define DP_MOMENT_EXP_AVG 0
+
+// `moment`: `exp_avg_sq` (unsigned codes; the values must be >= 0).
+#define DP_MOMENT_EXP_AVG_SQ 1
+
 // `dp_basis_info.kind`: the identity.
 #define DP_BASIS_IDENTITY 0
 
@@ -306,10 +313,11 @@ enum dp_status dp_adam_step_bf16_state(const struct dp_adam_config *cfg,
 // `ceil(len / 256)`: the number of floats in each scale array of the 8-bit state.
 size_t dp_adam_8bit_scales_len(size_t len);
 
-// One Adam/AdamW step with 8-bit block-quantized `m` and `v` (layout: see DP_ADAM_8BIT_BLOCK): decoded, stepped and re-encoded in one pass,
-// with fresh per-block scales. Code arrays hold `len` bytes, scale arrays
-// `dp_adam_8bit_scales_len(len)` floats. amsgrad is not supported. Buffers must not overlap;
-// on failure nothing is written.
+// One Adam/AdamW step with 8-bit block-quantized `m` and `v` (layout: see
+// DP_ADAM_8BIT_BLOCK): decoded, stepped and re-encoded in one pass, with fresh per-block
+// scales. Code arrays hold `len` bytes, scale arrays `dp_adam_8bit_scales_len(len)` floats.
+// A scale that is not finite or is negative (a corrupted state) is DP_ERR_INVALID_ARGUMENT.
+// amsgrad is not supported. Buffers must not overlap; on failure nothing is written.
 //
 // # Safety
 // Each non-NULL pointer valid for its element count (reads for `grad`, reads and writes for
@@ -323,6 +331,35 @@ enum dp_status dp_adam_step_8bit_state(const struct dp_adam_config *cfg,
                                        uint8_t *exp_avg_sq_codes,
                                        float *exp_avg_sq_scales,
                                        size_t len);
+
+// Encodes `len` f32 values of one moment into the 8-bit layout (see DP_ADAM_8BIT_BLOCK), as
+// the 8-bit step encodes its new state: `len` codes and `dp_adam_8bit_scales_len(len)` scales
+// (each block's absmax). For example, to go on from an f32 checkpoint with 8-bit state. The
+// values must be finite (and >= 0 for DP_MOMENT_EXP_AVG_SQ), else DP_ERR_INVALID_ARGUMENT.
+// Buffers must not overlap; on failure nothing is written.
+//
+// # Safety
+// `values` must be valid for reading `len` floats, `codes` for writing `len` bytes, `scales`
+// for writing `dp_adam_8bit_scales_len(len)` floats.
+enum dp_status dp_adam_8bit_quantize_f32(uint32_t moment,
+                                         const float *values,
+                                         uint8_t *codes,
+                                         float *scales,
+                                         size_t len);
+
+// Decodes `len` codes of one moment and their `dp_adam_8bit_scales_len(len)` scales (layout:
+// see DP_ADAM_8BIT_BLOCK) into f32: exactly the values the 8-bit step decodes, e.g. to save
+// the state as f32. A scale that is not finite or is negative is DP_ERR_INVALID_ARGUMENT.
+// Buffers must not overlap; on failure nothing is written.
+//
+// # Safety
+// `codes` must be valid for reading `len` bytes, `scales` for reading
+// `dp_adam_8bit_scales_len(len)` floats, `values` for writing `len` floats.
+enum dp_status dp_adam_8bit_dequantize_f32(uint32_t moment,
+                                           const uint8_t *codes,
+                                           const float *scales,
+                                           float *values,
+                                           size_t len);
 
 // Creates the identity basis on `len` floats (rotations are copies; steps are the plain ones).
 //

@@ -593,6 +593,32 @@ struct adam_8bit_state {
           exp_avg_sq_scales(dp_adam_8bit_scales_len(len)) {}
     std::size_t size() const noexcept { return exp_avg_codes.size(); }
 
+    /// The state of f32 moments (containers of equal size), encoded as the step encodes its
+    /// own (dp_adam_8bit_quantize_f32): e.g. to go on from an f32 checkpoint. Throws
+    /// DP_ERR_INVALID_ARGUMENT for a non-finite value or a negative exp_avg_sq.
+    template <class M, class V>
+    static adam_8bit_state from_f32(const M& exp_avg, const V& exp_avg_sq) {
+        if (exp_avg.size() != exp_avg_sq.size())
+            throw error(DP_ERR_LENGTH, "diagprec::adam_8bit_state::from_f32: size mismatch");
+        adam_8bit_state s(exp_avg.size());
+        detail::throw_if_failed(dp_adam_8bit_quantize_f32(DP_MOMENT_EXP_AVG, exp_avg.data(),
+                                                          s.exp_avg_codes.data(),
+                                                          s.exp_avg_scales.data(), s.size()));
+        detail::throw_if_failed(dp_adam_8bit_quantize_f32(
+            DP_MOMENT_EXP_AVG_SQ, exp_avg_sq.data(), s.exp_avg_sq_codes.data(),
+            s.exp_avg_sq_scales.data(), s.size()));
+        return s;
+    }
+
+    /// The decoded exp_avg (dp_adam_8bit_dequantize_f32): exactly what the step decodes.
+    std::vector<float> exp_avg_f32() const {
+        return decode(DP_MOMENT_EXP_AVG, exp_avg_codes, exp_avg_scales);
+    }
+    /// The decoded exp_avg_sq.
+    std::vector<float> exp_avg_sq_f32() const {
+        return decode(DP_MOMENT_EXP_AVG_SQ, exp_avg_sq_codes, exp_avg_sq_scales);
+    }
+
     /// One step on param / grad (containers of `size()` floats).
     template <class P, class G>
     void step(const dp_adam_config& cfg, std::uint64_t t, P& param, const G& grad) {
@@ -601,6 +627,17 @@ struct adam_8bit_state {
         detail::throw_if_failed(dp_adam_step_8bit_state(
             &cfg, t, param.data(), grad.data(), exp_avg_codes.data(), exp_avg_scales.data(),
             exp_avg_sq_codes.data(), exp_avg_sq_scales.data(), size()));
+    }
+
+private:
+    static std::vector<float> decode(std::uint32_t moment, const std::vector<std::uint8_t>& codes,
+                                     const std::vector<float>& scales) {
+        if (scales.size() != dp_adam_8bit_scales_len(codes.size()))
+            throw error(DP_ERR_LENGTH, "diagprec::adam_8bit_state: scales of the wrong size");
+        std::vector<float> out(codes.size());
+        detail::throw_if_failed(dp_adam_8bit_dequantize_f32(moment, codes.data(), scales.data(),
+                                                            out.data(), out.size()));
+        return out;
     }
 };
 

@@ -955,6 +955,99 @@ fn bad_input_is_rejected_and_nothing_changes() {
     assert!(pp.iter().all(|&x| x == 1.0) && mc.iter().all(|&x| x == 0));
 }
 
+#[test]
+fn corrupted_eight_bit_state_is_refused_and_nothing_changes() {
+    // A block scale that is NaN, infinite or negative (a corrupted checkpoint), in either
+    // moment: the step and the decoder name it and write nothing, on every ISA.
+    let cfg = AdamConfig::adamw(1e-3);
+    let n = 600; // three blocks, the last one short
+    let g: Vec<f32> = (0..n).map(|i| (i as f32).sin()).collect();
+    let p0 = vec![0.5f32; n];
+    let good: QuantState = (vec![0x38; n], vec![1e-3; 3], vec![0xf0; n], vec![1e-6; 3]);
+    for bad in [f32::NAN, f32::INFINITY, -1e-3] {
+        for moment in [Moment::ExpAvg, Moment::ExpAvgSq] {
+            let mut state = good.clone();
+            let name = match moment {
+                Moment::ExpAvg => {
+                    state.1[2] = bad;
+                    "exp_avg_scales[2]"
+                }
+                Moment::ExpAvgSq => {
+                    state.3[2] = bad;
+                    "exp_avg_sq_scales[2]"
+                }
+            };
+            for isa in Isa::available() {
+                let mut p = p0.clone();
+                let (mut mc, mut ms, mut vc, mut vs) = state.clone();
+                let e = adam_step_8bit_state_with(
+                    isa,
+                    Par::Pool,
+                    &cfg,
+                    3,
+                    QuantStateTensor {
+                        param: &mut p,
+                        grad: &g,
+                        exp_avg_codes: &mut mc,
+                        exp_avg_scales: &mut ms,
+                        exp_avg_sq_codes: &mut vc,
+                        exp_avg_sq_scales: &mut vs,
+                    },
+                )
+                .unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+                assert!(e.message().contains(name), "{e}");
+                assert_eq!(bits(&p), bits(&p0));
+                assert_eq!((mc, vc), (state.0.clone(), state.2.clone()));
+                assert_eq!((bits(&ms), bits(&vs)), (bits(&state.1), bits(&state.3)));
+                let (codes, scales) = match moment {
+                    Moment::ExpAvg => (&state.0, &state.1),
+                    Moment::ExpAvgSq => (&state.2, &state.3),
+                };
+                let mut out = vec![7.0f32; n];
+                let e = dequantize_state(isa, moment, codes, scales, &mut out).unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+                assert!(e.message().contains("scales[2]"), "{e}");
+                assert!(out.iter().all(|&x| x == 7.0));
+            }
+        }
+    }
+    // The encoder names the first value it cannot encode.
+    for (moment, bad) in [
+        (Moment::ExpAvg, f32::NAN),
+        (Moment::ExpAvg, f32::NEG_INFINITY),
+        (Moment::ExpAvgSq, -1e-9),
+        (Moment::ExpAvgSq, f32::INFINITY),
+    ] {
+        let mut values = vec![0.25f32; n];
+        values[417] = bad;
+        values[500] = bad;
+        let (mut codes, mut scales) = (vec![9u8; n], vec![3.0f32; 3]);
+        let e =
+            quantize_state(Isa::detect(), moment, &values, &mut codes, &mut scales).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+        assert!(e.message().contains("values[417]"), "{e}");
+        assert!(codes.iter().all(|&c| c == 9) && scales.iter().all(|&s| s == 3.0));
+    }
+    // The uncorrupted state steps.
+    let (mut mc, mut ms, mut vc, mut vs) = good;
+    let mut p = p0;
+    adam_step_8bit_state(
+        &cfg,
+        3,
+        QuantStateTensor {
+            param: &mut p,
+            grad: &g,
+            exp_avg_codes: &mut mc,
+            exp_avg_scales: &mut ms,
+            exp_avg_sq_codes: &mut vc,
+            exp_avg_sq_scales: &mut vs,
+        },
+    )
+    .unwrap();
+    assert!(p.iter().all(|&x| x != 0.5 && x.is_finite()));
+}
+
 /// Logistic regression on separable-ish synthetic data: f32 Adam, bf16-master Adam (bf16
 /// gradients computed from the bf16 parameters) and 8-bit-state Adam, 400 full-batch steps.
 /// Margin: the final losses are within 0.005 (absolute, in nats; f32 ends near 0.034) of f32 training.

@@ -200,6 +200,28 @@ static void compressed_state_steps(void) {
     for (unsigned i = 0; i < N; i++) s.m16[i] = s.v16[i] = 0;
     CHECK(dp_adam_8bit_scales_len(N) == 2 && dp_adam_8bit_scales_len(0) == 0 &&
           dp_adam_8bit_scales_len(256) == 1);
+    /* The 8-bit state starts from f32 moments: each block's scale is its absmax, each code
+     * decodes (documented layout) to within the format's bound, and the decoder gives exactly
+     * code value times scale, rounded once. */
+    CHECK_STATUS(dp_adam_8bit_quantize_f32(DP_MOMENT_EXP_AVG, s.m, s.mc, s.ms, N), DP_OK);
+    CHECK_STATUS(dp_adam_8bit_quantize_f32(DP_MOMENT_EXP_AVG_SQ, s.v, s.vc, s.vs, N), DP_OK);
+    float md[N], vd[N];
+    CHECK_STATUS(dp_adam_8bit_dequantize_f32(DP_MOMENT_EXP_AVG, s.mc, s.ms, md, N), DP_OK);
+    CHECK_STATUS(dp_adam_8bit_dequantize_f32(DP_MOMENT_EXP_AVG_SQ, s.vc, s.vs, vd, N), DP_OK);
+    for (unsigned b = 0; b < 2; b++) {
+        float mmax = 0, vmax = 0;
+        for (unsigned i = b * 256; i < N && i < b * 256 + 256; i++) {
+            if (fabsf(s.m[i]) > mmax) mmax = fabsf(s.m[i]);
+            if (s.v[i] > vmax) vmax = s.v[i];
+        }
+        CHECK(s.ms[b] == mmax && s.vs[b] == vmax);
+    }
+    for (unsigned i = 0; i < N; i++) {
+        CHECK(md[i] == (float)decode_m(s.mc[i], s.ms[i / 256]));
+        CHECK(vd[i] == (float)decode_v(s.vc[i], s.vs[i / 256]));
+        CHECK(fabs(md[i] - s.m[i]) <= fabs(s.m[i]) / 16.0 + s.ms[i / 256] * ldexp(1.0, -14));
+        CHECK(fabs(vd[i] - s.v[i]) <= s.v[i] / 16.0 + s.vs[i / 256] * ldexp(1.0, -30));
+    }
     double m[N] = {0}, v[N] = {0}, mq[N] = {0}, vq[N] = {0};
     float p8[N];
     memcpy(p8, s.p, sizeof p8);
@@ -327,6 +349,42 @@ static void errors_write_nothing(void) {
     CHECK_STATUS(dp_adam_step_8bit_state(&fin, 1, s.p, s.g, s.mc, s.ms, s.vc, s.vs, N),
                  DP_ERR_NON_FINITE);
     UNCHANGED();
+    /* A corrupted scale (NaN, negative) is refused. */
+    s.ms[1] = before.ms[1] = NAN;
+    CHECK_STATUS(dp_adam_step_8bit_state(&c, 1, s.p, s.g, s.mc, s.ms, s.vc, s.vs, N),
+                 DP_ERR_INVALID_ARGUMENT);
+    UNCHANGED();
+    s.ms[1] = before.ms[1] = 0;
+    s.vs[0] = before.vs[0] = -1;
+    CHECK_STATUS(dp_adam_step_8bit_state(&c, 1, s.p, s.g, s.mc, s.ms, s.vc, s.vs, N),
+                 DP_ERR_INVALID_ARGUMENT);
+    UNCHANGED();
+
+    /* 8-bit encoder and decoder */
+    CHECK_STATUS(dp_adam_8bit_quantize_f32(DP_MOMENT_EXP_AVG, NULL, s.mc, s.ms, N),
+                 DP_ERR_NULL_POINTER);
+    CHECK_STATUS(dp_adam_8bit_quantize_f32(2, s.m, s.mc, s.ms, N), DP_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(dp_adam_8bit_quantize_f32(DP_MOMENT_EXP_AVG, s.m, s.mc, s.ms, SIZE_MAX / 2),
+                 DP_ERR_LENGTH);
+    CHECK_STATUS(
+        dp_adam_8bit_quantize_f32(DP_MOMENT_EXP_AVG, s.m, (uint8_t *)(void *)s.m, s.ms, N),
+        DP_ERR_ALIASING);
+    /* m holds negative values: not a second moment. */
+    CHECK_STATUS(dp_adam_8bit_quantize_f32(DP_MOMENT_EXP_AVG_SQ, s.m, s.vc, s.vs, N),
+                 DP_ERR_INVALID_ARGUMENT);
+    s.v[7] = before.v[7] = INFINITY;
+    CHECK_STATUS(dp_adam_8bit_quantize_f32(DP_MOMENT_EXP_AVG_SQ, s.v, s.vc, s.vs, N),
+                 DP_ERR_INVALID_ARGUMENT);
+    UNCHANGED();
+    CHECK_STATUS(dp_adam_8bit_dequantize_f32(DP_MOMENT_EXP_AVG, s.mc, NULL, s.m, N),
+                 DP_ERR_NULL_POINTER);
+    CHECK_STATUS(dp_adam_8bit_dequantize_f32(7, s.mc, s.ms, s.m, N), DP_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(dp_adam_8bit_dequantize_f32(DP_MOMENT_EXP_AVG, s.mc, s.m + 1, s.m, N),
+                 DP_ERR_ALIASING);
+    CHECK_STATUS(dp_adam_8bit_dequantize_f32(DP_MOMENT_EXP_AVG_SQ, s.vc, s.vs, s.v, N),
+                 DP_ERR_INVALID_ARGUMENT); /* vs[0] = -1 */
+    UNCHANGED();
+    s.vs[0] = before.vs[0] = 0;
 
     /* norm and the clipped step */
     s.g[5] = 0.5f;

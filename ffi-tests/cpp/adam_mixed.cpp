@@ -50,6 +50,21 @@ static void wrappers_equal_the_c_calls() {
     restored.step(cfg, 2, param_saved, grad);
     CHECK(dp_same_bits(param.data(), param_saved.data(), n));
     CHECK(restored.exp_avg_codes == state.exp_avg_codes);
+    // Through f32 and back: the decoded moments re-encode to the same state.
+    auto m8 = state.exp_avg_f32(), v8 = state.exp_avg_sq_f32();
+    std::vector<float> m8c(n), v8c(n);
+    CHECK_STATUS(dp_adam_8bit_dequantize_f32(DP_MOMENT_EXP_AVG, state.exp_avg_codes.data(),
+                                             state.exp_avg_scales.data(), m8c.data(), n),
+                 DP_OK);
+    CHECK_STATUS(dp_adam_8bit_dequantize_f32(DP_MOMENT_EXP_AVG_SQ, state.exp_avg_sq_codes.data(),
+                                             state.exp_avg_sq_scales.data(), v8c.data(), n),
+                 DP_OK);
+    CHECK(dp_same_bits(m8.data(), m8c.data(), n) && dp_same_bits(v8.data(), v8c.data(), n));
+    auto again = diagprec::adam_8bit_state::from_f32(m8, v8);
+    CHECK(again.exp_avg_scales == state.exp_avg_scales);
+    CHECK(again.exp_avg_sq_scales == state.exp_avg_sq_scales);
+    auto m8again = again.exp_avg_f32();
+    CHECK(dp_same_bits(m8again.data(), m8.data(), n));
 
     // Norm and the clipped step.
     std::vector<dp_adam_tensor_f32> list = {{param.data(), grad.data(), m.data(), v.data(), nullptr, n}};
@@ -101,6 +116,32 @@ static void errors_become_exceptions_or_codes() {
         state.step(diagprec::adam_config(), 1, master, short_grad);
     } catch (const diagprec::error& e) {
         thrown = e.status() == DP_ERR_LENGTH;
+    }
+    CHECK(thrown);
+    // A corrupted checkpoint: the step throws and writes nothing.
+    state.exp_avg_sq_scales[0] = NAN;
+    std::vector<float> p10(10, 1.0f), g10(10, 0.5f);
+    thrown = false;
+    try {
+        state.step(diagprec::adam_config(), 1, p10, g10);
+    } catch (const diagprec::error& e) {
+        thrown = e.status() == DP_ERR_INVALID_ARGUMENT;
+    }
+    CHECK(thrown);
+    CHECK(p10 == std::vector<float>(10, 1.0f));
+    thrown = false;
+    try {
+        (void)state.exp_avg_sq_f32();
+    } catch (const diagprec::error& e) {
+        thrown = e.status() == DP_ERR_INVALID_ARGUMENT;
+    }
+    CHECK(thrown);
+    thrown = false;
+    try {
+        std::vector<float> negative(10, -1.0f);
+        (void)diagprec::adam_8bit_state::from_f32(negative, negative);
+    } catch (const diagprec::error& e) {
+        thrown = e.status() == DP_ERR_INVALID_ARGUMENT;
     }
     CHECK(thrown);
 }

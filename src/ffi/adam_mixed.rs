@@ -21,8 +21,8 @@ use super::{dp_status, guard};
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernels::adam::AdamConfig;
 use crate::kernels::adam_compressed::{
-    adam_step_8bit_state, adam_step_bf16_state, quant_scales_len, Bf16StateTensor,
-    QuantStateTensor, QUANT_BLOCK,
+    adam_step_8bit_state, adam_step_bf16_state, dequantize_state, quant_scales_len, quantize_state,
+    Bf16StateTensor, Moment, QuantStateTensor, QUANT_BLOCK,
 };
 use crate::kernels::adam_mixed::{
     adam_step_master_with, check_no_amsgrad, HalfFormat, MasterTensor, Rounding,
@@ -400,10 +400,11 @@ pub extern "C" fn dp_adam_8bit_scales_len(len: usize) -> usize {
     quant_scales_len(len)
 }
 
-/// One Adam/AdamW step with 8-bit block-quantized `m` and `v` (layout: see DP_ADAM_8BIT_BLOCK): decoded, stepped and re-encoded in one pass,
-/// with fresh per-block scales. Code arrays hold `len` bytes, scale arrays
-/// `dp_adam_8bit_scales_len(len)` floats. amsgrad is not supported. Buffers must not overlap;
-/// on failure nothing is written.
+/// One Adam/AdamW step with 8-bit block-quantized `m` and `v` (layout: see
+/// DP_ADAM_8BIT_BLOCK): decoded, stepped and re-encoded in one pass, with fresh per-block
+/// scales. Code arrays hold `len` bytes, scale arrays `dp_adam_8bit_scales_len(len)` floats.
+/// A scale that is not finite or is negative (a corrupted state) is DP_ERR_INVALID_ARGUMENT.
+/// amsgrad is not supported. Buffers must not overlap; on failure nothing is written.
 ///
 /// # Safety
 /// Each non-NULL pointer valid for its element count (reads for `grad`, reads and writes for
@@ -446,5 +447,97 @@ pub unsafe extern "C" fn dp_adam_step_8bit_state(
             }
         };
         adam_step_8bit_state(&config, step, tensor)
+    })
+}
+
+/// `moment` of `dp_adam_8bit_quantize_f32` and `dp_adam_8bit_dequantize_f32`: `exp_avg` (signed
+/// codes).
+pub const DP_MOMENT_EXP_AVG: u32 = 0;
+/// `moment`: `exp_avg_sq` (unsigned codes; the values must be >= 0).
+pub const DP_MOMENT_EXP_AVG_SQ: u32 = 1;
+
+fn moment(value: u32) -> Result<Moment> {
+    match value {
+        DP_MOMENT_EXP_AVG => Ok(Moment::ExpAvg),
+        DP_MOMENT_EXP_AVG_SQ => Ok(Moment::ExpAvgSq),
+        other => Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!("moment = {other}: expected DP_MOMENT_EXP_AVG (0) or DP_MOMENT_EXP_AVG_SQ (1)"),
+        )),
+    }
+}
+
+/// Encodes `len` f32 values of one moment into the 8-bit layout (see DP_ADAM_8BIT_BLOCK), as
+/// the 8-bit step encodes its new state: `len` codes and `dp_adam_8bit_scales_len(len)` scales
+/// (each block's absmax). For example, to go on from an f32 checkpoint with 8-bit state. The
+/// values must be finite (and >= 0 for DP_MOMENT_EXP_AVG_SQ), else DP_ERR_INVALID_ARGUMENT.
+/// Buffers must not overlap; on failure nothing is written.
+///
+/// # Safety
+/// `values` must be valid for reading `len` floats, `codes` for writing `len` bytes, `scales`
+/// for writing `dp_adam_8bit_scales_len(len)` floats.
+#[no_mangle]
+pub unsafe extern "C" fn dp_adam_8bit_quantize_f32(
+    moment: u32,
+    values: *const f32,
+    codes: *mut u8,
+    scales: *mut f32,
+    len: usize,
+) -> dp_status {
+    guard(|| {
+        let moment = self::moment(moment)?;
+        let n_scales = quant_scales_len(len);
+        let regions = check_buffers(&[
+            buffer("values", values, len, false),
+            buffer("codes", codes, len, true),
+            buffer("scales", scales, n_scales, true),
+        ])?;
+        check::disjoint(regions)?;
+        // SAFETY: non-null (or empty), aligned, sized, pairwise disjoint: checked above.
+        let (values, codes, scales) = unsafe {
+            (
+                check::slice(values, len),
+                check::slice_mut(codes, len),
+                check::slice_mut(scales, n_scales),
+            )
+        };
+        quantize_state(Isa::detect(), moment, values, codes, scales)
+    })
+}
+
+/// Decodes `len` codes of one moment and their `dp_adam_8bit_scales_len(len)` scales (layout:
+/// see DP_ADAM_8BIT_BLOCK) into f32: exactly the values the 8-bit step decodes, e.g. to save
+/// the state as f32. A scale that is not finite or is negative is DP_ERR_INVALID_ARGUMENT.
+/// Buffers must not overlap; on failure nothing is written.
+///
+/// # Safety
+/// `codes` must be valid for reading `len` bytes, `scales` for reading
+/// `dp_adam_8bit_scales_len(len)` floats, `values` for writing `len` floats.
+#[no_mangle]
+pub unsafe extern "C" fn dp_adam_8bit_dequantize_f32(
+    moment: u32,
+    codes: *const u8,
+    scales: *const f32,
+    values: *mut f32,
+    len: usize,
+) -> dp_status {
+    guard(|| {
+        let moment = self::moment(moment)?;
+        let n_scales = quant_scales_len(len);
+        let regions = check_buffers(&[
+            buffer("codes", codes, len, false),
+            buffer("scales", scales, n_scales, false),
+            buffer("values", values, len, true),
+        ])?;
+        check::disjoint(regions)?;
+        // SAFETY: non-null (or empty), aligned, sized, pairwise disjoint: checked above.
+        let (codes, scales, values) = unsafe {
+            (
+                check::slice(codes, len),
+                check::slice(scales, n_scales),
+                check::slice_mut(values, len),
+            )
+        };
+        dequantize_state(Isa::detect(), moment, codes, scales, values)
     })
 }

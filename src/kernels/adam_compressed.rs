@@ -47,7 +47,8 @@
 //! **Accuracy**: per element, `theta` is the f32 step on the decoded state; the round trip
 //! `decode(encode(x))` is within `max(|x| / 16, 2^-14 scale)` for `m` and
 //! `max(v / 16, 2^-30 scale)` for `v` (see `tests/adam_mixed.rs`). Non-finite state cannot be
-//! represented; use `check_finite`. Amsgrad is not supported.
+//! represented; use `check_finite`. A scale that is not finite or is negative (a corrupted
+//! checkpoint) is refused with an error before anything is written. Amsgrad is not supported.
 
 use super::adam::{
     adam_body, adam_registers_of, align_head, check_step, grad_is_finite, non_finite_error,
@@ -56,7 +57,7 @@ use super::adam::{
 use super::adam_mixed::{check_lengths, check_no_amsgrad, narrow_store_at, widen_at};
 use super::convert::{self, lanes, load_bytes, store_u8, MAX_LANES};
 use crate::dispatch::{self, Isa, Par, Split};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use pulp::{Simd, WithSimd};
 
 /// Elements per quantization block (one scale per block and moment).
@@ -937,10 +938,36 @@ fn check_quant_lengths(n: usize, named: &[(&str, usize)], scales: &[(&str, usize
     check_lengths(quant_scales_len(n), scales)
 }
 
+/// Every value in `[low, f32::MAX]` (so finite), else [`ErrorKind::InvalidArgument`] naming
+/// the first one outside.
+fn check_range(name: &str, values: &[f32], low: f32, what: &str) -> Result<()> {
+    // One vectorizable pass; the position only on failure.
+    let inside = |x: &f32| (low..=f32::MAX).contains(x);
+    if values.iter().fold(true, |all, x| all & inside(x)) {
+        return Ok(());
+    }
+    let (i, x) = values
+        .iter()
+        .enumerate()
+        .find(|(_, x)| !inside(x))
+        .expect("a value is outside");
+    Err(Error::new(
+        ErrorKind::InvalidArgument,
+        format!("{name}[{i}] = {x}: must be {what}"),
+    ))
+}
+
+/// Block scales are absmax values: finite and >= 0. A corrupted checkpoint is refused instead
+/// of stepping the parameters into NaN.
+fn check_scales(name: &str, scales: &[f32]) -> Result<()> {
+    check_range(name, scales, 0.0, "finite and >= 0 (a block's absmax)")
+}
+
 /// One Adam/AdamW step with `m`, `v` stored as 8-bit block-quantized codes (module docs).
 /// A zero-initialized state (all codes and scales 0) is the usual `m = v = 0` start.
-/// Errors as [`crate::adam_step`] (scales must hold `ceil(len / 256)` values); nothing is
-/// written on error.
+/// Errors as [`crate::adam_step`] (scales must hold `ceil(len / 256)` values), and
+/// [`ErrorKind::InvalidArgument`] for a scale that is not finite or is negative (a corrupted
+/// state); nothing is written on error.
 pub fn adam_step_8bit_state(
     cfg: &AdamConfig,
     step: u64,
@@ -972,6 +999,8 @@ pub fn adam_step_8bit_state_with(
             ("exp_avg_sq_scales", tensor.exp_avg_sq_scales.len()),
         ],
     )?;
+    check_scales("exp_avg_scales", tensor.exp_avg_scales)?;
+    check_scales("exp_avg_sq_scales", tensor.exp_avg_sq_scales)?;
     let k = AdamCoefficients::new(cfg, step);
     if cfg.check_finite && !grad_is_finite(isa, par, tensor.grad, k.grad_factor)? {
         return Err(non_finite_error());
@@ -1078,13 +1107,9 @@ pub fn quantize_state(
         &[("codes", codes.len())],
         &[("scales", scales.len())],
     )?;
-    if values.iter().any(|x| !x.is_finite())
-        || (moment == Moment::ExpAvgSq && values.iter().any(|&x| x < 0.0))
-    {
-        return Err(Error::new(
-            crate::ErrorKind::InvalidArgument,
-            "state values must be finite (and >= 0 for exp_avg_sq)",
-        ));
+    match moment {
+        Moment::ExpAvg => check_range("values", values, -f32::MAX, "finite")?,
+        Moment::ExpAvgSq => check_range("values", values, 0.0, "finite and >= 0 for exp_avg_sq")?,
     }
     isa.run(Quantize {
         moment,
@@ -1095,7 +1120,8 @@ pub fn quantize_state(
     Ok(())
 }
 
-/// Decodes 8-bit codes and scales to f32 (exactly the values the step decodes).
+/// Decodes 8-bit codes and scales to f32 (exactly the values the step decodes). Scales must be
+/// finite and >= 0 ([`ErrorKind::InvalidArgument`] otherwise, nothing written).
 pub fn dequantize_state(
     isa: Isa,
     moment: Moment,
@@ -1108,6 +1134,7 @@ pub fn dequantize_state(
         &[("codes", codes.len())],
         &[("scales", scales.len())],
     )?;
+    check_scales("scales", scales)?;
     isa.run(Dequantize {
         moment,
         codes,

@@ -39,13 +39,14 @@ pub use kernels::adam::{
     adam_step, adam_step_multi, adam_step_multi_with, adam_step_with, AdamConfig, AdamTensor,
 };
 pub use kernels::adam_compressed::{
-    adam_step_8bit_state, adam_step_8bit_state_with, adam_step_bf16_state,
-    adam_step_bf16_state_with, dequantize_state, quant_scales_len, quantize_state, Bf16StateTensor,
-    Moment, QuantStateTensor, QUANT_BLOCK,
+    adam_step_8bit_state, adam_step_8bit_state_multi, adam_step_8bit_state_multi_with,
+    adam_step_8bit_state_with, adam_step_bf16_state, adam_step_bf16_state_with, dequantize_state,
+    quant_scales_len, quantize_state, Bf16StateTensor, Moment, QuantStateTensor, QUANT_BLOCK,
 };
 pub use kernels::adam_mixed::{
-    adam_step_master_bf16, adam_step_master_f16, adam_step_master_with, round_to_half, widen_half,
-    HalfFormat, MasterTensor, Rounding,
+    adam_step_master_bf16, adam_step_master_f16, adam_step_master_multi,
+    adam_step_master_multi_with, adam_step_master_with, round_to_half, widen_half, HalfFormat,
+    MasterTensor, Rounding,
 };
 pub use kernels::gn_diag::{
     gn_diag_linear, gn_diag_linear_with, gn_diag_logistic, gn_diag_logistic_with, gn_diag_softmax,

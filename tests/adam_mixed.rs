@@ -1048,6 +1048,228 @@ fn corrupted_eight_bit_state_is_refused_and_nothing_changes() {
     assert!(p.iter().all(|&x| x != 0.5 && x.is_finite()));
 }
 
+/// Tensor lengths for the multi-tensor steps: a block and a bit of 8-bit state, empty, one,
+/// exactly one block, more than four thread blocks with a tail, and short ones.
+const LIST_LENGTHS: [usize; 7] = [300, 0, 1, 256, 70_001, 255, 4097];
+
+/// Cuts equally long buffers into master-step tensors of `LIST_LENGTHS`.
+fn master_list<'a>(
+    mut p: &'a mut [f32],
+    mut p16: &'a mut [u16],
+    mut g: &'a [u16],
+    mut m: &'a mut [f32],
+    mut v: &'a mut [f32],
+) -> Vec<MasterTensor<'a>> {
+    let mut list = Vec::new();
+    for n in LIST_LENGTHS {
+        let (p0, p1) = p.split_at_mut(n);
+        let (h0, h1) = p16.split_at_mut(n);
+        let (g0, g1) = g.split_at(n);
+        let (m0, m1) = m.split_at_mut(n);
+        let (v0, v1) = v.split_at_mut(n);
+        list.push(MasterTensor {
+            master: p0,
+            param: h0,
+            grad: g0,
+            exp_avg: m0,
+            exp_avg_sq: v0,
+        });
+        (p, p16, g, m, v) = (p1, h1, g1, m1, v1);
+    }
+    list
+}
+
+/// Cuts equally long buffers into 8-bit-state tensors of `LIST_LENGTHS` (scales per tensor).
+fn quant_list<'a>(
+    mut p: &'a mut [f32],
+    mut g: &'a [f32],
+    state: &'a mut QuantState,
+) -> Vec<QuantStateTensor<'a>> {
+    let (mut mc, mut ms, mut vc, mut vs) = (
+        &mut state.0[..],
+        &mut state.1[..],
+        &mut state.2[..],
+        &mut state.3[..],
+    );
+    let mut list = Vec::new();
+    for n in LIST_LENGTHS {
+        let k = quant_scales_len(n);
+        let (p0, p1) = p.split_at_mut(n);
+        let (g0, g1) = g.split_at(n);
+        let (mc0, mc1) = mc.split_at_mut(n);
+        let (ms0, ms1) = ms.split_at_mut(k);
+        let (vc0, vc1) = vc.split_at_mut(n);
+        let (vs0, vs1) = vs.split_at_mut(k);
+        list.push(QuantStateTensor {
+            param: p0,
+            grad: g0,
+            exp_avg_codes: mc0,
+            exp_avg_scales: ms0,
+            exp_avg_sq_codes: vc0,
+            exp_avg_sq_scales: vs0,
+        });
+        (p, g, mc, ms, vc, vs) = (p1, g1, mc1, ms1, vc1, vs1);
+    }
+    list
+}
+
+#[test]
+fn multi_tensor_steps_equal_single_calls_on_every_isa_and_thread_count() {
+    let mut r = rng(21);
+    let cfg = AdamConfig::adamw(1e-3);
+    let total: usize = LIST_LENGTHS.iter().sum();
+    let master0 = log_uniform(&mut r, total, -3.0, 1.0, true);
+    let g32 = log_uniform(&mut r, total, -4.0, 0.0, true);
+    let runs = [(Par::Seq, 1), (Par::Pool, 2), (Par::Pool, 3)];
+    // Master weights: the list steps as one call on its concatenation (stochastic rounding
+    // included: the elements are numbered end to end).
+    for format in [HalfFormat::Bf16, HalfFormat::F16] {
+        let grad: Vec<u16> = g32.iter().map(|&x| to_half(format, x)).collect();
+        for rounding in [Rounding::NearestEven, Rounding::Stochastic { seed: 9 }] {
+            let fresh = || {
+                (
+                    master0.clone(),
+                    vec![0u16; total],
+                    vec![0f32; total],
+                    vec![0f32; total],
+                )
+            };
+            let (mut p, mut p16, mut m, mut v) = fresh();
+            for step in 1..=2 {
+                let t = MasterTensor {
+                    master: &mut p,
+                    param: &mut p16,
+                    grad: &grad,
+                    exp_avg: &mut m,
+                    exp_avg_sq: &mut v,
+                };
+                adam_step_master_with(Isa::scalar(), Par::Seq, format, &cfg, step, t, rounding)
+                    .unwrap();
+            }
+            let expected = (bits(&p), p16, bits(&m), bits(&v));
+            for isa in Isa::available() {
+                for (par, threads) in runs {
+                    set_num_threads(threads).unwrap();
+                    let (mut p, mut p16, mut m, mut v) = fresh();
+                    for step in 1..=2 {
+                        let mut list = master_list(&mut p, &mut p16, &grad, &mut m, &mut v);
+                        adam_step_master_multi_with(
+                            isa, par, format, &cfg, step, &mut list, rounding,
+                        )
+                        .unwrap();
+                    }
+                    assert!(
+                        (bits(&p), p16, bits(&m), bits(&v)) == expected,
+                        "{format:?} {rounding:?} {} {threads} threads",
+                        isa.name()
+                    );
+                }
+            }
+        }
+    }
+    // 8-bit state: one call per tensor (each has its own blocks and scales).
+    let n_scales: usize = LIST_LENGTHS.iter().map(|&n| quant_scales_len(n)).sum();
+    let fresh = || -> (Vec<f32>, QuantState) {
+        let state = (
+            vec![0u8; total],
+            vec![0f32; n_scales],
+            vec![0u8; total],
+            vec![0f32; n_scales],
+        );
+        (master0.clone(), state)
+    };
+    let (mut p, mut state) = fresh();
+    for step in 1..=2 {
+        for t in quant_list(&mut p, &g32, &mut state) {
+            adam_step_8bit_state_with(Isa::scalar(), Par::Seq, &cfg, step, t).unwrap();
+        }
+    }
+    let expected = (bits(&p), state);
+    for isa in Isa::available() {
+        for (par, threads) in runs {
+            set_num_threads(threads).unwrap();
+            let (mut p, mut state) = fresh();
+            for step in 1..=2 {
+                let mut list = quant_list(&mut p, &g32, &mut state);
+                adam_step_8bit_state_multi_with(isa, par, &cfg, step, &mut list).unwrap();
+            }
+            assert!(
+                (bits(&p), state) == expected,
+                "8-bit {} {threads} threads",
+                isa.name()
+            );
+        }
+    }
+    set_num_threads(0).unwrap();
+}
+
+#[test]
+fn multi_tensor_steps_check_every_tensor_before_writing() {
+    let cfg = AdamConfig {
+        check_finite: true,
+        ..AdamConfig::adamw(1e-3)
+    };
+    let total: usize = LIST_LENGTHS.iter().sum();
+    let p0: Vec<f32> = (0..total).map(|i| (i % 7) as f32 * 0.25).collect();
+    let mut g32: Vec<f32> = (0..total).map(|i| (i % 5) as f32 * 0.01 - 0.02).collect();
+    let mut grad: Vec<u16> = g32.iter().map(|&x| to_half(HalfFormat::Bf16, x)).collect();
+    let (mut p, mut p16, mut m, mut v) = (
+        p0.clone(),
+        vec![3u16; total],
+        vec![0f32; total],
+        vec![0f32; total],
+    );
+    // A gradient too short in tensors[4]: a length error naming it.
+    {
+        let mut list = master_list(&mut p, &mut p16, &grad, &mut m, &mut v);
+        let short = &grad[..10];
+        list[4].grad = short;
+        let e = adam_step_master_multi(HalfFormat::Bf16, &cfg, 1, &mut list, Rounding::NearestEven)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Length, "{e}");
+        assert!(e.message().starts_with("tensors[4]: grad"), "{e}");
+    }
+    // A NaN in the last tensor: nothing written in any.
+    grad[total - 1] = 0x7fc0;
+    {
+        let mut list = master_list(&mut p, &mut p16, &grad, &mut m, &mut v);
+        let e = adam_step_master_multi(HalfFormat::Bf16, &cfg, 1, &mut list, Rounding::NearestEven)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NonFinite, "{e}");
+    }
+    assert_eq!(bits(&p), bits(&p0));
+    assert!(p16.iter().all(|&h| h == 3) && m.iter().chain(&v).all(|&x| x == 0.0));
+    // 8-bit: a corrupted scale in tensors[3], then a NaN gradient in tensors[0].
+    let n_scales: usize = LIST_LENGTHS.iter().map(|&n| quant_scales_len(n)).sum();
+    let mut state: QuantState = (
+        vec![0; total],
+        vec![0.0; n_scales],
+        vec![0; total],
+        vec![0.0; n_scales],
+    );
+    state.3[quant_scales_len(300) + 1] = f32::NAN; // tensors[1] has no block, [2] one: [3]'s
+    let copy = state.clone();
+    {
+        let mut list = quant_list(&mut p, &g32, &mut state);
+        let e = adam_step_8bit_state_multi(&cfg, 1, &mut list).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+        assert!(
+            e.message().starts_with("tensors[3]: exp_avg_sq_scales[0]"),
+            "{e}"
+        );
+    }
+    state.3[quant_scales_len(300) + 1] = 0.0;
+    g32[5] = f32::INFINITY;
+    {
+        let mut list = quant_list(&mut p, &g32, &mut state);
+        let e = adam_step_8bit_state_multi(&cfg, 1, &mut list).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NonFinite, "{e}");
+    }
+    assert_eq!(bits(&p), bits(&p0));
+    assert_eq!(state.0, copy.0);
+    assert_eq!(state.2, copy.2);
+}
+
 /// Logistic regression on separable-ish synthetic data: f32 Adam, bf16-master Adam (bf16
 /// gradients computed from the bf16 parameters) and 8-bit-state Adam, 400 full-batch steps.
 /// Margin: the final losses are within 0.005 (absolute, in nats; f32 ends near 0.034) of f32 training.

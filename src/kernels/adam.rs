@@ -679,39 +679,47 @@ pub fn adam_step_multi_with(
         t.check(cfg, Some(i))?;
     }
     let k = AdamCoefficients::new(cfg, step);
-    let mut batches = balanced_batches(tensors.iter_mut().map(|t| t.block(cfg.amsgrad)), BLOCK);
-    if cfg.check_finite {
-        let found_non_finite = std::sync::atomic::AtomicBool::new(false);
-        dispatch::for_each_item(
-            par,
-            batches.iter().collect(),
-            |batch: &Vec<AdamBlock<'_>>| {
-                if batch.iter().any(|b| {
-                    !isa.run(FiniteScan {
-                        values: b.grad,
-                        scale: k.grad_factor,
-                    })
-                }) {
-                    found_non_finite.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-            },
-        )?;
-        if found_non_finite.into_inner() {
-            return Err(non_finite_error());
-        }
+    let batches = balanced_batches(tensors.iter_mut().map(|t| t.block(cfg.amsgrad)), BLOCK, 1);
+    let finite = |b: &AdamBlock<'_>| {
+        isa.run(FiniteScan {
+            values: b.grad,
+            scale: k.grad_factor,
+        })
+    };
+    if cfg.check_finite && !all_in_batches(par, &batches, finite)? {
+        return Err(non_finite_error());
     }
-    dispatch::for_each_item(par, std::mem::take(&mut batches), |batch| {
+    dispatch::for_each_item(par, batches, |batch| {
         for block in batch {
             adam_update_block(isa, &k, block);
         }
     })
 }
 
+/// Whether `ok` holds for every piece of every batch (the batches checked in parallel): the
+/// finite scans of the multi-tensor steps.
+pub(crate) fn all_in_batches<W: Sync>(
+    par: Par,
+    batches: &[Vec<W>],
+    ok: impl Fn(&W) -> bool + Sync,
+) -> Result<bool> {
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    dispatch::for_each_item(par, batches.iter().collect(), |batch: &Vec<W>| {
+        if !batch.iter().all(&ok) {
+            failed.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    })?;
+    Ok(!failed.into_inner())
+}
+
 /// Cuts each piece into blocks of at most `block` elements and packs consecutive pieces into
 /// batches of about `block` elements, so threads share work by elements, not by tensor count.
+/// Pieces are cut only at multiples of `granule` (a divisor of `block`; a batch may then run
+/// over `block` by less than `granule`).
 pub(crate) fn balanced_batches<W: Split>(
     pieces: impl Iterator<Item = W>,
     block: usize,
+    granule: usize,
 ) -> Vec<Vec<W>> {
     let mut batches = Vec::new();
     let mut current = Vec::new();
@@ -719,12 +727,14 @@ pub(crate) fn balanced_batches<W: Split>(
     for piece in pieces {
         let mut rest = piece;
         while rest.len() > 0 {
-            let take = rest.len().min(block - current_len);
+            let take = rest
+                .len()
+                .min((block - current_len).next_multiple_of(granule));
             let (head, tail) = rest.split_at(take);
             current.push(head);
             current_len += take;
             rest = tail;
-            if current_len == block {
+            if current_len >= block {
                 batches.push(std::mem::take(&mut current));
                 current_len = 0;
             }

@@ -51,11 +51,13 @@
 //! checkpoint) is refused with an error before anything is written. Amsgrad is not supported.
 
 use super::adam::{
-    adam_body, adam_registers_of, align_head, check_step, grad_is_finite, non_finite_error,
-    AdamBlock, AdamCoefficients, AdamConfig, AdamRegisters, Splat, BLOCK,
+    adam_body, adam_registers_of, align_head, all_in_batches, balanced_batches, check_step,
+    grad_is_finite, non_finite_error, AdamBlock, AdamCoefficients, AdamConfig, AdamRegisters,
+    Splat, BLOCK,
 };
-use super::adam_mixed::{check_lengths, check_no_amsgrad, narrow_store_at, widen_at};
+use super::adam_mixed::{check_lengths, check_no_amsgrad, in_tensor, narrow_store_at, widen_at};
 use super::convert::{self, lanes, load_bytes, store_u8, MAX_LANES};
+use crate::dispatch::FiniteScan;
 use crate::dispatch::{self, Isa, Par, Split};
 use crate::error::{Error, ErrorKind, Result};
 use pulp::{Simd, WithSimd};
@@ -720,9 +722,9 @@ impl Split for QuantBlock<'_> {
     }
 
     fn split_at(self, mid: usize) -> (Self, Self) {
-        // Splits fall on multiples of BLOCK, itself a multiple of QUANT_BLOCK.
-        debug_assert!(mid.is_multiple_of(QUANT_BLOCK));
-        let s = mid / QUANT_BLOCK;
+        // Splits fall between quantization blocks (or at the end).
+        debug_assert!(mid.is_multiple_of(QUANT_BLOCK) || mid == self.len());
+        let s = mid.div_ceil(QUANT_BLOCK);
         let (p0, p1) = self.param.split_at_mut(mid);
         let (g0, g1) = self.grad.split_at(mid);
         let (mc0, mc1) = self.m_codes.split_at_mut(mid);
@@ -933,6 +935,37 @@ pub struct QuantStateTensor<'a> {
     pub exp_avg_sq_scales: &'a mut [f32],
 }
 
+impl QuantStateTensor<'_> {
+    /// Lengths agree, and the scales can be those of a state.
+    fn check(&self) -> Result<()> {
+        check_quant_lengths(
+            self.param.len(),
+            &[
+                ("grad", self.grad.len()),
+                ("exp_avg_codes", self.exp_avg_codes.len()),
+                ("exp_avg_sq_codes", self.exp_avg_sq_codes.len()),
+            ],
+            &[
+                ("exp_avg_scales", self.exp_avg_scales.len()),
+                ("exp_avg_sq_scales", self.exp_avg_sq_scales.len()),
+            ],
+        )?;
+        check_scales("exp_avg_scales", self.exp_avg_scales)?;
+        check_scales("exp_avg_sq_scales", self.exp_avg_sq_scales)
+    }
+
+    fn block(&mut self) -> QuantBlock<'_> {
+        QuantBlock {
+            param: self.param,
+            grad: self.grad,
+            m_codes: self.exp_avg_codes,
+            m_scales: self.exp_avg_scales,
+            v_codes: self.exp_avg_sq_codes,
+            v_scales: self.exp_avg_sq_scales,
+        }
+    }
+}
+
 fn check_quant_lengths(n: usize, named: &[(&str, usize)], scales: &[(&str, usize)]) -> Result<()> {
     check_lengths(n, named)?;
     check_lengths(quant_scales_len(n), scales)
@@ -982,51 +1015,78 @@ pub fn adam_step_8bit_state_with(
     par: Par,
     cfg: &AdamConfig,
     step: u64,
-    tensor: QuantStateTensor<'_>,
+    mut tensor: QuantStateTensor<'_>,
 ) -> Result<()> {
     cfg.validate()?;
     check_step(step)?;
     check_no_amsgrad(cfg)?;
-    check_quant_lengths(
-        tensor.param.len(),
-        &[
-            ("grad", tensor.grad.len()),
-            ("exp_avg_codes", tensor.exp_avg_codes.len()),
-            ("exp_avg_sq_codes", tensor.exp_avg_sq_codes.len()),
-        ],
-        &[
-            ("exp_avg_scales", tensor.exp_avg_scales.len()),
-            ("exp_avg_sq_scales", tensor.exp_avg_sq_scales.len()),
-        ],
-    )?;
-    check_scales("exp_avg_scales", tensor.exp_avg_scales)?;
-    check_scales("exp_avg_sq_scales", tensor.exp_avg_sq_scales)?;
+    tensor.check()?;
     let k = AdamCoefficients::new(cfg, step);
     if cfg.check_finite && !grad_is_finite(isa, par, tensor.grad, k.grad_factor)? {
         return Err(non_finite_error());
     }
-    let block = QuantBlock {
-        param: tensor.param,
-        grad: tensor.grad,
-        m_codes: tensor.exp_avg_codes,
-        m_scales: tensor.exp_avg_scales,
-        v_codes: tensor.exp_avg_sq_codes,
-        v_scales: tensor.exp_avg_sq_scales,
-    };
-    let l2 = k.l2 != 0.0;
     dispatch::map_reduce_blocks(
         par,
-        block,
+        tensor.block(),
         BLOCK,
-        &|block| {
-            if l2 {
-                isa.run(QuantKernel::<true> { k: &k, block })
-            } else {
-                isa.run(QuantKernel::<false> { k: &k, block })
-            }
-        },
+        &|block| update_quant_block(isa, &k, block),
         &|(), ()| (),
     )
+}
+
+/// [`adam_step_8bit_state`] over a list of tensors in one call (PyTorch's tensor-list form):
+/// every tensor is checked, and with `check_finite` every gradient scanned, before any is
+/// written; threads share the work by elements, not by tensor. The result is that of one call
+/// per tensor. Errors as [`adam_step_8bit_state`], naming the tensor; nothing is written on
+/// error.
+pub fn adam_step_8bit_state_multi(
+    cfg: &AdamConfig,
+    step: u64,
+    tensors: &mut [QuantStateTensor<'_>],
+) -> Result<()> {
+    adam_step_8bit_state_multi_with(Isa::detect(), Par::Pool, cfg, step, tensors)
+}
+
+/// [`adam_step_8bit_state_multi`] on a chosen instruction set and parallelism.
+pub fn adam_step_8bit_state_multi_with(
+    isa: Isa,
+    par: Par,
+    cfg: &AdamConfig,
+    step: u64,
+    tensors: &mut [QuantStateTensor<'_>],
+) -> Result<()> {
+    cfg.validate()?;
+    check_step(step)?;
+    check_no_amsgrad(cfg)?;
+    for (i, t) in tensors.iter().enumerate() {
+        in_tensor(i, t.check())?;
+    }
+    let k = AdamCoefficients::new(cfg, step);
+    // Cut only between quantization blocks.
+    let batches = balanced_batches(tensors.iter_mut().map(|t| t.block()), BLOCK, QUANT_BLOCK);
+    let finite = |b: &QuantBlock<'_>| {
+        isa.run(FiniteScan {
+            values: b.grad,
+            scale: k.grad_factor,
+        })
+    };
+    if cfg.check_finite && !all_in_batches(par, &batches, finite)? {
+        return Err(non_finite_error());
+    }
+    dispatch::for_each_item(par, batches, |batch| {
+        for block in batch {
+            update_quant_block(isa, &k, block);
+        }
+    })
+}
+
+/// The 8-bit step of one block on the calling thread.
+fn update_quant_block(isa: Isa, k: &AdamCoefficients, block: QuantBlock<'_>) {
+    if k.l2 != 0.0 {
+        isa.run(QuantKernel::<true> { k, block })
+    } else {
+        isa.run(QuantKernel::<false> { k, block })
+    }
 }
 
 /// Which moment a code buffer holds.

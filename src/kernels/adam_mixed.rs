@@ -26,8 +26,8 @@
 //! stream); asking for it is [`ErrorKind::InvalidArgument`].
 
 use super::adam::{
-    adam_body, adam_registers_of, align_head, check_step, non_finite_error, AdamBlock,
-    AdamCoefficients, AdamConfig, AdamRegisters, Splat, BLOCK,
+    adam_body, adam_registers_of, align_head, all_in_batches, balanced_batches, check_step,
+    non_finite_error, AdamBlock, AdamCoefficients, AdamConfig, AdamRegisters, Splat, BLOCK,
 };
 use super::convert::{
     self, bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, first_chunk, iota, lanes, load_u16,
@@ -441,12 +441,17 @@ pub(crate) fn grad16_is_finite(
         par,
         Grad(grad),
         BLOCK,
-        &|Grad(values)| match format {
-            HalfFormat::Bf16 => isa.run(Finite16::<false> { values, scale }),
-            HalfFormat::F16 => isa.run(Finite16::<true> { values, scale }),
-        },
+        &|Grad(values)| finite16(isa, format, values, scale),
         &|a, b| a && b,
     )
+}
+
+/// Whether `widen(values) * scale` is finite everywhere, on the calling thread.
+fn finite16(isa: Isa, format: HalfFormat, values: &[u16], scale: f32) -> bool {
+    match format {
+        HalfFormat::Bf16 => isa.run(Finite16::<false> { values, scale }),
+        HalfFormat::F16 => isa.run(Finite16::<true> { values, scale }),
+    }
 }
 
 /// The buffers of one tensor for the master-weight step.
@@ -460,6 +465,38 @@ pub struct MasterTensor<'a> {
     pub grad: &'a [u16],
     pub exp_avg: &'a mut [f32],
     pub exp_avg_sq: &'a mut [f32],
+}
+
+impl MasterTensor<'_> {
+    /// Every buffer as long as `master`.
+    fn check(&self) -> Result<()> {
+        check_lengths(
+            self.master.len(),
+            &[
+                ("param", self.param.len()),
+                ("grad", self.grad.len()),
+                ("exp_avg", self.exp_avg.len()),
+                ("exp_avg_sq", self.exp_avg_sq.len()),
+            ],
+        )
+    }
+
+    /// The whole tensor as a block whose first element is element `offset` of the step.
+    fn block(&mut self, offset: usize) -> MasterBlock<'_> {
+        MasterBlock {
+            offset,
+            master: self.master,
+            param: self.param,
+            grad: self.grad,
+            exp_avg: self.exp_avg,
+            exp_avg_sq: self.exp_avg_sq,
+        }
+    }
+}
+
+/// `result`, its error naming tensor `index` of a list.
+pub(crate) fn in_tensor<T>(index: usize, result: Result<T>) -> Result<T> {
+    result.map_err(|e| Error::new(e.kind(), format!("tensors[{index}]: {}", e.message())))
 }
 
 /// Checks that every named length equals `expected` (the first mismatch is the error).
@@ -559,39 +596,88 @@ pub fn adam_step_master_with(
     cfg.validate()?;
     check_step(step)?;
     check_no_amsgrad(cfg)?;
-    let n = tensor.master.len();
-    check_lengths(
-        n,
-        &[
-            ("param", tensor.param.len()),
-            ("grad", tensor.grad.len()),
-            ("exp_avg", tensor.exp_avg.len()),
-            ("exp_avg_sq", tensor.exp_avg_sq.len()),
-        ],
-    )?;
+    let mut tensor = tensor;
+    tensor.check()?;
     let k = AdamCoefficients::new(cfg, step);
     if cfg.check_finite && !grad16_is_finite(isa, par, format, tensor.grad, k.grad_factor)? {
         return Err(non_finite_error());
     }
-    let key = match rounding {
-        Rounding::NearestEven => 0,
-        Rounding::Stochastic { seed } => convert::stream_key(seed, step, 2),
-    };
-    let block = MasterBlock {
-        offset: 0,
-        master: tensor.master,
-        param: tensor.param,
-        grad: tensor.grad,
-        exp_avg: tensor.exp_avg,
-        exp_avg_sq: tensor.exp_avg_sq,
-    };
+    let key = rounding_key(rounding, step);
     dispatch::map_reduce_blocks(
         par,
-        block,
+        tensor.block(0),
         BLOCK,
         &|b| update_block(isa, format, rounding, &k, key, b),
         &|(), ()| (),
     )
+}
+
+/// The stochastic rounding's key of a step (unused with nearest-even).
+fn rounding_key(rounding: Rounding, step: u64) -> u64 {
+    match rounding {
+        Rounding::NearestEven => 0,
+        Rounding::Stochastic { seed } => convert::stream_key(seed, step, 2),
+    }
+}
+
+/// The master-weight step over a list of tensors in one call (PyTorch's tensor-list form).
+/// Every tensor is checked, and with `check_finite` every gradient scanned, before any is
+/// written; threads share the work by elements, not by tensor. Stochastic rounding numbers the
+/// elements as if the tensors were laid end to end, so each tensor gets its own random bits and
+/// the result is that of one call on their concatenation, for any thread count. Errors as
+/// [`adam_step_master_bf16`], naming the tensor; nothing is written on error.
+pub fn adam_step_master_multi(
+    format: HalfFormat,
+    cfg: &AdamConfig,
+    step: u64,
+    tensors: &mut [MasterTensor<'_>],
+    rounding: Rounding,
+) -> Result<()> {
+    adam_step_master_multi_with(
+        Isa::detect(),
+        Par::Pool,
+        format,
+        cfg,
+        step,
+        tensors,
+        rounding,
+    )
+}
+
+/// [`adam_step_master_multi`] on a chosen instruction set and parallelism.
+pub fn adam_step_master_multi_with(
+    isa: Isa,
+    par: Par,
+    format: HalfFormat,
+    cfg: &AdamConfig,
+    step: u64,
+    tensors: &mut [MasterTensor<'_>],
+    rounding: Rounding,
+) -> Result<()> {
+    cfg.validate()?;
+    check_step(step)?;
+    check_no_amsgrad(cfg)?;
+    for (i, t) in tensors.iter().enumerate() {
+        in_tensor(i, t.check())?;
+    }
+    let k = AdamCoefficients::new(cfg, step);
+    let mut offset = 0;
+    let blocks = tensors.iter_mut().map(|t| {
+        let block = t.block(offset);
+        offset += block.len();
+        block
+    });
+    let batches = balanced_batches(blocks, BLOCK, 1);
+    let finite = |b: &MasterBlock<'_>| finite16(isa, format, b.grad, k.grad_factor);
+    if cfg.check_finite && !all_in_batches(par, &batches, finite)? {
+        return Err(non_finite_error());
+    }
+    let key = rounding_key(rounding, step);
+    dispatch::for_each_item(par, batches, |batch| {
+        for block in batch {
+            update_block(isa, format, rounding, &k, key, block);
+        }
+    })
 }
 
 /// Widens 16-bit bits of `format` to f32, exactly (the conversion the kernels use; for tests

@@ -121,6 +121,31 @@ typedef struct dp_adam_tensor_f32 {
     size_t len;
 } dp_adam_tensor_f32;
 
+// One tensor for the multi-tensor master-weight steps (`dp_adam_step_master_bf16_multi` and
+// the like): f32 master weights, the 16-bit parameter copy (written) and the 16-bit gradient
+// as bits, f32 moments; `len` elements each.
+typedef struct dp_adam_master_tensor {
+    float *master;
+    uint16_t *param;
+    const uint16_t *grad;
+    float *exp_avg;
+    float *exp_avg_sq;
+    size_t len;
+} dp_adam_master_tensor;
+
+// One tensor for `dp_adam_step_8bit_state_multi`: `len` f32 parameters and gradients, `len`
+// bytes of codes and `dp_adam_8bit_scales_len(len)` scales per moment (layout: see
+// DP_ADAM_8BIT_BLOCK; each tensor has its own blocks).
+typedef struct dp_adam_8bit_tensor {
+    float *param;
+    const float *grad;
+    uint8_t *exp_avg_codes;
+    float *exp_avg_scales;
+    uint8_t *exp_avg_sq_codes;
+    float *exp_avg_sq_scales;
+    size_t len;
+} dp_adam_8bit_tensor;
+
 // What a basis is (`dp_basis_info`).
 typedef struct dp_basis_info {
     // `DP_BASIS_IDENTITY`, `DP_BASIS_DENSE` or `DP_BASIS_KRONECKER`.
@@ -360,6 +385,63 @@ enum dp_status dp_adam_8bit_dequantize_f32(uint32_t moment,
                                            const float *scales,
                                            float *values,
                                            size_t len);
+
+// `dp_adam_step_master_bf16` over `count` tensors in one call (PyTorch's tensor-list form):
+// work is balanced across threads by elements. No buffer may overlap another, within or across
+// tensors, except that gradients may share memory. All tensors are checked (and scanned, with
+// check_finite) before any is written; on failure nothing is written.
+//
+// # Safety
+// `tensors` must be valid for `count` entries (or NULL with `count == 0`), each tensor's
+// pointers valid as for `dp_adam_step_master_bf16`; `cfg` must point to a `dp_adam_config`.
+enum dp_status dp_adam_step_master_bf16_multi(const struct dp_adam_config *cfg,
+                                              uint64_t step,
+                                              const struct dp_adam_master_tensor *tensors,
+                                              size_t count);
+
+// `dp_adam_step_master_bf16_multi` with stochastic rounding. The elements are numbered as if
+// the tensors were laid end to end: the result is that of `dp_adam_step_master_bf16_stochastic`
+// on their concatenation, for any thread count.
+//
+// # Safety
+// As `dp_adam_step_master_bf16_multi`.
+enum dp_status dp_adam_step_master_bf16_multi_stochastic(const struct dp_adam_config *cfg,
+                                                         uint64_t step,
+                                                         uint64_t seed,
+                                                         const struct dp_adam_master_tensor *tensors,
+                                                         size_t count);
+
+// `dp_adam_step_master_bf16_multi` with IEEE f16 parameters and gradients.
+//
+// # Safety
+// As `dp_adam_step_master_bf16_multi`.
+enum dp_status dp_adam_step_master_f16_multi(const struct dp_adam_config *cfg,
+                                             uint64_t step,
+                                             const struct dp_adam_master_tensor *tensors,
+                                             size_t count);
+
+// `dp_adam_step_master_bf16_multi_stochastic` with IEEE f16 parameters and gradients.
+//
+// # Safety
+// As `dp_adam_step_master_bf16_multi`.
+enum dp_status dp_adam_step_master_f16_multi_stochastic(const struct dp_adam_config *cfg,
+                                                        uint64_t step,
+                                                        uint64_t seed,
+                                                        const struct dp_adam_master_tensor *tensors,
+                                                        size_t count);
+
+// `dp_adam_step_8bit_state` over `count` tensors in one call: work is balanced across threads
+// by elements, and the result is that of one call per tensor. No buffer may overlap another,
+// within or across tensors, except that gradients may share memory. All tensors are checked
+// (and scanned, with check_finite) before any is written; on failure nothing is written.
+//
+// # Safety
+// `tensors` must be valid for `count` entries (or NULL with `count == 0`), each tensor's
+// pointers valid as for `dp_adam_step_8bit_state`; `cfg` must point to a `dp_adam_config`.
+enum dp_status dp_adam_step_8bit_state_multi(const struct dp_adam_config *cfg,
+                                             uint64_t step,
+                                             const struct dp_adam_8bit_tensor *tensors,
+                                             size_t count);
 
 // Creates the identity basis on `len` floats (rotations are copies; steps are the plain ones).
 //

@@ -540,6 +540,49 @@ void adam_step_master_bf16(const dp_adam_config& cfg, std::uint64_t step, A& mas
                           exp_avg_sq.data(), n, r);
 }
 
+/// The bf16 master step over a tensor list (dp_adam_step_master_bf16_multi / _stochastic).
+inline std::error_code adam_step_master_bf16_multi(const dp_adam_config& cfg, std::uint64_t step,
+                                                   const dp_adam_master_tensor* tensors,
+                                                   std::size_t count, rounding r,
+                                                   std::error_code& ec) noexcept {
+    ec = detail::to_code(
+        r.stochastic
+            ? dp_adam_step_master_bf16_multi_stochastic(&cfg, step, r.seed, tensors, count)
+            : dp_adam_step_master_bf16_multi(&cfg, step, tensors, count));
+    return ec;
+}
+
+/// Container of dp_adam_master_tensor (e.g. std::vector<dp_adam_master_tensor>).
+template <class T,
+          class = std::enable_if_t<std::is_same_v<detail::value_t<T>, dp_adam_master_tensor>>>
+void adam_step_master_bf16_multi(const dp_adam_config& cfg, std::uint64_t step, const T& tensors,
+                                 rounding r = {}) {
+    std::error_code ec;
+    adam_step_master_bf16_multi(cfg, step, tensors.data(), tensors.size(), r, ec);
+    if (ec) throw error(static_cast<dp_status>(ec.value()), dp_last_error_message());
+}
+
+/// The f16 master step over a tensor list (dp_adam_step_master_f16_multi / _stochastic).
+inline std::error_code adam_step_master_f16_multi(const dp_adam_config& cfg, std::uint64_t step,
+                                                  const dp_adam_master_tensor* tensors,
+                                                  std::size_t count, rounding r,
+                                                  std::error_code& ec) noexcept {
+    ec = detail::to_code(
+        r.stochastic
+            ? dp_adam_step_master_f16_multi_stochastic(&cfg, step, r.seed, tensors, count)
+            : dp_adam_step_master_f16_multi(&cfg, step, tensors, count));
+    return ec;
+}
+
+template <class T,
+          class = std::enable_if_t<std::is_same_v<detail::value_t<T>, dp_adam_master_tensor>>>
+void adam_step_master_f16_multi(const dp_adam_config& cfg, std::uint64_t step, const T& tensors,
+                                rounding r = {}) {
+    std::error_code ec;
+    adam_step_master_f16_multi(cfg, step, tensors.data(), tensors.size(), r, ec);
+    if (ec) throw error(static_cast<dp_status>(ec.value()), dp_last_error_message());
+}
+
 /// The global L2 norm of the unscaled gradients and whether any is NaN/Inf.
 struct grad_norm_result {
     double norm = 0.0;
@@ -619,6 +662,18 @@ struct adam_8bit_state {
         return decode(DP_MOMENT_EXP_AVG_SQ, exp_avg_sq_codes, exp_avg_sq_scales);
     }
 
+    /// This state with `param` and `grad` (`size()` floats each) as one tensor of a
+    /// dp_adam_step_8bit_state_multi list (see adam_step_8bit_state_multi).
+    dp_adam_8bit_tensor tensor(float* param, const float* grad) noexcept {
+        return {param,
+                grad,
+                exp_avg_codes.data(),
+                exp_avg_scales.data(),
+                exp_avg_sq_codes.data(),
+                exp_avg_sq_scales.data(),
+                size()};
+    }
+
     /// One step on param / grad (containers of `size()` floats).
     template <class P, class G>
     void step(const dp_adam_config& cfg, std::uint64_t t, P& param, const G& grad) {
@@ -640,6 +695,23 @@ private:
         return out;
     }
 };
+
+/// The 8-bit step over a tensor list (dp_adam_step_8bit_state_multi).
+inline std::error_code adam_step_8bit_state_multi(const dp_adam_config& cfg, std::uint64_t step,
+                                                  const dp_adam_8bit_tensor* tensors,
+                                                  std::size_t count,
+                                                  std::error_code& ec) noexcept {
+    ec = detail::to_code(dp_adam_step_8bit_state_multi(&cfg, step, tensors, count));
+    return ec;
+}
+
+/// Container of dp_adam_8bit_tensor (see adam_8bit_state::tensor).
+template <class T,
+          class = std::enable_if_t<std::is_same_v<detail::value_t<T>, dp_adam_8bit_tensor>>>
+void adam_step_8bit_state_multi(const dp_adam_config& cfg, std::uint64_t step, const T& tensors) {
+    detail::throw_if_failed(
+        dp_adam_step_8bit_state_multi(&cfg, step, tensors.data(), tensors.size()));
+}
 
 /// bf16 optimizer state with stochastic rounding (dp_adam_step_bf16_state).
 inline std::error_code adam_step_bf16_state(const dp_adam_config& cfg, std::uint64_t step,

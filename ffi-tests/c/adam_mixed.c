@@ -264,6 +264,144 @@ static void compressed_state_steps(void) {
     }
 }
 
+/* The tensor-list steps: the same bits as single calls (stochastic rounding: as one call on
+ * the concatenation), and every tensor checked before any is written. */
+#define LIST 3
+#define TOTAL (300 + 1 + 777)
+static const size_t list_len[LIST] = {300, 1, 777};
+
+typedef struct list_state {
+    float master[TOTAL], m[TOTAL], v[TOTAL], p[TOTAL], g[TOTAL];
+    uint16_t p16[TOTAL], g16[TOTAL];
+    uint8_t mc[TOTAL], vc[TOTAL];
+    float ms[2 + 1 + 4], vs[2 + 1 + 4];
+} list_state;
+
+static void fill_list(list_state *s) {
+    memset(s, 0, sizeof *s);
+    for (unsigned i = 0; i < TOTAL; i++) {
+        s->master[i] = s->p[i] = dp_value(i, 31, 1.0f);
+        s->g[i] = dp_value(i, 32, 0.1f);
+        s->g16[i] = f32_to_bf16(s->g[i]);
+    }
+}
+
+static void master_list(list_state *s, dp_adam_master_tensor *t) {
+    size_t at = 0;
+    for (int k = 0; k < LIST; k++) {
+        dp_adam_master_tensor x = {s->master + at, s->p16 + at, s->g16 + at,
+                                   s->m + at,      s->v + at,   list_len[k]};
+        t[k] = x;
+        at += list_len[k];
+    }
+}
+
+static void quant_list(list_state *s, dp_adam_8bit_tensor *t) {
+    size_t at = 0, sc = 0;
+    for (int k = 0; k < LIST; k++) {
+        dp_adam_8bit_tensor x = {s->p + at,  s->g + at,  s->mc + at, s->ms + sc,
+                                 s->vc + at, s->vs + sc, list_len[k]};
+        t[k] = x;
+        at += list_len[k];
+        sc += dp_adam_8bit_scales_len(list_len[k]);
+    }
+}
+
+static void tensor_lists(void) {
+    dp_adam_config c = dp_adam_config_default();
+    c.lr = 1e-2;
+    static list_state a, b;
+    dp_adam_master_tensor mt[LIST];
+    dp_adam_8bit_tensor qt[LIST];
+    CHECK(dp_adam_8bit_scales_len(300) + dp_adam_8bit_scales_len(1) +
+              dp_adam_8bit_scales_len(777) == sizeof a.ms / sizeof a.ms[0]);
+    for (uint64_t t = 1; t <= 2; t++) {
+        if (t == 1) {
+            fill_list(&a);
+            fill_list(&b);
+        }
+        master_list(&a, mt);
+        CHECK_STATUS(dp_adam_step_master_bf16_multi(&c, t, mt, LIST), DP_OK);
+        quant_list(&a, qt);
+        CHECK_STATUS(dp_adam_step_8bit_state_multi(&c, t, qt, LIST), DP_OK);
+        master_list(&b, mt);
+        quant_list(&b, qt);
+        for (int k = 0; k < LIST; k++) {
+            dp_adam_master_tensor x = mt[k];
+            CHECK_STATUS(dp_adam_step_master_bf16(&c, t, x.master, x.param, x.grad, x.exp_avg,
+                                                  x.exp_avg_sq, x.len),
+                         DP_OK);
+            dp_adam_8bit_tensor y = qt[k];
+            CHECK_STATUS(dp_adam_step_8bit_state(&c, t, y.param, y.grad, y.exp_avg_codes,
+                                                 y.exp_avg_scales, y.exp_avg_sq_codes,
+                                                 y.exp_avg_sq_scales, y.len),
+                         DP_OK);
+        }
+        CHECK(memcmp(&a, &b, sizeof a) == 0);
+    }
+    /* Stochastic rounding, f16: the list as one call on the concatenation (the same memory). */
+    for (unsigned i = 0; i < TOTAL; i++) a.g16[i] = b.g16[i] = (uint16_t)(0x2000u + i % 0x1000u);
+    master_list(&a, mt);
+    CHECK_STATUS(dp_adam_step_master_f16_multi_stochastic(&c, 3, 11, mt, LIST), DP_OK);
+    CHECK_STATUS(dp_adam_step_master_f16_stochastic(&c, 3, 11, b.master, b.p16, b.g16, b.m,
+                                                    b.v, TOTAL),
+                 DP_OK);
+    CHECK(memcmp(&a, &b, sizeof a) == 0);
+    master_list(&a, mt);
+    CHECK_STATUS(dp_adam_step_master_f16_multi(&c, 4, mt, LIST), DP_OK);
+    CHECK_STATUS(dp_adam_step_master_bf16_multi_stochastic(&c, 5, 11, mt, LIST), DP_OK);
+    CHECK_STATUS(
+        dp_adam_step_master_f16(&c, 4, b.master, b.p16, b.g16, b.m, b.v, TOTAL), DP_OK);
+    CHECK_STATUS(dp_adam_step_master_bf16_stochastic(&c, 5, 11, b.master, b.p16, b.g16, b.m,
+                                                     b.v, TOTAL),
+                 DP_OK);
+    CHECK(memcmp(&a, &b, sizeof a) == 0);
+
+    /* Errors: nothing written in any tensor. */
+    memcpy(&b, &a, sizeof a);
+    dp_adam_config fin = c;
+    fin.check_finite = true;
+    dp_adam_config ams = c;
+    ams.amsgrad = true;
+    master_list(&a, mt);
+    quant_list(&a, qt);
+    CHECK_STATUS(dp_adam_step_master_bf16_multi(&c, 1, NULL, LIST), DP_ERR_NULL_POINTER);
+    CHECK_STATUS(dp_adam_step_master_bf16_multi(NULL, 1, mt, LIST), DP_ERR_NULL_POINTER);
+    CHECK_STATUS(dp_adam_step_master_bf16_multi(&c, 1, mt, SIZE_MAX / 2), DP_ERR_LENGTH);
+    CHECK_STATUS(dp_adam_step_master_bf16_multi(&c, 0, mt, LIST), DP_ERR_INVALID_HYPERPARAMETER);
+    CHECK_STATUS(dp_adam_step_master_bf16_multi(&ams, 1, mt, LIST), DP_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(dp_adam_step_8bit_state_multi(&c, 1, NULL, LIST), DP_ERR_NULL_POINTER);
+    CHECK_STATUS(dp_adam_step_8bit_state_multi(&ams, 1, qt, LIST), DP_ERR_INVALID_ARGUMENT);
+    mt[2].grad = NULL;
+    CHECK_STATUS(dp_adam_step_master_bf16_multi(&c, 1, mt, LIST), DP_ERR_NULL_POINTER);
+    CHECK(strstr(dp_last_error_message(), "tensors[2].grad") != NULL);
+    master_list(&a, mt);
+    mt[2].master = mt[0].exp_avg + 10; /* written by two tensors */
+    CHECK_STATUS(dp_adam_step_master_bf16_multi(&c, 1, mt, LIST), DP_ERR_ALIASING);
+    master_list(&a, mt);
+    mt[1].grad = mt[0].grad; /* gradients may share memory: only read */
+    mt[1].len = 1;
+    CHECK_STATUS(dp_adam_step_master_bf16_multi(&fin, 1, mt, LIST), DP_OK);
+    memcpy(&b, &a, sizeof a);
+    master_list(&a, mt);
+    a.g16[TOTAL - 1] = b.g16[TOTAL - 1] = 0x7fc0; /* NaN in the last tensor */
+    CHECK_STATUS(dp_adam_step_master_bf16_multi(&fin, 1, mt, LIST), DP_ERR_NON_FINITE);
+    a.g[TOTAL - 1] = b.g[TOTAL - 1] = INFINITY;
+    CHECK_STATUS(dp_adam_step_8bit_state_multi(&fin, 1, qt, LIST), DP_ERR_NON_FINITE);
+    a.g[TOTAL - 1] = b.g[TOTAL - 1] = 0.5f;
+    qt[2].exp_avg_sq_codes = qt[0].exp_avg_codes + 5;
+    CHECK_STATUS(dp_adam_step_8bit_state_multi(&c, 1, qt, LIST), DP_ERR_ALIASING);
+    quant_list(&a, qt);
+    qt[1].exp_avg_scales = NULL;
+    CHECK_STATUS(dp_adam_step_8bit_state_multi(&c, 1, qt, LIST), DP_ERR_NULL_POINTER);
+    CHECK(strstr(dp_last_error_message(), "tensors[1].exp_avg_scales") != NULL);
+    quant_list(&a, qt);
+    a.vs[3] = b.vs[3] = -1.0f; /* the first scale of tensors[2] */
+    CHECK_STATUS(dp_adam_step_8bit_state_multi(&c, 1, qt, LIST), DP_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(dp_last_error_message(), "tensors[2]: exp_avg_sq_scales[0]") != NULL);
+    CHECK(memcmp(&a, &b, sizeof a) == 0);
+}
+
 /* Every error status of every export here, each with a snapshot showing nothing was written. */
 static void errors_write_nothing(void) {
     state s, before;
@@ -430,6 +568,7 @@ int main(void) {
     master_f16_step_rounds_to_nearest();
     norm_and_clipped_step();
     compressed_state_steps();
+    tensor_lists();
     errors_write_nothing();
     return dp_test_finish("adam_mixed.c");
 }

@@ -66,6 +66,30 @@ static void wrappers_equal_the_c_calls() {
     auto m8again = again.exp_avg_f32();
     CHECK(dp_same_bits(m8again.data(), m8.data(), n));
 
+    // Tensor lists: the 8-bit states of two tensors in one call equal one call each; the
+    // master step over a list equals the C call.
+    diagprec::adam_8bit_state s1(n), s2(300), c1(n), c2(300);
+    std::vector<float> q1 = param, q2(param.begin(), param.begin() + 300), r1 = q1, r2 = q2;
+    std::vector<float> g2(grad.begin(), grad.begin() + 300);
+    std::vector<dp_adam_8bit_tensor> list8 = {s1.tensor(q1.data(), grad.data()),
+                                              s2.tensor(q2.data(), g2.data())};
+    diagprec::adam_step_8bit_state_multi(cfg, 1, list8);
+    c1.step(cfg, 1, r1, grad);
+    c2.step(cfg, 1, r2, g2);
+    CHECK(q1 == r1 && q2 == r2 && s1.exp_avg_sq_codes == c1.exp_avg_sq_codes &&
+          s2.exp_avg_scales == c2.exp_avg_scales);
+    auto master3 = master, m3 = m, v3 = v;
+    auto p3 = p16;
+    std::vector<dp_adam_master_tensor> listm = {
+        {master.data(), p16.data(), g16.data(), m.data(), v.data(), 400},
+        {master.data() + 400, p16.data() + 400, g16.data() + 400, m.data() + 400, v.data() + 400,
+         n - 400}};
+    diagprec::adam_step_master_bf16_multi(cfg, 4, listm, diagprec::rounding::stochastic_with(3));
+    CHECK_STATUS(dp_adam_step_master_bf16_stochastic(&cfg, 4, 3, master3.data(), p3.data(),
+                                                     g16.data(), m3.data(), v3.data(), n),
+                 DP_OK);
+    CHECK(dp_same_bits(master.data(), master3.data(), n) && p16 == p3);
+
     // Norm and the clipped step.
     std::vector<dp_adam_tensor_f32> list = {{param.data(), grad.data(), m.data(), v.data(), nullptr, n}};
     auto r = diagprec::grad_norm(list, 1.0);

@@ -1,8 +1,8 @@
 //! Adam/AdamW exports.
 
-use super::check::{self, Name, Region};
+use super::check::{self, buffer, Region};
 use super::{dp_status, guard};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::kernels::adam::{adam_step, adam_step_multi, AdamConfig, AdamTensor};
 
 /// Adam/AdamW hyperparameters (see `dp_adam_config_default`).
@@ -88,30 +88,15 @@ pub(super) fn check_tensor(
     regions: &mut Vec<Region>,
 ) -> Result<()> {
     let n = t.len;
-    let buffers: [(&'static str, *const f32, bool); 5] = [
-        ("param", t.param, true),
-        ("grad", t.grad, false),
-        ("exp_avg", t.exp_avg, true),
-        ("exp_avg_sq", t.exp_avg_sq, true),
-        ("max_exp_avg_sq", t.max_exp_avg_sq, true),
+    let buffers = [
+        buffer("param", t.param, n, true),
+        buffer("grad", t.grad, n, false),
+        buffer("exp_avg", t.exp_avg, n, true),
+        buffer("exp_avg_sq", t.exp_avg_sq, n, true),
+        buffer("max_exp_avg_sq", t.max_exp_avg_sq, n, true),
     ];
     let used = if amsgrad { 5 } else { 4 };
-    let name = |field| Name {
-        tensor: index,
-        field,
-    };
-    for &(field, ptr, _) in &buffers[..used] {
-        check::non_null(name(field), ptr, n)?;
-    }
-    for &(field, ptr, _) in &buffers[..used] {
-        check::size_and_alignment(name(field), ptr, n)?;
-    }
-    regions.extend(
-        buffers[..used]
-            .iter()
-            .map(|&(field, ptr, written)| Region::new(name(field), ptr, n, written)),
-    );
-    Ok(())
+    check::check_tensor_buffers(index, &buffers[..used], regions)
 }
 
 /// Forms the Rust view of a checked tensor.
@@ -206,22 +191,10 @@ pub unsafe extern "C" fn dp_adam_step_multi_f32(
 ) -> dp_status {
     guard(|| {
         check::required("cfg", cfg)?;
-        check::non_null("tensors", tensors, count)?;
-        check::size_and_alignment("tensors", tensors, count)?;
+        // SAFETY: `tensors` is valid for `count` entries (C contract).
+        let (list, mut regions) = unsafe { check::tensor_list(tensors, count, 5)? };
         // SAFETY: cfg is non-null (checked above) and points to a dp_adam_config (C contract).
         let config = AdamConfig::from(unsafe { &*cfg });
-        // Reserve before reading any tensor: a count too large to check fails here.
-        let mut regions = Vec::new();
-        regions
-            .try_reserve_exact(count.saturating_mul(5))
-            .map_err(|_| {
-                Error::new(
-                    ErrorKind::Allocation,
-                    format!("no memory to check {count} tensors for overlap"),
-                )
-            })?;
-        // SAFETY: non-null (or count == 0), aligned and sized: checked just above.
-        let list = unsafe { check::slice(tensors, count) };
         for (i, t) in list.iter().enumerate() {
             check_tensor(Some(i), t, config.amsgrad, &mut regions)?;
         }

@@ -21,11 +21,12 @@ use super::{dp_status, guard};
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernels::adam::AdamConfig;
 use crate::kernels::adam_compressed::{
-    adam_step_8bit_state, adam_step_bf16_state, dequantize_state, quant_scales_len, quantize_state,
-    Bf16StateTensor, Moment, QuantStateTensor, QUANT_BLOCK,
+    adam_step_8bit_state, adam_step_8bit_state_multi, adam_step_bf16_state, dequantize_state,
+    quant_scales_len, quantize_state, Bf16StateTensor, Moment, QuantStateTensor, QUANT_BLOCK,
 };
 use crate::kernels::adam_mixed::{
-    adam_step_master_with, check_no_amsgrad, HalfFormat, MasterTensor, Rounding,
+    adam_step_master_multi, adam_step_master_with, check_no_amsgrad, HalfFormat, MasterTensor,
+    Rounding,
 };
 use crate::kernels::grad_norm::{adam_step_clipped_multi, check_max_grad_norm, grad_norm_multi};
 use crate::{Isa, Par};
@@ -539,5 +540,206 @@ pub unsafe extern "C" fn dp_adam_8bit_dequantize_f32(
             )
         };
         dequantize_state(Isa::detect(), moment, codes, scales, values)
+    })
+}
+
+/// One tensor for the multi-tensor master-weight steps (`dp_adam_step_master_bf16_multi` and
+/// the like): f32 master weights, the 16-bit parameter copy (written) and the 16-bit gradient
+/// as bits, f32 moments; `len` elements each.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct dp_adam_master_tensor {
+    pub master: *mut f32,
+    pub param: *mut u16,
+    pub grad: *const u16,
+    pub exp_avg: *mut f32,
+    pub exp_avg_sq: *mut f32,
+    pub len: usize,
+}
+
+fn master_step_multi(
+    format: HalfFormat,
+    rounding: Rounding,
+    cfg: *const dp_adam_config,
+    step: u64,
+    tensors: *const dp_adam_master_tensor,
+    count: usize,
+) -> Result<()> {
+    let config = config(cfg)?;
+    // SAFETY: `tensors` is valid for `count` entries (C contract).
+    let (list, mut regions) = unsafe { check::tensor_list(tensors, count, 5)? };
+    for (i, t) in list.iter().enumerate() {
+        let n = t.len;
+        let buffers = [
+            buffer("master", t.master, n, true),
+            buffer("param", t.param, n, true),
+            buffer("grad", t.grad, n, false),
+            buffer("exp_avg", t.exp_avg, n, true),
+            buffer("exp_avg_sq", t.exp_avg_sq, n, true),
+        ];
+        check::check_tensor_buffers(Some(i), &buffers, &mut regions)?;
+    }
+    validate(&config, step)?;
+    check_no_amsgrad(&config)?;
+    check::disjoint(regions)?;
+    let mut views: Vec<MasterTensor<'_>> = list
+        .iter()
+        // SAFETY: every tensor's buffers are non-null (or empty), aligned, sized and disjoint
+        // from all others: checked above; validity for len elements is the C contract.
+        .map(|t| unsafe {
+            MasterTensor {
+                master: check::slice_mut(t.master, t.len),
+                param: check::slice_mut(t.param, t.len),
+                grad: check::slice(t.grad, t.len),
+                exp_avg: check::slice_mut(t.exp_avg, t.len),
+                exp_avg_sq: check::slice_mut(t.exp_avg_sq, t.len),
+            }
+        })
+        .collect();
+    adam_step_master_multi(format, &config, step, &mut views, rounding)
+}
+
+/// `dp_adam_step_master_bf16` over `count` tensors in one call (PyTorch's tensor-list form):
+/// work is balanced across threads by elements. No buffer may overlap another, within or across
+/// tensors, except that gradients may share memory. All tensors are checked (and scanned, with
+/// check_finite) before any is written; on failure nothing is written.
+///
+/// # Safety
+/// `tensors` must be valid for `count` entries (or NULL with `count == 0`), each tensor's
+/// pointers valid as for `dp_adam_step_master_bf16`; `cfg` must point to a `dp_adam_config`.
+#[no_mangle]
+pub unsafe extern "C" fn dp_adam_step_master_bf16_multi(
+    cfg: *const dp_adam_config,
+    step: u64,
+    tensors: *const dp_adam_master_tensor,
+    count: usize,
+) -> dp_status {
+    guard(|| {
+        let r = Rounding::NearestEven;
+        master_step_multi(HalfFormat::Bf16, r, cfg, step, tensors, count)
+    })
+}
+
+/// `dp_adam_step_master_bf16_multi` with stochastic rounding. The elements are numbered as if
+/// the tensors were laid end to end: the result is that of `dp_adam_step_master_bf16_stochastic`
+/// on their concatenation, for any thread count.
+///
+/// # Safety
+/// As `dp_adam_step_master_bf16_multi`.
+#[no_mangle]
+pub unsafe extern "C" fn dp_adam_step_master_bf16_multi_stochastic(
+    cfg: *const dp_adam_config,
+    step: u64,
+    seed: u64,
+    tensors: *const dp_adam_master_tensor,
+    count: usize,
+) -> dp_status {
+    guard(|| {
+        let r = Rounding::Stochastic { seed };
+        master_step_multi(HalfFormat::Bf16, r, cfg, step, tensors, count)
+    })
+}
+
+/// `dp_adam_step_master_bf16_multi` with IEEE f16 parameters and gradients.
+///
+/// # Safety
+/// As `dp_adam_step_master_bf16_multi`.
+#[no_mangle]
+pub unsafe extern "C" fn dp_adam_step_master_f16_multi(
+    cfg: *const dp_adam_config,
+    step: u64,
+    tensors: *const dp_adam_master_tensor,
+    count: usize,
+) -> dp_status {
+    guard(|| {
+        let r = Rounding::NearestEven;
+        master_step_multi(HalfFormat::F16, r, cfg, step, tensors, count)
+    })
+}
+
+/// `dp_adam_step_master_bf16_multi_stochastic` with IEEE f16 parameters and gradients.
+///
+/// # Safety
+/// As `dp_adam_step_master_bf16_multi`.
+#[no_mangle]
+pub unsafe extern "C" fn dp_adam_step_master_f16_multi_stochastic(
+    cfg: *const dp_adam_config,
+    step: u64,
+    seed: u64,
+    tensors: *const dp_adam_master_tensor,
+    count: usize,
+) -> dp_status {
+    guard(|| {
+        let r = Rounding::Stochastic { seed };
+        master_step_multi(HalfFormat::F16, r, cfg, step, tensors, count)
+    })
+}
+
+/// One tensor for `dp_adam_step_8bit_state_multi`: `len` f32 parameters and gradients, `len`
+/// bytes of codes and `dp_adam_8bit_scales_len(len)` scales per moment (layout: see
+/// DP_ADAM_8BIT_BLOCK; each tensor has its own blocks).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct dp_adam_8bit_tensor {
+    pub param: *mut f32,
+    pub grad: *const f32,
+    pub exp_avg_codes: *mut u8,
+    pub exp_avg_scales: *mut f32,
+    pub exp_avg_sq_codes: *mut u8,
+    pub exp_avg_sq_scales: *mut f32,
+    pub len: usize,
+}
+
+/// `dp_adam_step_8bit_state` over `count` tensors in one call: work is balanced across threads
+/// by elements, and the result is that of one call per tensor. No buffer may overlap another,
+/// within or across tensors, except that gradients may share memory. All tensors are checked
+/// (and scanned, with check_finite) before any is written; on failure nothing is written.
+///
+/// # Safety
+/// `tensors` must be valid for `count` entries (or NULL with `count == 0`), each tensor's
+/// pointers valid as for `dp_adam_step_8bit_state`; `cfg` must point to a `dp_adam_config`.
+#[no_mangle]
+pub unsafe extern "C" fn dp_adam_step_8bit_state_multi(
+    cfg: *const dp_adam_config,
+    step: u64,
+    tensors: *const dp_adam_8bit_tensor,
+    count: usize,
+) -> dp_status {
+    guard(|| {
+        let config = config(cfg)?;
+        // SAFETY: `tensors` is valid for `count` entries (C contract).
+        let (list, mut regions) = unsafe { check::tensor_list(tensors, count, 6)? };
+        for (i, t) in list.iter().enumerate() {
+            let (n, k) = (t.len, quant_scales_len(t.len));
+            let buffers = [
+                buffer("param", t.param, n, true),
+                buffer("grad", t.grad, n, false),
+                buffer("exp_avg_codes", t.exp_avg_codes, n, true),
+                buffer("exp_avg_scales", t.exp_avg_scales, k, true),
+                buffer("exp_avg_sq_codes", t.exp_avg_sq_codes, n, true),
+                buffer("exp_avg_sq_scales", t.exp_avg_sq_scales, k, true),
+            ];
+            check::check_tensor_buffers(Some(i), &buffers, &mut regions)?;
+        }
+        validate(&config, step)?;
+        check_no_amsgrad(&config)?;
+        check::disjoint(regions)?;
+        let mut views: Vec<QuantStateTensor<'_>> = list
+            .iter()
+            // SAFETY: every tensor's buffers are non-null (or empty), aligned, sized and
+            // disjoint from all others: checked above; validity is the C contract.
+            .map(|t| unsafe {
+                let k = quant_scales_len(t.len);
+                QuantStateTensor {
+                    param: check::slice_mut(t.param, t.len),
+                    grad: check::slice(t.grad, t.len),
+                    exp_avg_codes: check::slice_mut(t.exp_avg_codes, t.len),
+                    exp_avg_scales: check::slice_mut(t.exp_avg_scales, k),
+                    exp_avg_sq_codes: check::slice_mut(t.exp_avg_sq_codes, t.len),
+                    exp_avg_sq_scales: check::slice_mut(t.exp_avg_sq_scales, k),
+                }
+            })
+            .collect();
+        adam_step_8bit_state_multi(&config, step, &mut views)
     })
 }

@@ -109,16 +109,61 @@ pub(crate) fn buffer<T>(name: &'static str, ptr: *const T, len: usize, written: 
 /// all of them); on success, the buffers' regions for [`disjoint`], which callers run after
 /// their hyperparameter checks.
 pub(crate) fn check_buffers(buffers: &[Buffer]) -> Result<Vec<Region>> {
+    let mut regions = Vec::with_capacity(buffers.len());
+    check_tensor_buffers(None, buffers, &mut regions)?;
+    Ok(regions)
+}
+
+/// [`check_buffers`] for the buffers of tensor `tensor` of a list (named `tensors[i].field`),
+/// appending their regions to `regions`.
+pub(crate) fn check_tensor_buffers(
+    tensor: Option<usize>,
+    buffers: &[Buffer],
+    regions: &mut Vec<Region>,
+) -> Result<()> {
+    let name = |b: &Buffer| Name {
+        tensor,
+        field: b.name,
+    };
     for b in buffers {
-        non_null(b.name, b.addr, b.len)?;
+        non_null(name(b), b.addr, b.len)?;
     }
     for b in buffers {
-        size_and_alignment_of(b.name, b)?;
+        size_and_alignment_of(name(b), b)?;
     }
-    Ok(buffers
-        .iter()
-        .map(|b| Region::new(plain(b.name), b.addr, b.len * b.elem_size, b.written))
-        .collect())
+    regions.extend(
+        buffers
+            .iter()
+            .map(|b| Region::new(name(b), b.addr, b.len * b.elem_size, b.written)),
+    );
+    Ok(())
+}
+
+/// A C tensor list of `count` entries, checked (non-null unless empty, sized, aligned), with
+/// room reserved for `regions_per_tensor` overlap regions per tensor before any tensor is read:
+/// a count too large to check fails here, with `DP_ERR_ALLOCATION`.
+///
+/// # Safety
+/// `tensors` must be valid for reading `count` entries for `'a` (the C contract).
+pub(crate) unsafe fn tensor_list<'a, T>(
+    tensors: *const T,
+    count: usize,
+    regions_per_tensor: usize,
+) -> Result<(&'a [T], Vec<Region>)> {
+    non_null("tensors", tensors, count)?;
+    size_and_alignment("tensors", tensors, count)?;
+    let mut regions = Vec::new();
+    regions
+        .try_reserve_exact(count.saturating_mul(regions_per_tensor))
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::Allocation,
+                format!("no memory to check {count} tensors for overlap"),
+            )
+        })?;
+    // SAFETY: non-null (or count == 0), aligned and sized: checked above; validity is the
+    // caller's contract.
+    Ok((unsafe { slice(tensors, count) }, regions))
 }
 
 /// One buffer an export touches, for the overlap check.

@@ -1,12 +1,13 @@
 //! Fewer bytes per parameter: the bf16/f16 master-weight steps, bf16 and 8-bit optimizer state,
 //! each beside the f32 step at the same size (bytes per parameter, GB/s, ns per parameter), and
 //! the two-pass clipped step against the unfused sequence built from the crate's own kernels
-//! (unscale in place, global norm, clip in place, multi-tensor step) at 2^24 total elements.
+//! (unscale in place, global norm, clip in place, multi-tensor step) at 2^24 total elements,
+//! and the tensor-list master (bf16) and 8-bit steps over 1000 small tensors.
 //! Limits: the streaming bandwidth of the f32 step's pattern (read 4 f32 arrays, write 3),
 //! measured alternately with the kernels: for the 28-byte master-weight steps that is the
 //! bandwidth for their byte count (a stricter one: their 16-bit copy is written only, which
 //! costs the cache a read as well), for the others a reference; for the two-pass row, the
-//! unfused sequence.
+//! unfused sequence; for the list rows, one call per tensor on the same buffers.
 
 use std::sync::Mutex;
 
@@ -15,10 +16,10 @@ use super::{
     Row,
 };
 use diagprec::{
-    adam_step, adam_step_8bit_state, adam_step_bf16_state, adam_step_clipped_multi,
-    adam_step_master_bf16, adam_step_master_f16, adam_step_multi, grad_norm_multi,
-    quant_scales_len, scale_in_place, AdamConfig, Bf16StateTensor, Isa, Par, QuantStateTensor,
-    Rounding,
+    adam_step, adam_step_8bit_state, adam_step_8bit_state_multi, adam_step_bf16_state,
+    adam_step_clipped_multi, adam_step_master_bf16, adam_step_master_f16, adam_step_master_multi,
+    adam_step_multi, grad_norm_multi, quant_scales_len, scale_in_place, AdamConfig,
+    Bf16StateTensor, HalfFormat, Isa, MasterTensor, Par, QuantStateTensor, Rounding,
 };
 
 /// Bytes moved per parameter by each path (reads + writes).
@@ -151,6 +152,112 @@ pub fn rows(b: &mut Bench) {
         }
     }
     two_pass_rows(b, &cfg);
+    list_rows(b, &cfg);
+}
+
+/// 1000 tensors of 1024 elements: the tensor-list master (bf16) and 8-bit steps against one
+/// call per tensor on the same buffers.
+fn list_rows(b: &mut Bench, cfg: &AdamConfig) {
+    let (count, len) = (1000usize, 1024usize);
+    let total = count * len;
+    let n_scales = quant_scales_len(len);
+    #[allow(clippy::type_complexity)]
+    let bufs: Vec<([Vec<f32>; 4], [Vec<u16>; 2], [Vec<u8>; 2], [Vec<f32>; 2])> = (0..count)
+        .map(|t| {
+            let g = vec![0.01f32; len];
+            let g16 = vec![half::bf16::from_f32(0.01).to_bits(); len];
+            (
+                [
+                    vec![0.1 * t as f32; len],
+                    g,
+                    vec![0.0; len],
+                    vec![1e-4; len],
+                ],
+                [vec![0; len], g16],
+                [vec![0; len], vec![0; len]],
+                [vec![0.0; n_scales], vec![0.0; n_scales]],
+            )
+        })
+        .collect();
+    let bufs = Mutex::new(bufs);
+    let rn = Rounding::NearestEven;
+    for threads in b.thread_counts() {
+        let budget = b.budget();
+        let secs = with_threads(threads, || {
+            interleaved(
+                budget,
+                [
+                    &mut || {
+                        let mut bufs = bufs.lock().unwrap();
+                        let mut list: Vec<MasterTensor<'_>> = bufs
+                            .iter_mut()
+                            .map(|([p, _, m, v], [p16, g16], _, _)| MasterTensor {
+                                master: p,
+                                param: p16,
+                                grad: g16,
+                                exp_avg: m,
+                                exp_avg_sq: v,
+                            })
+                            .collect();
+                        adam_step_master_multi(HalfFormat::Bf16, cfg, 10, &mut list, rn).unwrap();
+                    },
+                    &mut || {
+                        for ([p, _, m, v], [p16, g16], _, _) in bufs.lock().unwrap().iter_mut() {
+                            adam_step_master_bf16(cfg, 10, p, p16, g16, m, v, rn).unwrap();
+                        }
+                    },
+                    &mut || {
+                        let mut bufs = bufs.lock().unwrap();
+                        let mut list: Vec<QuantStateTensor<'_>> =
+                            bufs.iter_mut().map(|t| quant_tensor(t)).collect();
+                        adam_step_8bit_state_multi(cfg, 10, &mut list).unwrap();
+                    },
+                    &mut || {
+                        for t in bufs.lock().unwrap().iter_mut() {
+                            adam_step_8bit_state(cfg, 10, quant_tensor(t)).unwrap();
+                        }
+                    },
+                ],
+            )
+        });
+        for (name, bytes, [list, separate]) in [
+            ("master bf16 list", MASTER16, [secs[0], secs[1]]),
+            ("8-bit state list", EIGHT_BIT, [secs[2], secs[3]]),
+        ] {
+            let moved = bytes * total as f64;
+            b.push(Row {
+                kernel: name.into(),
+                shape: format!("{count} x {len}"),
+                threads,
+                rate: moved / list / 1e9,
+                unit: "GB/s",
+                limit: moved / separate / 1e9,
+                limit_name: "one call per tensor",
+                note: format!("{:.0} ns per tensor in one call", list / count as f64 * 1e9),
+            });
+        }
+    }
+}
+
+/// The 8-bit tensor of one of `list_rows`' buffer sets.
+#[allow(clippy::type_complexity)]
+fn quant_tensor<'a>(
+    (pgmv, _, [mc, vc], [ms, vs]): &'a mut (
+        [Vec<f32>; 4],
+        [Vec<u16>; 2],
+        [Vec<u8>; 2],
+        [Vec<f32>; 2],
+    ),
+) -> QuantStateTensor<'a> {
+    let [p, g, _, _] = pgmv;
+    QuantStateTensor {
+        param: p,
+        grad: g,
+        exp_avg_codes: mc,
+        exp_avg_scales: ms,
+        exp_avg_sq_codes: vc,
+        exp_avg_sq_scales: vs,
+    }
 }
 
 /// 16 tensors of 2^20 (quick: 2^16) elements: the two-pass step against the unfused chain.

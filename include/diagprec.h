@@ -133,6 +133,16 @@ typedef struct dp_adam_master_tensor {
     size_t len;
 } dp_adam_master_tensor;
 
+// One tensor for `dp_adam_step_bf16_state_multi`: `len` f32 parameters and gradients, `m` and
+// `v` as bf16 bits.
+typedef struct dp_adam_bf16_state_tensor {
+    float *param;
+    const float *grad;
+    uint16_t *exp_avg_bf16;
+    uint16_t *exp_avg_sq_bf16;
+    size_t len;
+} dp_adam_bf16_state_tensor;
+
 // One tensor for `dp_adam_step_8bit_state_multi`: `len` f32 parameters and gradients, `len`
 // bytes of codes and `dp_adam_8bit_scales_len(len)` scales per moment (layout: see
 // DP_ADAM_8BIT_BLOCK; each tensor has its own blocks).
@@ -429,6 +439,22 @@ enum dp_status dp_adam_step_master_f16_multi_stochastic(const struct dp_adam_con
                                                         uint64_t seed,
                                                         const struct dp_adam_master_tensor *tensors,
                                                         size_t count);
+
+// `dp_adam_step_bf16_state` over `count` tensors in one call: work is balanced across threads
+// by elements; the elements are numbered as if the tensors were laid end to end, so the result
+// is that of `dp_adam_step_bf16_state` on their concatenation, for any thread count. No buffer
+// may overlap another, within or across tensors, except that gradients may share memory. All
+// tensors are checked (and scanned, with check_finite) before any is written; on failure
+// nothing is written.
+//
+// # Safety
+// `tensors` must be valid for `count` entries (or NULL with `count == 0`), each tensor's
+// pointers valid as for `dp_adam_step_bf16_state`; `cfg` must point to a `dp_adam_config`.
+enum dp_status dp_adam_step_bf16_state_multi(const struct dp_adam_config *cfg,
+                                             uint64_t step,
+                                             uint64_t seed,
+                                             const struct dp_adam_bf16_state_tensor *tensors,
+                                             size_t count);
 
 // `dp_adam_step_8bit_state` over `count` tensors in one call: work is balanced across threads
 // by elements, and the result is that of one call per tensor. No buffer may overlap another,

@@ -731,6 +731,25 @@ inline void adam_step_bf16_state(const dp_adam_config& cfg, std::uint64_t step,
         dp_adam_step_bf16_state(&cfg, step, seed, param, grad, exp_avg, exp_avg_sq, len));
 }
 
+/// The bf16-state step over a tensor list (dp_adam_step_bf16_state_multi).
+inline std::error_code adam_step_bf16_state_multi(const dp_adam_config& cfg, std::uint64_t step,
+                                                  std::uint64_t seed,
+                                                  const dp_adam_bf16_state_tensor* tensors,
+                                                  std::size_t count,
+                                                  std::error_code& ec) noexcept {
+    ec = detail::to_code(dp_adam_step_bf16_state_multi(&cfg, step, seed, tensors, count));
+    return ec;
+}
+
+/// Container of dp_adam_bf16_state_tensor.
+template <class T,
+          class = std::enable_if_t<std::is_same_v<detail::value_t<T>, dp_adam_bf16_state_tensor>>>
+void adam_step_bf16_state_multi(const dp_adam_config& cfg, std::uint64_t step, std::uint64_t seed,
+                                const T& tensors) {
+    detail::throw_if_failed(
+        dp_adam_step_bf16_state_multi(&cfg, step, seed, tensors.data(), tensors.size()));
+}
+
 }  // namespace diagprec
 
 // dp_status converts to std::error_code (found by argument-dependent lookup).

@@ -40,8 +40,9 @@ pub use kernels::adam::{
 };
 pub use kernels::adam_compressed::{
     adam_step_8bit_state, adam_step_8bit_state_multi, adam_step_8bit_state_multi_with,
-    adam_step_8bit_state_with, adam_step_bf16_state, adam_step_bf16_state_with, dequantize_state,
-    quant_scales_len, quantize_state, Bf16StateTensor, Moment, QuantStateTensor, QUANT_BLOCK,
+    adam_step_8bit_state_with, adam_step_bf16_state, adam_step_bf16_state_multi,
+    adam_step_bf16_state_multi_with, adam_step_bf16_state_with, dequantize_state, quant_scales_len,
+    quantize_state, Bf16StateTensor, Moment, QuantStateTensor, QUANT_BLOCK,
 };
 pub use kernels::adam_mixed::{
     adam_step_master_bf16, adam_step_master_f16, adam_step_master_multi,

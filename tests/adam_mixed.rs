@@ -1167,6 +1167,49 @@ fn multi_tensor_steps_equal_single_calls_on_every_isa_and_thread_count() {
             }
         }
     }
+    // bf16 state: one call on the concatenation too.
+    let fresh = || (master0.clone(), vec![0u16; total], vec![0u16; total]);
+    let (mut p, mut m16, mut v16) = fresh();
+    for step in 1..=2 {
+        let t = Bf16StateTensor {
+            param: &mut p,
+            grad: &g32,
+            exp_avg: &mut m16,
+            exp_avg_sq: &mut v16,
+        };
+        adam_step_bf16_state_with(Isa::scalar(), Par::Seq, &cfg, step, 4, t).unwrap();
+    }
+    let expected = (bits(&p), m16, v16);
+    for isa in Isa::available() {
+        for (par, threads) in runs {
+            set_num_threads(threads).unwrap();
+            let (mut p, mut m16, mut v16) = fresh();
+            for step in 1..=2 {
+                let (mut pr, mut gr, mut mr, mut vr) =
+                    (&mut p[..], &g32[..], &mut m16[..], &mut v16[..]);
+                let mut list = Vec::new();
+                for n in LIST_LENGTHS {
+                    let (p0, p1) = pr.split_at_mut(n);
+                    let (g0, g1) = gr.split_at(n);
+                    let (m0, m1) = mr.split_at_mut(n);
+                    let (v0, v1) = vr.split_at_mut(n);
+                    list.push(Bf16StateTensor {
+                        param: p0,
+                        grad: g0,
+                        exp_avg: m0,
+                        exp_avg_sq: v0,
+                    });
+                    (pr, gr, mr, vr) = (p1, g1, m1, v1);
+                }
+                adam_step_bf16_state_multi_with(isa, par, &cfg, step, 4, &mut list).unwrap();
+            }
+            assert!(
+                (bits(&p), m16, v16) == expected,
+                "bf16 state {} {threads} threads",
+                isa.name()
+            );
+        }
+    }
     // 8-bit state: one call per tensor (each has its own blocks and scales).
     let n_scales: usize = LIST_LENGTHS.iter().map(|&n| quant_scales_len(n)).sum();
     let fresh = || -> (Vec<f32>, QuantState) {

@@ -271,8 +271,8 @@ static void compressed_state_steps(void) {
 static const size_t list_len[LIST] = {300, 1, 777};
 
 typedef struct list_state {
-    float master[TOTAL], m[TOTAL], v[TOTAL], p[TOTAL], g[TOTAL];
-    uint16_t p16[TOTAL], g16[TOTAL];
+    float master[TOTAL], m[TOTAL], v[TOTAL], p[TOTAL], g[TOTAL], q[TOTAL];
+    uint16_t p16[TOTAL], g16[TOTAL], m16[TOTAL], v16[TOTAL];
     uint8_t mc[TOTAL], vc[TOTAL];
     float ms[2 + 1 + 4], vs[2 + 1 + 4];
 } list_state;
@@ -280,7 +280,7 @@ typedef struct list_state {
 static void fill_list(list_state *s) {
     memset(s, 0, sizeof *s);
     for (unsigned i = 0; i < TOTAL; i++) {
-        s->master[i] = s->p[i] = dp_value(i, 31, 1.0f);
+        s->master[i] = s->p[i] = s->q[i] = dp_value(i, 31, 1.0f);
         s->g[i] = dp_value(i, 32, 0.1f);
         s->g16[i] = f32_to_bf16(s->g[i]);
     }
@@ -304,6 +304,16 @@ static void quant_list(list_state *s, dp_adam_8bit_tensor *t) {
         t[k] = x;
         at += list_len[k];
         sc += dp_adam_8bit_scales_len(list_len[k]);
+    }
+}
+
+static void bf16_state_list(list_state *s, dp_adam_bf16_state_tensor *t) {
+    size_t at = 0;
+    for (int k = 0; k < LIST; k++) {
+        dp_adam_bf16_state_tensor x = {s->q + at, s->g + at, s->m16 + at, s->v16 + at,
+                                       list_len[k]};
+        t[k] = x;
+        at += list_len[k];
     }
 }
 
@@ -356,6 +366,14 @@ static void tensor_lists(void) {
                                                      b.v, TOTAL),
                  DP_OK);
     CHECK(memcmp(&a, &b, sizeof a) == 0);
+    /* bf16 state: also one call on the concatenation. */
+    dp_adam_bf16_state_tensor bt[LIST];
+    for (uint64_t t = 1; t <= 2; t++) {
+        bf16_state_list(&a, bt);
+        CHECK_STATUS(dp_adam_step_bf16_state_multi(&c, t, 21, bt, LIST), DP_OK);
+        CHECK_STATUS(dp_adam_step_bf16_state(&c, t, 21, b.q, b.g, b.m16, b.v16, TOTAL), DP_OK);
+    }
+    CHECK(memcmp(&a, &b, sizeof a) == 0);
 
     /* Errors: nothing written in any tensor. */
     memcpy(&b, &a, sizeof a);
@@ -388,6 +406,10 @@ static void tensor_lists(void) {
     CHECK_STATUS(dp_adam_step_master_bf16_multi(&fin, 1, mt, LIST), DP_ERR_NON_FINITE);
     a.g[TOTAL - 1] = b.g[TOTAL - 1] = INFINITY;
     CHECK_STATUS(dp_adam_step_8bit_state_multi(&fin, 1, qt, LIST), DP_ERR_NON_FINITE);
+    bf16_state_list(&a, bt);
+    CHECK_STATUS(dp_adam_step_bf16_state_multi(&fin, 1, 21, bt, LIST), DP_ERR_NON_FINITE);
+    bt[0].exp_avg_sq_bf16 = bt[2].exp_avg_bf16;
+    CHECK_STATUS(dp_adam_step_bf16_state_multi(&c, 1, 21, bt, LIST), DP_ERR_ALIASING);
     a.g[TOTAL - 1] = b.g[TOTAL - 1] = 0.5f;
     qt[2].exp_avg_sq_codes = qt[0].exp_avg_codes + 5;
     CHECK_STATUS(dp_adam_step_8bit_state_multi(&c, 1, qt, LIST), DP_ERR_ALIASING);

@@ -90,6 +90,15 @@ static void wrappers_equal_the_c_calls() {
                  DP_OK);
     CHECK(dp_same_bits(master.data(), master3.data(), n) && p16 == p3);
 
+    std::vector<float> qa = param, qb = param;
+    std::vector<std::uint16_t> ma(n), va(n), mb(n), vb(n);
+    std::vector<dp_adam_bf16_state_tensor> listb = {
+        {qa.data(), grad.data(), ma.data(), va.data(), 500},
+        {qa.data() + 500, grad.data() + 500, ma.data() + 500, va.data() + 500, n - 500}};
+    diagprec::adam_step_bf16_state_multi(cfg, 2, 8, listb);
+    diagprec::adam_step_bf16_state(cfg, 2, 8, qb.data(), grad.data(), mb.data(), vb.data(), n);
+    CHECK(qa == qb && ma == mb && va == vb);
+
     // Norm and the clipped step.
     std::vector<dp_adam_tensor_f32> list = {{param.data(), grad.data(), m.data(), v.data(), nullptr, n}};
     auto r = diagprec::grad_norm(list, 1.0);

@@ -21,8 +21,9 @@ use super::{dp_status, guard};
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernels::adam::AdamConfig;
 use crate::kernels::adam_compressed::{
-    adam_step_8bit_state, adam_step_8bit_state_multi, adam_step_bf16_state, dequantize_state,
-    quant_scales_len, quantize_state, Bf16StateTensor, Moment, QuantStateTensor, QUANT_BLOCK,
+    adam_step_8bit_state, adam_step_8bit_state_multi, adam_step_bf16_state,
+    adam_step_bf16_state_multi, dequantize_state, quant_scales_len, quantize_state,
+    Bf16StateTensor, Moment, QuantStateTensor, QUANT_BLOCK,
 };
 use crate::kernels::adam_mixed::{
     adam_step_master_multi, adam_step_master_with, check_no_amsgrad, HalfFormat, MasterTensor,
@@ -672,6 +673,70 @@ pub unsafe extern "C" fn dp_adam_step_master_f16_multi_stochastic(
     guard(|| {
         let r = Rounding::Stochastic { seed };
         master_step_multi(HalfFormat::F16, r, cfg, step, tensors, count)
+    })
+}
+
+/// One tensor for `dp_adam_step_bf16_state_multi`: `len` f32 parameters and gradients, `m` and
+/// `v` as bf16 bits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct dp_adam_bf16_state_tensor {
+    pub param: *mut f32,
+    pub grad: *const f32,
+    pub exp_avg_bf16: *mut u16,
+    pub exp_avg_sq_bf16: *mut u16,
+    pub len: usize,
+}
+
+/// `dp_adam_step_bf16_state` over `count` tensors in one call: work is balanced across threads
+/// by elements; the elements are numbered as if the tensors were laid end to end, so the result
+/// is that of `dp_adam_step_bf16_state` on their concatenation, for any thread count. No buffer
+/// may overlap another, within or across tensors, except that gradients may share memory. All
+/// tensors are checked (and scanned, with check_finite) before any is written; on failure
+/// nothing is written.
+///
+/// # Safety
+/// `tensors` must be valid for `count` entries (or NULL with `count == 0`), each tensor's
+/// pointers valid as for `dp_adam_step_bf16_state`; `cfg` must point to a `dp_adam_config`.
+#[no_mangle]
+pub unsafe extern "C" fn dp_adam_step_bf16_state_multi(
+    cfg: *const dp_adam_config,
+    step: u64,
+    seed: u64,
+    tensors: *const dp_adam_bf16_state_tensor,
+    count: usize,
+) -> dp_status {
+    guard(|| {
+        let config = config(cfg)?;
+        // SAFETY: `tensors` is valid for `count` entries (C contract).
+        let (list, mut regions) = unsafe { check::tensor_list(tensors, count, 4)? };
+        for (i, t) in list.iter().enumerate() {
+            let n = t.len;
+            let buffers = [
+                buffer("param", t.param, n, true),
+                buffer("grad", t.grad, n, false),
+                buffer("exp_avg_bf16", t.exp_avg_bf16, n, true),
+                buffer("exp_avg_sq_bf16", t.exp_avg_sq_bf16, n, true),
+            ];
+            check::check_tensor_buffers(Some(i), &buffers, &mut regions)?;
+        }
+        validate(&config, step)?;
+        check_no_amsgrad(&config)?;
+        check::disjoint(regions)?;
+        let mut views: Vec<Bf16StateTensor<'_>> = list
+            .iter()
+            // SAFETY: every tensor's buffers are non-null (or empty), aligned, sized and
+            // disjoint from all others: checked above; validity is the C contract.
+            .map(|t| unsafe {
+                Bf16StateTensor {
+                    param: check::slice_mut(t.param, t.len),
+                    grad: check::slice(t.grad, t.len),
+                    exp_avg: check::slice_mut(t.exp_avg_bf16, t.len),
+                    exp_avg_sq: check::slice_mut(t.exp_avg_sq_bf16, t.len),
+                }
+            })
+            .collect();
+        adam_step_bf16_state_multi(&config, step, seed, &mut views)
     })
 }
 

@@ -255,49 +255,126 @@ pub fn adam_step_bf16_state_with(
     cfg: &AdamConfig,
     step: u64,
     seed: u64,
-    tensor: Bf16StateTensor<'_>,
+    mut tensor: Bf16StateTensor<'_>,
 ) -> Result<()> {
     cfg.validate()?;
     check_step(step)?;
     check_no_amsgrad(cfg)?;
-    let n = tensor.param.len();
-    check_lengths(
-        n,
-        &[
-            ("grad", tensor.grad.len()),
-            ("exp_avg", tensor.exp_avg.len()),
-            ("exp_avg_sq", tensor.exp_avg_sq.len()),
-        ],
-    )?;
+    tensor.check()?;
     let k = AdamCoefficients::new(cfg, step);
     if cfg.check_finite && !grad_is_finite(isa, par, tensor.grad, k.grad_factor)? {
         return Err(non_finite_error());
     }
-    let keys = [
-        convert::stream_key(seed, step, 0),
-        convert::stream_key(seed, step, 1),
-    ];
-    let block = Bf16StateBlock {
-        offset: 0,
-        param: tensor.param,
-        grad: tensor.grad,
-        exp_avg: tensor.exp_avg,
-        exp_avg_sq: tensor.exp_avg_sq,
-    };
-    let l2 = k.l2 != 0.0;
+    let keys = bf16_state_keys(seed, step);
     dispatch::map_reduce_blocks(
         par,
-        block,
+        tensor.block(0),
         BLOCK,
-        &|block| {
-            if l2 {
-                isa.run(Bf16StateKernel::<true> { k: &k, keys, block })
-            } else {
-                isa.run(Bf16StateKernel::<false> { k: &k, keys, block })
-            }
-        },
+        &|block| update_bf16_state_block(isa, &k, keys, block),
         &|(), ()| (),
     )
+}
+
+/// [`adam_step_bf16_state`] over a list of tensors in one call (PyTorch's tensor-list form):
+/// every tensor is checked, and with `check_finite` every gradient scanned, before any is
+/// written; threads share the work by elements, not by tensor. The elements are numbered as if
+/// the tensors were laid end to end, so each gets its own random bits and the result is that of
+/// one call on their concatenation, for any thread count. Errors as [`adam_step_bf16_state`],
+/// naming the tensor; nothing is written on error.
+pub fn adam_step_bf16_state_multi(
+    cfg: &AdamConfig,
+    step: u64,
+    seed: u64,
+    tensors: &mut [Bf16StateTensor<'_>],
+) -> Result<()> {
+    adam_step_bf16_state_multi_with(Isa::detect(), Par::Pool, cfg, step, seed, tensors)
+}
+
+/// [`adam_step_bf16_state_multi`] on a chosen instruction set and parallelism.
+pub fn adam_step_bf16_state_multi_with(
+    isa: Isa,
+    par: Par,
+    cfg: &AdamConfig,
+    step: u64,
+    seed: u64,
+    tensors: &mut [Bf16StateTensor<'_>],
+) -> Result<()> {
+    cfg.validate()?;
+    check_step(step)?;
+    check_no_amsgrad(cfg)?;
+    for (i, t) in tensors.iter().enumerate() {
+        in_tensor(i, t.check())?;
+    }
+    let k = AdamCoefficients::new(cfg, step);
+    let mut offset = 0;
+    let blocks = tensors.iter_mut().map(|t| {
+        let block = t.block(offset);
+        offset += block.len();
+        block
+    });
+    let batches = balanced_batches(blocks, BLOCK, 1);
+    let finite = |b: &Bf16StateBlock<'_>| {
+        isa.run(FiniteScan {
+            values: b.grad,
+            scale: k.grad_factor,
+        })
+    };
+    if cfg.check_finite && !all_in_batches(par, &batches, finite)? {
+        return Err(non_finite_error());
+    }
+    let keys = bf16_state_keys(seed, step);
+    dispatch::for_each_item(par, batches, |batch| {
+        for block in batch {
+            update_bf16_state_block(isa, &k, keys, block);
+        }
+    })
+}
+
+impl Bf16StateTensor<'_> {
+    /// Every buffer as long as `param`.
+    fn check(&self) -> Result<()> {
+        check_lengths(
+            self.param.len(),
+            &[
+                ("grad", self.grad.len()),
+                ("exp_avg", self.exp_avg.len()),
+                ("exp_avg_sq", self.exp_avg_sq.len()),
+            ],
+        )
+    }
+
+    /// The whole tensor as a block whose first element is element `offset` of the step.
+    fn block(&mut self, offset: usize) -> Bf16StateBlock<'_> {
+        Bf16StateBlock {
+            offset,
+            param: self.param,
+            grad: self.grad,
+            exp_avg: self.exp_avg,
+            exp_avg_sq: self.exp_avg_sq,
+        }
+    }
+}
+
+/// The stochastic rounding keys of `m` and `v` (streams 0 and 1) of a step.
+fn bf16_state_keys(seed: u64, step: u64) -> [u64; 2] {
+    [
+        convert::stream_key(seed, step, 0),
+        convert::stream_key(seed, step, 1),
+    ]
+}
+
+/// The bf16-state step of one block on the calling thread.
+fn update_bf16_state_block(
+    isa: Isa,
+    k: &AdamCoefficients,
+    keys: [u64; 2],
+    block: Bf16StateBlock<'_>,
+) {
+    if k.l2 != 0.0 {
+        isa.run(Bf16StateKernel::<true> { k, keys, block })
+    } else {
+        isa.run(Bf16StateKernel::<false> { k, keys, block })
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

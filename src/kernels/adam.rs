@@ -686,30 +686,33 @@ pub fn adam_step_multi_with(
             scale: k.grad_factor,
         })
     };
-    if cfg.check_finite && !all_in_batches(par, &batches, finite)? {
-        return Err(non_finite_error());
-    }
-    dispatch::for_each_item(par, batches, |batch| {
-        for block in batch {
-            adam_update_block(isa, &k, block);
-        }
+    step_batches(par, batches, cfg.check_finite, finite, |block| {
+        adam_update_block(isa, &k, block)
     })
 }
 
-/// Whether `ok` holds for every piece of every batch (the batches checked in parallel): the
-/// finite scans of the multi-tensor steps.
-pub(crate) fn all_in_batches<W: Sync>(
+/// The second half of every multi-tensor step: with `check_finite`, `finite` must hold for
+/// every piece (all batches scanned in parallel; else [`ErrorKind::NonFinite`] and nothing is
+/// written), then `update` runs on every piece, the batches in parallel.
+pub(crate) fn step_batches<W: Send + Sync>(
     par: Par,
-    batches: &[Vec<W>],
-    ok: impl Fn(&W) -> bool + Sync,
-) -> Result<bool> {
-    let failed = std::sync::atomic::AtomicBool::new(false);
-    dispatch::for_each_item(par, batches.iter().collect(), |batch: &Vec<W>| {
-        if !batch.iter().all(&ok) {
-            failed.store(true, std::sync::atomic::Ordering::Relaxed);
+    batches: Vec<Vec<W>>,
+    check_finite: bool,
+    finite: impl Fn(&W) -> bool + Sync,
+    update: impl Fn(W) + Sync,
+) -> Result<()> {
+    if check_finite {
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        dispatch::for_each_item(par, batches.iter().collect(), |batch: &Vec<W>| {
+            if !batch.iter().all(&finite) {
+                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        })?;
+        if failed.into_inner() {
+            return Err(non_finite_error());
         }
-    })?;
-    Ok(!failed.into_inner())
+    }
+    dispatch::for_each_item(par, batches, |batch| batch.into_iter().for_each(&update))
 }
 
 /// Cuts each piece into blocks of at most `block` elements and packs consecutive pieces into

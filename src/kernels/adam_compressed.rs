@@ -51,9 +51,9 @@
 //! checkpoint) is refused with an error before anything is written. Amsgrad is not supported.
 
 use super::adam::{
-    adam_body, adam_registers_of, align_head, all_in_batches, balanced_batches, check_step,
-    grad_is_finite, non_finite_error, AdamBlock, AdamCoefficients, AdamConfig, AdamRegisters,
-    Splat, BLOCK,
+    adam_body, adam_registers_of, align_head, balanced_batches, check_step, grad_is_finite,
+    non_finite_error, step_batches, AdamBlock, AdamCoefficients, AdamConfig, AdamRegisters, Splat,
+    BLOCK,
 };
 use super::adam_mixed::{check_lengths, check_no_amsgrad, in_tensor, narrow_store_at, widen_at};
 use super::convert::{self, lanes, load_bytes, store_u8, MAX_LANES};
@@ -319,14 +319,9 @@ pub fn adam_step_bf16_state_multi_with(
             scale: k.grad_factor,
         })
     };
-    if cfg.check_finite && !all_in_batches(par, &batches, finite)? {
-        return Err(non_finite_error());
-    }
     let keys = bf16_state_keys(seed, step);
-    dispatch::for_each_item(par, batches, |batch| {
-        for block in batch {
-            update_bf16_state_block(isa, &k, keys, block);
-        }
+    step_batches(par, batches, cfg.check_finite, finite, |block| {
+        update_bf16_state_block(isa, &k, keys, block)
     })
 }
 
@@ -1147,13 +1142,8 @@ pub fn adam_step_8bit_state_multi_with(
             scale: k.grad_factor,
         })
     };
-    if cfg.check_finite && !all_in_batches(par, &batches, finite)? {
-        return Err(non_finite_error());
-    }
-    dispatch::for_each_item(par, batches, |batch| {
-        for block in batch {
-            update_quant_block(isa, &k, block);
-        }
+    step_batches(par, batches, cfg.check_finite, finite, |block| {
+        update_quant_block(isa, &k, block)
     })
 }
 

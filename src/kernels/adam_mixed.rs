@@ -26,8 +26,8 @@
 //! stream); asking for it is [`ErrorKind::InvalidArgument`].
 
 use super::adam::{
-    adam_body, adam_registers_of, align_head, all_in_batches, balanced_batches, check_step,
-    non_finite_error, AdamBlock, AdamCoefficients, AdamConfig, AdamRegisters, Splat, BLOCK,
+    adam_body, adam_registers_of, align_head, balanced_batches, check_step, non_finite_error,
+    step_batches, AdamBlock, AdamCoefficients, AdamConfig, AdamRegisters, Splat, BLOCK,
 };
 use super::convert::{
     self, bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, first_chunk, iota, lanes, load_u16,
@@ -669,14 +669,9 @@ pub fn adam_step_master_multi_with(
     });
     let batches = balanced_batches(blocks, BLOCK, 1);
     let finite = |b: &MasterBlock<'_>| finite16(isa, format, b.grad, k.grad_factor);
-    if cfg.check_finite && !all_in_batches(par, &batches, finite)? {
-        return Err(non_finite_error());
-    }
     let key = rounding_key(rounding, step);
-    dispatch::for_each_item(par, batches, |batch| {
-        for block in batch {
-            update_block(isa, format, rounding, &k, key, block);
-        }
+    step_batches(par, batches, cfg.check_finite, finite, |block| {
+        update_block(isa, format, rounding, &k, key, block)
     })
 }
 

@@ -311,6 +311,28 @@ enum dp_status dp_grad_norm_multi_f32(const struct dp_adam_tensor_f32 *tensors,
                                       double *norm_out,
                                       bool *found_inf_out);
 
+// `dp_grad_norm_multi_f32` of the bf16 gradients (`grad`) of master-weight tensors: bitwise
+// the norm of the widened values.
+//
+// # Safety
+// `tensors` must be valid for `count` elements (or NULL with `count == 0`), each `grad` valid
+// for reads of `len` values; `norm_out` and `found_inf_out` valid for writes.
+enum dp_status dp_grad_norm_multi_bf16(const struct dp_adam_master_tensor *tensors,
+                                       size_t count,
+                                       double inv_grad_scale,
+                                       double *norm_out,
+                                       bool *found_inf_out);
+
+// `dp_grad_norm_multi_bf16` of IEEE f16 gradients.
+//
+// # Safety
+// As `dp_grad_norm_multi_bf16`.
+enum dp_status dp_grad_norm_multi_f16(const struct dp_adam_master_tensor *tensors,
+                                      size_t count,
+                                      double inv_grad_scale,
+                                      double *norm_out,
+                                      bool *found_inf_out);
+
 // The two-pass training step over `count` tensors. Pass 1: the global L2 norm of the unscaled
 // gradients (`grad * cfg->inv_grad_scale`) with a non-finite scan; if any value is NaN/Inf the
 // call returns DP_ERR_NON_FINITE and writes nothing (not even `*norm_out`), whatever
@@ -468,6 +490,58 @@ enum dp_status dp_adam_step_8bit_state_multi(const struct dp_adam_config *cfg,
                                              uint64_t step,
                                              const struct dp_adam_8bit_tensor *tensors,
                                              size_t count);
+
+// The two-pass step of `dp_adam_step_master_bf16_multi`: pass 1 is the global L2 norm of the
+// unscaled bf16 gradients with a non-finite scan (a NaN/Inf returns DP_ERR_NON_FINITE and
+// writes nothing, not even `*norm_out`); pass 2 is the master step with unscale and
+// `clip = min(1, max_grad_norm / (norm + 1e-6))` folded into one gradient factor (see
+// `dp_adam_step_clipped_multi_f32`). `max_grad_norm > 0` (INFINITY: no clipping); `norm_out`
+// may be NULL. Overlap rules as `dp_adam_step_master_bf16_multi`.
+//
+// # Safety
+// As `dp_adam_step_master_bf16_multi`; `norm_out`, when non-NULL, valid for one write.
+enum dp_status dp_adam_step_master_bf16_clipped_multi(const struct dp_adam_config *cfg,
+                                                      uint64_t step,
+                                                      const struct dp_adam_master_tensor *tensors,
+                                                      size_t count,
+                                                      double max_grad_norm,
+                                                      double *norm_out);
+
+// `dp_adam_step_master_bf16_clipped_multi` with stochastic rounding (elements numbered end to
+// end, as `dp_adam_step_master_bf16_multi_stochastic`).
+//
+// # Safety
+// As `dp_adam_step_master_bf16_clipped_multi`.
+enum dp_status dp_adam_step_master_bf16_clipped_multi_stochastic(const struct dp_adam_config *cfg,
+                                                                 uint64_t step,
+                                                                 uint64_t seed,
+                                                                 const struct dp_adam_master_tensor *tensors,
+                                                                 size_t count,
+                                                                 double max_grad_norm,
+                                                                 double *norm_out);
+
+// `dp_adam_step_master_bf16_clipped_multi` with IEEE f16 parameters and gradients.
+//
+// # Safety
+// As `dp_adam_step_master_bf16_clipped_multi`.
+enum dp_status dp_adam_step_master_f16_clipped_multi(const struct dp_adam_config *cfg,
+                                                     uint64_t step,
+                                                     const struct dp_adam_master_tensor *tensors,
+                                                     size_t count,
+                                                     double max_grad_norm,
+                                                     double *norm_out);
+
+// `dp_adam_step_master_f16_clipped_multi` with stochastic rounding.
+//
+// # Safety
+// As `dp_adam_step_master_bf16_clipped_multi`.
+enum dp_status dp_adam_step_master_f16_clipped_multi_stochastic(const struct dp_adam_config *cfg,
+                                                                uint64_t step,
+                                                                uint64_t seed,
+                                                                const struct dp_adam_master_tensor *tensors,
+                                                                size_t count,
+                                                                double max_grad_norm,
+                                                                double *norm_out);
 
 // Creates the identity basis on `len` floats (rotations are copies; steps are the plain ones).
 //

@@ -583,6 +583,40 @@ void adam_step_master_f16_multi(const dp_adam_config& cfg, std::uint64_t step, c
     if (ec) throw error(static_cast<dp_status>(ec.value()), dp_last_error_message());
 }
 
+/// The two-pass master step over a tensor list (dp_adam_step_master_bf16_clipped_multi and
+/// its f16 / _stochastic forms); returns the norm before clipping. `f16`: IEEE binary16
+/// parameters and gradients, else bf16.
+inline double adam_step_master_clipped(const dp_adam_config& cfg, std::uint64_t step,
+                                       const dp_adam_master_tensor* tensors, std::size_t count,
+                                       double max_grad_norm, bool f16, rounding r,
+                                       std::error_code& ec) noexcept {
+    double norm = 0.0;
+    dp_status s;
+    if (f16)
+        s = r.stochastic ? dp_adam_step_master_f16_clipped_multi_stochastic(
+                               &cfg, step, r.seed, tensors, count, max_grad_norm, &norm)
+                         : dp_adam_step_master_f16_clipped_multi(&cfg, step, tensors, count,
+                                                                 max_grad_norm, &norm);
+    else
+        s = r.stochastic ? dp_adam_step_master_bf16_clipped_multi_stochastic(
+                               &cfg, step, r.seed, tensors, count, max_grad_norm, &norm)
+                         : dp_adam_step_master_bf16_clipped_multi(&cfg, step, tensors, count,
+                                                                  max_grad_norm, &norm);
+    ec = detail::to_code(s);
+    return norm;
+}
+
+template <class T,
+          class = std::enable_if_t<std::is_same_v<detail::value_t<T>, dp_adam_master_tensor>>>
+double adam_step_master_clipped(const dp_adam_config& cfg, std::uint64_t step, const T& tensors,
+                                double max_grad_norm, bool f16 = false, rounding r = {}) {
+    std::error_code ec;
+    double norm = adam_step_master_clipped(cfg, step, tensors.data(), tensors.size(),
+                                           max_grad_norm, f16, r, ec);
+    if (ec) throw error(static_cast<dp_status>(ec.value()), dp_last_error_message());
+    return norm;
+}
+
 /// The global L2 norm of the unscaled gradients and whether any is NaN/Inf.
 struct grad_norm_result {
     double norm = 0.0;

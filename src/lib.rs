@@ -57,8 +57,9 @@ pub use kernels::gn_diag::{
     GnEstimator,
 };
 pub use kernels::grad_norm::{
-    adam_step_clipped_multi, adam_step_clipped_multi_with, clip_coefficient, grad_norm_multi,
-    grad_norm_multi_with, scale_in_place, GradNorm,
+    adam_step_clipped_multi, adam_step_clipped_multi_with, adam_step_master_clipped_multi,
+    adam_step_master_clipped_multi_with, clip_coefficient, grad_norm_multi, grad_norm_multi_half,
+    grad_norm_multi_half_with, grad_norm_multi_with, scale_in_place, GradNorm,
 };
 pub use kernels::precond::{gn_step, gn_step_with, GnConfig, SophiaClip};
 pub use optim::Adam;

@@ -1313,6 +1313,89 @@ fn multi_tensor_steps_check_every_tensor_before_writing() {
     assert_eq!(state.2, copy.2);
 }
 
+#[test]
+fn half_norm_is_the_norm_of_the_widened_gradients_and_the_clipped_master_step_folds_it() {
+    let mut r = rng(61);
+    let total: usize = LIST_LENGTHS.iter().sum();
+    let g32 = log_uniform(&mut r, total, -4.0, 1.0, true);
+    for format in [HalfFormat::Bf16, HalfFormat::F16] {
+        let mut grad: Vec<u16> = g32.iter().map(|&x| to_half(format, x)).collect();
+        let cut = |g: &[u16]| -> Vec<Vec<u16>> {
+            let mut at = 0;
+            LIST_LENGTHS
+                .iter()
+                .map(|&n| {
+                    at += n;
+                    g[at - n..at].to_vec()
+                })
+                .collect()
+        };
+        // The norm: bitwise that of the widened values, on every ISA and thread count.
+        let lists = cut(&grad);
+        let views: Vec<&[u16]> = lists.iter().map(|g| g.as_slice()).collect();
+        let wide: Vec<Vec<f32>> = lists.iter().map(|g| widen(format, g)).collect();
+        let wide_views: Vec<&[f32]> = wide.iter().map(|g| g.as_slice()).collect();
+        for isa in Isa::available() {
+            let want = grad_norm_multi_with(isa, Par::Seq, &wide_views, 0.25).unwrap();
+            for threads in [1, 2, 3] {
+                set_num_threads(threads).unwrap();
+                let got = grad_norm_multi_half_with(isa, Par::Pool, format, &views, 0.25);
+                assert_eq!(got.unwrap(), want, "{format:?} {} {threads}", isa.name());
+            }
+        }
+        set_num_threads(0).unwrap();
+        // The two-pass master step: the norm, then the list step with the folded factor.
+        let mut cfg = AdamConfig::adamw(1e-2);
+        cfg.inv_grad_scale = 0.5;
+        let master0 = log_uniform(&mut r, total, -2.0, 0.0, true);
+        let rounding = Rounding::Stochastic { seed: 3 };
+        for max_norm in [0.1, f64::INFINITY] {
+            let fresh = || {
+                (
+                    master0.clone(),
+                    vec![0u16; total],
+                    vec![0f32; total],
+                    vec![0f32; total],
+                )
+            };
+            let (mut p, mut p16, mut m, mut v) = fresh();
+            let mut list = master_list(&mut p, &mut p16, &grad, &mut m, &mut v);
+            let norm =
+                adam_step_master_clipped_multi(format, &cfg, 1, &mut list, max_norm, rounding)
+                    .unwrap();
+            let n2 = grad_norm_multi_half(format, &views, cfg.inv_grad_scale).unwrap();
+            assert_eq!(norm, n2.norm);
+            let folded = AdamConfig {
+                inv_grad_scale: cfg.inv_grad_scale * clip_coefficient(norm, max_norm),
+                ..cfg
+            };
+            let (mut q, mut q16, mut qm, mut qv) = fresh();
+            let mut list = master_list(&mut q, &mut q16, &grad, &mut qm, &mut qv);
+            adam_step_master_multi(format, &folded, 1, &mut list, rounding).unwrap();
+            assert_eq!((bits(&p), p16, bits(&m)), (bits(&q), q16, bits(&qm)));
+        }
+        // A non-finite gradient: found by the norm, refused by the step with nothing written.
+        grad[total - 3] = match format {
+            HalfFormat::Bf16 => 0xff80, // -inf
+            HalfFormat::F16 => 0x7e00,  // NaN
+        };
+        let lists = cut(&grad);
+        let views: Vec<&[u16]> = lists.iter().map(|g| g.as_slice()).collect();
+        assert!(grad_norm_multi_half(format, &views, 1.0).unwrap().found_inf);
+        let (mut p, mut p16, mut m, mut v) = (
+            master0.clone(),
+            vec![7u16; total],
+            vec![0f32; total],
+            vec![0f32; total],
+        );
+        let mut list = master_list(&mut p, &mut p16, &grad, &mut m, &mut v);
+        let e = adam_step_master_clipped_multi(format, &cfg, 1, &mut list, 1.0, rounding);
+        assert_eq!(e.unwrap_err().kind(), ErrorKind::NonFinite);
+        assert_eq!(bits(&p), bits(&master0));
+        assert!(p16.iter().all(|&h| h == 7) && m.iter().chain(&v).all(|&x| x == 0.0));
+    }
+}
+
 /// Logistic regression on separable-ish synthetic data: f32 Adam, bf16-master Adam (bf16
 /// gradients computed from the bf16 parameters) and 8-bit-state Adam, 400 full-batch steps.
 /// Margin: the final losses are within 0.005 (absolute, in nats; f32 ends near 0.034) of f32 training.

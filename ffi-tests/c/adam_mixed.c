@@ -375,6 +375,41 @@ static void tensor_lists(void) {
     }
     CHECK(memcmp(&a, &b, sizeof a) == 0);
 
+    /* 16-bit norms (of the widened values) and the two-pass master step: the norm, then the
+     * list step with the folded factor. */
+    double exact16 = 0, exact_bf = 0, norm = -1;
+    bool found = true;
+    for (unsigned i = 0; i < TOTAL; i++) {
+        double x = f16_to_f32(a.g16[i]) * 0.5, y = bf16_to_f32(a.g16[i]) * 0.5;
+        exact16 += x * x;
+        exact_bf += y * y;
+    }
+    master_list(&a, mt);
+    CHECK_STATUS(dp_grad_norm_multi_f16(mt, LIST, 0.5, &norm, &found), DP_OK);
+    CHECK(fabs(norm - sqrt(exact16)) <= 1e-6 * sqrt(exact16) && !found);
+    CHECK_STATUS(dp_grad_norm_multi_bf16(mt, LIST, 0.5, &norm, &found), DP_OK);
+    CHECK(fabs(norm - sqrt(exact_bf)) <= 1e-6 * sqrt(exact_bf) && !found);
+    CHECK_STATUS(dp_grad_norm_multi_bf16(mt, LIST, 0.0, &norm, &found),
+                 DP_ERR_INVALID_HYPERPARAMETER);
+    CHECK_STATUS(dp_grad_norm_multi_bf16(mt, LIST, 1.0, NULL, &found), DP_ERR_NULL_POINTER);
+    memcpy(&b, &a, sizeof a);
+    double got = -1;
+    c.inv_grad_scale = 0.5;
+    CHECK_STATUS(dp_adam_step_master_f16_clipped_multi_stochastic(&c, 6, 2, mt, LIST, 0.01, &got),
+                 DP_OK);
+    CHECK(got == sqrt(exact16) || fabs(got - sqrt(exact16)) <= 1e-6 * sqrt(exact16));
+    dp_adam_config folded = c;
+    folded.inv_grad_scale = 0.5 * (0.01 / (got + 1e-6));
+    master_list(&b, mt);
+    CHECK_STATUS(dp_adam_step_master_f16_multi_stochastic(&folded, 6, 2, mt, LIST), DP_OK);
+    CHECK(memcmp(&a, &b, sizeof a) == 0);
+    master_list(&a, mt);
+    CHECK_STATUS(dp_adam_step_master_bf16_clipped_multi(&c, 7, mt, LIST, INFINITY, NULL), DP_OK);
+    CHECK_STATUS(dp_adam_step_master_f16_clipped_multi(&c, 7, mt, LIST, 1e9, &got), DP_OK);
+    CHECK_STATUS(dp_adam_step_master_bf16_clipped_multi_stochastic(&c, 8, 5, mt, LIST, 1.0, &got),
+                 DP_OK);
+    c.inv_grad_scale = 1.0;
+
     /* Errors: nothing written in any tensor. */
     memcpy(&b, &a, sizeof a);
     dp_adam_config fin = c;
@@ -404,6 +439,17 @@ static void tensor_lists(void) {
     master_list(&a, mt);
     a.g16[TOTAL - 1] = b.g16[TOTAL - 1] = 0x7fc0; /* NaN in the last tensor */
     CHECK_STATUS(dp_adam_step_master_bf16_multi(&fin, 1, mt, LIST), DP_ERR_NON_FINITE);
+    got = -1;
+    CHECK_STATUS(dp_adam_step_master_bf16_clipped_multi(&c, 1, mt, LIST, 1.0, &got),
+                 DP_ERR_NON_FINITE);
+    CHECK(got == -1);
+    CHECK_STATUS(dp_adam_step_master_bf16_clipped_multi(&c, 1, mt, LIST, 0.0, &got),
+                 DP_ERR_INVALID_HYPERPARAMETER);
+    double *in_m = (double *)(void *)(a.m + 2);
+    CHECK_STATUS(dp_adam_step_master_bf16_clipped_multi(&c, 1, mt, LIST, 1.0, in_m),
+                 DP_ERR_ALIASING);
+    CHECK_STATUS(dp_grad_norm_multi_bf16(mt, LIST, 1.0, &norm, &found), DP_OK);
+    CHECK(found);
     a.g[TOTAL - 1] = b.g[TOTAL - 1] = INFINITY;
     CHECK_STATUS(dp_adam_step_8bit_state_multi(&fin, 1, qt, LIST), DP_ERR_NON_FINITE);
     bf16_state_list(&a, bt);

@@ -89,6 +89,11 @@ static void wrappers_equal_the_c_calls() {
                                                      g16.data(), m3.data(), v3.data(), n),
                  DP_OK);
     CHECK(dp_same_bits(master.data(), master3.data(), n) && p16 == p3);
+    // The two-pass form: with no clipping, the list step itself.
+    double norm16 = diagprec::adam_step_master_clipped(cfg, 5, listm, INFINITY);
+    diagprec::adam_step_master_bf16(cfg, 5, master3.data(), p3.data(), g16.data(), m3.data(),
+                                    v3.data(), n, diagprec::rounding{});
+    CHECK(norm16 > 0 && dp_same_bits(master.data(), master3.data(), n) && p16 == p3);
 
     std::vector<float> qa = param, qb = param;
     std::vector<std::uint16_t> ma(n), va(n), mb(n), vb(n);

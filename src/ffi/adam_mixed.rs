@@ -16,7 +16,7 @@
 //! All-zero codes and scales are the usual `m = v = 0` start.
 
 use super::adam::{check_tensor, dp_adam_config, dp_adam_tensor_f32, tensor_view, validate};
-use super::check::{self, buffer, check_buffers, plain, Name, Region};
+use super::check::{self, buffer, check_buffers, plain, Region};
 use super::{dp_status, guard};
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernels::adam::AdamConfig;
@@ -29,7 +29,10 @@ use crate::kernels::adam_mixed::{
     adam_step_master_multi, adam_step_master_with, check_no_amsgrad, HalfFormat, MasterTensor,
     Rounding,
 };
-use crate::kernels::grad_norm::{adam_step_clipped_multi, check_max_grad_norm, grad_norm_multi};
+use crate::kernels::grad_norm::{
+    adam_step_clipped_multi, adam_step_master_clipped_multi, check_max_grad_norm, grad_norm_multi,
+    grad_norm_multi_half, GradNorm,
+};
 use crate::{Isa, Par};
 
 /// Elements per block of the 8-bit optimizer state (one scale per block and moment).
@@ -251,48 +254,146 @@ pub unsafe extern "C" fn dp_grad_norm_multi_f32(
     found_inf_out: *mut bool,
 ) -> dp_status {
     guard(|| {
-        check::non_null("tensors", tensors, count)?;
-        check::required("norm_out", norm_out)?;
-        check::required("found_inf_out", found_inf_out)?;
-        check::size_and_alignment("tensors", tensors, count)?;
-        check::size_and_alignment("norm_out", norm_out, 1)?;
-        // SAFETY: non-null (or count == 0), aligned and sized: checked just above.
-        let list = unsafe { check::slice(tensors, count) };
-        let mut regions = Vec::new();
-        regions
-            .try_reserve_exact(count.saturating_add(2))
-            .map_err(|_| {
-                Error::new(
-                    ErrorKind::Allocation,
-                    format!("no memory to check {count} tensors"),
-                )
-            })?;
-        for (i, t) in list.iter().enumerate() {
-            let name = Name {
-                tensor: Some(i),
-                field: "grad",
-            };
-            check::non_null(name, t.grad, t.len)?;
-            check::size_and_alignment(name, t.grad, t.len)?;
-            regions.push(Region::new(name, t.grad, t.len, false));
-        }
-        crate::error::check_positive("inv_grad_scale", inv_grad_scale)?;
-        regions.push(Region::new(plain("norm_out"), norm_out, 1, true));
-        regions.push(Region::new(plain("found_inf_out"), found_inf_out, 1, true));
-        check::disjoint(regions)?;
-        let grads: Vec<&[f32]> = list
-            .iter()
-            // SAFETY: each grad passed non_null and size_and_alignment above; reads only.
-            .map(|t| unsafe { check::slice(t.grad, t.len) })
-            .collect();
-        let result = grad_norm_multi(&grads, inv_grad_scale)?;
-        // SAFETY: both outputs are non-null, aligned and disjoint from the gradients (checked).
+        // SAFETY: the C contract of this export, as `grad_norm_export` requires.
         unsafe {
-            *norm_out = result.norm;
-            *found_inf_out = result.found_inf;
+            grad_norm_export(
+                tensors,
+                count,
+                |t| (t.grad, t.len),
+                inv_grad_scale,
+                norm_out,
+                found_inf_out,
+                |grads| grad_norm_multi(grads, inv_grad_scale),
+            )
         }
-        Ok(())
     })
+}
+
+/// The body of the norm exports: checks the list, each gradient (`grad_of`: pointer and
+/// length) and the outputs, runs `norm` on the gradients, writes the outputs.
+///
+/// # Safety
+/// `tensors` valid for `count` entries, each gradient for its length, the outputs for one
+/// write (the C contract of the norm exports).
+unsafe fn grad_norm_export<T, G>(
+    tensors: *const T,
+    count: usize,
+    grad_of: impl Fn(&T) -> (*const G, usize),
+    inv_grad_scale: f64,
+    norm_out: *mut f64,
+    found_inf_out: *mut bool,
+    norm: impl FnOnce(&[&[G]]) -> Result<GradNorm>,
+) -> Result<()> {
+    check::required("norm_out", norm_out)?;
+    check::required("found_inf_out", found_inf_out)?;
+    check::size_and_alignment("norm_out", norm_out, 1)?;
+    // SAFETY: `tensors` is valid for `count` entries (the caller's contract).
+    let (list, mut regions) = unsafe { check::tensor_list(tensors, count, 1)? };
+    regions.try_reserve_exact(2).map_err(|_| {
+        Error::new(
+            ErrorKind::Allocation,
+            format!("no memory to check {count} tensors"),
+        )
+    })?;
+    for (i, t) in list.iter().enumerate() {
+        let (grad, len) = grad_of(t);
+        check::check_tensor_buffers(Some(i), &[buffer("grad", grad, len, false)], &mut regions)?;
+    }
+    crate::error::check_positive("inv_grad_scale", inv_grad_scale)?;
+    regions.push(Region::new(plain("norm_out"), norm_out, 1, true));
+    regions.push(Region::new(plain("found_inf_out"), found_inf_out, 1, true));
+    check::disjoint(regions)?;
+    let grads: Vec<&[G]> = list
+        .iter()
+        .map(|t| {
+            let (grad, len) = grad_of(t);
+            // SAFETY: each gradient passed the buffer checks above; reads only.
+            unsafe { check::slice(grad, len) }
+        })
+        .collect();
+    let result = norm(&grads)?;
+    // SAFETY: both outputs are non-null, aligned and disjoint from the gradients (checked).
+    unsafe {
+        *norm_out = result.norm;
+        *found_inf_out = result.found_inf;
+    }
+    Ok(())
+}
+
+/// `dp_grad_norm_multi_f32` of the bf16 gradients (`grad`) of master-weight tensors: bitwise
+/// the norm of the widened values.
+///
+/// # Safety
+/// `tensors` must be valid for `count` elements (or NULL with `count == 0`), each `grad` valid
+/// for reads of `len` values; `norm_out` and `found_inf_out` valid for writes.
+#[no_mangle]
+pub unsafe extern "C" fn dp_grad_norm_multi_bf16(
+    tensors: *const dp_adam_master_tensor,
+    count: usize,
+    inv_grad_scale: f64,
+    norm_out: *mut f64,
+    found_inf_out: *mut bool,
+) -> dp_status {
+    // SAFETY: the C contract of this export.
+    guard(|| unsafe {
+        half_norm(
+            HalfFormat::Bf16,
+            tensors,
+            count,
+            inv_grad_scale,
+            norm_out,
+            found_inf_out,
+        )
+    })
+}
+
+/// `dp_grad_norm_multi_bf16` of IEEE f16 gradients.
+///
+/// # Safety
+/// As `dp_grad_norm_multi_bf16`.
+#[no_mangle]
+pub unsafe extern "C" fn dp_grad_norm_multi_f16(
+    tensors: *const dp_adam_master_tensor,
+    count: usize,
+    inv_grad_scale: f64,
+    norm_out: *mut f64,
+    found_inf_out: *mut bool,
+) -> dp_status {
+    // SAFETY: the C contract of this export.
+    guard(|| unsafe {
+        half_norm(
+            HalfFormat::F16,
+            tensors,
+            count,
+            inv_grad_scale,
+            norm_out,
+            found_inf_out,
+        )
+    })
+}
+
+/// # Safety
+/// As `dp_grad_norm_multi_bf16`.
+unsafe fn half_norm(
+    format: HalfFormat,
+    tensors: *const dp_adam_master_tensor,
+    count: usize,
+    inv_grad_scale: f64,
+    norm_out: *mut f64,
+    found_inf_out: *mut bool,
+) -> Result<()> {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        grad_norm_export(
+            tensors,
+            count,
+            |t| (t.grad, t.len),
+            inv_grad_scale,
+            norm_out,
+            found_inf_out,
+            |grads| grad_norm_multi_half(format, grads, inv_grad_scale),
+        )
+    }
 }
 
 /// The two-pass training step over `count` tensors. Pass 1: the global L2 norm of the unscaled
@@ -558,14 +659,15 @@ pub struct dp_adam_master_tensor {
     pub len: usize,
 }
 
-fn master_step_multi(
-    format: HalfFormat,
-    rounding: Rounding,
+/// The checked Rust views of a C list of master-weight tensors, and the configuration; `extra`
+/// is one more region for the overlap check (an output).
+fn master_views<'a>(
     cfg: *const dp_adam_config,
     step: u64,
     tensors: *const dp_adam_master_tensor,
     count: usize,
-) -> Result<()> {
+    extra: Option<Region>,
+) -> Result<(AdamConfig, Vec<MasterTensor<'a>>)> {
     let config = config(cfg)?;
     // SAFETY: `tensors` is valid for `count` entries (C contract).
     let (list, mut regions) = unsafe { check::tensor_list(tensors, count, 5)? };
@@ -582,8 +684,9 @@ fn master_step_multi(
     }
     validate(&config, step)?;
     check_no_amsgrad(&config)?;
+    regions.extend(extra);
     check::disjoint(regions)?;
-    let mut views: Vec<MasterTensor<'_>> = list
+    let views = list
         .iter()
         // SAFETY: every tensor's buffers are non-null (or empty), aligned, sized and disjoint
         // from all others: checked above; validity for len elements is the C contract.
@@ -597,7 +700,43 @@ fn master_step_multi(
             }
         })
         .collect();
+    Ok((config, views))
+}
+
+fn master_step_multi(
+    format: HalfFormat,
+    rounding: Rounding,
+    cfg: *const dp_adam_config,
+    step: u64,
+    tensors: *const dp_adam_master_tensor,
+    count: usize,
+) -> Result<()> {
+    let (config, mut views) = master_views(cfg, step, tensors, count, None)?;
     adam_step_master_multi(format, &config, step, &mut views, rounding)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn master_step_clipped(
+    format: HalfFormat,
+    rounding: Rounding,
+    cfg: *const dp_adam_config,
+    step: u64,
+    tensors: *const dp_adam_master_tensor,
+    count: usize,
+    max_grad_norm: f64,
+    norm_out: *mut f64,
+) -> Result<()> {
+    check::size_and_alignment("norm_out", norm_out, 1)?;
+    check_max_grad_norm(max_grad_norm)?;
+    let out = (!norm_out.is_null()).then(|| Region::new(plain("norm_out"), norm_out, 1, true));
+    let (config, mut views) = master_views(cfg, step, tensors, count, out)?;
+    let norm =
+        adam_step_master_clipped_multi(format, &config, step, &mut views, max_grad_norm, rounding)?;
+    if !norm_out.is_null() {
+        // SAFETY: non-null, aligned, disjoint from every tensor (checked above).
+        unsafe { *norm_out = norm };
+    }
+    Ok(())
 }
 
 /// `dp_adam_step_master_bf16` over `count` tensors in one call (PyTorch's tensor-list form):
@@ -806,5 +945,89 @@ pub unsafe extern "C" fn dp_adam_step_8bit_state_multi(
             })
             .collect();
         adam_step_8bit_state_multi(&config, step, &mut views)
+    })
+}
+
+/// The two-pass step of `dp_adam_step_master_bf16_multi`: pass 1 is the global L2 norm of the
+/// unscaled bf16 gradients with a non-finite scan (a NaN/Inf returns DP_ERR_NON_FINITE and
+/// writes nothing, not even `*norm_out`); pass 2 is the master step with unscale and
+/// `clip = min(1, max_grad_norm / (norm + 1e-6))` folded into one gradient factor (see
+/// `dp_adam_step_clipped_multi_f32`). `max_grad_norm > 0` (INFINITY: no clipping); `norm_out`
+/// may be NULL. Overlap rules as `dp_adam_step_master_bf16_multi`.
+///
+/// # Safety
+/// As `dp_adam_step_master_bf16_multi`; `norm_out`, when non-NULL, valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn dp_adam_step_master_bf16_clipped_multi(
+    cfg: *const dp_adam_config,
+    step: u64,
+    tensors: *const dp_adam_master_tensor,
+    count: usize,
+    max_grad_norm: f64,
+    norm_out: *mut f64,
+) -> dp_status {
+    guard(|| {
+        let (f, r) = (HalfFormat::Bf16, Rounding::NearestEven);
+        master_step_clipped(f, r, cfg, step, tensors, count, max_grad_norm, norm_out)
+    })
+}
+
+/// `dp_adam_step_master_bf16_clipped_multi` with stochastic rounding (elements numbered end to
+/// end, as `dp_adam_step_master_bf16_multi_stochastic`).
+///
+/// # Safety
+/// As `dp_adam_step_master_bf16_clipped_multi`.
+#[no_mangle]
+pub unsafe extern "C" fn dp_adam_step_master_bf16_clipped_multi_stochastic(
+    cfg: *const dp_adam_config,
+    step: u64,
+    seed: u64,
+    tensors: *const dp_adam_master_tensor,
+    count: usize,
+    max_grad_norm: f64,
+    norm_out: *mut f64,
+) -> dp_status {
+    guard(|| {
+        let (f, r) = (HalfFormat::Bf16, Rounding::Stochastic { seed });
+        master_step_clipped(f, r, cfg, step, tensors, count, max_grad_norm, norm_out)
+    })
+}
+
+/// `dp_adam_step_master_bf16_clipped_multi` with IEEE f16 parameters and gradients.
+///
+/// # Safety
+/// As `dp_adam_step_master_bf16_clipped_multi`.
+#[no_mangle]
+pub unsafe extern "C" fn dp_adam_step_master_f16_clipped_multi(
+    cfg: *const dp_adam_config,
+    step: u64,
+    tensors: *const dp_adam_master_tensor,
+    count: usize,
+    max_grad_norm: f64,
+    norm_out: *mut f64,
+) -> dp_status {
+    guard(|| {
+        let (f, r) = (HalfFormat::F16, Rounding::NearestEven);
+        master_step_clipped(f, r, cfg, step, tensors, count, max_grad_norm, norm_out)
+    })
+}
+
+/// `dp_adam_step_master_f16_clipped_multi` with stochastic rounding.
+///
+/// # Safety
+/// As `dp_adam_step_master_bf16_clipped_multi`.
+#[no_mangle]
+pub unsafe extern "C" fn dp_adam_step_master_f16_clipped_multi_stochastic(
+    cfg: *const dp_adam_config,
+    step: u64,
+    seed: u64,
+    tensors: *const dp_adam_master_tensor,
+    count: usize,
+    max_grad_norm: f64,
+    norm_out: *mut f64,
+) -> dp_status {
+    guard(|| {
+        let (f, r) = (HalfFormat::F16, Rounding::Stochastic { seed });
+        master_step_clipped(f, r, cfg, step, tensors, count, max_grad_norm, norm_out)
     })
 }

@@ -494,6 +494,15 @@ impl MasterTensor<'_> {
     }
 }
 
+/// No amsgrad, and every tensor's lengths agree (the error names the tensor).
+pub(crate) fn check_master_tensors(cfg: &AdamConfig, tensors: &[MasterTensor<'_>]) -> Result<()> {
+    check_no_amsgrad(cfg)?;
+    for (i, t) in tensors.iter().enumerate() {
+        in_tensor(i, t.check())?;
+    }
+    Ok(())
+}
+
 /// `result`, its error naming tensor `index` of a list.
 pub(crate) fn in_tensor<T>(index: usize, result: Result<T>) -> Result<T> {
     result.map_err(|e| Error::new(e.kind(), format!("tensors[{index}]: {}", e.message())))
@@ -656,10 +665,7 @@ pub fn adam_step_master_multi_with(
 ) -> Result<()> {
     cfg.validate()?;
     check_step(step)?;
-    check_no_amsgrad(cfg)?;
-    for (i, t) in tensors.iter().enumerate() {
-        in_tensor(i, t.check())?;
-    }
+    check_master_tensors(cfg, tensors)?;
     let k = AdamCoefficients::new(cfg, step);
     let mut offset = 0;
     let blocks = tensors.iter_mut().map(|t| {

@@ -26,6 +26,10 @@
 use super::adam::{
     adam_step_multi_with, check_step, non_finite_error, AdamConfig, AdamTensor, BLOCK,
 };
+use super::adam_mixed::{
+    adam_step_master_multi_with, check_master_tensors, widen_into, HalfFormat, MasterTensor,
+    Rounding,
+};
 use crate::dispatch::{self, Isa, Par, Split};
 use crate::error::{self, Result};
 use pulp::{Simd, WithSimd};
@@ -42,8 +46,38 @@ pub struct GradNorm {
     pub found_inf: bool,
 }
 
-struct NormScan<'a> {
-    values: &'a [f32],
+/// The gradient values of a norm pass: f32, or 16-bit bits widened exactly, which give the norm
+/// of the widened values, bit for bit.
+#[derive(Clone, Copy)]
+enum Values<'a> {
+    F32(&'a [f32]),
+    Half(HalfFormat, &'a [u16]),
+}
+
+impl<'a> Values<'a> {
+    fn len(&self) -> usize {
+        match self {
+            Values::F32(v) => v.len(),
+            Values::Half(_, v) => v.len(),
+        }
+    }
+
+    /// Pieces of at most `block` elements.
+    fn pieces(self, block: usize) -> impl Iterator<Item = Values<'a>> {
+        let n = self.len();
+        (0..n).step_by(block).map(move |start| {
+            let end = (start + block).min(n);
+            match self {
+                Values::F32(v) => Values::F32(&v[start..end]),
+                Values::Half(f, v) => Values::Half(f, &v[start..end]),
+            }
+        })
+    }
+}
+
+/// The norm scan of one piece (`F16`: 16-bit values are IEEE binary16, else bf16).
+struct NormScan<'a, const F16: bool> {
+    values: Values<'a>,
     scale: f32,
 }
 
@@ -62,46 +96,75 @@ fn norm_lane<S: Simd>(
     ]
 }
 
-impl WithSimd for NormScan<'_> {
+/// One run's sum of squares (f32, four accumulators) and the running NaN accumulator.
+#[inline(always)]
+fn run_norm<S: Simd>(simd: S, run: &[f32], scale: S::f32s, nan_acc: S::f32s) -> (f32, S::f32s) {
+    let zero = simd.splat_f32s(0.0);
+    let (body, tail) = S::as_simd_f32s(run);
+    // PERF: four independent accumulators hide the FMA latency.
+    let mut acc = [[zero, nan_acc], [zero, zero], [zero, zero], [zero, zero]];
+    let (quads, rest) = pulp::as_arrays::<4, _>(body);
+    for quad in quads {
+        for k in 0..4 {
+            acc[k] = norm_lane(simd, acc[k], quad[k], scale);
+        }
+    }
+    for &g in rest {
+        acc[0] = norm_lane(simd, acc[0], g, scale);
+    }
+    // Zero padding adds nothing to either sum: the tail runs the same lane function.
+    acc[1] = norm_lane(simd, acc[1], simd.partial_load_f32s(tail), scale);
+    let sum = simd.add_f32s(
+        simd.add_f32s(acc[0][0], acc[1][0]),
+        simd.add_f32s(acc[2][0], acc[3][0]),
+    );
+    let nan_acc = simd.add_f32s(
+        simd.add_f32s(acc[0][1], acc[1][1]),
+        simd.add_f32s(acc[2][1], acc[3][1]),
+    );
+    (simd.reduce_sum_f32s(sum), nan_acc)
+}
+
+impl<const F16: bool> WithSimd for NormScan<'_, F16> {
     type Output = (f64, bool);
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) -> (f64, bool) {
         let scale = simd.splat_f32s(self.scale);
-        let zero = simd.splat_f32s(0.0);
         let mut total = 0.0f64;
-        let mut nan_acc = zero;
-        for run in self.values.chunks(RUN) {
-            let (body, tail) = S::as_simd_f32s(run);
-            // PERF: four independent accumulators hide the FMA latency.
-            let mut acc = [[zero, nan_acc], [zero, zero], [zero, zero], [zero, zero]];
-            let (quads, rest) = pulp::as_arrays::<4, _>(body);
-            for quad in quads {
-                for k in 0..4 {
-                    acc[k] = norm_lane(simd, acc[k], quad[k], scale);
+        let mut nan_acc = simd.splat_f32s(0.0);
+        match self.values {
+            Values::F32(values) => {
+                for run in values.chunks(RUN) {
+                    let (sum, acc) = run_norm(simd, run, scale, nan_acc);
+                    (total, nan_acc) = (total + sum as f64, acc);
                 }
             }
-            for &g in rest {
-                acc[0] = norm_lane(simd, acc[0], g, scale);
+            Values::Half(_, values) => {
+                // Each run widened into an L1 buffer, then summed as the f32 runs are.
+                let mut buf = [0.0f32; RUN];
+                for run in values.chunks(RUN) {
+                    let wide = &mut buf[..run.len()];
+                    widen_into::<S, F16>(simd, run, wide);
+                    let (sum, acc) = run_norm(simd, wide, scale, nan_acc);
+                    (total, nan_acc) = (total + sum as f64, acc);
+                }
             }
-            // Zero padding adds nothing to either sum: the tail runs the same lane function.
-            acc[1] = norm_lane(simd, acc[1], simd.partial_load_f32s(tail), scale);
-            let sum = simd.add_f32s(
-                simd.add_f32s(acc[0][0], acc[1][0]),
-                simd.add_f32s(acc[2][0], acc[3][0]),
-            );
-            nan_acc = simd.add_f32s(
-                simd.add_f32s(acc[0][1], acc[1][1]),
-                simd.add_f32s(acc[2][1], acc[3][1]),
-            );
-            total += simd.reduce_sum_f32s(sum) as f64;
         }
         (total, simd.reduce_sum_f32s(nan_acc) == 0.0)
     }
 }
 
+/// The sum of squares and finiteness of one piece, on the calling thread.
+fn norm_of_piece(isa: Isa, values: Values<'_>, scale: f32) -> (f64, bool) {
+    match values {
+        Values::Half(HalfFormat::F16, _) => isa.run(NormScan::<true> { values, scale }),
+        _ => isa.run(NormScan::<false> { values, scale }),
+    }
+}
+
 /// A list of gradient pieces, split by piece count.
-struct Pieces<'a>(&'a [&'a [f32]]);
+struct Pieces<'a>(&'a [Values<'a>]);
 
 impl Split for Pieces<'_> {
     fn len(&self) -> usize {
@@ -127,23 +190,47 @@ pub fn grad_norm_multi_with(
     inv_grad_scale: f64,
 ) -> Result<GradNorm> {
     error::check_positive("inv_grad_scale", inv_grad_scale)?;
-    norm_pass(isa, par, grads.iter().copied(), inv_grad_scale as f32)
+    let grads = grads.iter().map(|&g| Values::F32(g));
+    norm_pass(isa, par, grads, inv_grad_scale as f32)
+}
+
+/// [`grad_norm_multi`] of 16-bit gradients (bits of `format`): bitwise the norm of the widened
+/// values.
+pub fn grad_norm_multi_half(
+    format: HalfFormat,
+    grads: &[&[u16]],
+    inv_grad_scale: f64,
+) -> Result<GradNorm> {
+    grad_norm_multi_half_with(Isa::detect(), Par::Pool, format, grads, inv_grad_scale)
+}
+
+/// [`grad_norm_multi_half`] on a chosen instruction set and parallelism.
+pub fn grad_norm_multi_half_with(
+    isa: Isa,
+    par: Par,
+    format: HalfFormat,
+    grads: &[&[u16]],
+    inv_grad_scale: f64,
+) -> Result<GradNorm> {
+    error::check_positive("inv_grad_scale", inv_grad_scale)?;
+    let grads = grads.iter().map(|&g| Values::Half(format, g));
+    norm_pass(isa, par, grads, inv_grad_scale as f32)
 }
 
 fn norm_pass<'a>(
     isa: Isa,
     par: Par,
-    grads: impl Iterator<Item = &'a [f32]>,
+    grads: impl Iterator<Item = Values<'a>>,
     scale: f32,
 ) -> Result<GradNorm> {
-    let pieces: Vec<&[f32]> = grads.flat_map(|g| g.chunks(BLOCK)).collect();
+    let pieces: Vec<Values<'_>> = grads.flat_map(|g| g.pieces(BLOCK)).collect();
     let (sum, finite) = dispatch::map_reduce_blocks(
         par,
         Pieces(&pieces),
         1,
         &|Pieces(list)| {
-            list.iter().fold((0.0, true), |(s, f), values| {
-                let (s2, f2) = isa.run(NormScan { values, scale });
+            list.iter().fold((0.0, true), |(s, f), &values| {
+                let (s2, f2) = norm_of_piece(isa, values, scale);
                 (s + s2, f && f2)
             })
         },
@@ -199,12 +286,23 @@ pub fn adam_step_clipped_multi_with(
     for (i, t) in tensors.iter().enumerate() {
         t.check(cfg, Some(i))?;
     }
-    let norm = norm_pass(
-        isa,
-        par,
-        tensors.iter().map(|t| t.grad),
-        cfg.inv_grad_scale as f32,
-    )?;
+    let grads = tensors.iter().map(|t| Values::F32(t.grad));
+    let (folded, norm) = clipped_config(isa, par, cfg, grads, max_grad_norm)?;
+    adam_step_multi_with(isa, par, &folded, step, tensors)?;
+    Ok(norm)
+}
+
+/// Pass 1 of the two-pass steps: the norm of the unscaled gradients, then `cfg` with
+/// `inv_grad_scale * clip` folded in (and no second finite scan), and the norm; a non-finite
+/// gradient (or an overflowing sum of squares) is [`crate::ErrorKind::NonFinite`].
+fn clipped_config<'a>(
+    isa: Isa,
+    par: Par,
+    cfg: &AdamConfig,
+    grads: impl Iterator<Item = Values<'a>>,
+    max_grad_norm: f64,
+) -> Result<(AdamConfig, f64)> {
+    let norm = norm_pass(isa, par, grads, cfg.inv_grad_scale as f32)?;
     if norm.found_inf || !norm.norm.is_finite() {
         return Err(non_finite_error());
     }
@@ -220,8 +318,53 @@ pub fn adam_step_clipped_multi_with(
             "the clip factor underflows to 0 (max_grad_norm / norm below 1e-308)",
         ));
     }
-    adam_step_multi_with(isa, par, &folded, step, tensors)?;
-    Ok(norm.norm)
+    Ok((folded, norm.norm))
+}
+
+/// The two-pass step of the master-weight kernels: the global norm of the 16-bit gradients
+/// (pass 1), then [`adam_step_master_multi`] with unscaling and clip-by-global-norm folded in
+/// (pass 2). As [`adam_step_clipped_multi`] otherwise: returns the norm before clipping, and a
+/// non-finite gradient is [`crate::ErrorKind::NonFinite`] with nothing written.
+pub fn adam_step_master_clipped_multi(
+    format: HalfFormat,
+    cfg: &AdamConfig,
+    step: u64,
+    tensors: &mut [MasterTensor<'_>],
+    max_grad_norm: f64,
+    rounding: Rounding,
+) -> Result<f64> {
+    adam_step_master_clipped_multi_with(
+        Isa::detect(),
+        Par::Pool,
+        format,
+        cfg,
+        step,
+        tensors,
+        max_grad_norm,
+        rounding,
+    )
+}
+
+/// [`adam_step_master_clipped_multi`] on a chosen instruction set and parallelism.
+#[allow(clippy::too_many_arguments)]
+pub fn adam_step_master_clipped_multi_with(
+    isa: Isa,
+    par: Par,
+    format: HalfFormat,
+    cfg: &AdamConfig,
+    step: u64,
+    tensors: &mut [MasterTensor<'_>],
+    max_grad_norm: f64,
+    rounding: Rounding,
+) -> Result<f64> {
+    cfg.validate()?;
+    check_step(step)?;
+    check_max_grad_norm(max_grad_norm)?;
+    check_master_tensors(cfg, tensors)?;
+    let grads = tensors.iter().map(|t| Values::Half(format, t.grad));
+    let (folded, norm) = clipped_config(isa, par, cfg, grads, max_grad_norm)?;
+    adam_step_master_multi_with(isa, par, format, &folded, step, tensors, rounding)?;
+    Ok(norm)
 }
 
 struct Scale<'a> {

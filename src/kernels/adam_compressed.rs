@@ -57,8 +57,7 @@ use super::adam::{
 };
 use super::adam_mixed::{check_lengths, check_no_amsgrad, in_tensor, narrow_store_at, widen_at};
 use super::convert::{self, lanes, load_bytes, store_u8, MAX_LANES};
-use crate::dispatch::FiniteScan;
-use crate::dispatch::{self, Isa, Par, Split};
+use crate::dispatch::{self, FiniteScan, Isa, Par, Split};
 use crate::error::{Error, ErrorKind, Result};
 use pulp::{Simd, WithSimd};
 

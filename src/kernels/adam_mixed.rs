@@ -599,13 +599,12 @@ pub fn adam_step_master_with(
     format: HalfFormat,
     cfg: &AdamConfig,
     step: u64,
-    tensor: MasterTensor<'_>,
+    mut tensor: MasterTensor<'_>,
     rounding: Rounding,
 ) -> Result<()> {
     cfg.validate()?;
     check_step(step)?;
     check_no_amsgrad(cfg)?;
-    let mut tensor = tensor;
     tensor.check()?;
     let k = AdamCoefficients::new(cfg, step);
     if cfg.check_finite && !grad16_is_finite(isa, par, format, tensor.grad, k.grad_factor)? {

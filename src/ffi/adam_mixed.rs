@@ -417,20 +417,9 @@ pub unsafe extern "C" fn dp_adam_step_clipped_multi_f32(
 ) -> dp_status {
     guard(|| {
         let config = config(cfg)?;
-        check::non_null("tensors", tensors, count)?;
-        check::size_and_alignment("tensors", tensors, count)?;
         check::size_and_alignment("norm_out", norm_out, 1)?;
-        let mut regions = Vec::new();
-        regions
-            .try_reserve_exact(count.saturating_mul(5).saturating_add(1))
-            .map_err(|_| {
-                Error::new(
-                    ErrorKind::Allocation,
-                    format!("no memory to check {count} tensors for overlap"),
-                )
-            })?;
-        // SAFETY: non-null (or count == 0), aligned and sized: checked just above.
-        let list = unsafe { check::slice(tensors, count) };
+        // SAFETY: `tensors` is valid for `count` entries (C contract).
+        let (list, mut regions) = unsafe { check::tensor_list(tensors, count, 5)? };
         for (i, t) in list.iter().enumerate() {
             check_tensor(Some(i), t, config.amsgrad, &mut regions)?;
         }

@@ -286,7 +286,6 @@ unsafe fn grad_norm_export<T, G>(
 ) -> Result<()> {
     check::required("norm_out", norm_out)?;
     check::required("found_inf_out", found_inf_out)?;
-    check::size_and_alignment("norm_out", norm_out, 1)?;
     // SAFETY: `tensors` is valid for `count` entries (the caller's contract).
     let (list, mut regions) = unsafe { check::tensor_list(tensors, count, 1)? };
     regions.try_reserve_exact(2).map_err(|_| {
@@ -299,6 +298,7 @@ unsafe fn grad_norm_export<T, G>(
         let (grad, len) = grad_of(t);
         check::check_tensor_buffers(Some(i), &[buffer("grad", grad, len, false)], &mut regions)?;
     }
+    check::size_and_alignment("norm_out", norm_out, 1)?;
     crate::error::check_positive("inv_grad_scale", inv_grad_scale)?;
     regions.push(Region::new(plain("norm_out"), norm_out, 1, true));
     regions.push(Region::new(plain("found_inf_out"), found_inf_out, 1, true));
@@ -417,12 +417,12 @@ pub unsafe extern "C" fn dp_adam_step_clipped_multi_f32(
 ) -> dp_status {
     guard(|| {
         let config = config(cfg)?;
-        check::size_and_alignment("norm_out", norm_out, 1)?;
         // SAFETY: `tensors` is valid for `count` entries (C contract).
         let (list, mut regions) = unsafe { check::tensor_list(tensors, count, 5)? };
         for (i, t) in list.iter().enumerate() {
             check_tensor(Some(i), t, config.amsgrad, &mut regions)?;
         }
+        check::size_and_alignment("norm_out", norm_out, 1)?;
         validate(&config, step)?;
         check_max_grad_norm(max_grad_norm)?;
         if !norm_out.is_null() {
@@ -648,14 +648,15 @@ pub struct dp_adam_master_tensor {
     pub len: usize,
 }
 
-/// The checked Rust views of a C list of master-weight tensors, and the configuration; `extra`
-/// is one more region for the overlap check (an output).
+/// The checked Rust views of a C list of master-weight tensors, and the configuration. With
+/// `clipped = Some((norm_out, max_grad_norm))`, the two-pass step's output (may be NULL) and
+/// bound are checked too, each in its place in the order of checks.
 fn master_views<'a>(
     cfg: *const dp_adam_config,
     step: u64,
     tensors: *const dp_adam_master_tensor,
     count: usize,
-    extra: Option<Region>,
+    clipped: Option<(*mut f64, f64)>,
 ) -> Result<(AdamConfig, Vec<MasterTensor<'a>>)> {
     let config = config(cfg)?;
     // SAFETY: `tensors` is valid for `count` entries (C contract).
@@ -671,9 +672,17 @@ fn master_views<'a>(
         ];
         check::check_tensor_buffers(Some(i), &buffers, &mut regions)?;
     }
+    if let Some((norm_out, _)) = clipped {
+        check::size_and_alignment("norm_out", norm_out, 1)?;
+    }
     validate(&config, step)?;
     check_no_amsgrad(&config)?;
-    regions.extend(extra);
+    if let Some((norm_out, max_grad_norm)) = clipped {
+        check_max_grad_norm(max_grad_norm)?;
+        if !norm_out.is_null() {
+            regions.push(Region::new(plain("norm_out"), norm_out, 1, true));
+        }
+    }
     check::disjoint(regions)?;
     let views = list
         .iter()
@@ -715,10 +724,8 @@ fn master_step_clipped(
     max_grad_norm: f64,
     norm_out: *mut f64,
 ) -> Result<()> {
-    check::size_and_alignment("norm_out", norm_out, 1)?;
-    check_max_grad_norm(max_grad_norm)?;
-    let out = (!norm_out.is_null()).then(|| Region::new(plain("norm_out"), norm_out, 1, true));
-    let (config, mut views) = master_views(cfg, step, tensors, count, out)?;
+    let clipped = Some((norm_out, max_grad_norm));
+    let (config, mut views) = master_views(cfg, step, tensors, count, clipped)?;
     let norm =
         adam_step_master_clipped_multi(format, &config, step, &mut views, max_grad_norm, rounding)?;
     if !norm_out.is_null() {

@@ -322,9 +322,9 @@ fn clipped_config<'a>(
 }
 
 /// The two-pass step of the master-weight kernels: the global norm of the 16-bit gradients
-/// (pass 1), then [`crate::adam_step_master_multi`] with unscaling and clip-by-global-norm folded in
-/// (pass 2). As [`adam_step_clipped_multi`] otherwise: returns the norm before clipping, and a
-/// non-finite gradient is [`crate::ErrorKind::NonFinite`] with nothing written.
+/// (pass 1), then [`crate::adam_step_master_multi`] with unscaling and clip-by-global-norm
+/// folded in (pass 2). As [`adam_step_clipped_multi`] otherwise: returns the norm before
+/// clipping, and a non-finite gradient is [`crate::ErrorKind::NonFinite`] with nothing written.
 pub fn adam_step_master_clipped_multi(
     format: HalfFormat,
     cfg: &AdamConfig,

@@ -508,6 +508,11 @@ pub(crate) fn adam_update_block(isa: Isa, k: &AdamCoefficients, block: AdamBlock
 /// Elements per block: the unit of threading and of the finite scan (~450 KB of traffic).
 pub(crate) const BLOCK: usize = 1 << 14;
 
+/// Whether `values * scale` is finite everywhere, on the calling thread.
+pub(crate) fn finite_on_thread(isa: Isa, values: &[f32], scale: f32) -> bool {
+    isa.run(FiniteScan { values, scale })
+}
+
 /// Whether `grad * scale` is finite everywhere, scanning blocks in parallel.
 pub(crate) fn grad_is_finite(isa: Isa, par: Par, grad: &[f32], scale: f32) -> Result<bool> {
     struct Grad<'a>(&'a [f32]);
@@ -524,7 +529,7 @@ pub(crate) fn grad_is_finite(isa: Isa, par: Par, grad: &[f32], scale: f32) -> Re
         par,
         Grad(grad),
         BLOCK,
-        &|Grad(values)| isa.run(FiniteScan { values, scale }),
+        &|Grad(values)| finite_on_thread(isa, values, scale),
         &|a, b| a && b,
     )
 }
@@ -680,12 +685,7 @@ pub fn adam_step_multi_with(
     }
     let k = AdamCoefficients::new(cfg, step);
     let batches = balanced_batches(tensors.iter_mut().map(|t| t.block(cfg.amsgrad)), BLOCK, 1);
-    let finite = |b: &AdamBlock<'_>| {
-        isa.run(FiniteScan {
-            values: b.grad,
-            scale: k.grad_factor,
-        })
-    };
+    let finite = |b: &AdamBlock<'_>| finite_on_thread(isa, b.grad, k.grad_factor);
     step_batches(par, batches, cfg.check_finite, finite, |block| {
         adam_update_block(isa, &k, block)
     })

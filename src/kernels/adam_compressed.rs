@@ -51,13 +51,13 @@
 //! checkpoint) is refused with an error before anything is written. Amsgrad is not supported.
 
 use super::adam::{
-    adam_body, adam_registers_of, align_head, balanced_batches, check_step, grad_is_finite,
-    non_finite_error, step_batches, AdamBlock, AdamCoefficients, AdamConfig, AdamRegisters, Splat,
-    BLOCK,
+    adam_body, adam_registers_of, align_head, balanced_batches, check_step, finite_on_thread,
+    grad_is_finite, non_finite_error, step_batches, AdamBlock, AdamCoefficients, AdamConfig,
+    AdamRegisters, Splat, BLOCK,
 };
 use super::adam_mixed::{check_lengths, check_no_amsgrad, in_tensor, narrow_store_at, widen_at};
 use super::convert::{self, lanes, load_bytes, store_u8, MAX_LANES};
-use crate::dispatch::{self, FiniteScan, Isa, Par, Split};
+use crate::dispatch::{self, Isa, Par, Split};
 use crate::error::{Error, ErrorKind, Result};
 use pulp::{Simd, WithSimd};
 
@@ -312,12 +312,7 @@ pub fn adam_step_bf16_state_multi_with(
         block
     });
     let batches = balanced_batches(blocks, BLOCK, 1);
-    let finite = |b: &Bf16StateBlock<'_>| {
-        isa.run(FiniteScan {
-            values: b.grad,
-            scale: k.grad_factor,
-        })
-    };
+    let finite = |b: &Bf16StateBlock<'_>| finite_on_thread(isa, b.grad, k.grad_factor);
     let keys = bf16_state_keys(seed, step);
     step_batches(par, batches, cfg.check_finite, finite, |block| {
         update_bf16_state_block(isa, &k, keys, block)
@@ -1135,12 +1130,7 @@ pub fn adam_step_8bit_state_multi_with(
     let k = AdamCoefficients::new(cfg, step);
     // Cut only between quantization blocks.
     let batches = balanced_batches(tensors.iter_mut().map(|t| t.block()), BLOCK, QUANT_BLOCK);
-    let finite = |b: &QuantBlock<'_>| {
-        isa.run(FiniteScan {
-            values: b.grad,
-            scale: k.grad_factor,
-        })
-    };
+    let finite = |b: &QuantBlock<'_>| finite_on_thread(isa, b.grad, k.grad_factor);
     step_batches(par, batches, cfg.check_finite, finite, |block| {
         update_quant_block(isa, &k, block)
     })

@@ -170,7 +170,7 @@ impl TorchAdam {
     fn start(python: &std::path::Path, log2: u32, threads: usize) -> Result<Self, String> {
         use std::process::{Command, Stdio};
         let script =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/torch_adam_bench.py");
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/torch_adam_bench.py");
         let lib = std::env::current_exe()
             .map_err(|e| e.to_string())?
             .with_file_name(format!(

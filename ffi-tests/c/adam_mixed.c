@@ -893,6 +893,6 @@ int main(void) {
     errors_write_nothing();
     eight_bit_scales_need_their_count();
     modes_and_flags_are_validated();
-    (void)odd_config_wrap_and_hyperparameters;
+    odd_config_wrap_and_hyperparameters();
     return dp_test_finish("adam_mixed.c");
 }

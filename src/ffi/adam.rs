@@ -46,48 +46,45 @@ pub struct dp_adam_config {
 }
 
 impl dp_adam_config {
-    /// The Rust configuration, or DP_ERR_INVALID_ARGUMENT for a `struct_size` or flag the
-    /// library does not know. Ranges are checked later, by [`validate`].
+    /// The Rust configuration, or DP_ERR_INVALID_ARGUMENT for a flag other than 0 or 1 (the
+    /// `struct_size` was checked by [`check::config`]). Ranges are checked later, by
+    /// [`validate`].
     pub(crate) fn to_rust(&self) -> Result<AdamConfig> {
-        if self.struct_size != core::mem::size_of::<Self>() {
-            return Err(Error::new(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "cfg->struct_size = {}, expected {}: fill the struct with \
-                     dp_adam_config_default()",
-                    self.struct_size,
-                    core::mem::size_of::<Self>()
-                ),
-            ));
-        }
         Ok(AdamConfig {
             lr: self.lr,
             beta1: self.beta1,
             beta2: self.beta2,
             eps: self.eps,
             weight_decay: self.weight_decay,
-            decoupled_weight_decay: flag(
+            decoupled_weight_decay: check::flag(
                 "cfg->decoupled_weight_decay",
                 self.decoupled_weight_decay,
             )?,
-            amsgrad: flag("cfg->amsgrad", self.amsgrad)?,
-            maximize: flag("cfg->maximize", self.maximize)?,
-            check_finite: flag("cfg->check_finite", self.check_finite)?,
+            amsgrad: check::flag("cfg->amsgrad", self.amsgrad)?,
+            maximize: check::flag("cfg->maximize", self.maximize)?,
+            check_finite: check::flag("cfg->check_finite", self.check_finite)?,
             inv_grad_scale: self.inv_grad_scale,
         })
     }
 }
 
-/// Reads `*cfg` (NULL: DP_ERR_NULL_POINTER; any alignment) and converts it with
-/// [`dp_adam_config::to_rust`].
+impl check::Versioned for dp_adam_config {
+    const NAME: &'static str = "dp_adam_config";
+    const DEFAULT_FN: &'static str = "dp_adam_config_default";
+    fn struct_size(&self) -> usize {
+        self.struct_size
+    }
+}
+
+/// Reads `*cfg` (NULL: DP_ERR_NULL_POINTER; any alignment; a wrong `struct_size`:
+/// DP_ERR_INVALID_ARGUMENT) and converts it with [`dp_adam_config::to_rust`].
 ///
 /// # Safety
 /// `cfg` is NULL or valid for reading a `dp_adam_config` (the C contract).
 pub(crate) unsafe fn adam_config(cfg: *const dp_adam_config) -> Result<AdamConfig> {
-    check::required("cfg", cfg)?;
-    // SAFETY: non-null (checked above); readable for one struct by the caller's contract; read
-    // unaligned, so any address works.
-    let c = unsafe { cfg.read_unaligned() };
+    // SAFETY: NULL or readable for one struct (the caller's contract); every bit pattern is a
+    // valid dp_adam_config (integers and floats only).
+    let c = unsafe { check::config("cfg", cfg)? };
     c.to_rust()
 }
 
@@ -171,30 +168,6 @@ pub(crate) fn validate(cfg: &AdamConfig, step: u64) -> Result<()> {
     cfg.validate()?;
     if step == 0 {
         return Err(Error::hyperparameter("step = 0: steps are counted from 1"));
-    }
-    Ok(())
-}
-
-/// 0 -> false, 1 -> true, else DP_ERR_INVALID_ARGUMENT naming the field and value.
-// TODO(abi-infra): check::flag replaces this.
-pub(crate) fn flag(name: impl core::fmt::Display, value: u32) -> Result<bool> {
-    match value {
-        0 => Ok(false),
-        1 => Ok(true),
-        other => Err(Error::new(
-            ErrorKind::InvalidArgument,
-            format!("{name} = {other}: a flag is 0 or 1"),
-        )),
-    }
-}
-
-/// `got != need` -> DP_ERR_LENGTH.
-// TODO(abi-infra): check::exact_len replaces this.
-pub(crate) fn exact_len(name: impl core::fmt::Display, got: usize, need: usize) -> Result<()> {
-    if got != need {
-        return Err(Error::length(format!(
-            "{name}: got {got} elements, the operation needs {need}"
-        )));
     }
     Ok(())
 }

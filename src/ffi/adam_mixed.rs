@@ -20,8 +20,8 @@
 //! step does not support (amsgrad), hyperparameters, overlap, then the data scans.
 
 use super::adam::{
-    adam_config, check_tensor, collect_views, dp_adam_config, dp_adam_tensor_f32, exact_len,
-    tensor_view, validate,
+    adam_config, check_tensor, collect_views, dp_adam_config, dp_adam_tensor_f32, tensor_view,
+    validate,
 };
 use super::check::{self, buffer, check_buffers, plain, Region};
 use super::{dp_status, guard};
@@ -170,7 +170,7 @@ pub unsafe extern "C" fn dp_adam_step_clipped_multi_f32(
         let norm = adam_step_clipped_multi(&config, step, &mut views, max_grad_norm)?;
         if !norm_out.is_null() {
             // SAFETY: non-null, aligned, disjoint from every tensor (checked above).
-            unsafe { norm_out.write(norm) };
+            unsafe { check::write(norm_out, norm) };
         }
         Ok(())
     })
@@ -324,8 +324,8 @@ unsafe fn grad_norm_export<T, G, M>(
     // SAFETY: both outputs are non-null, aligned and disjoint from the gradients and from each
     // other (checked above).
     unsafe {
-        norm_out.write(result.norm);
-        found_inf_out.write(u32::from(result.found_inf));
+        check::write(norm_out, result.norm);
+        check::write(found_inf_out, u32::from(result.found_inf));
     }
     Ok(())
 }
@@ -499,7 +499,7 @@ pub unsafe extern "C" fn dp_adam_master_step_clipped_multi(
         )?;
         if !norm_out.is_null() {
             // SAFETY: non-null, aligned, disjoint from every tensor (checked above).
-            unsafe { norm_out.write(norm) };
+            unsafe { check::write(norm_out, norm) };
         }
         Ok(())
     })
@@ -670,7 +670,7 @@ pub unsafe extern "C" fn dp_adam_8bit_step_multi_f32(
                 buffer("exp_avg_sq_scales", t.exp_avg_sq_scales, k, true),
             ];
             check::check_tensor_buffers(Some(i), &buffers, &mut regions)?;
-            exact_len(
+            check::exact_len(
                 format_args!("tensors[{i}].scales_len"),
                 k,
                 quant_scales_len(n),
@@ -737,8 +737,8 @@ pub unsafe extern "C" fn dp_adam_8bit_quantize_f32(
             buffer("codes", codes, codes_len, true),
             buffer("scales", scales, scales_len, true),
         ])?;
-        exact_len(plain("codes_len"), codes_len, len)?;
-        exact_len(plain("scales_len"), scales_len, quant_scales_len(len))?;
+        check::exact_len(plain("codes_len"), codes_len, len)?;
+        check::exact_len(plain("scales_len"), scales_len, quant_scales_len(len))?;
         let moment = self::moment(moment)?;
         check::disjoint(regions)?;
         // SAFETY: non-null (or empty), aligned, sized, pairwise disjoint: checked above.
@@ -794,8 +794,8 @@ pub unsafe extern "C" fn dp_adam_8bit_dequantize_f32(
             buffer("scales", scales, scales_len, false),
             buffer("values", values, len, true),
         ])?;
-        exact_len(plain("codes_len"), codes_len, len)?;
-        exact_len(plain("scales_len"), scales_len, quant_scales_len(len))?;
+        check::exact_len(plain("codes_len"), codes_len, len)?;
+        check::exact_len(plain("scales_len"), scales_len, quant_scales_len(len))?;
         let moment = self::moment(moment)?;
         check::disjoint(regions)?;
         // SAFETY: non-null (or empty), aligned, sized, pairwise disjoint: checked above.

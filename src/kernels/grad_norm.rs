@@ -264,14 +264,7 @@ pub fn adam_step_clipped_multi(
 /// (1e39 would round to infinity, 1e-46 to zero).
 pub(crate) fn check_inv_grad_scale(inv_grad_scale: f64) -> Result<()> {
     error::check_positive("inv_grad_scale", inv_grad_scale)?;
-    let factor = inv_grad_scale as f32;
-    if !(factor.is_finite() && factor > 0.0) {
-        return Err(crate::Error::hyperparameter(format!(
-            "inv_grad_scale = {inv_grad_scale} is {factor} as the f32 the kernel uses: it must be \
-             finite and > 0 in f32"
-        )));
-    }
-    Ok(())
+    error::check_f32("inv_grad_scale", inv_grad_scale, true)
 }
 
 /// Checks `max_grad_norm > 0` (and not NaN; infinity means no clipping).

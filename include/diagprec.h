@@ -24,6 +24,20 @@
 // All-zero codes and scales are the usual m = v = 0 start.
 #define DP_ADAM_8BIT_BLOCK 256
 
+// `format`: bfloat16 parameters and gradients (`uint16_t` bits, the top half of an f32).
+#define DP_FORMAT_BF16 0
+
+// `format`: IEEE binary16 parameters and gradients (`uint16_t` bits).
+#define DP_FORMAT_F16 1
+
+// `rounding`: the 16-bit parameter copy is rounded to nearest, ties to even (`seed` unused).
+#define DP_ROUND_NEAREST 0
+
+// `rounding`: stochastic rounding with random bits from `(seed, step, element index)`,
+// elements numbered as if the tensors were laid end to end: the result does not depend on the
+// thread count, and a list is one call on the concatenation of its tensors.
+#define DP_ROUND_STOCHASTIC 1
+
 // `moment` of `dp_adam_8bit_quantize_f32` and `dp_adam_8bit_dequantize_f32`: `exp_avg` (signed
 // codes).
 #define DP_MOMENT_EXP_AVG 0
@@ -91,31 +105,39 @@ typedef enum dp_status {
 // An orthonormal basis (opaque; see the module docs for ownership).
 typedef struct dp_basis dp_basis;
 
-// Adam/AdamW hyperparameters (see `dp_adam_config_default`).
+// Adam/AdamW hyperparameters. Fill it with `dp_adam_config_default()` and change the fields
+// you need: `struct_size` lets later 1.x versions grow the struct without breaking callers.
+// The library reads it unaligned (any address works). 72 bytes on LP64.
 typedef struct dp_adam_config {
-    // Learning rate, finite, >= 0.
+    // `sizeof(dp_adam_config)`, set by `dp_adam_config_default()`; any other value is
+    // DP_ERR_INVALID_ARGUMENT.
+    size_t struct_size;
+    // Learning rate, finite, >= 0 (and `lr / (1 - beta1)` finite in f32).
     double lr;
     // In [0, 1).
     double beta1;
     // In [0, 1).
     double beta2;
-    // Finite, > 0.
+    // Finite, > 0, and a normal-range nonzero f32 where it divides.
     double eps;
-    // Finite, >= 0.
+    // Finite, >= 0 (with AdamW, `lr * weight_decay` finite in f32).
     double weight_decay;
-    // true: AdamW (decoupled decay); false: Adam (L2 decay added to the gradient).
-    bool decoupled_weight_decay;
-    // Keep the running max of exp_avg_sq (needs max_exp_avg_sq).
-    bool amsgrad;
-    // Ascend instead of descend.
-    bool maximize;
-    // Scan the gradient first; if it holds NaN/Inf return DP_ERR_NON_FINITE and write nothing.
-    bool check_finite;
-    // The gradient is multiplied by this first (AMP loss-scale inverse); finite, > 0; 1 = none.
+    // The gradient is multiplied by this first (AMP loss-scale inverse); finite and > 0 in
+    // f32; 1 = none.
     double inv_grad_scale;
+    // 1: AdamW (decoupled decay); 0: Adam (L2 decay added to the gradient).
+    uint32_t decoupled_weight_decay;
+    // 1: keep the running max of exp_avg_sq (needs max_exp_avg_sq); 0: plain Adam.
+    uint32_t amsgrad;
+    // 1: ascend instead of descend.
+    uint32_t maximize;
+    // 1: scan the gradient first; if it holds NaN/Inf return DP_ERR_NON_FINITE and write
+    // nothing.
+    uint32_t check_finite;
 } dp_adam_config;
 
-// One tensor for `dp_adam_step_multi_f32`. `max_exp_avg_sq` may be NULL unless amsgrad.
+// One tensor for `dp_adam_step_multi_f32` and the other f32 tensor-list calls: `len` floats
+// each. `max_exp_avg_sq` may be NULL unless amsgrad.
 typedef struct dp_adam_tensor_f32 {
     float *param;
     const float *grad;
@@ -125,9 +147,10 @@ typedef struct dp_adam_tensor_f32 {
     size_t len;
 } dp_adam_tensor_f32;
 
-// One tensor for the multi-tensor master-weight steps (`dp_adam_step_master_bf16_multi` and
-// the like): f32 master weights, the 16-bit parameter copy (written) and the 16-bit gradient
-// as bits, f32 moments; `len` elements each.
+// One tensor for the master-weight steps (`dp_adam_master_step_multi`,
+// `dp_adam_master_step_clipped_multi`) and `dp_grad_norm_master_multi`: f32 master weights,
+// the 16-bit parameter copy (written) and the 16-bit gradient as bits of the call's `format`,
+// f32 moments; `len` elements each.
 typedef struct dp_adam_master_tensor {
     float *master;
     uint16_t *param;
@@ -137,8 +160,8 @@ typedef struct dp_adam_master_tensor {
     size_t len;
 } dp_adam_master_tensor;
 
-// One tensor for `dp_adam_step_bf16_state_multi`: `len` f32 parameters and gradients, `m` and
-// `v` as bf16 bits.
+// One tensor for `dp_adam_bf16_state_step_multi_f32`: `len` f32 parameters and gradients,
+// `len` bf16 bits each of `m` and `v`.
 typedef struct dp_adam_bf16_state_tensor {
     float *param;
     const float *grad;
@@ -147,9 +170,10 @@ typedef struct dp_adam_bf16_state_tensor {
     size_t len;
 } dp_adam_bf16_state_tensor;
 
-// One tensor for `dp_adam_step_8bit_state_multi`: `len` f32 parameters and gradients, `len`
-// bytes of codes and `dp_adam_8bit_scales_len(len)` scales per moment (layout: see
-// DP_ADAM_8BIT_BLOCK; each tensor has its own blocks).
+// One tensor for `dp_adam_8bit_step_multi_f32`: `len` f32 parameters and gradients, `len`
+// bytes of codes per moment, and `scales_len` scales per moment, which must equal
+// `dp_adam_8bit_scales_len(len)` (layout: see DP_ADAM_8BIT_BLOCK; each tensor has its own
+// blocks).
 typedef struct dp_adam_8bit_tensor {
     float *param;
     const float *grad;
@@ -157,7 +181,10 @@ typedef struct dp_adam_8bit_tensor {
     float *exp_avg_scales;
     uint8_t *exp_avg_sq_codes;
     float *exp_avg_sq_scales;
+    // Elements of `param`, `grad` and each code array.
     size_t len;
+    // Floats of each scale array: must equal `dp_adam_8bit_scales_len(len)`.
+    size_t scales_len;
 } dp_adam_8bit_tensor;
 
 // What a basis is (`dp_basis_info`).
@@ -207,16 +234,40 @@ extern "C" {
 #endif // __cplusplus
 
 // PyTorch's defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8, no weight decay, no amsgrad,
-// no maximize, no finite check, inv_grad_scale 1.
+// no maximize, no finite check, inv_grad_scale 1; `struct_size = sizeof(dp_adam_config)`.
+// Never fails; any thread may call it at any time.
 struct dp_adam_config dp_adam_config_default(void);
 
-// One Adam/AdamW step over one tensor of `len` floats (the math: DESIGN.md 2.1, matching
-// torch.optim.Adam/AdamW). `step` is the 1-based step count. `max_exp_avg_sq` may be NULL unless
-// `cfg->amsgrad`. Buffers must not overlap. On any failure nothing is written.
+// One Adam/AdamW step over one tensor of `len` floats, matching torch.optim.Adam / AdamW
+// (`foreach=False`). `step` is the 1-based step count.
+//
+// Parameters: `cfg` (read unaligned); `param`, `exp_avg`, `exp_avg_sq` (read and written),
+// `grad` (read) and `max_exp_avg_sq` (read and written; only with `cfg->amsgrad`, may be
+// NULL otherwise): `len` floats each. NULL with `len == 0` is an empty buffer.
+//
+// Returns:
+// - DP_OK: the step was taken;
+// - DP_ERR_NULL_POINTER: `cfg` is NULL, or a buffer the step uses is NULL with `len > 0`;
+// - DP_ERR_LENGTH: `len` floats overflow `isize::MAX` bytes, or a buffer's address range
+//   wraps around the address space;
+// - DP_ERR_INVALID_ARGUMENT: `cfg->struct_size` is not `sizeof(dp_adam_config)`, a flag is
+//   not 0 or 1, or a buffer is not aligned to 4 bytes;
+// - DP_ERR_INVALID_HYPERPARAMETER: a hyperparameter is out of range or not representable as
+//   the finite (nonzero where it divides) f32 the kernel uses, or `step == 0`;
+// - DP_ERR_ALIASING: two buffers overlap (a written one with any other);
+// - DP_ERR_NON_FINITE: `cfg->check_finite` and `grad * inv_grad_scale` holds NaN or Inf;
+// - DP_ERR_ALLOCATION: the thread pool could not be started;
+// - DP_ERR_PANIC: a bug in diagprec (please report it).
+//
+// On any status but DP_OK no byte of any buffer changes.
+//
+// Concurrency: any number of threads may call this at once on disjoint buffers (`grad` and
+// `cfg` may be shared: they are only read).
 //
 // # Safety
-// Each non-NULL pointer must be valid for `len` floats (reads for `grad`, reads and writes for
-// the others) for the duration of the call; `cfg` must point to a `dp_adam_config`.
+// Each pointer the step uses must be valid for `len` floats (reads for `grad`, reads and
+// writes for the others) for the duration of the call; `cfg` must be valid for reading a
+// `dp_adam_config`.
 enum dp_status dp_adam_step_f32(const struct dp_adam_config *cfg,
                                 uint64_t step,
                                 float *param,
@@ -226,124 +277,69 @@ enum dp_status dp_adam_step_f32(const struct dp_adam_config *cfg,
                                 float *max_exp_avg_sq,
                                 size_t len);
 
-// One Adam/AdamW step over `count` tensors with one configuration (PyTorch's fused tensor-list
-// step). Work is balanced across threads by elements. No buffer may overlap another, within or
-// across tensors, except that gradients may share memory. All tensors are checked (and scanned,
-// with check_finite) before any is written; on failure nothing is written.
+// One Adam/AdamW step over `count` tensors with one configuration (PyTorch's fused
+// tensor-list step): the result is that of `dp_adam_step_f32` on each tensor, bitwise, for any
+// thread count. Work is balanced across threads by elements.
+//
+// Parameters: `cfg` (read unaligned); `tensors`: `count` entries (NULL with `count == 0` is an
+// empty list; the array must be aligned for `dp_adam_tensor_f32`), each with buffers of its
+// `len` floats as for `dp_adam_step_f32`. No buffer may overlap another, within or across
+// tensors, except that gradients may share memory.
+//
+// Returns:
+// - DP_OK: every tensor was stepped;
+// - DP_ERR_NULL_POINTER: `cfg` is NULL, `tensors` is NULL with `count > 0`, or a buffer a
+//   tensor uses is NULL with its `len > 0` (the message names `tensors[i].field`);
+// - DP_ERR_LENGTH: `count` entries or a tensor's `len` floats overflow `isize::MAX` bytes, or
+//   an address range wraps around the address space;
+// - DP_ERR_INVALID_ARGUMENT: `cfg->struct_size` is not `sizeof(dp_adam_config)`, a flag is
+//   not 0 or 1, or `tensors` or a buffer is misaligned;
+// - DP_ERR_INVALID_HYPERPARAMETER: as `dp_adam_step_f32`;
+// - DP_ERR_ALIASING: two buffers overlap (gradients may share memory);
+// - DP_ERR_NON_FINITE: `cfg->check_finite` and any tensor's scaled gradient holds NaN or Inf
+//   (all gradients are scanned before any tensor is written);
+// - DP_ERR_ALLOCATION: no memory to check `count` tensors, or the pool could not start;
+// - DP_ERR_PANIC: a bug in diagprec.
+//
+// On any status but DP_OK no byte of any tensor changes (the list is all or nothing).
+//
+// Concurrency: any number of threads may call this at once on disjoint buffers.
 //
 // # Safety
-// `tensors` must be valid for `count` elements (or NULL with `count == 0`), and each tensor's
-// pointers valid as for `dp_adam_step_f32`; `cfg` must point to a `dp_adam_config`.
+// `tensors` must be valid for `count` entries (or NULL with `count == 0`), each tensor's
+// pointers valid as for `dp_adam_step_f32`; `cfg` must be valid for reading a
+// `dp_adam_config`.
 enum dp_status dp_adam_step_multi_f32(const struct dp_adam_config *cfg,
                                       uint64_t step,
                                       const struct dp_adam_tensor_f32 *tensors,
                                       size_t count);
 
-// One Adam/AdamW step with bf16 parameters and gradients and f32 master weights, in one pass:
-// reads `grad_bf16`, `master`, `exp_avg`, `exp_avg_sq`; writes `master`, `exp_avg`,
-// `exp_avg_sq` and `param_bf16 = round_nearest_even(master)`. amsgrad is not supported
-// (DP_ERR_INVALID_ARGUMENT). With `cfg->check_finite`, a NaN/Inf gradient (after unscaling)
-// returns DP_ERR_NON_FINITE. Buffers must not overlap; on failure nothing is written.
-//
-// # Safety
-// Each non-NULL pointer must be valid for `len` elements (reads for `grad_bf16`, reads and
-// writes for the others) for the duration of the call; `cfg` must point to a `dp_adam_config`.
-enum dp_status dp_adam_step_master_bf16(const struct dp_adam_config *cfg,
-                                        uint64_t step,
-                                        float *master,
-                                        uint16_t *param_bf16,
-                                        const uint16_t *grad_bf16,
-                                        float *exp_avg,
-                                        float *exp_avg_sq,
-                                        size_t len);
-
-// `dp_adam_step_master_bf16` for IEEE f16 parameters and gradients (`uint16_t` bits).
-//
-// # Safety
-// As `dp_adam_step_master_bf16`.
-enum dp_status dp_adam_step_master_f16(const struct dp_adam_config *cfg,
-                                       uint64_t step,
-                                       float *master,
-                                       uint16_t *param_f16,
-                                       const uint16_t *grad_f16,
-                                       float *exp_avg,
-                                       float *exp_avg_sq,
-                                       size_t len);
-
-// `dp_adam_step_master_bf16` with stochastic rounding of the bf16 copy: the random bits depend
-// only on `(seed, step, element index)`, so the result does not depend on the thread count.
-//
-// # Safety
-// As `dp_adam_step_master_bf16`.
-enum dp_status dp_adam_step_master_bf16_stochastic(const struct dp_adam_config *cfg,
-                                                   uint64_t step,
-                                                   uint64_t seed,
-                                                   float *master,
-                                                   uint16_t *param_bf16,
-                                                   const uint16_t *grad_bf16,
-                                                   float *exp_avg,
-                                                   float *exp_avg_sq,
-                                                   size_t len);
-
-// `dp_adam_step_master_f16` with stochastic rounding (see
-// `dp_adam_step_master_bf16_stochastic`).
-//
-// # Safety
-// As `dp_adam_step_master_bf16`.
-enum dp_status dp_adam_step_master_f16_stochastic(const struct dp_adam_config *cfg,
-                                                  uint64_t step,
-                                                  uint64_t seed,
-                                                  float *master,
-                                                  uint16_t *param_f16,
-                                                  const uint16_t *grad_f16,
-                                                  float *exp_avg,
-                                                  float *exp_avg_sq,
-                                                  size_t len);
-
-// Pass 1 of a training step: the global L2 norm of every tensor's `grad * inv_grad_scale`
-// (only the `grad` and `len` fields are read; the others may be NULL), and whether any value
-// is NaN or infinite. The f64 norm is bitwise identical for any thread count. Writes
-// `*norm_out` and `*found_inf_out` on success (a non-finite gradient is not an error here:
-// `*found_inf_out = true`). `inv_grad_scale` must be finite and > 0.
-//
-// # Safety
-// `tensors` must be valid for `count` elements (or NULL with `count == 0`), each `grad` valid
-// for reads of `len` floats; `norm_out` and `found_inf_out` valid for writes.
-enum dp_status dp_grad_norm_multi_f32(const struct dp_adam_tensor_f32 *tensors,
-                                      size_t count,
-                                      double inv_grad_scale,
-                                      double *norm_out,
-                                      bool *found_inf_out);
-
-// `dp_grad_norm_multi_f32` of the bf16 gradients (`grad`) of master-weight tensors: bitwise
-// the norm of the widened values.
-//
-// # Safety
-// `tensors` must be valid for `count` elements (or NULL with `count == 0`), each `grad` valid
-// for reads of `len` values; `norm_out` and `found_inf_out` valid for writes.
-enum dp_status dp_grad_norm_multi_bf16(const struct dp_adam_master_tensor *tensors,
-                                       size_t count,
-                                       double inv_grad_scale,
-                                       double *norm_out,
-                                       bool *found_inf_out);
-
-// `dp_grad_norm_multi_bf16` of IEEE f16 gradients.
-//
-// # Safety
-// As `dp_grad_norm_multi_bf16`.
-enum dp_status dp_grad_norm_multi_f16(const struct dp_adam_master_tensor *tensors,
-                                      size_t count,
-                                      double inv_grad_scale,
-                                      double *norm_out,
-                                      bool *found_inf_out);
-
-// The two-pass training step over `count` tensors. Pass 1: the global L2 norm of the unscaled
-// gradients (`grad * cfg->inv_grad_scale`) with a non-finite scan; if any value is NaN/Inf the
-// call returns DP_ERR_NON_FINITE and writes nothing (not even `*norm_out`), whatever
-// `cfg->check_finite` says. Pass 2: Adam/AdamW with unscale and
+// The two-pass training step over `count` f32 tensors. Pass 1: the global L2 norm of the
+// unscaled gradients (`grad * cfg->inv_grad_scale`) with a non-finite scan; if any value is
+// NaN/Inf the call returns DP_ERR_NON_FINITE and writes nothing (not even `*norm_out`),
+// whatever `cfg->check_finite` says. Pass 2: Adam/AdamW with unscale and
 // `clip = min(1, max_grad_norm / (norm + 1e-6))` folded into one gradient factor.
-// `max_grad_norm > 0` (INFINITY: no clipping). `norm_out` may be NULL; otherwise it receives
-// the norm before clipping. Overlap rules as `dp_adam_step_multi_f32`.
+//
+// Parameters: `cfg` (read unaligned); `tensors`: `count` entries as for
+// `dp_adam_step_multi_f32`; `max_grad_norm > 0` (INFINITY: no clipping); `norm_out`: NULL, or
+// one double that receives the norm before clipping.
+//
+// Returns:
+// - DP_OK: the norm was computed and every tensor stepped;
+// - DP_ERR_NULL_POINTER: `cfg` is NULL, `tensors` is NULL with `count > 0`, or a buffer a
+//   tensor uses is NULL with its `len > 0`;
+// - DP_ERR_LENGTH: a size overflows `isize::MAX` bytes or an address range wraps;
+// - DP_ERR_INVALID_ARGUMENT: `cfg->struct_size` is wrong, a flag is not 0 or 1, or `tensors`,
+//   a buffer or `norm_out` is misaligned;
+// - DP_ERR_INVALID_HYPERPARAMETER: as `dp_adam_step_f32`, or `max_grad_norm` is not > 0;
+// - DP_ERR_ALIASING: two buffers overlap (gradients may share memory), `norm_out` included;
+// - DP_ERR_NON_FINITE: a scaled gradient holds NaN or Inf, or the sum of squares overflows;
+// - DP_ERR_ALLOCATION: no memory to check `count` tensors, or the pool could not start;
+// - DP_ERR_PANIC: a bug in diagprec.
+//
+// On any status but DP_OK no byte of any tensor or of `*norm_out` changes.
+//
+// Concurrency: any number of threads may call this at once on disjoint buffers.
 //
 // # Safety
 // As `dp_adam_step_multi_f32`; `norm_out`, when non-NULL, valid for one write.
@@ -354,198 +350,283 @@ enum dp_status dp_adam_step_clipped_multi_f32(const struct dp_adam_config *cfg,
                                               double max_grad_norm,
                                               double *norm_out);
 
-// One Adam/AdamW step with `exp_avg` (m) and `exp_avg_sq` (v) stored as bf16 bits, rounded
-// stochastically with random bits from `(seed, step, element index)` (m and v use separate
-// streams): unbiased and independent of the thread count. `param` and `grad` are f32.
-// amsgrad is not supported. Buffers must not overlap; on failure nothing is written.
+// Pass 1 of a training step: the global L2 norm of every tensor's `grad * inv_grad_scale`
+// (only the `grad` and `len` fields of each tensor are read; the others may be NULL), and
+// whether any value is NaN or infinite. The f64 norm is bitwise identical for any thread
+// count. A non-finite gradient is not an error here: `*found_inf_out = 1`.
+//
+// Parameters: `tensors`: `count` entries (NULL with `count == 0` is an empty list), each
+// `grad` of its `len` floats; `inv_grad_scale`: finite and > 0 (and > 0, finite as an f32);
+// `norm_out`: one double, written; `found_inf_out`: one uint32_t, written 0 or 1.
+//
+// Returns:
+// - DP_OK: `*norm_out` and `*found_inf_out` were written;
+// - DP_ERR_NULL_POINTER: `norm_out` or `found_inf_out` is NULL, `tensors` is NULL with
+//   `count > 0`, or a `grad` is NULL with its `len > 0`;
+// - DP_ERR_LENGTH: a size overflows `isize::MAX` bytes or an address range wraps;
+// - DP_ERR_INVALID_ARGUMENT: `tensors`, a `grad`, `norm_out` or `found_inf_out` is
+//   misaligned;
+// - DP_ERR_INVALID_HYPERPARAMETER: `inv_grad_scale` is not finite and > 0 as an f32;
+// - DP_ERR_ALIASING: `norm_out` or `found_inf_out` overlaps a gradient or each other;
+// - DP_ERR_ALLOCATION: no memory to check `count` tensors, or the pool could not start;
+// - DP_ERR_PANIC: a bug in diagprec.
+//
+// On any status but DP_OK `*norm_out` and `*found_inf_out` are unchanged.
+//
+// Concurrency: any number of threads may call this at once (the gradients are only read;
+// the outputs must be distinct per call).
 //
 // # Safety
-// Each non-NULL pointer valid for `len` elements (reads for `grad`, reads and writes for the
-// others); `cfg` must point to a `dp_adam_config`.
-enum dp_status dp_adam_step_bf16_state(const struct dp_adam_config *cfg,
-                                       uint64_t step,
-                                       uint64_t seed,
-                                       float *param,
-                                       const float *grad,
-                                       uint16_t *exp_avg_bf16,
-                                       uint16_t *exp_avg_sq_bf16,
-                                       size_t len);
+// `tensors` must be valid for `count` entries (or NULL with `count == 0`), each `grad` valid
+// for reads of `len` floats; `norm_out` and `found_inf_out` valid for writes.
+enum dp_status dp_grad_norm_multi_f32(const struct dp_adam_tensor_f32 *tensors,
+                                      size_t count,
+                                      double inv_grad_scale,
+                                      double *norm_out,
+                                      uint32_t *found_inf_out);
 
-// `ceil(len / 256)`: the number of floats in each scale array of the 8-bit state.
+// `dp_grad_norm_multi_f32` of the 16-bit gradients (`grad`, bits of `format`) of
+// master-weight tensors: bitwise the norm of the widened values. Only the `grad` and `len`
+// fields are read; the others may be NULL.
+//
+// Parameters: `format`: DP_FORMAT_BF16 or DP_FORMAT_F16; the others as
+// `dp_grad_norm_multi_f32` (`grad` holds `len` uint16_t).
+//
+// Returns: as `dp_grad_norm_multi_f32`, and DP_ERR_INVALID_ARGUMENT for an unknown `format`.
+// On any status but DP_OK `*norm_out` and `*found_inf_out` are unchanged.
+//
+// Concurrency: any number of threads may call this at once (the gradients are only read;
+// the outputs must be distinct per call).
+//
+// # Safety
+// `tensors` must be valid for `count` entries (or NULL with `count == 0`), each `grad` valid
+// for reads of `len` values; `norm_out` and `found_inf_out` valid for writes.
+enum dp_status dp_grad_norm_master_multi(uint32_t format,
+                                         const struct dp_adam_master_tensor *tensors,
+                                         size_t count,
+                                         double inv_grad_scale,
+                                         double *norm_out,
+                                         uint32_t *found_inf_out);
+
+// One Adam/AdamW step over `count` tensors with 16-bit parameters and gradients and f32
+// master weights, in one pass per element: reads `grad`, `master`, `exp_avg`, `exp_avg_sq`;
+// writes `master`, `exp_avg`, `exp_avg_sq` and `param = round(master)` in `format`. A single
+// tensor is a list of one. Work is balanced across threads by elements; the result does not
+// depend on the thread count. amsgrad is not supported.
+//
+// Parameters: `cfg` (read unaligned); `format`: DP_FORMAT_BF16 or DP_FORMAT_F16; `rounding`:
+// DP_ROUND_NEAREST (`seed` unused) or DP_ROUND_STOCHASTIC (random bits from
+// `(seed, step, element index)`, elements numbered as if the tensors were laid end to end);
+// `tensors`: `count` entries (NULL with `count == 0` is an empty list), each with its five
+// buffers of `len` elements. No buffer may overlap another, within or across tensors, except
+// that gradients may share memory.
+//
+// Returns:
+// - DP_OK: every tensor was stepped;
+// - DP_ERR_NULL_POINTER: `cfg` is NULL, `tensors` is NULL with `count > 0`, or a buffer is
+//   NULL with its `len > 0` (the message names `tensors[i].field`);
+// - DP_ERR_LENGTH: a size overflows `isize::MAX` bytes or an address range wraps;
+// - DP_ERR_INVALID_ARGUMENT: `cfg->struct_size` is wrong, a flag is not 0 or 1,
+//   `cfg->amsgrad` is 1, `format` or `rounding` is not a defined value, or `tensors` or a
+//   buffer is misaligned;
+// - DP_ERR_INVALID_HYPERPARAMETER: as `dp_adam_step_f32`;
+// - DP_ERR_ALIASING: two buffers overlap (gradients may share memory);
+// - DP_ERR_NON_FINITE: `cfg->check_finite` and a widened, scaled gradient holds NaN or Inf
+//   (all gradients are scanned before any tensor is written);
+// - DP_ERR_ALLOCATION: no memory to check `count` tensors, or the pool could not start;
+// - DP_ERR_PANIC: a bug in diagprec.
+//
+// On any status but DP_OK no byte of any tensor changes (the list is all or nothing).
+//
+// Concurrency: any number of threads may call this at once on disjoint buffers.
+//
+// # Safety
+// `tensors` must be valid for `count` entries (or NULL with `count == 0`), each tensor's
+// pointers valid for `len` elements (reads for `grad`, reads and writes for the others) for
+// the duration of the call; `cfg` must be valid for reading a `dp_adam_config`.
+enum dp_status dp_adam_master_step_multi(const struct dp_adam_config *cfg,
+                                         uint64_t step,
+                                         uint32_t format,
+                                         uint32_t rounding,
+                                         uint64_t seed,
+                                         const struct dp_adam_master_tensor *tensors,
+                                         size_t count);
+
+// The two-pass step of `dp_adam_master_step_multi`: pass 1 is the global L2 norm of the
+// unscaled 16-bit gradients with a non-finite scan (a NaN/Inf returns DP_ERR_NON_FINITE and
+// writes nothing, not even `*norm_out`, whatever `cfg->check_finite` says); pass 2 is the
+// master step with unscale and `clip = min(1, max_grad_norm / (norm + 1e-6))` folded into one
+// gradient factor (as `dp_adam_step_clipped_multi_f32`).
+//
+// Parameters: as `dp_adam_master_step_multi`, and `max_grad_norm > 0` (INFINITY: no
+// clipping); `norm_out`: NULL, or one double that receives the norm before clipping.
+//
+// Returns: as `dp_adam_master_step_multi`, and also
+// - DP_ERR_INVALID_ARGUMENT: `norm_out` is misaligned;
+// - DP_ERR_INVALID_HYPERPARAMETER: `max_grad_norm` is not > 0;
+// - DP_ERR_ALIASING: `norm_out` overlaps a buffer;
+// - DP_ERR_NON_FINITE: a scaled gradient holds NaN or Inf, or the sum of squares overflows.
+//
+// On any status but DP_OK no byte of any tensor or of `*norm_out` changes.
+//
+// Concurrency: any number of threads may call this at once on disjoint buffers.
+//
+// # Safety
+// As `dp_adam_master_step_multi`; `norm_out`, when non-NULL, valid for one write.
+enum dp_status dp_adam_master_step_clipped_multi(const struct dp_adam_config *cfg,
+                                                 uint64_t step,
+                                                 uint32_t format,
+                                                 uint32_t rounding,
+                                                 uint64_t seed,
+                                                 const struct dp_adam_master_tensor *tensors,
+                                                 size_t count,
+                                                 double max_grad_norm,
+                                                 double *norm_out);
+
+// One Adam/AdamW step over `count` tensors with `exp_avg` (m) and `exp_avg_sq` (v) stored as
+// bf16 bits, rounded stochastically with random bits from `(seed, step, element index)` (m
+// and v use separate streams; elements numbered as if the tensors were laid end to end):
+// unbiased, and independent of the thread count. `param` and `grad` are f32. A single tensor
+// is a list of one. amsgrad is not supported.
+//
+// Parameters: `cfg` (read unaligned); `seed`; `tensors`: `count` entries (NULL with
+// `count == 0` is an empty list), each with its four buffers of `len` elements. No buffer may
+// overlap another, within or across tensors, except that gradients may share memory.
+//
+// Returns:
+// - DP_OK: every tensor was stepped;
+// - DP_ERR_NULL_POINTER: `cfg` is NULL, `tensors` is NULL with `count > 0`, or a buffer is
+//   NULL with its `len > 0`;
+// - DP_ERR_LENGTH: a size overflows `isize::MAX` bytes or an address range wraps;
+// - DP_ERR_INVALID_ARGUMENT: `cfg->struct_size` is wrong, a flag is not 0 or 1,
+//   `cfg->amsgrad` is 1, or `tensors` or a buffer is misaligned;
+// - DP_ERR_INVALID_HYPERPARAMETER: as `dp_adam_step_f32`;
+// - DP_ERR_ALIASING: two buffers overlap (gradients may share memory);
+// - DP_ERR_NON_FINITE: `cfg->check_finite` and a scaled gradient holds NaN or Inf;
+// - DP_ERR_ALLOCATION: no memory to check `count` tensors, or the pool could not start;
+// - DP_ERR_PANIC: a bug in diagprec.
+//
+// On any status but DP_OK no byte of any tensor changes (the list is all or nothing).
+//
+// Concurrency: any number of threads may call this at once on disjoint buffers.
+//
+// # Safety
+// `tensors` must be valid for `count` entries (or NULL with `count == 0`), each tensor's
+// pointers valid for `len` elements (reads for `grad`, reads and writes for the others);
+// `cfg` must be valid for reading a `dp_adam_config`.
+enum dp_status dp_adam_bf16_state_step_multi_f32(const struct dp_adam_config *cfg,
+                                                 uint64_t step,
+                                                 uint64_t seed,
+                                                 const struct dp_adam_bf16_state_tensor *tensors,
+                                                 size_t count);
+
+// `ceil(len / 256)`: the number of floats in each scale array of the 8-bit state. Never
+// fails; any thread may call it at any time.
 size_t dp_adam_8bit_scales_len(size_t len);
 
-// One Adam/AdamW step with 8-bit block-quantized `m` and `v` (layout: see
-// DP_ADAM_8BIT_BLOCK): decoded, stepped and re-encoded in one pass, with fresh per-block
-// scales. Code arrays hold `len` bytes, scale arrays `dp_adam_8bit_scales_len(len)` floats.
-// A scale that is not finite or is negative (a corrupted state) is DP_ERR_INVALID_ARGUMENT.
-// amsgrad is not supported. Buffers must not overlap; on failure nothing is written.
+// One Adam/AdamW step over `count` tensors with 8-bit block-quantized `m` and `v` (layout:
+// see DP_ADAM_8BIT_BLOCK): decoded, stepped and re-encoded in one pass, with fresh per-block
+// scales. The result is that of one call per tensor (a single tensor is a list of one), for
+// any thread count. amsgrad is not supported.
+//
+// Parameters: `cfg` (read unaligned); `tensors`: `count` entries (NULL with `count == 0` is an
+// empty list), each with `len` floats of `param` and `grad`, `len` bytes of each code array
+// and `scales_len` floats of each scale array. No buffer may overlap another, within or
+// across tensors, except that gradients may share memory.
+//
+// Returns:
+// - DP_OK: every tensor was stepped;
+// - DP_ERR_NULL_POINTER: `cfg` is NULL, `tensors` is NULL with `count > 0`, or a buffer is
+//   NULL with its count > 0;
+// - DP_ERR_LENGTH: a tensor's `scales_len` is not `dp_adam_8bit_scales_len(len)`, a size
+//   overflows `isize::MAX` bytes, or an address range wraps;
+// - DP_ERR_INVALID_ARGUMENT: `cfg->struct_size` is wrong, a flag is not 0 or 1,
+//   `cfg->amsgrad` is 1, `tensors` or a buffer is misaligned, or a scale is negative or not
+//   finite (a corrupted state);
+// - DP_ERR_INVALID_HYPERPARAMETER: as `dp_adam_step_f32`;
+// - DP_ERR_ALIASING: two buffers overlap (gradients may share memory);
+// - DP_ERR_NON_FINITE: `cfg->check_finite` and a scaled gradient holds NaN or Inf;
+// - DP_ERR_ALLOCATION: no memory to check `count` tensors, or the pool could not start;
+// - DP_ERR_PANIC: a bug in diagprec.
+//
+// On any status but DP_OK no byte of any tensor changes (the list is all or nothing).
+//
+// Concurrency: any number of threads may call this at once on disjoint buffers.
 //
 // # Safety
-// Each non-NULL pointer valid for its element count (reads for `grad`, reads and writes for
-// the others); `cfg` must point to a `dp_adam_config`.
-enum dp_status dp_adam_step_8bit_state(const struct dp_adam_config *cfg,
-                                       uint64_t step,
-                                       float *param,
-                                       const float *grad,
-                                       uint8_t *exp_avg_codes,
-                                       float *exp_avg_scales,
-                                       uint8_t *exp_avg_sq_codes,
-                                       float *exp_avg_sq_scales,
-                                       size_t len);
+// `tensors` must be valid for `count` entries (or NULL with `count == 0`), each tensor's
+// pointers valid for their counts (reads for `grad`, reads and writes for the others); `cfg`
+// must be valid for reading a `dp_adam_config`.
+enum dp_status dp_adam_8bit_step_multi_f32(const struct dp_adam_config *cfg,
+                                           uint64_t step,
+                                           const struct dp_adam_8bit_tensor *tensors,
+                                           size_t count);
 
 // Encodes `len` f32 values of one moment into the 8-bit layout (see DP_ADAM_8BIT_BLOCK), as
 // the 8-bit step encodes its new state: `len` codes and `dp_adam_8bit_scales_len(len)` scales
-// (each block's absmax). For example, to go on from an f32 checkpoint with 8-bit state. The
-// values must be finite (and >= 0 for DP_MOMENT_EXP_AVG_SQ), else DP_ERR_INVALID_ARGUMENT.
-// Buffers must not overlap; on failure nothing is written.
+// (each block's absmax). For example, to go on from an f32 checkpoint with 8-bit state.
+//
+// Parameters: `moment`: DP_MOMENT_EXP_AVG or DP_MOMENT_EXP_AVG_SQ; `values`: `len` floats,
+// read; `codes`: `codes_len` bytes, written (must equal `len`); `scales`: `scales_len`
+// floats, written (must equal `dp_adam_8bit_scales_len(len)`).
+//
+// Returns:
+// - DP_OK: `codes` and `scales` were written;
+// - DP_ERR_NULL_POINTER: a buffer is NULL with its count > 0;
+// - DP_ERR_LENGTH: `codes_len != len`, `scales_len != dp_adam_8bit_scales_len(len)`, a size
+//   overflows `isize::MAX` bytes, or an address range wraps;
+// - DP_ERR_INVALID_ARGUMENT: `moment` is not a defined value, `values` or `scales` is
+//   misaligned, or a value is not finite (or is negative for DP_MOMENT_EXP_AVG_SQ);
+// - DP_ERR_ALIASING: two buffers overlap;
+// - DP_ERR_PANIC: a bug in diagprec.
+//
+// On any status but DP_OK no byte of `codes` or `scales` changes.
+//
+// Concurrency: any number of threads may call this at once on disjoint outputs.
 //
 // # Safety
-// `values` must be valid for reading `len` floats, `codes` for writing `len` bytes, `scales`
-// for writing `dp_adam_8bit_scales_len(len)` floats.
+// `values` must be valid for reading `len` floats, `codes` for writing `codes_len` bytes,
+// `scales` for writing `scales_len` floats.
 enum dp_status dp_adam_8bit_quantize_f32(uint32_t moment,
                                          const float *values,
+                                         size_t len,
                                          uint8_t *codes,
+                                         size_t codes_len,
                                          float *scales,
-                                         size_t len);
+                                         size_t scales_len);
 
 // Decodes `len` codes of one moment and their `dp_adam_8bit_scales_len(len)` scales (layout:
 // see DP_ADAM_8BIT_BLOCK) into f32: exactly the values the 8-bit step decodes, e.g. to save
-// the state as f32. A scale that is not finite or is negative is DP_ERR_INVALID_ARGUMENT.
-// Buffers must not overlap; on failure nothing is written.
+// the state as f32.
+//
+// Parameters: `moment`: DP_MOMENT_EXP_AVG or DP_MOMENT_EXP_AVG_SQ; `codes`: `codes_len`
+// bytes, read (must equal `len`); `scales`: `scales_len` floats, read (must equal
+// `dp_adam_8bit_scales_len(len)`); `values`: `len` floats, written.
+//
+// Returns:
+// - DP_OK: `values` was written;
+// - DP_ERR_NULL_POINTER: a buffer is NULL with its count > 0;
+// - DP_ERR_LENGTH: `codes_len != len`, `scales_len != dp_adam_8bit_scales_len(len)`, a size
+//   overflows `isize::MAX` bytes, or an address range wraps;
+// - DP_ERR_INVALID_ARGUMENT: `moment` is not a defined value, `scales` or `values` is
+//   misaligned, or a scale is negative or not finite;
+// - DP_ERR_ALIASING: `values` overlaps `codes` or `scales`;
+// - DP_ERR_PANIC: a bug in diagprec.
+//
+// On any status but DP_OK no byte of `values` changes.
+//
+// Concurrency: any number of threads may call this at once on disjoint outputs.
 //
 // # Safety
-// `codes` must be valid for reading `len` bytes, `scales` for reading
-// `dp_adam_8bit_scales_len(len)` floats, `values` for writing `len` floats.
+// `codes` must be valid for reading `codes_len` bytes, `scales` for reading `scales_len`
+// floats, `values` for writing `len` floats.
 enum dp_status dp_adam_8bit_dequantize_f32(uint32_t moment,
                                            const uint8_t *codes,
+                                           size_t codes_len,
                                            const float *scales,
+                                           size_t scales_len,
                                            float *values,
                                            size_t len);
-
-// `dp_adam_step_master_bf16` over `count` tensors in one call (PyTorch's tensor-list form):
-// work is balanced across threads by elements. No buffer may overlap another, within or across
-// tensors, except that gradients may share memory. All tensors are checked (and scanned, with
-// check_finite) before any is written; on failure nothing is written.
-//
-// # Safety
-// `tensors` must be valid for `count` entries (or NULL with `count == 0`), each tensor's
-// pointers valid as for `dp_adam_step_master_bf16`; `cfg` must point to a `dp_adam_config`.
-enum dp_status dp_adam_step_master_bf16_multi(const struct dp_adam_config *cfg,
-                                              uint64_t step,
-                                              const struct dp_adam_master_tensor *tensors,
-                                              size_t count);
-
-// `dp_adam_step_master_bf16_multi` with stochastic rounding. The elements are numbered as if
-// the tensors were laid end to end: the result is that of `dp_adam_step_master_bf16_stochastic`
-// on their concatenation, for any thread count.
-//
-// # Safety
-// As `dp_adam_step_master_bf16_multi`.
-enum dp_status dp_adam_step_master_bf16_multi_stochastic(const struct dp_adam_config *cfg,
-                                                         uint64_t step,
-                                                         uint64_t seed,
-                                                         const struct dp_adam_master_tensor *tensors,
-                                                         size_t count);
-
-// `dp_adam_step_master_bf16_multi` with IEEE f16 parameters and gradients.
-//
-// # Safety
-// As `dp_adam_step_master_bf16_multi`.
-enum dp_status dp_adam_step_master_f16_multi(const struct dp_adam_config *cfg,
-                                             uint64_t step,
-                                             const struct dp_adam_master_tensor *tensors,
-                                             size_t count);
-
-// `dp_adam_step_master_bf16_multi_stochastic` with IEEE f16 parameters and gradients.
-//
-// # Safety
-// As `dp_adam_step_master_bf16_multi`.
-enum dp_status dp_adam_step_master_f16_multi_stochastic(const struct dp_adam_config *cfg,
-                                                        uint64_t step,
-                                                        uint64_t seed,
-                                                        const struct dp_adam_master_tensor *tensors,
-                                                        size_t count);
-
-// `dp_adam_step_bf16_state` over `count` tensors in one call: work is balanced across threads
-// by elements; the elements are numbered as if the tensors were laid end to end, so the result
-// is that of `dp_adam_step_bf16_state` on their concatenation, for any thread count. No buffer
-// may overlap another, within or across tensors, except that gradients may share memory. All
-// tensors are checked (and scanned, with check_finite) before any is written; on failure
-// nothing is written.
-//
-// # Safety
-// `tensors` must be valid for `count` entries (or NULL with `count == 0`), each tensor's
-// pointers valid as for `dp_adam_step_bf16_state`; `cfg` must point to a `dp_adam_config`.
-enum dp_status dp_adam_step_bf16_state_multi(const struct dp_adam_config *cfg,
-                                             uint64_t step,
-                                             uint64_t seed,
-                                             const struct dp_adam_bf16_state_tensor *tensors,
-                                             size_t count);
-
-// `dp_adam_step_8bit_state` over `count` tensors in one call: work is balanced across threads
-// by elements, and the result is that of one call per tensor. No buffer may overlap another,
-// within or across tensors, except that gradients may share memory. All tensors are checked
-// (and scanned, with check_finite) before any is written; on failure nothing is written.
-//
-// # Safety
-// `tensors` must be valid for `count` entries (or NULL with `count == 0`), each tensor's
-// pointers valid as for `dp_adam_step_8bit_state`; `cfg` must point to a `dp_adam_config`.
-enum dp_status dp_adam_step_8bit_state_multi(const struct dp_adam_config *cfg,
-                                             uint64_t step,
-                                             const struct dp_adam_8bit_tensor *tensors,
-                                             size_t count);
-
-// The two-pass step of `dp_adam_step_master_bf16_multi`: pass 1 is the global L2 norm of the
-// unscaled bf16 gradients with a non-finite scan (a NaN/Inf returns DP_ERR_NON_FINITE and
-// writes nothing, not even `*norm_out`); pass 2 is the master step with unscale and
-// `clip = min(1, max_grad_norm / (norm + 1e-6))` folded into one gradient factor (see
-// `dp_adam_step_clipped_multi_f32`). `max_grad_norm > 0` (INFINITY: no clipping); `norm_out`
-// may be NULL. Overlap rules as `dp_adam_step_master_bf16_multi`.
-//
-// # Safety
-// As `dp_adam_step_master_bf16_multi`; `norm_out`, when non-NULL, valid for one write.
-enum dp_status dp_adam_step_master_bf16_clipped_multi(const struct dp_adam_config *cfg,
-                                                      uint64_t step,
-                                                      const struct dp_adam_master_tensor *tensors,
-                                                      size_t count,
-                                                      double max_grad_norm,
-                                                      double *norm_out);
-
-// `dp_adam_step_master_bf16_clipped_multi` with stochastic rounding (elements numbered end to
-// end, as `dp_adam_step_master_bf16_multi_stochastic`).
-//
-// # Safety
-// As `dp_adam_step_master_bf16_clipped_multi`.
-enum dp_status dp_adam_step_master_bf16_clipped_multi_stochastic(const struct dp_adam_config *cfg,
-                                                                 uint64_t step,
-                                                                 uint64_t seed,
-                                                                 const struct dp_adam_master_tensor *tensors,
-                                                                 size_t count,
-                                                                 double max_grad_norm,
-                                                                 double *norm_out);
-
-// `dp_adam_step_master_bf16_clipped_multi` with IEEE f16 parameters and gradients.
-//
-// # Safety
-// As `dp_adam_step_master_bf16_clipped_multi`.
-enum dp_status dp_adam_step_master_f16_clipped_multi(const struct dp_adam_config *cfg,
-                                                     uint64_t step,
-                                                     const struct dp_adam_master_tensor *tensors,
-                                                     size_t count,
-                                                     double max_grad_norm,
-                                                     double *norm_out);
-
-// `dp_adam_step_master_f16_clipped_multi` with stochastic rounding.
-//
-// # Safety
-// As `dp_adam_step_master_bf16_clipped_multi`.
-enum dp_status dp_adam_step_master_f16_clipped_multi_stochastic(const struct dp_adam_config *cfg,
-                                                                uint64_t step,
-                                                                uint64_t seed,
-                                                                const struct dp_adam_master_tensor *tensors,
-                                                                size_t count,
-                                                                double max_grad_norm,
-                                                                double *norm_out);
 
 // Creates the identity basis on `len` floats (rotations are copies; steps are the plain ones).
 //

@@ -64,16 +64,23 @@ struct adam_config : dp_adam_config {
         adam_config c;
         c.lr = lr;
         c.weight_decay = weight_decay;
-        c.decoupled_weight_decay = true;
+        c.decoupled_weight_decay = 1;
         return c;
     }
     adam_config& with_lr(double v) noexcept { lr = v; return *this; }
     adam_config& with_betas(double b1, double b2) noexcept { beta1 = b1; beta2 = b2; return *this; }
     adam_config& with_eps(double v) noexcept { eps = v; return *this; }
     adam_config& with_weight_decay(double v) noexcept { weight_decay = v; return *this; }
-    adam_config& with_amsgrad(bool v = true) noexcept { amsgrad = v; return *this; }
-    adam_config& with_maximize(bool v = true) noexcept { maximize = v; return *this; }
-    adam_config& with_check_finite(bool v = true) noexcept { check_finite = v; return *this; }
+    adam_config& with_decoupled_weight_decay(bool v = true) noexcept {
+        decoupled_weight_decay = v ? 1u : 0u;
+        return *this;
+    }
+    adam_config& with_amsgrad(bool v = true) noexcept { amsgrad = v ? 1u : 0u; return *this; }
+    adam_config& with_maximize(bool v = true) noexcept { maximize = v ? 1u : 0u; return *this; }
+    adam_config& with_check_finite(bool v = true) noexcept {
+        check_finite = v ? 1u : 0u;
+        return *this;
+    }
     adam_config& with_inv_grad_scale(double v) noexcept { inv_grad_scale = v; return *this; }
 };
 
@@ -475,27 +482,50 @@ void gn_step(const dp_gn_config& cfg, std::uint64_t step, P& param, const G& gra
 
 // ---- Mixed precision, compressed state, global norm, two-pass clipped step ----------------
 
+/// The 16-bit format of master-weight parameters and gradients (DP_FORMAT_*).
+enum class half_format : std::uint32_t { bf16 = DP_FORMAT_BF16, f16 = DP_FORMAT_F16 };
+
 /// How the 16-bit parameter copy is rounded: nearest-even, or stochastic with a seed.
 struct rounding {
     bool stochastic = false;
     std::uint64_t seed = 0;
     static rounding nearest_even() noexcept { return {}; }
     static rounding stochastic_with(std::uint64_t seed) noexcept { return {true, seed}; }
+    /// DP_ROUND_NEAREST or DP_ROUND_STOCHASTIC.
+    std::uint32_t mode() const noexcept {
+        return stochastic ? DP_ROUND_STOCHASTIC : DP_ROUND_NEAREST;
+    }
 };
 
-/// bf16 parameters and gradients (uint16_t bits) with f32 master weights, one pass
-/// (dp_adam_step_master_bf16 / _stochastic).
+/// The master-weight step over a tensor list (dp_adam_master_step_multi).
+inline std::error_code adam_master_step_multi(const dp_adam_config& cfg, std::uint64_t step,
+                                              half_format format,
+                                              const dp_adam_master_tensor* tensors,
+                                              std::size_t count, rounding r,
+                                              std::error_code& ec) noexcept {
+    ec = detail::to_code(dp_adam_master_step_multi(&cfg, step,
+                                                   static_cast<std::uint32_t>(format), r.mode(),
+                                                   r.seed, tensors, count));
+    return ec;
+}
+
+inline void adam_master_step_multi(const dp_adam_config& cfg, std::uint64_t step,
+                                   half_format format, const dp_adam_master_tensor* tensors,
+                                   std::size_t count, rounding r = {}) {
+    std::error_code ec;
+    adam_master_step_multi(cfg, step, format, tensors, count, r, ec);
+    if (ec) throw error(static_cast<dp_status>(ec.value()), dp_last_error_message());
+}
+
+/// bf16 parameters and gradients (uint16_t bits) with f32 master weights, one pass: one
+/// tensor as a list of one (dp_adam_master_step_multi with DP_FORMAT_BF16).
 inline std::error_code adam_step_master_bf16(const dp_adam_config& cfg, std::uint64_t step,
                                              float* master, std::uint16_t* param,
                                              const std::uint16_t* grad, float* exp_avg,
                                              float* exp_avg_sq, std::size_t len, rounding r,
                                              std::error_code& ec) noexcept {
-    ec = detail::to_code(
-        r.stochastic ? dp_adam_step_master_bf16_stochastic(&cfg, step, r.seed, master, param, grad,
-                                                           exp_avg, exp_avg_sq, len)
-                     : dp_adam_step_master_bf16(&cfg, step, master, param, grad, exp_avg,
-                                                exp_avg_sq, len));
-    return ec;
+    const dp_adam_master_tensor t = {master, param, grad, exp_avg, exp_avg_sq, len};
+    return adam_master_step_multi(cfg, step, half_format::bf16, &t, 1, r, ec);
 }
 
 inline void adam_step_master_bf16(const dp_adam_config& cfg, std::uint64_t step, float* master,
@@ -506,18 +536,14 @@ inline void adam_step_master_bf16(const dp_adam_config& cfg, std::uint64_t step,
     if (ec) throw error(static_cast<dp_status>(ec.value()), dp_last_error_message());
 }
 
-/// IEEE f16 parameters and gradients (dp_adam_step_master_f16 / _stochastic).
+/// IEEE f16 parameters and gradients: one tensor as a list of one (DP_FORMAT_F16).
 inline std::error_code adam_step_master_f16(const dp_adam_config& cfg, std::uint64_t step,
                                             float* master, std::uint16_t* param,
                                             const std::uint16_t* grad, float* exp_avg,
                                             float* exp_avg_sq, std::size_t len, rounding r,
                                             std::error_code& ec) noexcept {
-    ec = detail::to_code(
-        r.stochastic ? dp_adam_step_master_f16_stochastic(&cfg, step, r.seed, master, param, grad,
-                                                          exp_avg, exp_avg_sq, len)
-                     : dp_adam_step_master_f16(&cfg, step, master, param, grad, exp_avg,
-                                               exp_avg_sq, len));
-    return ec;
+    const dp_adam_master_tensor t = {master, param, grad, exp_avg, exp_avg_sq, len};
+    return adam_master_step_multi(cfg, step, half_format::f16, &t, 1, r, ec);
 }
 
 inline void adam_step_master_f16(const dp_adam_config& cfg, std::uint64_t step, float* master,
@@ -540,16 +566,12 @@ void adam_step_master_bf16(const dp_adam_config& cfg, std::uint64_t step, A& mas
                           exp_avg_sq.data(), n, r);
 }
 
-/// The bf16 master step over a tensor list (dp_adam_step_master_bf16_multi / _stochastic).
+/// The bf16 master step over a tensor list (dp_adam_master_step_multi, DP_FORMAT_BF16).
 inline std::error_code adam_step_master_bf16_multi(const dp_adam_config& cfg, std::uint64_t step,
                                                    const dp_adam_master_tensor* tensors,
                                                    std::size_t count, rounding r,
                                                    std::error_code& ec) noexcept {
-    ec = detail::to_code(
-        r.stochastic
-            ? dp_adam_step_master_bf16_multi_stochastic(&cfg, step, r.seed, tensors, count)
-            : dp_adam_step_master_bf16_multi(&cfg, step, tensors, count));
-    return ec;
+    return adam_master_step_multi(cfg, step, half_format::bf16, tensors, count, r, ec);
 }
 
 /// Container of dp_adam_master_tensor (e.g. std::vector<dp_adam_master_tensor>).
@@ -557,52 +579,34 @@ template <class T,
           class = std::enable_if_t<std::is_same_v<detail::value_t<T>, dp_adam_master_tensor>>>
 void adam_step_master_bf16_multi(const dp_adam_config& cfg, std::uint64_t step, const T& tensors,
                                  rounding r = {}) {
-    std::error_code ec;
-    adam_step_master_bf16_multi(cfg, step, tensors.data(), tensors.size(), r, ec);
-    if (ec) throw error(static_cast<dp_status>(ec.value()), dp_last_error_message());
+    adam_master_step_multi(cfg, step, half_format::bf16, tensors.data(), tensors.size(), r);
 }
 
-/// The f16 master step over a tensor list (dp_adam_step_master_f16_multi / _stochastic).
+/// The f16 master step over a tensor list (dp_adam_master_step_multi, DP_FORMAT_F16).
 inline std::error_code adam_step_master_f16_multi(const dp_adam_config& cfg, std::uint64_t step,
                                                   const dp_adam_master_tensor* tensors,
                                                   std::size_t count, rounding r,
                                                   std::error_code& ec) noexcept {
-    ec = detail::to_code(
-        r.stochastic
-            ? dp_adam_step_master_f16_multi_stochastic(&cfg, step, r.seed, tensors, count)
-            : dp_adam_step_master_f16_multi(&cfg, step, tensors, count));
-    return ec;
+    return adam_master_step_multi(cfg, step, half_format::f16, tensors, count, r, ec);
 }
 
 template <class T,
           class = std::enable_if_t<std::is_same_v<detail::value_t<T>, dp_adam_master_tensor>>>
 void adam_step_master_f16_multi(const dp_adam_config& cfg, std::uint64_t step, const T& tensors,
                                 rounding r = {}) {
-    std::error_code ec;
-    adam_step_master_f16_multi(cfg, step, tensors.data(), tensors.size(), r, ec);
-    if (ec) throw error(static_cast<dp_status>(ec.value()), dp_last_error_message());
+    adam_master_step_multi(cfg, step, half_format::f16, tensors.data(), tensors.size(), r);
 }
 
-/// The two-pass master step over a tensor list (dp_adam_step_master_bf16_clipped_multi and
-/// its f16 / _stochastic forms); returns the norm before clipping. `f16`: IEEE binary16
-/// parameters and gradients, else bf16.
+/// The two-pass master step over a tensor list (dp_adam_master_step_clipped_multi); returns
+/// the norm before clipping. `f16`: IEEE binary16 parameters and gradients, else bf16.
 inline double adam_step_master_clipped(const dp_adam_config& cfg, std::uint64_t step,
                                        const dp_adam_master_tensor* tensors, std::size_t count,
                                        double max_grad_norm, bool f16, rounding r,
                                        std::error_code& ec) noexcept {
     double norm = 0.0;
-    dp_status s;
-    if (f16)
-        s = r.stochastic ? dp_adam_step_master_f16_clipped_multi_stochastic(
-                               &cfg, step, r.seed, tensors, count, max_grad_norm, &norm)
-                         : dp_adam_step_master_f16_clipped_multi(&cfg, step, tensors, count,
-                                                                 max_grad_norm, &norm);
-    else
-        s = r.stochastic ? dp_adam_step_master_bf16_clipped_multi_stochastic(
-                               &cfg, step, r.seed, tensors, count, max_grad_norm, &norm)
-                         : dp_adam_step_master_bf16_clipped_multi(&cfg, step, tensors, count,
-                                                                  max_grad_norm, &norm);
-    ec = detail::to_code(s);
+    const std::uint32_t format = f16 ? DP_FORMAT_F16 : DP_FORMAT_BF16;
+    ec = detail::to_code(dp_adam_master_step_clipped_multi(
+        &cfg, step, format, r.mode(), r.seed, tensors, count, max_grad_norm, &norm));
     return norm;
 }
 
@@ -626,8 +630,9 @@ struct grad_norm_result {
 inline grad_norm_result grad_norm(const dp_adam_tensor_f32* tensors, std::size_t count,
                                   double inv_grad_scale, std::error_code& ec) noexcept {
     grad_norm_result r;
-    ec = detail::to_code(
-        dp_grad_norm_multi_f32(tensors, count, inv_grad_scale, &r.norm, &r.found_inf));
+    std::uint32_t found = 0;
+    ec = detail::to_code(dp_grad_norm_multi_f32(tensors, count, inv_grad_scale, &r.norm, &found));
+    r.found_inf = found != 0;
     return r;
 }
 
@@ -635,6 +640,27 @@ template <class T, class = std::enable_if_t<std::is_same_v<detail::value_t<T>, d
 grad_norm_result grad_norm(const T& tensors, double inv_grad_scale = 1.0) {
     std::error_code ec;
     auto r = grad_norm(tensors.data(), tensors.size(), inv_grad_scale, ec);
+    if (ec) throw error(static_cast<dp_status>(ec.value()), dp_last_error_message());
+    return r;
+}
+
+/// The norm of the 16-bit gradients of master-weight tensors (dp_grad_norm_master_multi).
+inline grad_norm_result grad_norm(half_format format, const dp_adam_master_tensor* tensors,
+                                  std::size_t count, double inv_grad_scale,
+                                  std::error_code& ec) noexcept {
+    grad_norm_result r;
+    std::uint32_t found = 0;
+    ec = detail::to_code(dp_grad_norm_master_multi(static_cast<std::uint32_t>(format), tensors,
+                                                   count, inv_grad_scale, &r.norm, &found));
+    r.found_inf = found != 0;
+    return r;
+}
+
+template <class T,
+          class = std::enable_if_t<std::is_same_v<detail::value_t<T>, dp_adam_master_tensor>>>
+grad_norm_result grad_norm(half_format format, const T& tensors, double inv_grad_scale = 1.0) {
+    std::error_code ec;
+    auto r = grad_norm(format, tensors.data(), tensors.size(), inv_grad_scale, ec);
     if (ec) throw error(static_cast<dp_status>(ec.value()), dp_last_error_message());
     return r;
 }
@@ -678,12 +704,13 @@ struct adam_8bit_state {
         if (exp_avg.size() != exp_avg_sq.size())
             throw error(DP_ERR_LENGTH, "diagprec::adam_8bit_state::from_f32: size mismatch");
         adam_8bit_state s(exp_avg.size());
-        detail::throw_if_failed(dp_adam_8bit_quantize_f32(DP_MOMENT_EXP_AVG, exp_avg.data(),
-                                                          s.exp_avg_codes.data(),
-                                                          s.exp_avg_scales.data(), s.size()));
         detail::throw_if_failed(dp_adam_8bit_quantize_f32(
-            DP_MOMENT_EXP_AVG_SQ, exp_avg_sq.data(), s.exp_avg_sq_codes.data(),
-            s.exp_avg_sq_scales.data(), s.size()));
+            DP_MOMENT_EXP_AVG, exp_avg.data(), exp_avg.size(), s.exp_avg_codes.data(),
+            s.exp_avg_codes.size(), s.exp_avg_scales.data(), s.exp_avg_scales.size()));
+        detail::throw_if_failed(dp_adam_8bit_quantize_f32(
+            DP_MOMENT_EXP_AVG_SQ, exp_avg_sq.data(), exp_avg_sq.size(),
+            s.exp_avg_sq_codes.data(), s.exp_avg_sq_codes.size(), s.exp_avg_sq_scales.data(),
+            s.exp_avg_sq_scales.size()));
         return s;
     }
 
@@ -697,45 +724,48 @@ struct adam_8bit_state {
     }
 
     /// This state with `param` and `grad` (`size()` floats each) as one tensor of a
-    /// dp_adam_step_8bit_state_multi list (see adam_step_8bit_state_multi).
-    dp_adam_8bit_tensor tensor(float* param, const float* grad) noexcept {
+    /// dp_adam_8bit_step_multi_f32 list (see adam_step_8bit_state_multi). Both scale arrays
+    /// must have the same size (the library checks it against the layout).
+    dp_adam_8bit_tensor tensor(float* param, const float* grad) {
+        if (exp_avg_scales.size() != exp_avg_sq_scales.size() ||
+            exp_avg_codes.size() != exp_avg_sq_codes.size())
+            throw error(DP_ERR_LENGTH, "diagprec::adam_8bit_state: the moments differ in size");
         return {param,
                 grad,
                 exp_avg_codes.data(),
                 exp_avg_scales.data(),
                 exp_avg_sq_codes.data(),
                 exp_avg_sq_scales.data(),
-                size()};
+                size(),
+                exp_avg_scales.size()};
     }
 
-    /// One step on param / grad (containers of `size()` floats).
+    /// One step on param / grad (containers of `size()` floats): a list of one.
     template <class P, class G>
     void step(const dp_adam_config& cfg, std::uint64_t t, P& param, const G& grad) {
         if (param.size() != size() || grad.size() != size())
             throw error(DP_ERR_LENGTH, "diagprec::adam_8bit_state: size mismatch");
-        detail::throw_if_failed(dp_adam_step_8bit_state(
-            &cfg, t, param.data(), grad.data(), exp_avg_codes.data(), exp_avg_scales.data(),
-            exp_avg_sq_codes.data(), exp_avg_sq_scales.data(), size()));
+        const dp_adam_8bit_tensor one = tensor(param.data(), grad.data());
+        detail::throw_if_failed(dp_adam_8bit_step_multi_f32(&cfg, t, &one, 1));
     }
 
 private:
     static std::vector<float> decode(std::uint32_t moment, const std::vector<std::uint8_t>& codes,
                                      const std::vector<float>& scales) {
-        if (scales.size() != dp_adam_8bit_scales_len(codes.size()))
-            throw error(DP_ERR_LENGTH, "diagprec::adam_8bit_state: scales of the wrong size");
         std::vector<float> out(codes.size());
-        detail::throw_if_failed(dp_adam_8bit_dequantize_f32(moment, codes.data(), scales.data(),
+        detail::throw_if_failed(dp_adam_8bit_dequantize_f32(moment, codes.data(), codes.size(),
+                                                            scales.data(), scales.size(),
                                                             out.data(), out.size()));
         return out;
     }
 };
 
-/// The 8-bit step over a tensor list (dp_adam_step_8bit_state_multi).
+/// The 8-bit step over a tensor list (dp_adam_8bit_step_multi_f32).
 inline std::error_code adam_step_8bit_state_multi(const dp_adam_config& cfg, std::uint64_t step,
                                                   const dp_adam_8bit_tensor* tensors,
                                                   std::size_t count,
                                                   std::error_code& ec) noexcept {
-    ec = detail::to_code(dp_adam_step_8bit_state_multi(&cfg, step, tensors, count));
+    ec = detail::to_code(dp_adam_8bit_step_multi_f32(&cfg, step, tensors, count));
     return ec;
 }
 
@@ -744,16 +774,17 @@ template <class T,
           class = std::enable_if_t<std::is_same_v<detail::value_t<T>, dp_adam_8bit_tensor>>>
 void adam_step_8bit_state_multi(const dp_adam_config& cfg, std::uint64_t step, const T& tensors) {
     detail::throw_if_failed(
-        dp_adam_step_8bit_state_multi(&cfg, step, tensors.data(), tensors.size()));
+        dp_adam_8bit_step_multi_f32(&cfg, step, tensors.data(), tensors.size()));
 }
 
-/// bf16 optimizer state with stochastic rounding (dp_adam_step_bf16_state).
+/// bf16 optimizer state with stochastic rounding: one tensor as a list of one
+/// (dp_adam_bf16_state_step_multi_f32).
 inline std::error_code adam_step_bf16_state(const dp_adam_config& cfg, std::uint64_t step,
                                             std::uint64_t seed, float* param, const float* grad,
                                             std::uint16_t* exp_avg, std::uint16_t* exp_avg_sq,
                                             std::size_t len, std::error_code& ec) noexcept {
-    ec = detail::to_code(
-        dp_adam_step_bf16_state(&cfg, step, seed, param, grad, exp_avg, exp_avg_sq, len));
+    const dp_adam_bf16_state_tensor t = {param, grad, exp_avg, exp_avg_sq, len};
+    ec = detail::to_code(dp_adam_bf16_state_step_multi_f32(&cfg, step, seed, &t, 1));
     return ec;
 }
 
@@ -761,17 +792,18 @@ inline void adam_step_bf16_state(const dp_adam_config& cfg, std::uint64_t step,
                                  std::uint64_t seed, float* param, const float* grad,
                                  std::uint16_t* exp_avg, std::uint16_t* exp_avg_sq,
                                  std::size_t len) {
-    detail::throw_if_failed(
-        dp_adam_step_bf16_state(&cfg, step, seed, param, grad, exp_avg, exp_avg_sq, len));
+    std::error_code ec;
+    adam_step_bf16_state(cfg, step, seed, param, grad, exp_avg, exp_avg_sq, len, ec);
+    if (ec) throw error(static_cast<dp_status>(ec.value()), dp_last_error_message());
 }
 
-/// The bf16-state step over a tensor list (dp_adam_step_bf16_state_multi).
+/// The bf16-state step over a tensor list (dp_adam_bf16_state_step_multi_f32).
 inline std::error_code adam_step_bf16_state_multi(const dp_adam_config& cfg, std::uint64_t step,
                                                   std::uint64_t seed,
                                                   const dp_adam_bf16_state_tensor* tensors,
                                                   std::size_t count,
                                                   std::error_code& ec) noexcept {
-    ec = detail::to_code(dp_adam_step_bf16_state_multi(&cfg, step, seed, tensors, count));
+    ec = detail::to_code(dp_adam_bf16_state_step_multi_f32(&cfg, step, seed, tensors, count));
     return ec;
 }
 
@@ -781,7 +813,7 @@ template <class T,
 void adam_step_bf16_state_multi(const dp_adam_config& cfg, std::uint64_t step, std::uint64_t seed,
                                 const T& tensors) {
     detail::throw_if_failed(
-        dp_adam_step_bf16_state_multi(&cfg, step, seed, tensors.data(), tensors.size()));
+        dp_adam_bf16_state_step_multi_f32(&cfg, step, seed, tensors.data(), tensors.size()));
 }
 
 }  // namespace diagprec

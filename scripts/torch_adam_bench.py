@@ -30,17 +30,20 @@ state = opt.state[param]
 
 
 class Config(ctypes.Structure):
+    """dp_adam_config of the C ABI 1.0 (include/diagprec.h); filled by dp_adam_config_default."""
+
     _fields_ = [
+        ("struct_size", ctypes.c_size_t),
         ("lr", ctypes.c_double),
         ("beta1", ctypes.c_double),
         ("beta2", ctypes.c_double),
         ("eps", ctypes.c_double),
         ("weight_decay", ctypes.c_double),
-        ("decoupled_weight_decay", ctypes.c_bool),
-        ("amsgrad", ctypes.c_bool),
-        ("maximize", ctypes.c_bool),
-        ("check_finite", ctypes.c_bool),
         ("inv_grad_scale", ctypes.c_double),
+        ("decoupled_weight_decay", ctypes.c_uint32),
+        ("amsgrad", ctypes.c_uint32),
+        ("maximize", ctypes.c_uint32),
+        ("check_finite", ctypes.c_uint32),
     ]
 
 
@@ -60,7 +63,8 @@ lib.dp_adam_step_f32.argtypes = [
 ]
 assert lib.dp_set_num_threads(args.threads) == 0
 cfg = lib.dp_adam_config_default()
-cfg.decoupled_weight_decay = True
+cfg.decoupled_weight_decay = 1
+assert cfg.struct_size == ctypes.sizeof(Config)
 cfg.weight_decay = 1e-2  # torch.optim.AdamW's default, as above
 pointers = [t.data_ptr() for t in (param, param.grad, state["exp_avg"], state["exp_avg_sq"])]
 

@@ -1,6 +1,7 @@
 // The C++17 wrapper (include/diagprec.hpp): exceptions, std::error_code, container overloads.
 #include "diagprec.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <vector>
@@ -81,6 +82,20 @@ static void errors_become_exceptions_or_codes() {
     }
     CHECK(thrown);
     CHECK(!diagprec::version().empty() && !diagprec::isa_name().empty());
+
+    // The flags are uint32_t 0/1: the setters write exactly 0 or 1, and any other value the
+    // caller stores is refused (issue 13, defect 4).
+    auto flags = diagprec::adam_config().with_amsgrad().with_maximize().with_check_finite();
+    CHECK(flags.amsgrad == 1 && flags.maximize == 1 && flags.check_finite == 1);
+    CHECK(flags.with_amsgrad(false).amsgrad == 0);
+    CHECK(diagprec::adam_config::adamw(1e-3).decoupled_weight_decay == 1);
+    CHECK(diagprec::adam_config().struct_size == sizeof(dp_adam_config));
+    diagprec::adam_config bad;
+    bad.check_finite = 3;
+    std::fill(g.begin(), g.end(), 0.5f);
+    auto p_before = p;
+    diagprec::adam_step(bad, 1, p.data(), g.data(), m.data(), v.data(), nullptr, p.size(), ec);
+    CHECK(ec == DP_ERR_INVALID_ARGUMENT && p == p_before);
 }
 
 int main() {

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "../c/dp_test.h"
@@ -11,6 +12,15 @@ static std::uint16_t to_bf16(float f) {
     std::uint32_t bits;
     std::memcpy(&bits, &f, sizeof bits);
     return static_cast<std::uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+// The C calls the wrappers must equal: one tensor as a list of one.
+static dp_status c_master(const dp_adam_config* c, std::uint64_t t, std::uint32_t format,
+                          std::uint32_t rounding, std::uint64_t seed, float* master,
+                          std::uint16_t* param, const std::uint16_t* grad, float* m, float* v,
+                          std::size_t n) {
+    const dp_adam_master_tensor x = {master, param, grad, m, v, n};
+    return dp_adam_master_step_multi(c, t, format, rounding, seed, &x, 1);
 }
 
 static void wrappers_equal_the_c_calls() {
@@ -27,7 +37,7 @@ static void wrappers_equal_the_c_calls() {
     for (std::uint64_t t = 1; t <= 3; t++) {
         diagprec::adam_step_master_bf16(cfg, t, master, p16, g16, m, v,
                                         diagprec::rounding::stochastic_with(5));
-        CHECK_STATUS(dp_adam_step_master_bf16_stochastic(&cfg, t, 5, master2.data(), p2.data(),
+        CHECK_STATUS(c_master(&cfg, t, DP_FORMAT_BF16, DP_ROUND_STOCHASTIC, 5, master2.data(), p2.data(),
                                                          g16.data(), m2.data(), v2.data(), n),
                      DP_OK);
     }
@@ -53,11 +63,13 @@ static void wrappers_equal_the_c_calls() {
     // Through f32 and back: the decoded moments re-encode to the same state.
     auto m8 = state.exp_avg_f32(), v8 = state.exp_avg_sq_f32();
     std::vector<float> m8c(n), v8c(n);
-    CHECK_STATUS(dp_adam_8bit_dequantize_f32(DP_MOMENT_EXP_AVG, state.exp_avg_codes.data(),
-                                             state.exp_avg_scales.data(), m8c.data(), n),
+    CHECK_STATUS(dp_adam_8bit_dequantize_f32(DP_MOMENT_EXP_AVG, state.exp_avg_codes.data(), n,
+                                             state.exp_avg_scales.data(),
+                                             state.exp_avg_scales.size(), m8c.data(), n),
                  DP_OK);
     CHECK_STATUS(dp_adam_8bit_dequantize_f32(DP_MOMENT_EXP_AVG_SQ, state.exp_avg_sq_codes.data(),
-                                             state.exp_avg_sq_scales.data(), v8c.data(), n),
+                                             n, state.exp_avg_sq_scales.data(),
+                                             state.exp_avg_sq_scales.size(), v8c.data(), n),
                  DP_OK);
     CHECK(dp_same_bits(m8.data(), m8c.data(), n) && dp_same_bits(v8.data(), v8c.data(), n));
     auto again = diagprec::adam_8bit_state::from_f32(m8, v8);
@@ -85,7 +97,7 @@ static void wrappers_equal_the_c_calls() {
         {master.data() + 400, p16.data() + 400, g16.data() + 400, m.data() + 400, v.data() + 400,
          n - 400}};
     diagprec::adam_step_master_bf16_multi(cfg, 4, listm, diagprec::rounding::stochastic_with(3));
-    CHECK_STATUS(dp_adam_step_master_bf16_stochastic(&cfg, 4, 3, master3.data(), p3.data(),
+    CHECK_STATUS(c_master(&cfg, 4, DP_FORMAT_BF16, DP_ROUND_STOCHASTIC, 3, master3.data(), p3.data(),
                                                      g16.data(), m3.data(), v3.data(), n),
                  DP_OK);
     CHECK(dp_same_bits(master.data(), master3.data(), n) && p16 == p3);
@@ -114,6 +126,15 @@ static void wrappers_equal_the_c_calls() {
     std::fill(v.begin(), v.end(), 0.0f);
     double norm = diagprec::adam_step_clipped(cfg, 1, list, 0.1);
     CHECK(norm == r.norm);
+
+    // The 16-bit norm: the wrapper equals the C call (found_inf_out is a uint32_t 0/1).
+    auto r16 = diagprec::grad_norm(diagprec::half_format::bf16, listm, 0.5);
+    double norm16c = -1;
+    std::uint32_t found16c = 7;
+    CHECK_STATUS(dp_grad_norm_master_multi(DP_FORMAT_BF16, listm.data(), listm.size(), 0.5,
+                                           &norm16c, &found16c),
+                 DP_OK);
+    CHECK(r16.norm == norm16c && found16c == 0 && !r16.found_inf && r16.norm > 0);
 }
 
 static void errors_become_exceptions_or_codes() {
@@ -182,6 +203,29 @@ static void errors_become_exceptions_or_codes() {
         thrown = e.status() == DP_ERR_INVALID_ARGUMENT;
     }
     CHECK(thrown);
+    // Issue 13, defect 1 through the wrapper: a scale array one block short (as a caller
+    // allocating floor(len / 256) would) is DP_ERR_LENGTH, nothing written, not a read past
+    // its end.
+    diagprec::adam_8bit_state short_state(300);
+    short_state.exp_avg_scales.resize(1);
+    short_state.exp_avg_sq_scales.resize(1);
+    std::vector<float> p300(300, 1.0f), g300(300, 0.5f);
+    thrown = false;
+    try {
+        short_state.step(diagprec::adam_config(), 1, p300, g300);
+    } catch (const diagprec::error& e) {
+        thrown = e.status() == DP_ERR_LENGTH &&
+                 std::string(e.what()).find("scales_len") != std::string::npos;
+    }
+    CHECK(thrown);
+    CHECK(p300 == std::vector<float>(300, 1.0f));
+    // A config flag other than 0 or 1 (defect 4) throws DP_ERR_INVALID_ARGUMENT.
+    diagprec::adam_config two;
+    two.maximize = 2;
+    std::vector<std::uint16_t> p16b(10), g16b(10);
+    diagprec::adam_step_master_bf16(two, 1, master.data(), p16b.data(), g16b.data(), m.data(),
+                                    v.data(), 10, diagprec::rounding{}, ec);
+    CHECK(ec == DP_ERR_INVALID_ARGUMENT);
 }
 
 int main() {

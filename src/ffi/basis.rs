@@ -19,7 +19,7 @@ use crate::basis::refresh::{
 use crate::basis::{Basis, DenseBasis, Geodesic, KroneckerBasis, RefreshMethod, StateTransfer};
 use crate::dispatch::{Isa, Par};
 use crate::error::{Error, ErrorKind, Result};
-use crate::kernels::adam::{AdamConfig, AdamTensor};
+use crate::kernels::adam::AdamTensor;
 use crate::optim::{rotated_adam_step_with, rotated_workspace_len};
 use faer::{Mat, MatMut, MatRef};
 
@@ -792,10 +792,9 @@ pub unsafe extern "C" fn dp_rotated_adam_step_f32(
     workspace_len: usize,
 ) -> dp_status {
     guard(|| {
-        check::required("cfg", cfg)?;
+        // SAFETY: cfg is NULL or readable (C contract).
+        let config = unsafe { super::adam::adam_config(cfg)? };
         check::required("basis", basis)?;
-        // SAFETY: non-null; points to a dp_adam_config (C contract).
-        let config = AdamConfig::from(unsafe { &*cfg });
         let mut buffers: Vec<(&'static str, *const f32, bool)> = vec![
             ("param", param, true),
             ("grad", grad, false),

@@ -189,7 +189,7 @@ pub fn grad_norm_multi_with(
     grads: &[&[f32]],
     inv_grad_scale: f64,
 ) -> Result<GradNorm> {
-    error::check_positive("inv_grad_scale", inv_grad_scale)?;
+    check_inv_grad_scale(inv_grad_scale)?;
     let grads = grads.iter().map(|&g| Values::F32(g));
     norm_pass(isa, par, grads, inv_grad_scale as f32)
 }
@@ -212,7 +212,7 @@ pub fn grad_norm_multi_half_with(
     grads: &[&[u16]],
     inv_grad_scale: f64,
 ) -> Result<GradNorm> {
-    error::check_positive("inv_grad_scale", inv_grad_scale)?;
+    check_inv_grad_scale(inv_grad_scale)?;
     let grads = grads.iter().map(|&g| Values::Half(format, g));
     norm_pass(isa, par, grads, inv_grad_scale as f32)
 }
@@ -258,6 +258,13 @@ pub fn adam_step_clipped_multi(
     max_grad_norm: f64,
 ) -> Result<f64> {
     adam_step_clipped_multi_with(Isa::detect(), Par::Pool, cfg, step, tensors, max_grad_norm)
+}
+
+/// Checks `inv_grad_scale`: finite and > 0, and so as the f32 factor the kernels multiply by
+/// (1e39 would round to infinity, 1e-46 to zero).
+pub(crate) fn check_inv_grad_scale(inv_grad_scale: f64) -> Result<()> {
+    error::check_positive("inv_grad_scale", inv_grad_scale)?;
+    error::check_f32("inv_grad_scale", inv_grad_scale, true)
 }
 
 /// Checks `max_grad_norm > 0` (and not NaN; infinity means no clipping).

@@ -5,9 +5,10 @@
 #![no_main]
 
 use diagprec::ffi::adam::{
-    dp_adam_config, dp_adam_config_default, dp_adam_step_clipped_multi_f32, dp_adam_step_f32,
-    dp_adam_step_multi_f32, dp_adam_tensor_f32, dp_grad_norm_multi_f32,
+    dp_adam_config, dp_adam_config_default, dp_adam_step_f32, dp_adam_step_multi_f32,
+    dp_adam_tensor_f32,
 };
+use diagprec::ffi::adam_mixed::{dp_adam_step_clipped_multi_f32, dp_grad_norm_multi_f32};
 use diagprec::ffi::dp_status;
 use diagprec_fuzz::{close, Arena, Call, Input, Unaligned};
 use libfuzzer_sys::fuzz_target;
@@ -28,7 +29,10 @@ fn config(input: &mut Input<'_>) -> dp_adam_config {
 }
 
 fn tensor(input: &mut Input<'_>, arena: &mut Arena) -> dp_adam_tensor_f32 {
-    let len = input.count(1 + input.below(300));
+    let len = {
+        let typical = 1 + input.below(300);
+        input.count(typical)
+    };
     dp_adam_tensor_f32 {
         param: arena.buffer(input, len),
         grad: arena.buffer(input, len),
@@ -89,15 +93,39 @@ fn compare(c: &dp_adam_config, step: u64, t: &dp_adam_tensor_f32, snapshot: &[u8
     let bc2 = 1.0 - cfg.beta2.powf(step as f64);
     for i in 0..n {
         let gs = (g[i] * cfg.inv_grad_scale).abs()
-            + if cfg.decoupled_weight_decay { 0.0 } else { (cfg.weight_decay * p0[i]).abs() };
+            + if cfg.decoupled_weight_decay {
+                0.0
+            } else {
+                (cfg.weight_decay * p0[i]).abs()
+            };
         let m_scale = (cfg.beta1 * m0[i]).abs() + ((1.0 - cfg.beta1) * gs).abs();
-        let v_scale = cfg.beta2 * v0[i] + (1.0 - cfg.beta2) * gs * gs;
-        assert!(close(gm[i], m[i], m_scale, 16.0), "exp_avg[{i}]: {} vs {}", gm[i], m[i]);
-        assert!(close(gv[i], v[i], v_scale, 16.0), "exp_avg_sq[{i}]: {} vs {}", gv[i], v[i]);
+        let v_scale = (cfg.beta2 * v0[i]).abs() + (1.0 - cfg.beta2) * gs * gs;
+        // Where a term overflows f32 the kernel computes IEEE infinities, as PyTorch's f32
+        // arithmetic does, and the f64 reference does not: not comparable.
+        if !(gs * gs <= f32::MAX as f64 && v_scale <= f32::MAX as f64) {
+            continue;
+        }
+        assert!(
+            close(gm[i], m[i], m_scale, 16.0),
+            "exp_avg[{i}]: {} vs {}",
+            gm[i],
+            m[i]
+        );
+        assert!(
+            close(gv[i], v[i], v_scale, 16.0),
+            "exp_avg_sq[{i}]: {} vs {}",
+            gv[i],
+            v[i]
+        );
         let v_used = if cfg.amsgrad { x[i] } else { v[i] };
         let denom = v_used.sqrt() / bc2.sqrt() + cfg.eps;
         let p_scale = p0[i].abs() + (cfg.lr / bc1) * m_scale / denom;
-        assert!(close(gp[i], p[i], p_scale, 64.0), "param[{i}]: {} vs {} ({cfg:?}, step {step})", gp[i], p[i]);
+        assert!(
+            close(gp[i], p[i], p_scale, 64.0),
+            "param[{i}]: {} vs {} ({cfg:?}, step {step})",
+            gp[i],
+            p[i]
+        );
     }
 }
 
@@ -107,7 +135,11 @@ fuzz_target!(|data: &[u8]| {
     let base = arena.base();
     let c = config(&mut input);
     let cfg = Unaligned::new(&mut input, c);
-    let cfg_ptr = if input.byte() % 32 == 0 { std::ptr::null() } else { cfg.ptr::<dp_adam_config>() };
+    let cfg_ptr = if input.byte() % 32 == 0 {
+        std::ptr::null()
+    } else {
+        cfg.ptr::<dp_adam_config>()
+    };
     let step = input.step();
     match input.byte() % 4 {
         0 => {
@@ -116,12 +148,21 @@ fuzz_target!(|data: &[u8]| {
             let snapshot = arena.bytes();
             // SAFETY: every buffer is NULL, the wrapping address, or inside the arena for len.
             let status = unsafe {
-                dp_adam_step_f32(cfg_ptr, step, t.param, t.grad, t.exp_avg, t.exp_avg_sq, t.max_exp_avg_sq, t.len)
+                dp_adam_step_f32(
+                    cfg_ptr,
+                    step,
+                    t.param,
+                    t.grad,
+                    t.exp_avg,
+                    t.exp_avg_sq,
+                    t.max_exp_avg_sq,
+                    t.len,
+                )
             };
             call.finish(&mut arena, status, true);
-            let raw_values = snapshot.chunks_exact(4).any(|b| {
-                !(f32::from_le_bytes([b[0], b[1], b[2], b[3]]).abs() <= 2.0)
-            });
+            let raw_values = snapshot
+                .chunks_exact(4)
+                .any(|b| !(f32::from_le_bytes([b[0], b[1], b[2], b[3]]).abs() <= 2.0));
             if status == dp_status::DP_OK && !raw_values {
                 compare(&c, step, &t, &snapshot, base);
             }
@@ -130,21 +171,35 @@ fuzz_target!(|data: &[u8]| {
             let count = input.below(6);
             let tensors: Vec<dp_adam_tensor_f32> =
                 (0..count).map(|_| tensor(&mut input, &mut arena)).collect();
-            let list = if count == 0 && input.byte() % 2 == 0 { std::ptr::null() } else { tensors.as_ptr() };
+            let list = if count == 0 && input.byte() % 2 == 0 {
+                std::ptr::null()
+            } else {
+                tensors.as_ptr()
+            };
             let call = Call::start(&mut arena);
             let (mut norm, mut found) = (-7.0f64, 7u32);
             // SAFETY: the list holds `count` tensors whose buffers are as above.
             let status = unsafe {
                 match kind {
                     1 => dp_adam_step_multi_f32(cfg_ptr, step, list, count),
-                    2 => dp_adam_step_clipped_multi_f32(cfg_ptr, step, list, count, input.hyper(1.0), &mut norm),
-                    _ => dp_grad_norm_multi_f32(list, count, input.hyper(1.0), &mut norm, &mut found),
+                    2 => dp_adam_step_clipped_multi_f32(
+                        cfg_ptr,
+                        step,
+                        list,
+                        count,
+                        input.hyper(1.0),
+                        &mut norm,
+                    ),
+                    _ => {
+                        dp_grad_norm_multi_f32(list, count, input.hyper(1.0), &mut norm, &mut found)
+                    }
                 }
             };
             let unchanged = norm == -7.0 && found == 7;
             call.finish(&mut arena, status, unchanged);
             if status == dp_status::DP_OK && kind == 3 {
-                assert!(found <= 1 && norm >= 0.0, "norm {norm}, found_inf {found}");
+                assert!(found <= 1, "found_inf {found}");
+                assert!(found == 1 || norm >= 0.0, "norm {norm} with found_inf 0");
             }
         }
     }

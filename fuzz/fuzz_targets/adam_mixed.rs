@@ -23,7 +23,11 @@ fn config(input: &mut Input<'_>) -> dp_adam_config {
     c.weight_decay = input.hyper(0.01);
     c.inv_grad_scale = input.hyper(1.0);
     c.decoupled_weight_decay = input.mode(2);
-    c.amsgrad = if input.byte() % 8 == 0 { input.mode(2) } else { 0 };
+    c.amsgrad = if input.byte() % 8 == 0 {
+        input.mode(2)
+    } else {
+        0
+    };
     c.maximize = input.mode(2);
     c.check_finite = input.mode(2);
     c
@@ -106,7 +110,9 @@ fuzz_target!(|data: &[u8]| {
             // SAFETY: every buffer is NULL, the wrapping address, or inside the arena for len.
             status = unsafe {
                 if clipped {
-                    dp_adam_master_step_clipped_multi(cfg_ptr, step, format, rounding, seed, ptr, count, max_norm, &mut norm)
+                    dp_adam_master_step_clipped_multi(
+                        cfg_ptr, step, format, rounding, seed, ptr, count, max_norm, &mut norm,
+                    )
                 } else {
                     dp_adam_master_step_multi(cfg_ptr, step, format, rounding, seed, ptr, count)
                 }
@@ -120,12 +126,16 @@ fuzz_target!(|data: &[u8]| {
             let scale = input.hyper(1.0);
             let call = Call::start(&mut arena);
             // SAFETY: as above.
-            status = unsafe { dp_grad_norm_master_multi(format, ptr, count, scale, &mut norm, &mut found) };
+            status = unsafe {
+                dp_grad_norm_master_multi(format, ptr, count, scale, &mut norm, &mut found)
+            };
             unchanged = norm == -7.0 && found == 7;
             call.finish(&mut arena, status, unchanged);
         }
         3 => {
-            let tensors: Vec<_> = (0..count).map(|_| bf16_state(&mut input, &mut arena)).collect();
+            let tensors: Vec<_> = (0..count)
+                .map(|_| bf16_state(&mut input, &mut arena))
+                .collect();
             let ptr = list(&mut input, &tensors);
             let call = Call::start(&mut arena);
             // SAFETY: as above.
@@ -133,7 +143,9 @@ fuzz_target!(|data: &[u8]| {
             call.finish(&mut arena, status, true);
         }
         4 => {
-            let tensors: Vec<_> = (0..count).map(|_| eight_bit(&mut input, &mut arena)).collect();
+            let tensors: Vec<_> = (0..count)
+                .map(|_| eight_bit(&mut input, &mut arena))
+                .collect();
             let ptr = list(&mut input, &tensors);
             let call = Call::start(&mut arena);
             // SAFETY: as above.
@@ -152,9 +164,13 @@ fuzz_target!(|data: &[u8]| {
             // SAFETY: as above.
             status = unsafe {
                 if input.byte() % 2 == 0 {
-                    dp_adam_8bit_quantize_f32(moment, values, n, codes, codes_len, scales, scales_len)
+                    dp_adam_8bit_quantize_f32(
+                        moment, values, n, codes, codes_len, scales, scales_len,
+                    )
                 } else {
-                    dp_adam_8bit_dequantize_f32(moment, codes, codes_len, scales, scales_len, values, n)
+                    dp_adam_8bit_dequantize_f32(
+                        moment, codes, codes_len, scales, scales_len, values, n,
+                    )
                 }
             };
             call.finish(&mut arena, status, true);

@@ -76,7 +76,13 @@ fuzz_target!(|data: &[u8]| {
         // for their counts; handles are live, freed, NULL or made up, which the library checks.
         let status = unsafe {
             match op {
-                0 => dp_basis_create_identity(input.count(1 + input.below(64)), &mut out),
+                0 => dp_basis_create_identity(
+                    {
+                        let typical = 1 + input.below(64);
+                        input.count(typical)
+                    },
+                    &mut out,
+                ),
                 1 => {
                     let d = 1 + input.below(12);
                     let len = input.count(d * d);
@@ -86,7 +92,10 @@ fuzz_target!(|data: &[u8]| {
                 2 => {
                     let (r, c) = (1 + input.below(8), 1 + input.below(8));
                     let (ll, rl) = (input.count(r * r), input.count(c * c));
-                    let (l, rr) = (arena.buffer::<f32>(&mut input, ll), arena.buffer::<f32>(&mut input, rl));
+                    let (l, rr) = (
+                        arena.buffer::<f32>(&mut input, ll),
+                        arena.buffer::<f32>(&mut input, rl),
+                    );
                     if input.byte() % 2 == 0 {
                         dp_basis_create_from_factors_f32(l, ll, r, rr, rl, c, &mut out)
                     } else {
@@ -109,7 +118,10 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
                 4 => {
-                    let w = input.count(i.len + input.below(4));
+                    let w = {
+                        let typical = i.len + input.below(4);
+                        input.count(typical)
+                    };
                     let (src, dst, work) = (
                         arena.buffer::<f32>(&mut input, n),
                         arena.buffer::<f32>(&mut input, n),
@@ -119,39 +131,106 @@ fuzz_target!(|data: &[u8]| {
                 }
                 5 => {
                     let w = input.count(i.step_workspace_len);
-                    let bufs: Vec<*mut f32> = (0..5).map(|_| arena.buffer::<f32>(&mut input, n)).collect();
+                    let bufs: Vec<*mut f32> =
+                        (0..5).map(|_| arena.buffer::<f32>(&mut input, n)).collect();
                     let work = arena.buffer::<f32>(&mut input, w);
-                    dp_adam_rotated_step_f32(adam_cfg.ptr(), input.step(), b, bufs[0], bufs[1], bufs[2], bufs[3], bufs[4], n, work, w)
+                    dp_adam_rotated_step_f32(
+                        adam_cfg.ptr(),
+                        input.step(),
+                        b,
+                        bufs[0],
+                        bufs[1],
+                        bufs[2],
+                        bufs[3],
+                        bufs[4],
+                        n,
+                        work,
+                        w,
+                    )
                 }
                 6 => {
                     let w = input.count(i.step_workspace_len);
-                    let bufs: Vec<*mut f32> = (0..4).map(|_| arena.buffer::<f32>(&mut input, n)).collect();
+                    let bufs: Vec<*mut f32> =
+                        (0..4).map(|_| arena.buffer::<f32>(&mut input, n)).collect();
                     let work = arena.buffer::<f32>(&mut input, w);
-                    dp_gn_rotated_step_f32(gn_cfg.ptr(), input.step(), b, bufs[0], bufs[1], bufs[2], bufs[3], n, work, w)
+                    dp_gn_rotated_step_f32(
+                        gn_cfg.ptr(),
+                        input.step(),
+                        b,
+                        bufs[0],
+                        bufs[1],
+                        bufs[2],
+                        bufs[3],
+                        n,
+                        work,
+                        w,
+                    )
                 }
                 7 => {
                     let (ls, rs) = (input.count(i.rows * i.rows), input.count(i.cols * i.cols));
-                    let (l, r) = (arena.buffer::<f32>(&mut input, ls), arena.buffer::<f32>(&mut input, rs));
-                    let bufs: Vec<*mut f32> = (0..3).map(|_| arena.buffer::<f32>(&mut input, n)).collect();
-                    dp_basis_refresh_f32(b, l, ls, r, rs, input.mode(2), input.mode(2), bufs[0], bufs[1], bufs[2], n)
+                    let (l, r) = (
+                        arena.buffer::<f32>(&mut input, ls),
+                        arena.buffer::<f32>(&mut input, rs),
+                    );
+                    let bufs: Vec<*mut f32> =
+                        (0..3).map(|_| arena.buffer::<f32>(&mut input, n)).collect();
+                    dp_basis_refresh_f32(
+                        b,
+                        l,
+                        ls,
+                        r,
+                        rs,
+                        input.mode(2),
+                        input.mode(2),
+                        bufs[0],
+                        bufs[1],
+                        bufs[2],
+                        n,
+                    )
                 }
                 8 => {
                     let other = pick(&mut input, &live, &freed);
                     dp_basis_interpolate_f32(b, other, input.hyper(0.5), &mut out)
                 }
                 9 => {
-                    let (r, c) = (input.count(1 + input.below(8)), input.count(1 + input.below(8)));
-                    let (ll, rl, gl) = (input.count(r.saturating_mul(r)), input.count(c.saturating_mul(c)), input.count(r.saturating_mul(c)));
-                    let (l, rr, g) = (arena.buffer::<f32>(&mut input, ll), arena.buffer::<f32>(&mut input, rl), arena.buffer::<f32>(&mut input, gl));
+                    let (r, c) = (
+                        {
+                            let typical = 1 + input.below(8);
+                            input.count(typical)
+                        },
+                        {
+                            let typical = 1 + input.below(8);
+                            input.count(typical)
+                        },
+                    );
+                    let (ll, rl, gl) = (
+                        input.count(r.saturating_mul(r)),
+                        input.count(c.saturating_mul(c)),
+                        input.count(r.saturating_mul(c)),
+                    );
+                    let (l, rr, g) = (
+                        arena.buffer::<f32>(&mut input, ll),
+                        arena.buffer::<f32>(&mut input, rl),
+                        arena.buffer::<f32>(&mut input, gl),
+                    );
                     dp_basis_kron_factors_update_f32(l, ll, r, rr, rl, c, g, gl, input.hyper(0.9))
                 }
                 10 => {
                     let mut bad: dp_basis_info = std::mem::zeroed();
-                    bad.struct_size = if input.byte() % 4 == 0 { 3 } else { std::mem::size_of::<dp_basis_info>() };
+                    bad.struct_size = if input.byte() % 4 == 0 {
+                        3
+                    } else {
+                        std::mem::size_of::<dp_basis_info>()
+                    };
                     let copy = bad;
                     let s = dp_basis_get_info(b, &mut bad);
-                    let same = std::slice::from_raw_parts((&copy as *const dp_basis_info).cast::<u8>(), std::mem::size_of::<dp_basis_info>())
-                        == std::slice::from_raw_parts((&bad as *const dp_basis_info).cast::<u8>(), std::mem::size_of::<dp_basis_info>());
+                    let same = std::slice::from_raw_parts(
+                        (&copy as *const dp_basis_info).cast::<u8>(),
+                        std::mem::size_of::<dp_basis_info>(),
+                    ) == std::slice::from_raw_parts(
+                        (&bad as *const dp_basis_info).cast::<u8>(),
+                        std::mem::size_of::<dp_basis_info>(),
+                    );
                     let before = Call::start(&mut arena);
                     before.finish(&mut arena, s, same);
                     s

@@ -22,7 +22,11 @@ fn config(input: &mut Input<'_>) -> dp_gn_config {
     c.sophia_gamma = input.hyper(c.sophia_gamma);
     c.sophia_eps = input.hyper(c.sophia_eps);
     c.bias_correction = input.mode(2);
-    c.sophia = if input.byte() % 4 == 0 { input.mode(2) } else { 0 };
+    c.sophia = if input.byte() % 4 == 0 {
+        input.mode(2)
+    } else {
+        0
+    };
     c.check_finite = input.mode(2);
     c
 }
@@ -61,7 +65,10 @@ fuzz_target!(|data: &[u8]| {
             let c = config(&mut input);
             let cfg = Unaligned::new(&mut input, c);
             let step = input.step();
-            let len = input.count(1 + input.below(300));
+            let len = {
+                let typical = 1 + input.below(300);
+                input.count(typical)
+            };
             let (param, grad, exp_avg, h) = (
                 arena.buffer::<f32>(&mut input, len),
                 arena.buffer::<f32>(&mut input, len),
@@ -73,7 +80,9 @@ fuzz_target!(|data: &[u8]| {
             // SAFETY: buffers are NULL, the wrapping address, or inside the arena for len.
             let status = unsafe { dp_gn_step_f32(cfg.ptr(), step, param, grad, exp_avg, h, len) };
             call.finish(&mut arena, status, true);
-            let tame = snapshot.chunks_exact(4).all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).abs() <= 2.0);
+            let tame = snapshot
+                .chunks_exact(4)
+                .all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).abs() <= 2.0);
             if status == dp_status::DP_OK && tame && len > 0 {
                 let cfg = rust_config(&c);
                 let p0 = before(&snapshot, base, param, len);
@@ -85,46 +94,117 @@ fuzz_target!(|data: &[u8]| {
                 // SAFETY: the call succeeded: param is valid for len floats.
                 let got = unsafe { std::slice::from_raw_parts(param, len) };
                 for i in 0..len {
-                    let scale = p0[i].abs() * (1.0 + cfg.lr * cfg.weight_decay) + (p[i] - p0[i]).abs();
-                    assert!(close(got[i], p[i], scale, 64.0), "param[{i}]: {} vs {} ({cfg:?})", got[i], p[i]);
+                    let scale =
+                        p0[i].abs() * (1.0 + cfg.lr * cfg.weight_decay) + (p[i] - p0[i]).abs();
+                    assert!(
+                        close(got[i], p[i], scale, 64.0),
+                        "param[{i}]: {} vs {} ({cfg:?})",
+                        got[i],
+                        p[i]
+                    );
                 }
             }
         }
         1 => {
-            let n = input.count(1 + input.below(24));
-            let dim = input.count(1 + input.below(24));
+            let n = {
+                let typical = 1 + input.below(24);
+                input.count(typical)
+            };
+            let dim = {
+                let typical = 1 + input.below(24);
+                input.count(typical)
+            };
             let stride = dim + input.below(3);
-            let x_len = input.count(n.saturating_sub(1).saturating_mul(stride).saturating_add(dim));
+            let x_len = input.count(
+                n.saturating_sub(1)
+                    .saturating_mul(stride)
+                    .saturating_add(dim),
+            );
             let x = arena.buffer::<f32>(&mut input, x_len);
             let weighting = input.mode(2);
             let weights_len = input.count(n);
             let weights = arena.buffer::<f32>(&mut input, weights_len);
-            let k = input.count(if input.byte() % 2 == 0 { dim } else { 1 + input.below(dim.max(1)) });
-            let u_len = if input.byte() % 2 == 0 { 0 } else { input.count(dim.saturating_mul(k)) };
-            let u = if u_len == 0 { std::ptr::null_mut() } else { arena.buffer::<f32>(&mut input, u_len) };
+            let k = {
+                let typical = if input.byte() % 2 == 0 {
+                    dim
+                } else {
+                    1 + input.below(dim.max(1))
+                };
+                input.count(typical)
+            };
+            let u_len = if input.byte() % 2 == 0 {
+                0
+            } else {
+                input.count(dim.saturating_mul(k))
+            };
+            let u = if u_len == 0 {
+                std::ptr::null_mut()
+            } else {
+                arena.buffer::<f32>(&mut input, u_len)
+            };
             let h_len = input.count(k);
             let h = arena.buffer::<f32>(&mut input, h_len);
             let call = Call::start(&mut arena);
             // SAFETY: as above.
             let status = unsafe {
-                dp_gn_diag_dense_f32(x, x_len, n, dim, stride, weighting, weights, weights_len, u, u_len, k, beta, h, h_len)
+                dp_gn_diag_dense_f32(
+                    x,
+                    x_len,
+                    n,
+                    dim,
+                    stride,
+                    weighting,
+                    weights,
+                    weights_len,
+                    u,
+                    u_len,
+                    k,
+                    beta,
+                    h,
+                    h_len,
+                )
             };
             call.finish(&mut arena, status, true);
         }
         2 => {
-            let n = input.count(1 + input.below(16));
-            let d_in = input.count(1 + input.below(16));
-            let c_out = input.count(1 + input.below(16));
+            let n = {
+                let typical = 1 + input.below(16);
+                input.count(typical)
+            };
+            let d_in = {
+                let typical = 1 + input.below(16);
+                input.count(typical)
+            };
+            let c_out = {
+                let typical = 1 + input.below(16);
+                input.count(typical)
+            };
             let output = input.mode(3);
             let x_len = input.count(n.saturating_mul(d_in));
             let x = arena.buffer::<f32>(&mut input, x_len);
             let s_len = input.count(n.saturating_mul(c_out));
             let s = arena.buffer::<f32>(&mut input, s_len);
             let kron = input.byte() % 3 == 0;
-            let q_c_len = if kron { input.count(c_out.saturating_mul(c_out)) } else { 0 };
-            let q_x_len = if kron { input.count(d_in.saturating_mul(d_in)) } else { 0 };
-            let q_c = if kron { arena.buffer::<f32>(&mut input, q_c_len) } else { std::ptr::null_mut() };
-            let q_x = if kron { arena.buffer::<f32>(&mut input, q_x_len) } else { std::ptr::null_mut() };
+            let q_c_len = if kron {
+                input.count(c_out.saturating_mul(c_out))
+            } else {
+                0
+            };
+            let q_x_len = if kron {
+                input.count(d_in.saturating_mul(d_in))
+            } else {
+                0
+            };
+            let q_c = if kron {
+                arena.buffer::<f32>(&mut input, q_c_len)
+            } else {
+                std::ptr::null_mut()
+            };
+            let q_x = if kron {
+                arena.buffer::<f32>(&mut input, q_x_len)
+            } else {
+                std::ptr::null_mut()
+            };
             let h_len = input.count(c_out.saturating_mul(d_in));
             let h = arena.buffer::<f32>(&mut input, h_len);
             let h_bias_len = input.count(c_out);
@@ -133,24 +213,48 @@ fuzz_target!(|data: &[u8]| {
             let call = Call::start(&mut arena);
             // SAFETY: as above.
             let status = unsafe {
-                dp_gn_diag_linear_f32(x, x_len, n, d_in, output, s, s_len, c_out, seed, q_c, q_c_len, q_x, q_x_len, beta, h, h_len, h_bias, h_bias_len)
+                dp_gn_diag_linear_f32(
+                    x, x_len, n, d_in, output, s, s_len, c_out, seed, q_c, q_c_len, q_x, q_x_len,
+                    beta, h, h_len, h_bias, h_bias_len,
+                )
             };
             call.finish(&mut arena, status, true);
         }
         _ => {
-            let n = input.count(1 + input.below(16));
-            let dim = input.count(1 + input.below(16));
+            let n = {
+                let typical = 1 + input.below(16);
+                input.count(typical)
+            };
+            let dim = {
+                let typical = 1 + input.below(16);
+                input.count(typical)
+            };
             let stride = dim + input.below(3);
             let h_len = input.count(dim.saturating_mul(dim));
             let h = arena.buffer::<f32>(&mut input, h_len);
-            let x_len = input.count(n.saturating_sub(1).saturating_mul(stride).saturating_add(dim));
+            let x_len = input.count(
+                n.saturating_sub(1)
+                    .saturating_mul(stride)
+                    .saturating_add(dim),
+            );
             let x = arena.buffer::<f32>(&mut input, x_len);
             let weights_len = input.count(n);
             let weights = arena.buffer::<f32>(&mut input, weights_len);
             let call = Call::start(&mut arena);
             // SAFETY: as above.
             let status = unsafe {
-                dp_gn_matrix_accumulate_f32(h, h_len, dim, x, x_len, n, stride, weights, weights_len, beta)
+                dp_gn_matrix_accumulate_f32(
+                    h,
+                    h_len,
+                    dim,
+                    x,
+                    x_len,
+                    n,
+                    stride,
+                    weights,
+                    weights_len,
+                    beta,
+                )
             };
             call.finish(&mut arena, status, true);
         }

@@ -154,16 +154,20 @@ impl Arena {
         unsafe { std::slice::from_raw_parts(base, ARENA_BYTES) }.to_vec()
     }
 
-    /// A buffer argument of `len` elements of `T`: NULL, the wrapping address `usize::MAX - 7`,
+    /// A buffer argument of `len` elements of `T`: NULL, the address `usize::MAX - 7` (when the
+    /// range from it wraps the address space),
     /// a misaligned address, or an aligned one in the arena where `len` elements fit (placed
     /// anywhere, so buffers overlap at random). Never memory outside the arena, except the
     /// wrapping address, which the library must refuse before touching it.
     pub fn buffer<T>(&mut self, input: &mut Input<'_>, len: usize) -> *mut T {
         let size = std::mem::size_of::<T>();
         let bytes = len.checked_mul(size);
+        let wraps = bytes.is_none_or(|b| b > 7);
         match input.byte() % 16 {
             0 => return std::ptr::null_mut(),
-            1 => return (usize::MAX - 7) as *mut T,
+            // Only where the range really wraps: a short range there is merely memory that is
+            // not the caller's, which no library can detect.
+            1 if wraps => return (usize::MAX - 7) as *mut T,
             _ => {}
         }
         let Some(bytes) = bytes.filter(|&b| b <= ARENA_BYTES) else {
@@ -215,7 +219,10 @@ impl Call {
                 self.arena == arena.bytes(),
                 "{status:?} ({message}) but the arena changed"
             );
-            assert!(outputs_unchanged, "{status:?} ({message}) but an output changed");
+            assert!(
+                outputs_unchanged,
+                "{status:?} ({message}) but an output changed"
+            );
         }
     }
 }

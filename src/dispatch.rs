@@ -93,7 +93,48 @@ impl Isa {
     }
 }
 
-static POOL: RwLock<Option<Arc<rayon::ThreadPool>>> = RwLock::new(None);
+/// The crate's pool and the process it was started in: a pool inherited through `fork()` has no
+/// threads in the child, so the child starts its own (the inherited one is leaked, not dropped,
+/// since dropping it would signal threads that do not exist).
+struct PoolState {
+    /// Threads asked for by [`set_num_threads`]; `None` until set (then the environment decides).
+    requested: Option<usize>,
+    /// The pool and the id of the process that started it; `None` while running on one thread.
+    pool: Option<(u32, Arc<rayon::ThreadPool>)>,
+}
+
+static POOL: RwLock<PoolState> = RwLock::new(PoolState {
+    requested: None,
+    pool: None,
+});
+
+/// The environment variable that sizes the pool when [`set_num_threads`] was not called (or was
+/// called with 0): a whole number from 1 to [`MAX_THREADS`]; 1 runs every kernel on the caller's
+/// thread. Read once. `RAYON_NUM_THREADS` is ignored.
+pub const NUM_THREADS_ENV: &str = "DIAGPREC_NUM_THREADS";
+
+/// The thread count from [`NUM_THREADS_ENV`], else one per core (read once per process).
+fn default_threads() -> Result<usize> {
+    static FROM_ENV: OnceLock<std::result::Result<Option<usize>, String>> = OnceLock::new();
+    let from_env = FROM_ENV.get_or_init(|| match std::env::var(NUM_THREADS_ENV) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Ok(text) => match text.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(Some(n)),
+            _ => Err(format!(
+                "{NUM_THREADS_ENV}={text:?} is not a thread count from 1 to {MAX_THREADS}"
+            )),
+        },
+        Err(e) => Err(format!("{NUM_THREADS_ENV}: {e}")),
+    });
+    match from_env {
+        Ok(Some(n)) => Ok(*n),
+        Ok(None) => Ok(std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(MAX_THREADS)),
+        Err(message) => Err(Error::new(ErrorKind::InvalidArgument, message.clone())),
+    }
+}
 
 fn build_pool(n_threads: usize) -> Result<Arc<rayon::ThreadPool>> {
     rayon::ThreadPoolBuilder::new()
@@ -107,8 +148,9 @@ fn build_pool(n_threads: usize) -> Result<Arc<rayon::ThreadPool>> {
 /// The most threads [`set_num_threads`] accepts.
 pub const MAX_THREADS: usize = 1024;
 
-/// Sets the number of threads the crate's kernels use; `0` means one per core.
-/// Results do not depend on it.
+/// Sets the number of threads the crate's kernels use: `0` means the default
+/// ([`NUM_THREADS_ENV`], else one per core), `1` runs every kernel on the caller's thread (no
+/// pool thread is started). Results do not depend on it.
 pub fn set_num_threads(n_threads: usize) -> Result<()> {
     if n_threads > MAX_THREADS {
         return Err(Error::new(
@@ -116,28 +158,68 @@ pub fn set_num_threads(n_threads: usize) -> Result<()> {
             format!("{n_threads} threads requested; at most {MAX_THREADS}"),
         ));
     }
-    let pool = build_pool(n_threads)?;
-    *POOL.write().unwrap_or_else(|e| e.into_inner()) = Some(pool);
+    let resolved = if n_threads == 0 {
+        default_threads()?
+    } else {
+        n_threads
+    };
+    let pool = if resolved > 1 {
+        Some((std::process::id(), build_pool(resolved)?))
+    } else {
+        None
+    };
+    let mut state = POOL.write().unwrap_or_else(|e| e.into_inner());
+    state.requested = Some(resolved);
+    if let Some(old) = std::mem::replace(&mut state.pool, pool) {
+        forget_if_inherited(old);
+    }
     Ok(())
 }
 
-/// The crate's thread pool, created with one thread per core on first use.
-pub(crate) fn pool() -> Result<Arc<rayon::ThreadPool>> {
-    if let Some(pool) = POOL.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
-        return Ok(pool.clone());
+/// Drops a replaced pool, or leaks it if it was inherited through `fork()` (its threads are gone).
+fn forget_if_inherited((pid, pool): (u32, Arc<rayon::ThreadPool>)) {
+    if pid != std::process::id() {
+        std::mem::forget(pool);
     }
-    let mut slot = POOL.write().unwrap_or_else(|e| e.into_inner());
-    if let Some(pool) = slot.as_ref() {
-        return Ok(pool.clone());
+}
+
+/// The crate's thread pool (at least two threads), or `None` when kernels run on the caller's
+/// thread. Created on first use, and again in a child process after `fork()`.
+pub(crate) fn pool() -> Result<Option<Arc<rayon::ThreadPool>>> {
+    let pid = std::process::id();
+    {
+        let state = POOL.read().unwrap_or_else(|e| e.into_inner());
+        match (&state.pool, state.requested) {
+            (Some((owner, pool)), _) if *owner == pid => return Ok(Some(pool.clone())),
+            (None, Some(n)) if n <= 1 => return Ok(None),
+            _ => {}
+        }
     }
-    let pool = build_pool(0)?;
-    *slot = Some(pool.clone());
-    Ok(pool)
+    let mut state = POOL.write().unwrap_or_else(|e| e.into_inner());
+    if let Some((owner, pool)) = &state.pool {
+        if *owner == pid {
+            return Ok(Some(pool.clone()));
+        }
+    }
+    let n = match state.requested {
+        Some(n) => n,
+        None => default_threads()?,
+    };
+    state.requested = Some(n);
+    if let Some(old) = state.pool.take() {
+        forget_if_inherited(old);
+    }
+    if n <= 1 {
+        return Ok(None);
+    }
+    let pool = build_pool(n)?;
+    state.pool = Some((pid, pool.clone()));
+    Ok(Some(pool))
 }
 
 /// The number of threads kernels will use.
 pub fn num_threads() -> usize {
-    pool().map(|p| p.current_num_threads()).unwrap_or(1)
+    pool().ok().flatten().map_or(1, |p| p.current_num_threads())
 }
 
 /// Whether a call may use the crate's thread pool.
@@ -177,15 +259,13 @@ where
 {
     let block = block.max(1);
     let pool = if par == Par::Pool && work.len() > block {
-        Some(pool()?)
+        pool()?
     } else {
         None
     };
     Ok(match pool {
-        Some(pool) if pool.current_num_threads() > 1 => {
-            pool.install(|| recurse(work, block, true, map, reduce))
-        }
-        _ => recurse(work, block, false, map, reduce),
+        Some(pool) => pool.install(|| recurse(work, block, true, map, reduce)),
+        None => recurse(work, block, false, map, reduce),
     })
 }
 
@@ -220,8 +300,7 @@ where
 pub(crate) fn for_each_item<T: Send, F: Fn(T) + Sync>(par: Par, items: Vec<T>, f: F) -> Result<()> {
     use rayon::prelude::*;
     if par == Par::Pool && items.len() > 1 {
-        let pool = pool()?;
-        if pool.current_num_threads() > 1 {
+        if let Some(pool) = pool()? {
             pool.install(|| items.into_par_iter().for_each(&f));
             return Ok(());
         }

@@ -115,3 +115,23 @@ pub(crate) fn check_non_negative(name: &str, value: f64) -> Result<()> {
         )))
     }
 }
+
+/// Checks that `value`, rounded to the f32 a kernel computes with, is finite (and nonzero when
+/// `nonzero`, for a value that divides or must not vanish): a finite f64 such as `1e39` or
+/// `1e-46` that overflows or underflows f32 is [`ErrorKind::InvalidHyperparameter`].
+pub(crate) fn check_f32(name: &str, value: f64, nonzero: bool) -> Result<()> {
+    let rounded = value as f32;
+    if !rounded.is_finite() {
+        return Err(Error::hyperparameter(format!(
+            "{name} = {value:e} overflows f32 (the kernels compute in f32; at most {:e})",
+            f32::MAX
+        )));
+    }
+    if nonzero && rounded == 0.0 {
+        return Err(Error::hyperparameter(format!(
+            "{name} = {value:e} rounds to 0 in f32 (the kernels compute in f32; at least {:e})",
+            f32::from_bits(1)
+        )));
+    }
+    Ok(())
+}

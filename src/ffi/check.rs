@@ -51,13 +51,17 @@ pub(crate) fn size_and_alignment<T>(
     size_and_alignment_of(name, &buffer("", ptr, len, false))
 }
 
-/// [`size_and_alignment`] for a buffer's element size and alignment.
+/// [`size_and_alignment`] for a buffer's element size and alignment: the byte count must fit in
+/// `isize::MAX` and the range `[addr, addr + bytes)` must not wrap the address space.
 fn size_and_alignment_of(name: impl fmt::Display, b: &Buffer) -> Result<()> {
     let bytes = b.len.checked_mul(b.elem_size);
-    if bytes.is_none_or(|n| n > isize::MAX as usize) {
+    let wraps = bytes.is_none_or(|n| {
+        n > isize::MAX as usize || (!b.addr.is_null() && (b.addr as usize).checked_add(n).is_none())
+    });
+    if wraps {
         return Err(Error::length(format!(
-            "{name}: {} elements overflow the address space",
-            b.len
+            "{name}: {} elements at {:p} overflow the address space",
+            b.len, b.addr
         )));
     }
     if !b.addr.is_null() && !(b.addr as usize).is_multiple_of(b.align) {
@@ -67,6 +71,94 @@ fn size_and_alignment_of(name: impl fmt::Display, b: &Buffer) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// A versioned config struct: its first field is `size_t struct_size`, set to `sizeof` the
+/// struct by its `*_default()` function.
+pub(crate) trait Versioned: Copy {
+    /// The struct's C name, for messages.
+    const NAME: &'static str;
+    /// The `*_default()` function that fills it, for messages.
+    const DEFAULT_FN: &'static str;
+    fn struct_size(&self) -> usize;
+}
+
+/// Reads a config struct from caller memory, unaligned: NULL is `DP_ERR_NULL_POINTER`; a
+/// `struct_size` other than this library's `sizeof` is `DP_ERR_INVALID_ARGUMENT` (a struct from
+/// another major version, or one not filled by its `*_default()` function).
+///
+/// # Safety
+/// `ptr`, when non-null, must be valid for reading `size_of::<T>()` bytes (the C contract). `T`
+/// must be plain data for which every bit pattern is valid (integers and floats only).
+pub(crate) unsafe fn config<T: Versioned>(name: &'static str, ptr: *const T) -> Result<T> {
+    required(name, ptr)?;
+    // SAFETY: non-null (checked above), valid for size_of::<T>() bytes (C contract); read
+    // unaligned, and every bit pattern is a valid T (integer and float fields only).
+    let value = unsafe { read(ptr) };
+    if value.struct_size() != core::mem::size_of::<T>() {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "{name}->struct_size = {}, but this library's {} has {} bytes: fill it with {}()",
+                value.struct_size(),
+                T::NAME,
+                core::mem::size_of::<T>(),
+                T::DEFAULT_FN
+            ),
+        ));
+    }
+    Ok(value)
+}
+
+/// A C boolean (`uint32_t`): 0 is false, 1 is true, anything else is `DP_ERR_INVALID_ARGUMENT`.
+pub(crate) fn flag(name: impl fmt::Display, value: u32) -> Result<bool> {
+    match value {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!("{name} = {value}: a flag is 0 or 1"),
+        )),
+    }
+}
+
+/// Fails with `DP_ERR_LENGTH` unless a buffer's count is exactly what the operation needs.
+pub(crate) fn exact_len(name: impl fmt::Display, got: usize, need: usize) -> Result<()> {
+    if got != need {
+        return Err(Error::length(format!(
+            "{name}: {got} elements given, the operation needs {need}"
+        )));
+    }
+    Ok(())
+}
+
+/// Fails with `DP_ERR_LENGTH` when a (strided) buffer's count is below what the operation reads.
+pub(crate) fn min_len(name: impl fmt::Display, got: usize, need: usize) -> Result<()> {
+    if got < need {
+        return Err(Error::length(format!(
+            "{name}: {got} elements given, the operation reads {need}"
+        )));
+    }
+    Ok(())
+}
+
+/// Reads a struct from caller memory without assuming its alignment.
+///
+/// # Safety
+/// `ptr` must be non-null and valid for reading `size_of::<T>()` bytes; every bit pattern must be
+/// a valid `T`.
+pub(crate) unsafe fn read<T: Copy>(ptr: *const T) -> T {
+    // SAFETY: the caller's contract above; read_unaligned needs no alignment.
+    unsafe { ptr.read_unaligned() }
+}
+
+/// Writes a value to caller memory without assuming its alignment; called only after every check.
+///
+/// # Safety
+/// `ptr` must be non-null and valid for writing `size_of::<T>()` bytes.
+pub(crate) unsafe fn write<T: Copy>(ptr: *mut T, value: T) {
+    // SAFETY: the caller's contract above; write_unaligned needs no alignment.
+    unsafe { ptr.write_unaligned(value) }
 }
 
 /// `a * b` elements of `name`, or a length error when the product overflows.

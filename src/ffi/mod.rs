@@ -63,15 +63,29 @@ thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
 }
 
+/// Records the message of this thread's last call. From a thread-local destructor, after the
+/// slot is gone, the message is dropped rather than aborting the host.
 fn set_last_error(message: &str) {
-    LAST_ERROR.with(|slot| {
-        let mut slot = slot.borrow_mut();
+    let _ = LAST_ERROR.try_with(|slot| {
+        let Ok(mut slot) = slot.try_borrow_mut() else {
+            return;
+        };
         // PERF: a success after a success allocates nothing.
         if message.is_empty() && slot.as_bytes().is_empty() {
             return;
         }
         *slot = CString::new(message.replace('\0', " ")).unwrap_or_default();
     });
+}
+
+/// The message of this thread's last call; `""` where none can be read (a thread-local
+/// destructor running after the slot was destroyed).
+fn last_error() -> *const std::ffi::c_char {
+    LAST_ERROR
+        .try_with(|slot| slot.try_borrow().map(|s| s.as_ptr()).ok())
+        .ok()
+        .flatten()
+        .unwrap_or(c"".as_ptr())
 }
 
 /// Runs an export's body: catches panics, records the message of a failure, maps it to a status.

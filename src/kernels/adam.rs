@@ -94,7 +94,9 @@ impl AdamConfig {
         }
     }
 
-    /// Checks every hyperparameter against its range.
+    /// Checks every hyperparameter against its range, and that it and the coefficients derived
+    /// from it are finite (and nonzero where they divide) as the f32 the kernels use: `lr = 1e39`
+    /// or `eps = 1e-46` are errors, not a step that writes infinities.
     pub fn validate(&self) -> Result<()> {
         error::check_non_negative("lr", self.lr)?;
         error::check_half_open("beta1", self.beta1, 0.0, 1.0)?;
@@ -102,6 +104,24 @@ impl AdamConfig {
         error::check_positive("eps", self.eps)?;
         error::check_non_negative("weight_decay", self.weight_decay)?;
         error::check_positive("inv_grad_scale", self.inv_grad_scale)?;
+        // Representable as the f32 coefficients of every step: the step size `lr / bc1` is
+        // largest at step 1 (`bc1 = 1 - beta1`), `sqrt(bc2)` is at least `sqrt(1 - beta2)`.
+        error::check_f32("lr", self.lr, false)?;
+        error::check_f32(
+            "lr / (1 - beta1) (the first step's size)",
+            self.lr / (1.0 - self.beta1),
+            false,
+        )?;
+        error::check_f32("eps", self.eps, true)?;
+        error::check_f32("weight_decay", self.weight_decay, false)?;
+        if self.decoupled_weight_decay {
+            error::check_f32(
+                "1 - lr * weight_decay",
+                1.0 - self.lr * self.weight_decay,
+                false,
+            )?;
+        }
+        error::check_f32("inv_grad_scale", self.inv_grad_scale, true)?;
         Ok(())
     }
 }

@@ -97,7 +97,10 @@ impl Default for GnConfig {
 }
 
 impl GnConfig {
-    /// Checks every hyperparameter against its range.
+    /// Checks every hyperparameter against its range, and that it and the coefficients derived
+    /// from it are finite (and nonzero where they divide) as the f32 the kernels use: the step
+    /// size (`lr / (1 - beta1)` at step 1 with bias correction), the decay `1 - lr * wd`, the
+    /// damping and the largest preconditioner value `damping^power` (reached where `h = 0`).
     pub fn validate(&self) -> Result<()> {
         error::check_non_negative("lr", self.lr)?;
         if !self.power.is_finite() {
@@ -118,12 +121,33 @@ impl GnConfig {
         if let Some(s) = self.sophia {
             error::check_positive("sophia.gamma", s.gamma)?;
             error::check_positive("sophia.eps", s.eps)?;
-            if (s.eps as f32) == 0.0 {
-                return Err(Error::hyperparameter(format!(
-                    "sophia.eps = {} rounds to 0 in f32",
-                    s.eps
-                )));
-            }
+            error::check_f32("sophia.eps", s.eps, true)?;
+        }
+        error::check_f32("lr", self.lr, false)?;
+        if self.bias_correction && self.beta1 > 0.0 {
+            error::check_f32(
+                "lr / (1 - beta1) (the first step's size)",
+                self.lr / (1.0 - self.beta1),
+                false,
+            )?;
+        }
+        error::check_f32("weight_decay", self.weight_decay, false)?;
+        error::check_f32(
+            "1 - lr * weight_decay",
+            1.0 - self.lr * self.weight_decay,
+            false,
+        )?;
+        error::check_f32("damping", self.damping, false)?;
+        if let Some(s) = self.sophia {
+            error::check_f32("sophia.gamma", s.gamma, true)?;
+        } else if self.power < 0.0 {
+            let damping = self.damping as f32;
+            error::check_f32("damping", self.damping, true)?;
+            error::check_f32(
+                "damping^power (the preconditioner where h = 0)",
+                f64::from(damping).powf(self.power),
+                false,
+            )?;
         }
         Ok(())
     }

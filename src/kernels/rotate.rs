@@ -45,9 +45,8 @@ pub(crate) fn with_faer_par<R: Send>(
     f: impl FnOnce(faer::Par) -> R + Send,
 ) -> Result<R> {
     if par == Par::Pool && flops >= PAR_FLOPS {
-        let pool = dispatch::pool()?;
-        let n = pool.current_num_threads();
-        if n > 1 {
+        if let Some(pool) = dispatch::pool()? {
+            let n = pool.current_num_threads();
             return Ok(pool.install(|| f(faer::Par::rayon(n))));
         }
     }
@@ -98,8 +97,7 @@ fn dense_blocks(
 ) -> Result<()> {
     use rayon::prelude::*;
     if par == Par::Pool && flops >= PAR_FLOPS && out.len() > DENSE_BLOCK {
-        let pool = dispatch::pool()?;
-        if pool.current_num_threads() > 1 {
+        if let Some(pool) = dispatch::pool()? {
             pool.install(|| {
                 out.par_chunks_mut(DENSE_BLOCK)
                     .enumerate()

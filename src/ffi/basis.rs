@@ -24,7 +24,7 @@
 //! the moment of the fork: do not fork while another thread is inside a diagprec call.
 
 use super::adam::dp_adam_config;
-use super::check::{self, buffer, check_buffers, Name, Region};
+use super::check::{self, buffer, check_buffers, exact_len, min_len, Name, Region};
 use super::{dp_status, guard};
 use crate::basis::refresh::{transfer_dense, transfer_kronecker, update_kronecker_factors};
 use crate::basis::{Basis, DenseBasis, Geodesic, KroneckerBasis, RefreshMethod, StateTransfer};
@@ -34,7 +34,6 @@ use crate::kernels::adam::{AdamConfig, AdamTensor};
 use crate::optim::{rotated_adam_step_with, rotated_workspace_len};
 use faer::{Mat, MatMut, MatRef};
 use std::collections::HashMap;
-use std::fmt::Display;
 use std::sync::{Arc, Mutex, RwLock};
 
 /// An orthonormal basis: an opaque token (see the module docs). C code only holds pointers to
@@ -110,35 +109,6 @@ pub(super) fn name(field: &'static str) -> Name {
     check::plain(field)
 }
 
-/// `got != need` is `DP_ERR_LENGTH`.
-pub(super) fn exact_len(name: impl Display, got: usize, need: usize) -> Result<()> {
-    if got != need {
-        return Err(Error::length(format!(
-            "{name}: got {got} elements, the operation needs {need}"
-        )));
-    }
-    Ok(())
-}
-
-/// `got < need` is `DP_ERR_LENGTH`.
-pub(super) fn min_len(name: impl Display, got: usize, need: usize) -> Result<()> {
-    if got < need {
-        return Err(Error::length(format!(
-            "{name}: got {got} elements, the operation needs at least {need}"
-        )));
-    }
-    Ok(())
-}
-
-/// A `uint32_t` boolean: 0 or 1, else `DP_ERR_INVALID_ARGUMENT`.
-pub(super) fn flag(name: impl Display, value: u32) -> Result<bool> {
-    match value {
-        0 => Ok(false),
-        1 => Ok(true),
-        other => Err(invalid(format!("{name} = {other}: expected 0 or 1"))),
-    }
-}
-
 pub(super) fn invalid(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidArgument, message)
 }
@@ -192,26 +162,6 @@ fn try_square(data: &[f32], d: usize, what: &str) -> Result<Mat<f32>> {
     m.try_reserve(d, d).map_err(|_| alloc_error(what))?;
     m.resize_with(d, d, |i, j| data[i * d + j]);
     Ok(m)
-}
-
-/// Reads a caller struct whose first field is its `struct_size` (unaligned; `ptr` non-null).
-///
-/// # Safety
-/// `ptr` must be valid for reading one `T` (C contract).
-pub(super) unsafe fn read_sized<T: Copy>(name: &str, ptr: *const T) -> Result<T> {
-    // SAFETY: non-null (checked by the caller); valid for one T (C contract); unaligned read.
-    let value = unsafe { ptr.read_unaligned() };
-    // SAFETY: every struct read here is repr(C) with a leading size_t; reading it from the
-    // copy (a valid T) as usize is in bounds and aligned for T, which is aligned for usize.
-    let size = unsafe { (&value as *const T).cast::<usize>().read() };
-    if size != core::mem::size_of::<T>() {
-        return Err(invalid(format!(
-            "{name}->struct_size = {size}, expected {} (set it to sizeof the struct, or fill \
-             the struct with its _default() function)",
-            core::mem::size_of::<T>()
-        )));
-    }
-    Ok(value)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -300,9 +250,17 @@ fn with_basis_mut<R>(
     f(&mut basis)
 }
 
-/// Checks `out` (a `dp_basis **`; written unaligned, so any address is accepted).
+/// Checks `out` (a `dp_basis **`): non-null and not wrapping the address space; written
+/// unaligned, so any address is accepted.
 fn check_out(out: *mut *mut dp_basis) -> Result<()> {
-    check::required("out", out)
+    check::required("out", out)?;
+    check_buffers(&[buffer(
+        "out",
+        out.cast::<u8>(),
+        size_of::<*mut dp_basis>(),
+        true,
+    )])?;
+    Ok(())
 }
 
 /// Registers `basis` and writes its token to `*out`.
@@ -311,9 +269,9 @@ fn check_out(out: *mut *mut dp_basis) -> Result<()> {
 /// `out` is non-null (checked) and valid for writing one pointer (C contract).
 unsafe fn publish(out: *mut *mut dp_basis, basis: Basis) -> Result<()> {
     let token = register(basis)?;
-    // SAFETY: non-null (checked by every caller first); valid for one pointer (C contract);
-    // written unaligned.
-    unsafe { out.write_unaligned(token as *mut dp_basis) };
+    // SAFETY: non-null and not wrapping (checked by every caller first); valid for one pointer
+    // (C contract); written unaligned.
+    unsafe { check::write(out, token as *mut dp_basis) };
     Ok(())
 }
 
@@ -609,8 +567,22 @@ pub unsafe extern "C" fn dp_basis_get_info(
     guard(|| {
         check::required("basis", basis)?;
         check::required("info", info)?;
-        // SAFETY: non-null; valid for one dp_basis_info (C contract).
-        unsafe { read_sized("info", info.cast_const()) }?;
+        check_buffers(&[buffer(
+            "info",
+            info.cast::<u8>(),
+            size_of::<dp_basis_info>(),
+            true,
+        )])?;
+        // SAFETY: non-null and not wrapping (checked above); valid for one dp_basis_info (C
+        // contract); read unaligned.
+        let given = unsafe { check::read(info.cast_const()) }.struct_size;
+        if given != size_of::<dp_basis_info>() {
+            return Err(invalid(format!(
+                "info->struct_size = {given}, but this library's dp_basis_info has {} bytes: \
+                 set it to sizeof(dp_basis_info)",
+                size_of::<dp_basis_info>()
+            )));
+        }
         let result = with_basis("basis", basis, |b| {
             let (kind, rows, cols) = match b {
                 Basis::Identity(n) => (DP_BASIS_IDENTITY, *n, 1),
@@ -628,8 +600,9 @@ pub unsafe extern "C" fn dp_basis_get_info(
                 step_workspace_len: rotated_workspace_len(b),
             })
         })?;
-        // SAFETY: non-null (checked above), valid for a write (C contract); unaligned.
-        unsafe { info.write_unaligned(result) };
+        // SAFETY: non-null and not wrapping (checked above), valid for a write (C contract);
+        // written unaligned.
+        unsafe { check::write(info, result) };
         Ok(())
     })
 }

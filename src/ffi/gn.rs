@@ -2,10 +2,8 @@
 //! softmax layers (identity, dense and Kronecker bases), and the GN^p step (plain and in a
 //! basis).
 
-use super::basis::{
-    dp_basis, exact_len, flag, invalid, min_len, read_sized, try_zeros, with_basis,
-};
-use super::check::{self, buffer, check_buffers};
+use super::basis::{dp_basis, invalid, try_zeros, with_basis};
+use super::check::{self, buffer, check_buffers, exact_len, flag, min_len, Versioned};
 use super::{dp_status, guard};
 use crate::basis::refresh::accumulate_gn_matrix;
 use crate::dispatch::{Isa, Par};
@@ -92,13 +90,12 @@ impl dp_gn_config {
     }
 }
 
-/// Reads `*cfg` (unaligned; `cfg` non-null) and checks its size field.
-///
-/// # Safety
-/// `cfg` must be valid for reading one `dp_gn_config`.
-unsafe fn read_config(cfg: *const dp_gn_config) -> Result<dp_gn_config> {
-    // SAFETY: forwarded.
-    unsafe { read_sized("cfg", cfg) }
+impl Versioned for dp_gn_config {
+    const NAME: &'static str = "dp_gn_config";
+    const DEFAULT_FN: &'static str = "dp_gn_config_default";
+    fn struct_size(&self) -> usize {
+        self.struct_size
+    }
 }
 
 /// lr 1, power -1, damping 1e-4, no momentum (beta1 0), bias correction on, no weight decay,
@@ -490,8 +487,8 @@ pub unsafe extern "C" fn dp_gn_step_f32(
 ) -> dp_status {
     guard(|| {
         check::required("cfg", cfg)?;
-        // SAFETY: non-null; points to a dp_gn_config (C contract).
-        let raw = unsafe { read_config(cfg) }?;
+        // SAFETY: points to a dp_gn_config (C contract); integer and float fields only.
+        let raw = unsafe { check::config("cfg", cfg) }?;
         let mut buffers = vec![
             buffer("param", param, len, true),
             buffer("grad", grad, len, false),
@@ -557,8 +554,8 @@ pub unsafe extern "C" fn dp_gn_rotated_step_f32(
     guard(|| {
         check::required("cfg", cfg)?;
         check::required("basis", basis)?;
-        // SAFETY: non-null; points to a dp_gn_config (C contract).
-        let raw = unsafe { read_config(cfg) }?;
+        // SAFETY: points to a dp_gn_config (C contract); integer and float fields only.
+        let raw = unsafe { check::config("cfg", cfg) }?;
         let m_len = if exp_avg.is_null() { 0 } else { len };
         let regions = check_buffers(&[
             buffer("param", param, len, true),

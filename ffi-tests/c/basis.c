@@ -12,6 +12,12 @@
 
 #include "dp_test.h"
 
+/* The layout of dp_basis_info (LP64). */
+_Static_assert(sizeof(dp_basis_info) == 56, "dp_basis_info is 56 bytes");
+_Static_assert(offsetof(dp_basis_info, kind) == 8, "kind at 8");
+_Static_assert(offsetof(dp_basis_info, len) == 16, "len at 16");
+_Static_assert(offsetof(dp_basis_info, step_workspace_len) == 48, "step_workspace_len at 48");
+
 #define D 12
 #define R 5
 #define C 4

@@ -7,6 +7,14 @@
 
 #include "dp_test.h"
 
+/* The layout of the config struct (LP64): a 1.x library reads exactly this. */
+_Static_assert(sizeof(dp_gn_config) == 80, "dp_gn_config is 80 bytes");
+_Static_assert(offsetof(dp_gn_config, struct_size) == 0, "struct_size leads");
+_Static_assert(offsetof(dp_gn_config, lr) == 8, "lr at 8");
+_Static_assert(offsetof(dp_gn_config, sophia_eps) == 56, "sophia_eps at 56");
+_Static_assert(offsetof(dp_gn_config, bias_correction) == 64, "flags from 64");
+_Static_assert(offsetof(dp_gn_config, reserved) == 76, "reserved at 76");
+
 #define NS 9   /* samples */
 #define DIM 13 /* features */
 #define STRIDE 15

@@ -640,6 +640,51 @@ static void rotations_race_refresh_and_free(void) {
     }
 }
 
+/* Interpolations in both orders (a, b) and (b, a) on two threads while this one refreshes a
+ * and b: each call holds two read locks; taken in one global order they cannot deadlock
+ * behind the waiting refreshes. Every interpolation succeeds. */
+typedef struct interpolator {
+    dp_basis *from, *to;
+    int ok;
+} interpolator;
+
+static void *run_interpolations(void *arg) {
+    interpolator *it = (interpolator *)arg;
+    it->ok = 1;
+    for (int k = 0; k < 100; k++) {
+        dp_basis *mid = NULL;
+        it->ok &= dp_basis_interpolate_f32(it->from, it->to, 0.5, &mid) == DP_OK;
+        dp_basis_free(mid);
+    }
+    return NULL;
+}
+
+static void interpolations_race_refreshes(void) {
+    float a0[D * D], a1[D * D], m[D] = {0}, v[D] = {0};
+    symmetric(a0, D, 111);
+    symmetric(a1, D, 112);
+    dp_basis *b0 = NULL, *b1 = NULL;
+    CHECK_STATUS(dp_basis_create_from_symmetric_f32(a0, D * D, D, &b0), DP_OK);
+    CHECK_STATUS(dp_basis_create_from_symmetric_f32(a1, D * D, D, &b1), DP_OK);
+    static interpolator its[2];
+    its[0].from = b0;
+    its[0].to = b1;
+    its[1].from = b1;
+    its[1].to = b0;
+    pthread_t th[2];
+    for (int t = 0; t < 2; t++) CHECK(pthread_create(&th[t], NULL, run_interpolations, &its[t]) == 0);
+    for (int k = 0; k < 30; k++) {
+        symmetric(a0, D, 113u + (unsigned)k);
+        CHECK_STATUS(dp_basis_refresh_f32(k % 2 ? b0 : b1, a0, D * D, NULL, 0, DP_REFRESH_EIGH,
+                                          DP_TRANSFER_PERMUTE, m, v, NULL, D),
+                     DP_OK);
+    }
+    for (int t = 0; t < 2; t++) CHECK(pthread_join(th[t], NULL) == 0);
+    CHECK(its[0].ok && its[1].ok);
+    dp_basis_free(b0);
+    dp_basis_free(b1);
+}
+
 /* Every status the basis exports return, each checking that no buffer (or handle) changed. */
 static void errors_write_nothing(void) {
     float a[D * D], u[D * D], g[D], out[D], m[D], v[D], ws[2 * D];
@@ -801,6 +846,7 @@ int main(void) {
     gn_matrix_of_no_samples();
     huge_factorisation_is_an_error();
     rotations_race_refresh_and_free();
+    interpolations_race_refreshes();
     errors_write_nothing();
     return dp_test_finish("basis.c");
 }

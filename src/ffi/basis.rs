@@ -361,6 +361,7 @@ pub unsafe extern "C" fn dp_basis_create_dense_f32(
         // SAFETY: non-null (or empty), sized and aligned: checked above; validity is the C
         // contract.
         let m = try_square(unsafe { check::slice(u, u_len) }, dim, "the basis")?;
+        probe_memory(square_f64_bytes(dim, 1), "the orthonormality check")?;
         // SAFETY: out checked above.
         unsafe { publish(out, Basis::Dense(DenseBasis::new(m)?)) }
     })
@@ -427,7 +428,12 @@ unsafe fn read_factor_pair(
     check::disjoint(regions)?;
     // SAFETY: non-null (or empty), sized and aligned: checked above.
     let (ls, rs) = unsafe { (check::slice(lp, ll), check::slice(rp, rl)) };
-    Ok((try_square(ls, rows, ln)?, try_square(rs, cols, rn)?))
+    let (l, r) = (try_square(ls, rows, ln)?, try_square(rs, cols, rn)?);
+    probe_memory(
+        square_f64_bytes(rows.max(cols), 1),
+        "the orthonormality check",
+    )?;
+    Ok((l, r))
 }
 
 /// Creates the dense eigenbasis of the symmetric row-major `dim x dim` matrix `a` (a statistic
@@ -766,11 +772,23 @@ pub unsafe extern "C" fn dp_basis_interpolate_f32(
         if !t.is_finite() {
             return Err(Error::hyperparameter(format!("t = {t} is not finite")));
         }
-        // One read lock when both name the same basis: a second read of one lock could wait
-        // behind a refresh queued after the first.
-        let g0 = s0.read().unwrap_or_else(|e| e.into_inner());
-        let g1 = (!Arc::ptr_eq(&s0, &s1)).then(|| s1.read().unwrap_or_else(|e| e.into_inner()));
-        let (a, b): (&Basis, &Basis) = (&g0, g1.as_deref().unwrap_or(&g0));
+        // A reader queues behind a waiting refresh, so two read locks are taken in one global
+        // order (the lower token first): interpolate(a, b) and interpolate(b, a) racing
+        // refreshes of a and b cannot wait on each other. One lock when both name one basis.
+        let same = Arc::ptr_eq(&s0, &s1);
+        let (first, second) = if (u0 as usize) <= (u1 as usize) {
+            (&s0, &s1)
+        } else {
+            (&s1, &s0)
+        };
+        let g_first = first.read().unwrap_or_else(|e| e.into_inner());
+        let g_second = (!same).then(|| second.read().unwrap_or_else(|e| e.into_inner()));
+        let (g_low, g_high): (&Basis, &Basis) = (&g_first, g_second.as_deref().unwrap_or(&g_first));
+        let (a, b) = if (u0 as usize) <= (u1 as usize) {
+            (g_low, g_high)
+        } else {
+            (g_high, g_low)
+        };
         let result =
             match (a, b) {
                 (Basis::Dense(x), Basis::Dense(y)) if x.dim() == y.dim() => {
@@ -793,7 +811,7 @@ pub unsafe extern "C" fn dp_basis_interpolate_f32(
                      one shape",
                 )),
             };
-        drop((g0, g1));
+        drop((g_first, g_second));
         // SAFETY: out checked above.
         unsafe { publish(out, result) }
     })

@@ -526,6 +526,24 @@ static void invalid_handles_are_refused(void) {
     CHECK_STATUS(dp_basis_create_identity(D, (dp_basis **)(void *)(raw + 1)), DP_OK);
     memcpy(&id, raw + 1, sizeof id);
     CHECK(info_of(id).kind == DP_BASIS_IDENTITY);
+    /* Defect 5: dp_basis_info at an odd address is read and written unaligned; a wrong
+     * struct_size is refused with nothing written. */
+    unsigned char rawinfo[sizeof(dp_basis_info) + 1], before[sizeof rawinfo];
+    dp_basis_info want = info_of(id), got;
+    memset(rawinfo, 0xab, sizeof rawinfo);
+    size_t size = sizeof(dp_basis_info);
+    memcpy(rawinfo + 1, &size, sizeof size);
+    CHECK_STATUS(dp_basis_get_info(id, (dp_basis_info *)(void *)(rawinfo + 1)), DP_OK);
+    memcpy(&got, rawinfo + 1, sizeof got);
+    CHECK(got.struct_size == sizeof got && got.kind == want.kind && got.len == D &&
+          got.step_workspace_len == want.step_workspace_len && rawinfo[0] == 0xab);
+    size = sizeof(dp_basis_info) - 8;
+    memcpy(rawinfo + 1, &size, sizeof size);
+    memcpy(before, rawinfo, sizeof rawinfo);
+    CHECK_STATUS(dp_basis_get_info(id, (dp_basis_info *)(void *)(rawinfo + 1)),
+                 DP_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(dp_last_error_message(), "struct_size") != NULL);
+    CHECK(memcmp(rawinfo, before, sizeof rawinfo) == 0);
     dp_basis_free(id);
 }
 

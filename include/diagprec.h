@@ -58,24 +58,52 @@
 // interpolation calls) accept.
 #define DP_BASIS_ORTHONORMAL_TOLERANCE 1e-4
 
-// Refresh by a full eigendecomposition (eigenvalues descending), matched to the old basis.
+// `dp_basis_refresh_f32` `method`: a full eigendecomposition (eigenvalues descending), matched
+// to the old basis.
 #define DP_REFRESH_EIGH 0
 
-// Refresh by one power-iteration step and QR (SOAP).
+// `dp_basis_refresh_f32` `method`: one power-iteration step and QR (SOAP).
 #define DP_REFRESH_POWER_QR 1
 
-// Rotated second moments follow their matched eigenvectors (SOAP).
+// `dp_basis_refresh_f32` `transfer`: rotated second moments follow their matched eigenvectors
+// (SOAP).
 #define DP_TRANSFER_PERMUTE 0
 
-// Rotated second moments are re-projected: `v' = (P o P)^T v`, `P = U_old^T U_new`.
+// `dp_basis_refresh_f32` `transfer`: rotated second moments are re-projected,
+// `v' = (P o P)^T v` with `P = U_old^T U_new`.
 #define DP_TRANSFER_REPROJECT 1
 
-// `estimator` value: the exact softmax GN diagonal, `s = p (1 - p)`.
-#define DP_GN_EXACT 0
+// `dp_basis_rotate_f32` `direction`: `out = U^T in` (into the basis).
+#define DP_ROTATE_INTO 0
 
-// `estimator` value: Sophia's sampled (Gauss-Newton-Bartlett) estimate, `s = (p - e_y)^2` with
-// `y` drawn from the model's softmax; unbiased for the exact diagonal.
-#define DP_GN_SAMPLED 1
+// `dp_basis_rotate_f32` `direction`: `out = U in` (out of the basis).
+#define DP_ROTATE_OUT 1
+
+// `dp_basis_get_matrix_f32` `which`: `U` of a dense basis, `Q_L` of a Kronecker basis.
+#define DP_FACTOR_LEFT 0
+
+// `dp_basis_get_matrix_f32` `which`: `Q_R` of a Kronecker basis.
+#define DP_FACTOR_RIGHT 1
+
+// `dp_gn_diag_dense_f32` `weighting`: `weights[n]` given (NULL with `weights_len` 0: all
+// ones).
+#define DP_GN_WEIGHTS_GIVEN 0
+
+// `dp_gn_diag_dense_f32` `weighting`: `weights` holds logits `z_n`; `w_n = s (1 - s)`,
+// `s = sigmoid(z_n)` (logistic regression).
+#define DP_GN_WEIGHTS_LOGISTIC 1
+
+// `dp_gn_diag_linear_f32` `output`: `s` holds the output factors `s_nc` (1 for MSE).
+#define DP_GN_OUTPUT_FACTORS 0
+
+// `dp_gn_diag_linear_f32` `output`: `s` holds softmax logits; the exact diagonal
+// `s_nc = p (1 - p)` (in a Kronecker basis the full softmax Hessian).
+#define DP_GN_SOFTMAX_EXACT 1
+
+// `dp_gn_diag_linear_f32` `output`: `s` holds softmax logits; Sophia's sampled estimate
+// `(p - e_y)^2` with `y` drawn from the model's softmax using `seed` (unbiased for the exact
+// diagonal).
+#define DP_GN_SOFTMAX_SAMPLED 2
 
 // The ABI version this header describes: a program built against a header whose
 // `DP_ABI_VERSION` differs from `dp_abi_version()` must not call the library.
@@ -102,7 +130,8 @@ typedef enum dp_status {
     DP_ERR_ALLOCATION = 8,
 } dp_status;
 
-// An orthonormal basis (opaque; see the module docs for ownership).
+// An orthonormal basis: an opaque token (see the module docs). C code only holds pointers to
+// it and never looks inside; the library never dereferences them.
 typedef struct dp_basis dp_basis;
 
 // Adam/AdamW hyperparameters. Fill it with `dp_adam_config_default()` and change the fields
@@ -187,46 +216,55 @@ typedef struct dp_adam_8bit_tensor {
     size_t scales_len;
 } dp_adam_8bit_tensor;
 
-// What a basis is (`dp_basis_info`).
+// What a basis is (`dp_basis_get_info`). The caller sets `struct_size` to
+// `sizeof(dp_basis_info)` before the call; the library fills the rest.
 typedef struct dp_basis_info {
+    // `sizeof(dp_basis_info)`, set by the caller.
+    size_t struct_size;
     // `DP_BASIS_IDENTITY`, `DP_BASIS_DENSE` or `DP_BASIS_KRONECKER`.
-    int32_t kind;
+    uint32_t kind;
+    // Written as 0.
+    uint32_t reserved;
     // Parameter floats the basis acts on (`d`, or `rows * cols`).
     size_t len;
     // `d` for dense, `rows` for Kronecker, `len` for the identity.
     size_t rows;
     // `d` for dense, `cols` for Kronecker, 1 for the identity.
     size_t cols;
-    // Floats of `work` `dp_basis_rotate_into_f32` / `_out_f32` need.
+    // Floats of `work` `dp_basis_rotate_f32` needs.
     size_t rotate_workspace_len;
-    // Floats of `workspace` `dp_rotated_adam_step_f32` needs.
+    // Floats of `workspace` `dp_adam_rotated_step_f32` and `dp_gn_rotated_step_f32` need.
     size_t step_workspace_len;
 } dp_basis_info;
 
-// GN^p step hyperparameters (see `dp_gn_config_default`):
+// GN^p step hyperparameters (fill with `dp_gn_config_default`, then change fields):
 // `theta <- theta (1 - lr wd) - lr * m_hat * (max(h, 0) + damping)^power`, or with `sophia`
 // `theta <- theta (1 - lr wd) - lr * clip(m_hat / max(sophia_gamma h, sophia_eps), -1, 1)`.
 typedef struct dp_gn_config {
+    // `sizeof(dp_gn_config)`; set by `dp_gn_config_default()`.
+    size_t struct_size;
     // Learning rate, finite, >= 0.
     double lr;
     // The power p, finite; -1 and -0.5 are fast paths.
     double power;
-    // lambda, finite, >= 0; > 0 when power < 0 (so h + lambda > 0 everywhere).
+    // lambda, finite, >= 0; > 0 when power < 0, and `damping^power` finite in float.
     double damping;
     // Momentum decay in [0, 1), used when exp_avg is non-NULL.
     double beta1;
-    // Divide the momentum by 1 - beta1^step.
-    bool bias_correction;
     // Decoupled weight decay, finite, >= 0.
     double weight_decay;
-    // Use Sophia's clipped form (power and damping unused).
-    bool sophia;
     // Sophia's gamma, finite, > 0 (read when sophia).
     double sophia_gamma;
     // Sophia's eps, finite, > 0 and not 0 in float (read when sophia).
     double sophia_eps;
-    // Scan grad and h first; on NaN/Inf return DP_ERR_NON_FINITE and write nothing.
-    bool check_finite;
+    // 1: divide the momentum by 1 - beta1^step; 0: do not.
+    uint32_t bias_correction;
+    // 1: Sophia's clipped form (power and damping unused); 0: the power.
+    uint32_t sophia;
+    // 1: scan grad and h first; on NaN/Inf return DP_ERR_NON_FINITE and write nothing.
+    uint32_t check_finite;
+    // Must be 0.
+    uint32_t reserved;
 } dp_gn_config;
 
 #ifdef __cplusplus
@@ -628,7 +666,16 @@ enum dp_status dp_adam_8bit_dequantize_f32(uint32_t moment,
                                            float *values,
                                            size_t len);
 
-// Creates the identity basis on `len` floats (rotations are copies; steps are the plain ones).
+// Creates the identity basis on `len` floats (rotations are copies; steps are the plain
+// ones) and writes its handle to `*out`.
+//
+// Parameters: `len`, at most `PTRDIFF_MAX / 8`; `out`, one `dp_basis *`, written only on
+// success (any alignment).
+//
+// Returns `DP_OK`; `DP_ERR_NULL_POINTER` (`out` NULL); `DP_ERR_LENGTH` (`len` too large);
+// `DP_ERR_ALLOCATION`; `DP_ERR_PANIC`.
+//
+// Thread safety: may run concurrently with any call.
 //
 // # Safety
 // `out` must be valid for writing one pointer.
@@ -636,171 +683,286 @@ enum dp_status dp_basis_create_identity(size_t len,
                                         struct dp_basis **out);
 
 // Creates a dense basis from the row-major `dim x dim` matrix `u` (copied), which must be
-// orthonormal: `max |U^T U - I| <= 1e-4`, else `DP_ERR_INVALID_ARGUMENT`.
+// orthonormal (`max |U^T U - I| <= DP_BASIS_ORTHONORMAL_TOLERANCE`), and writes its handle to
+// `*out`.
+//
+// Parameters: `u`, `u_len` floats, `u_len == dim * dim`; `out`, one `dp_basis *`, written
+// only on success.
+//
+// Returns `DP_OK`; `DP_ERR_NULL_POINTER` (`out` NULL, or `u` NULL with `u_len > 0`);
+// `DP_ERR_LENGTH` (`u_len != dim * dim`, a size that overflows or wraps the address space);
+// `DP_ERR_INVALID_ARGUMENT` (`u` misaligned or not orthonormal); `DP_ERR_ALIASING` (`out`
+// inside `u`); `DP_ERR_NON_FINITE` (`u` holds NaN or Inf); `DP_ERR_ALLOCATION`;
+// `DP_ERR_PANIC`.
+//
+// Thread safety: may run concurrently with any call that does not write `u`.
 //
 // # Safety
-// `u` must be valid for `dim * dim` floats; `out` for writing one pointer.
+// `u` must be valid for reading `u_len` floats; `out` for writing one pointer.
 enum dp_status dp_basis_create_dense_f32(const float *u,
+                                         size_t u_len,
                                          size_t dim,
                                          struct dp_basis **out);
 
-// Creates a Kronecker basis for a `rows x cols` matrix parameter from the row-major orthonormal
-// factors `q_left` (`rows x rows`) and `q_right` (`cols x cols`), copied.
+// Creates a Kronecker basis for a `rows x cols` matrix parameter from the row-major
+// orthonormal factors `q_left` (`rows x rows`) and `q_right` (`cols x cols`), copied, and
+// writes its handle to `*out`.
+//
+// Parameters: `q_left`, `q_left_len == rows * rows` floats; `q_right`,
+// `q_right_len == cols * cols` floats; `out`, one `dp_basis *`, written only on success.
+//
+// Returns `DP_OK`; `DP_ERR_NULL_POINTER`; `DP_ERR_LENGTH` (a count that does not match, a
+// size that overflows or wraps); `DP_ERR_INVALID_ARGUMENT` (misaligned, or a factor not
+// orthonormal); `DP_ERR_ALIASING` (`out` inside a factor); `DP_ERR_NON_FINITE`;
+// `DP_ERR_ALLOCATION`; `DP_ERR_PANIC`.
+//
+// Thread safety: may run concurrently with any call that does not write the factors.
 //
 // # Safety
-// `q_left` must be valid for `rows * rows` floats, `q_right` for `cols * cols`; `out` for
-// writing one pointer.
+// `q_left` must be valid for reading `q_left_len` floats, `q_right` for `q_right_len`; `out`
+// for writing one pointer.
 enum dp_status dp_basis_create_kronecker_f32(const float *q_left,
+                                             size_t q_left_len,
                                              size_t rows,
                                              const float *q_right,
+                                             size_t q_right_len,
                                              size_t cols,
                                              struct dp_basis **out);
 
 // Creates the dense eigenbasis of the symmetric row-major `dim x dim` matrix `a` (a statistic
-// such as the GN matrix; its lower triangle `a[i * dim + j]`, `i >= j`, is read). Eigenvalues,
-// in descending order, go to `eigenvalues` (`dim` floats) unless it is NULL.
+// such as the GN matrix; its lower triangle `a[i * dim + j]`, `i >= j`, is read), columns in
+// descending order of eigenvalue, and writes its handle to `*out`. The eigenvalues are
+// `u_j^T A u_j` (compute them from `dp_basis_get_matrix_f32` if needed).
+//
+// Parameters: `a`, `a_len == dim * dim` floats; `out`, one `dp_basis *`, written only on
+// success.
+//
+// Returns `DP_OK`; `DP_ERR_NULL_POINTER`; `DP_ERR_LENGTH`; `DP_ERR_INVALID_ARGUMENT`
+// (misaligned, or the eigendecomposition did not converge); `DP_ERR_ALIASING` (`out` inside
+// `a`); `DP_ERR_NON_FINITE` (`a` holds NaN or Inf); `DP_ERR_ALLOCATION` (e.g. a `dim` whose
+// factorisation does not fit in memory); `DP_ERR_PANIC`.
+//
+// Thread safety: may run concurrently with any call that does not write `a`.
 //
 // # Safety
-// `a` must be valid for `dim * dim` floats, `eigenvalues` (if not NULL) for writing `dim`;
-// `out` for writing one pointer.
+// `a` must be valid for reading `a_len` floats; `out` for writing one pointer.
 enum dp_status dp_basis_create_from_symmetric_f32(const float *a,
+                                                  size_t a_len,
                                                   size_t dim,
-                                                  float *eigenvalues,
                                                   struct dp_basis **out);
 
-// Creates the Kronecker eigenbasis of the symmetric factors `left` (`rows x rows`) and `right`
-// (`cols x cols`), e.g. from `dp_kron_factors_update_f32`.
+// Creates the Kronecker eigenbasis of the symmetric row-major factors `left` (`rows x rows`)
+// and `right` (`cols x cols`), e.g. from `dp_basis_kron_factors_update_f32`, and writes its
+// handle to `*out`.
+//
+// Parameters: `left`, `left_len == rows * rows` floats; `right`, `right_len == cols * cols`
+// floats; `out`, one `dp_basis *`, written only on success.
+//
+// Returns `DP_OK`; `DP_ERR_NULL_POINTER`; `DP_ERR_LENGTH`; `DP_ERR_INVALID_ARGUMENT`
+// (misaligned, or no convergence); `DP_ERR_ALIASING`; `DP_ERR_NON_FINITE`;
+// `DP_ERR_ALLOCATION`; `DP_ERR_PANIC`.
+//
+// Thread safety: may run concurrently with any call that does not write the factors.
 //
 // # Safety
-// `left` must be valid for `rows * rows` floats, `right` for `cols * cols`; `out` for writing one
-// pointer.
+// `left` must be valid for reading `left_len` floats, `right` for `right_len`; `out` for
+// writing one pointer.
 enum dp_status dp_basis_create_from_factors_f32(const float *left,
+                                                size_t left_len,
                                                 size_t rows,
                                                 const float *right,
+                                                size_t right_len,
                                                 size_t cols,
                                                 struct dp_basis **out);
 
-// Releases a basis. `NULL` is a no-op.
+// Releases a basis: its token stops naming it at once; calls already inside on other threads
+// finish normally and the memory is freed when the last of them returns. NULL, and a token
+// that names no live basis (already freed, never created), are no-ops. Returns nothing and
+// leaves `dp_last_error_message()` as it was.
+//
+// Thread safety: may run concurrently with any call, on this handle too (see above).
 //
 // # Safety
-// `basis` must be NULL or a handle from this library not yet freed, and no other call may be
-// using it.
+// None beyond the C contract: `basis` is only compared with the registry's tokens.
 void dp_basis_free(struct dp_basis *basis);
 
-// Describes `basis` (kind, sizes, workspace lengths).
+// Describes `basis`: kind, sizes, workspace lengths.
+//
+// Parameters: `basis`, a live handle; `info`, one `dp_basis_info` whose `struct_size` the
+// caller has set to `sizeof(dp_basis_info)` (read and written unaligned; written only on
+// success).
+//
+// Returns `DP_OK`; `DP_ERR_NULL_POINTER` (`basis` or `info` NULL); `DP_ERR_INVALID_ARGUMENT`
+// (`basis` not a live handle, `info->struct_size` wrong); `DP_ERR_PANIC`.
+//
+// Thread safety: may run concurrently with any call (it waits for a refresh of `basis`).
 //
 // # Safety
-// `basis` must be a live handle; `out` valid for writing one `dp_basis_info`.
+// `info` must be valid for reading and writing one `dp_basis_info`.
 enum dp_status dp_basis_get_info(const struct dp_basis *basis,
-                                 struct dp_basis_info *out);
+                                 struct dp_basis_info *info);
 
-// Copies a basis matrix out, row-major: `side` 0 is `U` (dense) or `Q_L` (Kronecker), 1 is
-// `Q_R` (Kronecker). `len` must be the matrix's number of floats. Not for the identity.
+// Copies a basis matrix out, row-major: `which` `DP_FACTOR_LEFT` is `U` (dense) or `Q_L`
+// (Kronecker), `DP_FACTOR_RIGHT` is `Q_R` (Kronecker). The identity has no matrix.
+//
+// Parameters: `basis`, a live handle; `out`, `out_len` floats, `out_len` the matrix's
+// `d * d`.
+//
+// Returns `DP_OK`; `DP_ERR_NULL_POINTER` (`basis` NULL, `out` NULL with `out_len > 0`);
+// `DP_ERR_INVALID_ARGUMENT` (`basis` not a live handle, `which` not a `DP_FACTOR_*` value or
+// naming no matrix of this basis, `out` misaligned); `DP_ERR_LENGTH` (`out_len` wrong, or
+// wrapping the address space); `DP_ERR_PANIC`.
+//
+// Thread safety: may run concurrently with any call that does not use `out` (it waits for a
+// refresh of `basis`).
 //
 // # Safety
-// `basis` must be a live handle; `out` valid for writing `len` floats.
+// `out` must be valid for writing `out_len` floats.
 enum dp_status dp_basis_get_matrix_f32(const struct dp_basis *basis,
-                                       int32_t side,
+                                       uint32_t which,
                                        float *out,
-                                       size_t len);
+                                       size_t out_len);
 
-// `out = U^T g` (dense), `out = Q_L^T G Q_R` (Kronecker, row-major), or a copy (identity).
-// `work` holds `dp_basis_info.rotate_workspace_len` floats (may be NULL when that is 0).
-// No allocation.
+// Rotates a vector: `direction` `DP_ROTATE_INTO` gives `out = U^T in` (dense) or
+// `out = Q_L^T IN Q_R` (Kronecker, row-major `rows x cols`); `DP_ROTATE_OUT` gives `out = U in`
+// or `out = Q_L IN Q_R^T`; the identity copies. No allocation.
+//
+// Parameters: `basis`, a live handle; `in`, `in_len` floats and `out`, `out_len` floats, both
+// equal to the basis length; `work`, `work_len >= dp_basis_info.rotate_workspace_len` floats
+// (NULL with 0 when that is 0).
+//
+// Returns `DP_OK`; `DP_ERR_NULL_POINTER` (`basis` NULL, a buffer NULL with a count > 0);
+// `DP_ERR_INVALID_ARGUMENT` (`basis` not a live handle, `direction` not a `DP_ROTATE_*` value,
+// a misaligned buffer); `DP_ERR_LENGTH` (a count that does not match, a range that wraps);
+// `DP_ERR_ALIASING` (`out` or `work` overlapping another buffer); `DP_ERR_PANIC`.
+//
+// Thread safety: may run concurrently with any call that does not write `in` or use `out` or
+// `work`, this handle's other rotations and steps included; it waits for a refresh of
+// `basis`.
 //
 // # Safety
-// `basis` must be a live handle; `g` valid for reading `len` floats, `out` for writing `len`,
-// `work` for writing `work_len`.
-enum dp_status dp_basis_rotate_into_f32(const struct dp_basis *basis,
-                                        const float *g,
-                                        float *out,
-                                        float *work,
-                                        size_t work_len,
-                                        size_t len);
-
-// `out = U g_rot` (dense), `out = Q_L G_rot Q_R^T` (Kronecker), or a copy (identity).
-//
-// # Safety
-// As `dp_basis_rotate_into_f32`.
-enum dp_status dp_basis_rotate_out_f32(const struct dp_basis *basis,
-                                       const float *g_rot,
-                                       float *out,
-                                       float *work,
-                                       size_t work_len,
-                                       size_t len);
+// `in` must be valid for reading `in_len` floats, `out` for writing `out_len`, `work` for
+// writing `work_len`.
+enum dp_status dp_basis_rotate_f32(const struct dp_basis *basis,
+                                   uint32_t direction,
+                                   const float *in,
+                                   size_t in_len,
+                                   float *out,
+                                   size_t out_len,
+                                   float *work,
+                                   size_t work_len);
 
 // The basis on the geodesic from `u0` to `u1` at `t` (0 gives `u0`, 1 gives `u1` up to
 // column order and signs): `U(t) = U0 expm(t logm(U0^T U1))` after column matching and the
-// determinant fix (see the Rust docs of `diagprec::Geodesic`). Both dense of the same size, or
-// both Kronecker of the same shape (each factor interpolated). `t` finite.
+// determinant fix (see the Rust docs of `diagprec::Geodesic`), written to `*out` as a new
+// handle. Both dense of the same size, or both Kronecker of the same shape (each factor
+// interpolated). `u0` and `u1` may be the same handle.
+//
+// Parameters: `u0`, `u1`, live handles; `t`, finite; `out`, one `dp_basis *`, written only
+// on success.
+//
+// Returns `DP_OK`; `DP_ERR_NULL_POINTER`; `DP_ERR_INVALID_ARGUMENT` (a handle not live, kinds
+// or sizes that differ, identity bases, no convergence); `DP_ERR_INVALID_HYPERPARAMETER` (`t`
+// not finite); `DP_ERR_ALLOCATION`; `DP_ERR_PANIC`.
+//
+// Thread safety: may run concurrently with any call (it waits for a refresh of `u0` or `u1`).
 //
 // # Safety
-// `u0`, `u1` must be live handles; `out` valid for writing one pointer.
+// `out` must be valid for writing one pointer.
 enum dp_status dp_basis_interpolate_f32(const struct dp_basis *u0,
                                         const struct dp_basis *u1,
                                         double t,
                                         struct dp_basis **out);
 
-// `H <- beta H + (1 - beta) X^T diag(w) X / N` on the caller's symmetric `dim x dim` matrix `h`
-// (both triangles written): `x` holds `n_samples` rows of `dim` floats, `row_stride` floats
-// apart; `weights` (`n_samples` finite floats) may be NULL for all ones; `beta` in [0, 1).
-//
-// # Safety
-// `h` must be valid for reads and writes of `dim * dim` floats; `x` for reading
-// `(n_samples - 1) * row_stride + dim` floats (none when `n_samples == 0`); `weights` (if not
-// NULL) for reading `n_samples`.
-enum dp_status dp_gn_matrix_accumulate_f32(float *h,
-                                           size_t dim,
-                                           const float *x,
-                                           size_t n_samples,
-                                           size_t row_stride,
-                                           const float *weights,
-                                           double beta);
-
 // Kronecker factors of a `rows x cols` row-major gradient, fused EMA on the caller's symmetric
 // matrices: `left <- beta left + (1 - beta) G G^T` (`rows x rows`),
-// `right <- beta right + (1 - beta) G^T G` (`cols x cols`); `beta` in [0, 1).
+// `right <- beta right + (1 - beta) G^T G` (`cols x cols`).
+//
+// Parameters: `left`, `left_len == rows * rows` floats (read and written); `right`,
+// `right_len == cols * cols` floats (read and written); `grad`, `grad_len == rows * cols`
+// floats; `beta` in [0, 1).
+//
+// Returns `DP_OK`; `DP_ERR_NULL_POINTER`; `DP_ERR_LENGTH`; `DP_ERR_INVALID_ARGUMENT`
+// (misaligned); `DP_ERR_INVALID_HYPERPARAMETER` (`beta`); `DP_ERR_ALIASING` (any two buffers
+// overlapping, except `grad` with nothing written); `DP_ERR_ALLOCATION`; `DP_ERR_PANIC`.
+//
+// Thread safety: may run concurrently with any call that does not use `left` or `right` or
+// write `grad`.
 //
 // # Safety
-// `left` must be valid for reads and writes of `rows * rows` floats, `right` of `cols * cols`,
-// `grad` for reading `rows * cols`.
-enum dp_status dp_kron_factors_update_f32(float *left,
-                                          size_t rows,
-                                          float *right,
-                                          size_t cols,
-                                          const float *grad,
-                                          double beta);
+// `left` must be valid for reads and writes of `left_len` floats, `right` of `right_len`,
+// `grad` for reading `grad_len`.
+enum dp_status dp_basis_kron_factors_update_f32(float *left,
+                                                size_t left_len,
+                                                size_t rows,
+                                                float *right,
+                                                size_t right_len,
+                                                size_t cols,
+                                                const float *grad,
+                                                size_t grad_len,
+                                                double beta);
 
 // Refreshes `basis` in place from its statistic (dense: `stat_left` is the `d x d` matrix and
-// `stat_right` must be NULL; Kronecker: the two factors), by `method` (`DP_REFRESH_*`), and
+// `stat_right` is empty; Kronecker: the two factors), by `method` (`DP_REFRESH_*`), and
 // carries the rotated optimizer state: `exp_avg` is re-projected exactly, `exp_avg_sq` and
 // `max_exp_avg_sq` by `transfer` (`DP_TRANSFER_*`). Each state buffer may be NULL (not
-// carried); non-NULL ones hold `len` = the basis length. Not for the identity. On failure the
-// basis and the buffers are unchanged.
+// carried). Not for the identity. On failure the basis and the buffers are unchanged.
+//
+// Parameters: `basis`, a live handle; `stat_left`, `stat_left_len` floats (`d * d` dense,
+// `rows * rows` Kronecker); `stat_right`, `stat_right_len` floats (0 dense, `cols * cols`
+// Kronecker; NULL with 0 for a dense basis); `exp_avg`, `exp_avg_sq`, `max_exp_avg_sq`, each
+// NULL or `len` floats (read and written), `len` the basis length (or 0 when all three are
+// NULL).
+//
+// Returns `DP_OK`; `DP_ERR_NULL_POINTER` (`basis` NULL, a statistic NULL with a count > 0);
+// `DP_ERR_INVALID_ARGUMENT` (`basis` not a live handle or the identity, `method` or `transfer`
+// not a defined value, a misaligned buffer, no convergence); `DP_ERR_LENGTH` (a count that
+// does not match the handle: e.g. a `4 x 4` statistic for an `8 x 8` basis; a range that
+// wraps); `DP_ERR_ALIASING` (a state buffer overlapping another buffer); `DP_ERR_NON_FINITE`
+// (a statistic holds NaN or Inf); `DP_ERR_ALLOCATION`; `DP_ERR_PANIC`.
+//
+// Thread safety: may run concurrently with any call that does not use these buffers. On
+// `basis` it holds the write lock: it waits for the rotations, steps and queries inside, and
+// those that start later wait for it; `dp_basis_free` may run at any time (the refresh
+// finishes on the freed basis, which is then dropped).
 //
 // # Safety
-// `basis` must be a live handle used by no other call; `stat_left`/`stat_right` valid for
-// reading their sizes; each non-NULL state buffer valid for reads and writes of `len` floats.
+// `stat_left` must be valid for reading `stat_left_len` floats, `stat_right` for
+// `stat_right_len`; each non-NULL state buffer for reads and writes of `len` floats.
 enum dp_status dp_basis_refresh_f32(struct dp_basis *basis,
                                     const float *stat_left,
+                                    size_t stat_left_len,
                                     const float *stat_right,
-                                    int32_t method,
-                                    int32_t transfer,
+                                    size_t stat_right_len,
+                                    uint32_t method,
+                                    uint32_t transfer,
                                     float *exp_avg,
                                     float *exp_avg_sq,
                                     float *max_exp_avg_sq,
                                     size_t len);
 
-// One Adam/AdamW step in `basis` (DESIGN.md 2.1, rotated Adam): `exp_avg`, `exp_avg_sq`,
-// `max_exp_avg_sq` live in rotated coordinates (original ones for the identity, where this is
-// `dp_adam_step_f32`); `workspace` holds `dp_basis_info.step_workspace_len` floats (0 for the
-// identity: may be NULL); `len` is the basis length. No allocation. On failure nothing is
-// written.
+// One Adam/AdamW step in `basis` (rotated Adam): `exp_avg`, `exp_avg_sq`, `max_exp_avg_sq`
+// live in rotated coordinates (original ones for the identity, where this is
+// `dp_adam_step_f32` bit for bit). No allocation. On failure nothing is written.
+//
+// Parameters: `cfg`, a `dp_adam_config` (read unaligned); `step`, 1-based; `basis`, a live
+// handle; `param`, `grad`, `exp_avg`, `exp_avg_sq`, each `len` floats, and `max_exp_avg_sq`
+// (`len` floats with amsgrad, else ignored), `len` the basis length; `workspace`,
+// `workspace_len >= dp_basis_info.step_workspace_len` floats (NULL with 0 for the identity).
+//
+// Returns `DP_OK`; `DP_ERR_NULL_POINTER`; `DP_ERR_INVALID_ARGUMENT` (`basis` not a live
+// handle, a config field, a misaligned buffer); `DP_ERR_LENGTH` (`len` not the basis length,
+// `workspace_len` too small, a range that wraps); `DP_ERR_INVALID_HYPERPARAMETER` (the config,
+// `step == 0`); `DP_ERR_ALIASING` (a written buffer overlapping another); `DP_ERR_NON_FINITE`
+// (`check_finite` and a NaN/Inf gradient: nothing written); `DP_ERR_PANIC`.
+//
+// Thread safety: may run concurrently with any call that does not use these buffers, other
+// steps and rotations on `basis` included; it waits for a refresh of `basis`.
 //
 // # Safety
-// `cfg` must point to a `dp_adam_config`, `basis` be a live handle; the buffers valid for
-// `len` floats (`workspace` for `workspace_len`), as for `dp_adam_step_f32`.
-enum dp_status dp_rotated_adam_step_f32(const struct dp_adam_config *cfg,
+// `cfg` must point to a `dp_adam_config`; the buffers valid for `len` floats (`workspace`
+// for `workspace_len`).
+enum dp_status dp_adam_rotated_step_f32(const struct dp_adam_config *cfg,
                                         uint64_t step,
                                         const struct dp_basis *basis,
                                         float *param,
@@ -812,142 +974,145 @@ enum dp_status dp_rotated_adam_step_f32(const struct dp_adam_config *cfg,
                                         float *workspace,
                                         size_t workspace_len);
 
-// One GN^p step in `basis` (DESIGN.md 2.3; the Rust docs of
-// `diagprec::rotated_gn_step_with`): `h` is `diag(U^T H U)` in rotated coordinates (e.g. from
-// `dp_gn_diag_weighted_in_basis_f32`); `exp_avg` (momentum, rotated coordinates) may be NULL;
-// `workspace` holds `dp_basis_info.step_workspace_len` floats (NULL with 0 for the identity,
-// where this is `dp_gn_step_f32`). No allocation. On failure nothing is written.
-//
-// # Safety
-// `cfg` must point to a `dp_gn_config`, `basis` be a live handle; `param`, `grad`, `h` and
-// (if not NULL) `exp_avg` valid for `len` floats, `workspace` for `workspace_len`.
-enum dp_status dp_rotated_gn_step_f32(const struct dp_gn_config *cfg,
-                                      uint64_t step,
-                                      const struct dp_basis *basis,
-                                      float *param,
-                                      const float *grad,
-                                      float *exp_avg,
-                                      const float *h,
-                                      size_t len,
-                                      float *workspace,
-                                      size_t workspace_len);
-
 // lr 1, power -1, damping 1e-4, no momentum (beta1 0), bias correction on, no weight decay,
-// Sophia off (gamma 0.01, eps 1e-15 when turned on), no finite check.
+// Sophia off (gamma 0.01, eps 1e-15 when turned on), no finite check; `struct_size` set.
+//
+// Thread safety: may run concurrently with any call.
 struct dp_gn_config dp_gn_config_default(void);
 
-// `h[j] <- beta h[j] + (1 - beta) (1/N) sum_n w[n] x[n][j]^2` (identity basis; DESIGN.md 2.2).
-// `x` holds `n_samples` rows of `dim` floats, `row_stride >= dim` apart (so it must be valid for
-// `(n_samples - 1) * row_stride + dim` floats); `weights` (`n_samples` floats) may be NULL for
-// all ones; `h` has `dim` floats. `beta` in [0, 1) (0 replaces `h` without reading it).
-// Bitwise identical results for any thread count. `h` must not overlap the inputs.
+// `H <- beta H + (1 - beta) X^T diag(w) X / N` on the caller's symmetric row-major
+// `dim x dim` matrix `h` (both triangles written).
+//
+// Parameters: `h`, `h_len == dim * dim` floats (read and written); `x`, `x_len` floats
+// holding `n_samples >= 1` rows of `dim` floats, `row_stride >= dim` apart
+// (`x_len >= (n_samples - 1) * row_stride + dim`); `weights`, `weights_len == n_samples`
+// finite floats, or NULL with `weights_len` 0 for all ones; `beta` in [0, 1).
+//
+// Returns `DP_OK`; `DP_ERR_NULL_POINTER`; `DP_ERR_LENGTH` (a count that does not match,
+// `n_samples` 0, `row_stride < dim`, a size that overflows or wraps);
+// `DP_ERR_INVALID_ARGUMENT` (misaligned); `DP_ERR_INVALID_HYPERPARAMETER` (`beta`);
+// `DP_ERR_ALIASING` (`h` overlapping an input); `DP_ERR_NON_FINITE` (`weights` hold NaN or
+// Inf); `DP_ERR_ALLOCATION`; `DP_ERR_PANIC`.
+//
+// Thread safety: may run concurrently with any call that does not use `h` or write `x` or
+// `weights`.
 //
 // # Safety
-// Each non-NULL pointer must be valid for the lengths above for the duration of the call.
-enum dp_status dp_gn_diag_weighted_f32(const float *x,
-                                       size_t n_samples,
-                                       size_t dim,
-                                       size_t row_stride,
-                                       const float *weights,
-                                       float beta,
-                                       float *h);
+// Each pointer must be valid for its count of floats (`h` for reads and writes).
+enum dp_status dp_gn_matrix_accumulate_f32(float *h,
+                                           size_t h_len,
+                                           size_t dim,
+                                           const float *x,
+                                           size_t x_len,
+                                           size_t n_samples,
+                                           size_t row_stride,
+                                           const float *weights,
+                                           size_t weights_len,
+                                           double beta);
 
-// `dp_gn_diag_weighted_f32` with logistic-regression weights `w[n] = s (1 - s)`,
-// `s = sigmoid(logits[n])` (`logits`: `n_samples` floats, required).
+// The GN diagonal of dense inputs in the identity or a dense basis `U` (`dim x k`):
+// `h[a] <- beta h[a] + (1 - beta) (1/N) sum_n w_n (x_n . U[:, a])^2` (`U = I`, `k = dim`:
+// `h[j] <- beta h[j] + (1 - beta) (1/N) sum_n w_n x_nj^2`), the diagonal of
+// `U^T (X^T W X / N) U` without forming it. Bitwise identical results for any thread count.
+//
+// Parameters: `x`, `x_len` floats holding `n_samples >= 1` rows of `dim` floats,
+// `row_stride >= dim` apart (`x_len >= (n_samples - 1) * row_stride + dim`); `weighting`,
+// `DP_GN_WEIGHTS_GIVEN` (`weights`: `weights_len == n_samples` floats, or NULL with 0 for all
+// ones) or `DP_GN_WEIGHTS_LOGISTIC` (`weights`: `n_samples` logits, required); `u`,
+// `u_len == dim * k` floats row-major (`U[i, a] = u[i * k + a]`, as
+// `dp_basis_get_matrix_f32` writes it), or NULL with `u_len` 0 and `k == dim` for the
+// identity; `beta` in [0, 1) (0 replaces `h` without reading it); `h`, `h_len == k` floats.
+//
+// Returns `DP_OK`; `DP_ERR_NULL_POINTER`; `DP_ERR_LENGTH` (a count that does not match,
+// `n_samples` 0, `row_stride < dim`, overflow or wrap); `DP_ERR_INVALID_ARGUMENT`
+// (`weighting` not a `DP_GN_WEIGHTS_*` value, misaligned); `DP_ERR_INVALID_HYPERPARAMETER`
+// (`beta`); `DP_ERR_ALIASING` (`h` overlapping an input); `DP_ERR_ALLOCATION`;
+// `DP_ERR_PANIC`.
+//
+// Thread safety: may run concurrently with any call that does not use `h` or write the
+// inputs.
 //
 // # Safety
-// As `dp_gn_diag_weighted_f32`; `logits` valid for `n_samples` floats.
-enum dp_status dp_gn_diag_logistic_f32(const float *x,
-                                       size_t n_samples,
-                                       size_t dim,
-                                       size_t row_stride,
-                                       const float *logits,
-                                       float beta,
-                                       float *h);
+// Each pointer must be valid for its count of floats during the call.
+enum dp_status dp_gn_diag_dense_f32(const float *x,
+                                    size_t x_len,
+                                    size_t n_samples,
+                                    size_t dim,
+                                    size_t row_stride,
+                                    uint32_t weighting,
+                                    const float *weights,
+                                    size_t weights_len,
+                                    const float *u,
+                                    size_t u_len,
+                                    size_t k,
+                                    double beta,
+                                    float *h,
+                                    size_t h_len);
 
-// Linear layer `z = W x` (W: `c_out x d_in`): `h <- beta h + (1 - beta) S^T (X o X) / N`
-// (`x`: `n_samples x d_in` row-major, `s`: `n_samples x c_out` row-major, `h`:
-// `c_out x d_in` row-major) and, when `h_bias` (`c_out` floats) is non-NULL,
-// `h_bias[c] <- beta h_bias[c] + (1 - beta) (1/N) sum_n s[n][c]`. `s = 1` gives MSE.
-// Outputs must not overlap each other or the inputs.
+// The GN diagonal of a linear layer `z = W x` (`W`: `c_out x d_in`), in the identity basis
+// or, for the softmax outputs, in the Kronecker basis `(Q_C, Q_X)`:
+// identity: `h <- beta h + (1 - beta) S^T (X o X) / N` (`h[c][j]`, row-major) and
+// `h_bias[c] <- beta h_bias[c] + (1 - beta) (1/N) sum_n s_nc`, with `S` given
+// (`DP_GN_OUTPUT_FACTORS`; all ones is MSE) or computed from logits (`DP_GN_SOFTMAX_EXACT`:
+// `p (1 - p)`; `DP_GN_SOFTMAX_SAMPLED`: `(p - e_y)^2`, `y` drawn from `softmax(z_n)` with
+// `seed`; the draws depend only on `seed` and the sample index). Kronecker:
+// `h[a][b] <- beta h[a][b] + (1 - beta) (A^T B / N)[a][b]`, `A_na = sum_c p_nc Q_C[c,a]^2 -
+// (Q_C[:,a] . p_n)^2` (sampled: `(Q_C[:,a] . (p_n - e_y))^2`), `B_nb = (Q_X[:,b] . x_n)^2`,
+// `h_bias[a]` gets `(1/N) sum_n A_na`. Bitwise identical results for any thread count.
+//
+// Parameters: `x`, `x_len == n_samples * d_in` floats (row-major, `n_samples >= 1`);
+// `output`, a `DP_GN_OUTPUT_FACTORS` / `DP_GN_SOFTMAX_*` value; `s`,
+// `s_len == n_samples * c_out` floats (factors or logits); `seed` (read by
+// `DP_GN_SOFTMAX_SAMPLED`); `q_c`, `q_c_len == c_out * c_out` and `q_x`,
+// `q_x_len == d_in * d_in` floats, row-major, both NULL (with 0) for the identity basis or
+// both given (softmax outputs only); `beta` in [0, 1); `h`, `h_len == c_out * d_in` floats;
+// `h_bias`, `h_bias_len == c_out` floats, or NULL with 0.
+//
+// Returns `DP_OK`; `DP_ERR_NULL_POINTER`; `DP_ERR_LENGTH` (a count that does not match,
+// `n_samples` 0, overflow or wrap); `DP_ERR_INVALID_ARGUMENT` (`output` not a defined value,
+// one of `q_c`/`q_x` given without the other, `DP_GN_OUTPUT_FACTORS` in a Kronecker basis,
+// misaligned); `DP_ERR_INVALID_HYPERPARAMETER` (`beta`); `DP_ERR_ALIASING` (an output
+// overlapping another buffer); `DP_ERR_ALLOCATION`; `DP_ERR_PANIC`.
+//
+// Thread safety: may run concurrently with any call that does not use `h` or `h_bias` or
+// write the inputs.
 //
 // # Safety
-// Each non-NULL pointer must be valid for the lengths above for the duration of the call.
+// Each pointer must be valid for its count of floats during the call.
 enum dp_status dp_gn_diag_linear_f32(const float *x,
+                                     size_t x_len,
                                      size_t n_samples,
                                      size_t d_in,
+                                     uint32_t output,
                                      const float *s,
+                                     size_t s_len,
                                      size_t c_out,
-                                     float beta,
+                                     uint64_t seed,
+                                     const float *q_c,
+                                     size_t q_c_len,
+                                     const float *q_x,
+                                     size_t q_x_len,
+                                     double beta,
                                      float *h,
-                                     float *h_bias);
+                                     size_t h_len,
+                                     float *h_bias,
+                                     size_t h_bias_len);
 
-// Softmax cross-entropy layer `z = W x + b` (W: `classes x d_in`): as `dp_gn_diag_linear_f32`
-// with `s` computed from `logits` (`n_samples x classes` row-major): `p (1 - p)` for
-// `DP_GN_EXACT`, or `(p - e_y)^2` with `y` drawn from `softmax(z_n)` using `seed` for
-// `DP_GN_SAMPLED` (the draws depend only on `seed` and the sample index). Any other
-// `estimator` is `DP_ERR_INVALID_ARGUMENT`. `h_bias` may be NULL.
-//
-// # Safety
-// Each non-NULL pointer must be valid for its length (`x`: `n_samples * d_in`, `logits`:
-// `n_samples * classes`, `h`: `classes * d_in`, `h_bias`: `classes`) during the call.
-enum dp_status dp_gn_diag_softmax_f32(const float *x,
-                                      const float *logits,
-                                      size_t n_samples,
-                                      size_t d_in,
-                                      size_t classes,
-                                      uint32_t estimator,
-                                      uint64_t seed,
-                                      float beta,
-                                      float *h,
-                                      float *h_bias);
-
-// The weighted GN diagonal in a dense basis U:
-// `h[a] <- beta h[a] + (1 - beta) (1/N) sum_n w[n] (x_n . U[:, a])^2`, the diagonal of
-// `U^T (X^T W X / N) U` without forming it. `u` is `dim x k`, row-major (`U[i, a] =
-// u[i * k + a]`, the layout of every matrix at this boundary, e.g. `dp_basis_get_matrix_f32`);
-// `h` has `k` floats; `x`, `row_stride`, `weights` (NULL: ones)
-// and `beta` as in `dp_gn_diag_weighted_f32`.
-//
-// # Safety
-// Each non-NULL pointer must be valid for its length during the call (`u`: `dim * k`).
-enum dp_status dp_gn_diag_weighted_in_basis_f32(const float *x,
-                                                size_t n_samples,
-                                                size_t dim,
-                                                size_t row_stride,
-                                                const float *weights,
-                                                const float *u,
-                                                size_t k,
-                                                float beta,
-                                                float *h);
-
-// The softmax layer's GN diagonal in the Kronecker basis `(Q_C, Q_X)` (DESIGN.md 2.2):
-// `h[a][b] <- beta h[a][b] + (1 - beta) (A^T B / N)[a][b]` with
-// `A_na = sum_c p_nc Q_C[c,a]^2 - (Q_C[:,a] . p_n)^2` (exact; sampled: `(Q_C[:,a] . (p_n -
-// e_y))^2`) and `B_nb = (Q_X[:,b] . x_n)^2`; `h_bias[a]` (may be NULL) gets `(1/N) sum_n A_na`.
-// `q_c` is `classes x classes` and `q_x` is `d_in x d_in`, both row-major (as
-// `dp_basis_get_matrix_f32` writes them); `h` is `classes x d_in` row-major; `x`, `logits`, `estimator`, `seed`, `beta` as in
-// `dp_gn_diag_softmax_f32`.
-//
-// # Safety
-// Each non-NULL pointer must be valid for its length during the call.
-enum dp_status dp_gn_diag_softmax_in_kronecker_f32(const float *x,
-                                                   const float *logits,
-                                                   size_t n_samples,
-                                                   size_t d_in,
-                                                   size_t classes,
-                                                   uint32_t estimator,
-                                                   uint64_t seed,
-                                                   const float *q_c,
-                                                   const float *q_x,
-                                                   float beta,
-                                                   float *h,
-                                                   float *h_bias);
-
-// One GN^p step over `len` floats (DESIGN.md 2.3; see `dp_gn_config`). `exp_avg` NULL means
-// no momentum (`m_hat = grad`); otherwise it is updated. `step` is 1-based. `h` entries below
-// 0 count as 0. Buffers must not overlap, except `grad` and `h` (both read). On any failure
+// One GN^p step over `len` floats (see `dp_gn_config`). `exp_avg` NULL means no momentum
+// (`m_hat = grad`); otherwise it is updated. `h` entries below 0 count as 0. On any failure
 // nothing is written.
+//
+// Parameters: `cfg`, a `dp_gn_config` (read unaligned); `step`, 1-based; `param`, `grad`,
+// `h`, each `len` floats; `exp_avg`, `len` floats or NULL.
+//
+// Returns `DP_OK`; `DP_ERR_NULL_POINTER`; `DP_ERR_LENGTH` (a range that wraps);
+// `DP_ERR_INVALID_ARGUMENT` (`cfg->struct_size`, a flag not 0/1, `reserved`, a misaligned
+// buffer); `DP_ERR_INVALID_HYPERPARAMETER` (the config, e.g. a damping whose power is not a
+// finite float; `step == 0`); `DP_ERR_ALIASING` (a written buffer overlapping another;
+// `grad` and `h` may share memory); `DP_ERR_NON_FINITE` (`check_finite` and NaN/Inf in
+// `grad` or `h`); `DP_ERR_PANIC`.
+//
+// Thread safety: may run concurrently with any call that does not use these buffers.
 //
 // # Safety
 // Each non-NULL pointer must be valid for `len` floats during the call; `cfg` must point to a
@@ -959,6 +1124,38 @@ enum dp_status dp_gn_step_f32(const struct dp_gn_config *cfg,
                               float *exp_avg,
                               const float *h,
                               size_t len);
+
+// One GN^p step in `basis` (the Rust docs of `diagprec::rotated_gn_step_with`): `h` is
+// `diag(U^T H U)` in rotated coordinates (e.g. from `dp_gn_diag_dense_f32` with `U`);
+// `exp_avg` (momentum, rotated coordinates) may be NULL. For the identity this is
+// `dp_gn_step_f32` bit for bit. No allocation. On failure nothing is written.
+//
+// Parameters: `cfg`, a `dp_gn_config`; `step`, 1-based; `basis`, a live handle; `param`,
+// `grad`, `h`, each `len` floats and `exp_avg` `len` floats or NULL, `len` the basis length;
+// `workspace`, `workspace_len >= dp_basis_info.step_workspace_len` floats (NULL with 0 for the
+// identity).
+//
+// Returns `DP_OK`; `DP_ERR_NULL_POINTER`; `DP_ERR_INVALID_ARGUMENT` (`basis` not a live
+// handle, a config field, misaligned); `DP_ERR_LENGTH` (`len` not the basis length,
+// `workspace_len` too small, a range that wraps); `DP_ERR_INVALID_HYPERPARAMETER`;
+// `DP_ERR_ALIASING`; `DP_ERR_NON_FINITE` (`check_finite`: nothing written); `DP_ERR_PANIC`.
+//
+// Thread safety: may run concurrently with any call that does not use these buffers, other
+// steps and rotations on `basis` included; it waits for a refresh of `basis`.
+//
+// # Safety
+// `cfg` must point to a `dp_gn_config`; `param`, `grad`, `h` and (if not NULL) `exp_avg`
+// valid for `len` floats, `workspace` for `workspace_len`.
+enum dp_status dp_gn_rotated_step_f32(const struct dp_gn_config *cfg,
+                                      uint64_t step,
+                                      const struct dp_basis *basis,
+                                      float *param,
+                                      const float *grad,
+                                      float *exp_avg,
+                                      const float *h,
+                                      size_t len,
+                                      float *workspace,
+                                      size_t workspace_len);
 
 // The library version, `"MAJOR.MINOR.PATCH"`. The ABI is stable within a major version.
 const char *dp_version(void);

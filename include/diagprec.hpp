@@ -174,39 +174,48 @@ public:
     /// From an orthonormal dim x dim matrix (u.size() must be dim * dim).
     template <class U>
     static basis dense(const U& u, std::size_t dim) {
-        check_square(u.size(), dim, "diagprec::basis::dense");
         dp_basis* out = nullptr;
-        detail::throw_if_failed(dp_basis_create_dense_f32(u.data(), dim, &out));
+        detail::throw_if_failed(dp_basis_create_dense_f32(u.data(), u.size(), dim, &out));
         return basis(out);
     }
     template <class L, class R>
     static basis kronecker(const L& q_left, std::size_t rows, const R& q_right, std::size_t cols) {
-        check_square(q_left.size(), rows, "diagprec::basis::kronecker");
-        check_square(q_right.size(), cols, "diagprec::basis::kronecker");
         dp_basis* out = nullptr;
-        detail::throw_if_failed(
-            dp_basis_create_kronecker_f32(q_left.data(), rows, q_right.data(), cols, &out));
+        detail::throw_if_failed(dp_basis_create_kronecker_f32(
+            q_left.data(), q_left.size(), rows, q_right.data(), q_right.size(), cols, &out));
         return basis(out);
     }
-    /// The eigenbasis of a symmetric matrix; eigenvalues (descending) go to *eigenvalues.
+    /// The eigenbasis of a symmetric matrix (a.size() == dim * dim); the eigenvalues
+    /// (descending), computed here as the Rayleigh quotients u_j^T A u_j in double, go to
+    /// *eigenvalues when it is not nullptr.
     template <class A>
     static basis from_symmetric(const A& a, std::size_t dim,
                                 std::vector<float>* eigenvalues = nullptr) {
-        check_square(a.size(), dim, "diagprec::basis::from_symmetric");
-        std::vector<float> s(eigenvalues ? dim : 0);
         dp_basis* out = nullptr;
-        detail::throw_if_failed(dp_basis_create_from_symmetric_f32(
-            a.data(), dim, eigenvalues ? s.data() : nullptr, &out));
-        if (eigenvalues) *eigenvalues = std::move(s);
-        return basis(out);
+        detail::throw_if_failed(dp_basis_create_from_symmetric_f32(a.data(), a.size(), dim, &out));
+        basis b(out);
+        if (eigenvalues) {
+            std::vector<float> u = b.matrix();
+            std::vector<float> s(dim);
+            for (std::size_t j = 0; j < dim; j++) {
+                double q = 0.0;
+                for (std::size_t i = 0; i < dim; i++) {
+                    double au = 0.0;
+                    for (std::size_t k = 0; k < dim; k++)
+                        au += static_cast<double>(a.data()[i * dim + k]) * u[k * dim + j];
+                    q += static_cast<double>(u[i * dim + j]) * au;
+                }
+                s[j] = static_cast<float>(q);
+            }
+            *eigenvalues = std::move(s);
+        }
+        return b;
     }
     template <class L, class R>
     static basis from_factors(const L& left, std::size_t rows, const R& right, std::size_t cols) {
-        check_square(left.size(), rows, "diagprec::basis::from_factors");
-        check_square(right.size(), cols, "diagprec::basis::from_factors");
         dp_basis* out = nullptr;
-        detail::throw_if_failed(
-            dp_basis_create_from_factors_f32(left.data(), rows, right.data(), cols, &out));
+        detail::throw_if_failed(dp_basis_create_from_factors_f32(
+            left.data(), left.size(), rows, right.data(), right.size(), cols, &out));
         return basis(out);
     }
     /// The basis at t on the geodesic from u0 to u1.
@@ -218,29 +227,33 @@ public:
 
     dp_basis_info info() const {
         dp_basis_info i{};
+        i.struct_size = sizeof(dp_basis_info);
         detail::throw_if_failed(dp_basis_get_info(handle_, &i));
         return i;
     }
     std::size_t size() const { return info().len; }
-    /// U (side 0, dense), Q_L (side 0) or Q_R (side 1), row-major.
-    std::vector<float> matrix(int side = 0) const {
+    /// U (DP_FACTOR_LEFT, dense), Q_L (DP_FACTOR_LEFT) or Q_R (DP_FACTOR_RIGHT), row-major.
+    std::vector<float> matrix(std::uint32_t which = DP_FACTOR_LEFT) const {
         dp_basis_info i = info();
-        std::size_t d = side == 1 ? i.cols : i.rows;
+        std::size_t d = which == DP_FACTOR_RIGHT ? i.cols : i.rows;
         std::vector<float> m(d * d);
-        detail::throw_if_failed(dp_basis_get_matrix_f32(handle_, side, m.data(), m.size()));
+        detail::throw_if_failed(dp_basis_get_matrix_f32(handle_, which, m.data(), m.size()));
         return m;
     }
 
-    /// out = U^T g; work holds info().rotate_workspace_len floats (nullptr when 0).
+    /// out = U^T g (len floats each); work holds info().rotate_workspace_len floats (nullptr
+    /// when 0).
     std::error_code rotate_into(const float* g, float* out, std::size_t len, std::error_code& ec,
                                 float* work = nullptr, std::size_t work_len = 0) const noexcept {
-        ec = detail::to_code(dp_basis_rotate_into_f32(handle_, g, out, work, work_len, len));
+        ec = detail::to_code(
+            dp_basis_rotate_f32(handle_, DP_ROTATE_INTO, g, len, out, len, work, work_len));
         return ec;
     }
     std::error_code rotate_out(const float* g_rot, float* out, std::size_t len,
                                std::error_code& ec, float* work = nullptr,
                                std::size_t work_len = 0) const noexcept {
-        ec = detail::to_code(dp_basis_rotate_out_f32(handle_, g_rot, out, work, work_len, len));
+        ec = detail::to_code(
+            dp_basis_rotate_f32(handle_, DP_ROTATE_OUT, g_rot, len, out, len, work, work_len));
         return ec;
     }
     /// Container forms (they allocate the Kronecker workspace per call; use the pointer forms
@@ -255,29 +268,24 @@ public:
     }
 
 private:
-    static void check_square(std::size_t size, std::size_t dim, const char* what) {
-        if (dim != 0 && size / dim != dim) throw error(DP_ERR_LENGTH, std::string(what) + ": not dim x dim");
-        if (size != dim * dim) throw error(DP_ERR_LENGTH, std::string(what) + ": not dim x dim");
-    }
     template <class G, class O>
     void rotate(const G& g, O& out, bool into) const {
-        if (g.size() != out.size()) throw error(DP_ERR_LENGTH, "diagprec::basis: sizes differ");
         std::vector<float> work(info().rotate_workspace_len);
         float* w = work.empty() ? nullptr : work.data();
-        detail::throw_if_failed(
-            into ? dp_basis_rotate_into_f32(handle_, g.data(), out.data(), w, work.size(), g.size())
-                 : dp_basis_rotate_out_f32(handle_, g.data(), out.data(), w, work.size(), g.size()));
+        detail::throw_if_failed(dp_basis_rotate_f32(handle_, into ? DP_ROTATE_INTO : DP_ROTATE_OUT,
+                                                    g.data(), g.size(), out.data(), out.size(), w,
+                                                    work.size()));
     }
     dp_basis* handle_ = nullptr;
 };
 
-/// One GN^p step in basis b (dp_rotated_gn_step_f32): h = diag(U^T H U) and exp_avg (may be
+/// One GN^p step in basis b (dp_gn_rotated_step_f32): h = diag(U^T H U) and exp_avg (may be
 /// nullptr) in rotated coordinates; workspace holds b.info().step_workspace_len floats.
 inline std::error_code rotated_gn_step(const dp_gn_config& cfg, std::uint64_t step, const basis& b,
                                        float* param, const float* grad, float* exp_avg,
                                        const float* h, std::size_t len, float* workspace,
                                        std::size_t workspace_len, std::error_code& ec) noexcept {
-    ec = detail::to_code(dp_rotated_gn_step_f32(&cfg, step, b.get(), param, grad, exp_avg, h, len,
+    ec = detail::to_code(dp_gn_rotated_step_f32(&cfg, step, b.get(), param, grad, exp_avg, h, len,
                                                 workspace, workspace_len));
     return ec;
 }
@@ -285,7 +293,7 @@ inline std::error_code rotated_gn_step(const dp_gn_config& cfg, std::uint64_t st
 inline void rotated_gn_step(const dp_gn_config& cfg, std::uint64_t step, const basis& b,
                             float* param, const float* grad, float* exp_avg, const float* h,
                             std::size_t len, float* workspace, std::size_t workspace_len) {
-    detail::throw_if_failed(dp_rotated_gn_step_f32(&cfg, step, b.get(), param, grad, exp_avg, h,
+    detail::throw_if_failed(dp_gn_rotated_step_f32(&cfg, step, b.get(), param, grad, exp_avg, h,
                                                    len, workspace, workspace_len));
 }
 
@@ -296,9 +304,9 @@ struct kron_factors {
     kron_factors(std::size_t r, std::size_t c) : rows(r), cols(c), left(r * r), right(c * c) {}
     template <class G>
     void update(const G& grad, double beta) {
-        if (grad.size() != rows * cols) throw error(DP_ERR_LENGTH, "diagprec::kron_factors: size");
-        detail::throw_if_failed(dp_kron_factors_update_f32(left.data(), rows, right.data(), cols,
-                                                           grad.data(), beta));
+        detail::throw_if_failed(dp_basis_kron_factors_update_f32(left.data(), left.size(), rows,
+                                                                 right.data(), right.size(), cols,
+                                                                 grad.data(), grad.size(), beta));
     }
 };
 
@@ -313,16 +321,26 @@ public:
         const std::size_t n = m_.size();
         if (param.size() != n || grad.size() != n)
             throw error(DP_ERR_LENGTH, "diagprec::rotated_adam::step: sizes differ");
-        detail::throw_if_failed(dp_rotated_adam_step_f32(
+        detail::throw_if_failed(dp_adam_rotated_step_f32(
             &cfg_, steps_ + 1, b.get(), param.data(), grad.data(), m_.data(), v_.data(),
             vmax_.empty() ? nullptr : vmax_.data(), n, work_.data(), work_.size()));
         steps_++;
     }
-    /// Refreshes b from its statistics and carries this optimizer's state.
+    /// Refreshes b from its statistics (Kronecker: both factors) and carries this optimizer's
+    /// state; method is a DP_REFRESH_* value, transfer a DP_TRANSFER_* value.
     template <class L, class R>
-    void refresh(basis& b, const L& stat_left, const R& stat_right, int method, int transfer) {
+    void refresh(basis& b, const L& stat_left, const R& stat_right, std::uint32_t method,
+                 std::uint32_t transfer) {
         detail::throw_if_failed(dp_basis_refresh_f32(
-            b.get(), stat_left.data(), stat_right.data(), method, transfer, m_.data(), v_.data(),
+            b.get(), stat_left.data(), stat_left.size(), stat_right.data(), stat_right.size(),
+            method, transfer, m_.data(), v_.data(), vmax_.empty() ? nullptr : vmax_.data(),
+            m_.size()));
+    }
+    /// Refreshes a dense basis b from its d x d statistic.
+    template <class A>
+    void refresh(basis& b, const A& stat, std::uint32_t method, std::uint32_t transfer) {
+        detail::throw_if_failed(dp_basis_refresh_f32(
+            b.get(), stat.data(), stat.size(), nullptr, 0, method, transfer, m_.data(), v_.data(),
             vmax_.empty() ? nullptr : vmax_.data(), m_.size()));
     }
     std::uint64_t steps_taken() const noexcept { return steps_; }
@@ -336,8 +354,11 @@ private:
 };
 // ---- Gauss-Newton -------------------------------------------------------------------------
 
-/// The softmax estimators of gn_diag_softmax (DP_GN_EXACT, DP_GN_SAMPLED).
-enum class gn_estimator : std::uint32_t { exact = DP_GN_EXACT, sampled = DP_GN_SAMPLED };
+/// The softmax outputs of gn_diag_softmax (DP_GN_SOFTMAX_EXACT, DP_GN_SOFTMAX_SAMPLED).
+enum class gn_estimator : std::uint32_t {
+    exact = DP_GN_SOFTMAX_EXACT,
+    sampled = DP_GN_SOFTMAX_SAMPLED
+};
 
 /// dp_gn_config with dp_gn_config_default()'s values and chainable setters.
 struct gn_config : dp_gn_config {
@@ -347,7 +368,7 @@ struct gn_config : dp_gn_config {
                                  double eps = 1e-15) noexcept {
         gn_config c;
         c.lr = lr;
-        c.sophia = true;
+        c.sophia = 1;
         c.sophia_gamma = gamma;
         c.sophia_eps = eps;
         c.beta1 = beta1;
@@ -357,93 +378,121 @@ struct gn_config : dp_gn_config {
     gn_config& with_power(double v) noexcept { power = v; return *this; }
     gn_config& with_damping(double v) noexcept { damping = v; return *this; }
     gn_config& with_beta1(double v) noexcept { beta1 = v; return *this; }
-    gn_config& with_bias_correction(bool v = true) noexcept { bias_correction = v; return *this; }
+    gn_config& with_bias_correction(bool v = true) noexcept {
+        bias_correction = v ? 1u : 0u;
+        return *this;
+    }
     gn_config& with_weight_decay(double v) noexcept { weight_decay = v; return *this; }
-    gn_config& with_check_finite(bool v = true) noexcept { check_finite = v; return *this; }
+    gn_config& with_check_finite(bool v = true) noexcept {
+        check_finite = v ? 1u : 0u;
+        return *this;
+    }
 };
 
-/// h <- beta h + (1 - beta) (1/N) sum_n w_n x_n^2 (dp_gn_diag_weighted_f32); weights may be
-/// nullptr (all ones).
+namespace detail {
+/// Floats of a strided n_samples x dim matrix (0 when empty; the library checks overflow).
+inline std::size_t strided_len(std::size_t n_samples, std::size_t dim,
+                               std::size_t row_stride) noexcept {
+    return n_samples == 0 || dim == 0 ? 0 : (n_samples - 1) * row_stride + dim;
+}
+}  // namespace detail
+
+/// h <- beta h + (1 - beta) (1/N) sum_n w_n x_n^2 (dp_gn_diag_dense_f32 in the identity basis);
+/// x holds n_samples rows of dim floats, row_stride apart; weights (n_samples floats) may be
+/// nullptr (all ones); h has dim floats.
 inline std::error_code gn_diag_weighted(const float* x, std::size_t n_samples, std::size_t dim,
-                                        std::size_t row_stride, const float* weights, float beta,
+                                        std::size_t row_stride, const float* weights, double beta,
                                         float* h, std::error_code& ec) noexcept {
-    ec = detail::to_code(dp_gn_diag_weighted_f32(x, n_samples, dim, row_stride, weights, beta, h));
+    ec = detail::to_code(dp_gn_diag_dense_f32(
+        x, detail::strided_len(n_samples, dim, row_stride), n_samples, dim, row_stride,
+        DP_GN_WEIGHTS_GIVEN, weights, weights ? n_samples : 0, nullptr, 0, dim, beta, h, dim));
     return ec;
 }
 
 inline void gn_diag_weighted(const float* x, std::size_t n_samples, std::size_t dim,
-                             std::size_t row_stride, const float* weights, float beta, float* h) {
-    detail::throw_if_failed(
-        dp_gn_diag_weighted_f32(x, n_samples, dim, row_stride, weights, beta, h));
+                             std::size_t row_stride, const float* weights, double beta, float* h) {
+    std::error_code ec;
+    gn_diag_weighted(x, n_samples, dim, row_stride, weights, beta, h, ec);
+    if (ec) throw error(static_cast<dp_status>(ec.value()), dp_last_error_message());
 }
 
 /// Container form: x holds n_samples contiguous rows of h.size() floats (no weights).
 template <class X, class H, class = std::enable_if_t<std::is_same_v<detail::value_t<H>, float>>>
-void gn_diag_weighted(const X& x, std::size_t n_samples, float beta, H& h) {
+void gn_diag_weighted(const X& x, std::size_t n_samples, double beta, H& h) {
     const std::size_t dim = h.size();
-    if (x.size() != n_samples * dim)
-        throw error(DP_ERR_LENGTH, "diagprec::gn_diag_weighted: x.size() != n_samples * h.size()");
-    gn_diag_weighted(x.data(), n_samples, dim, dim, nullptr, beta, h.data());
+    detail::throw_if_failed(dp_gn_diag_dense_f32(x.data(), x.size(), n_samples, dim, dim,
+                                                 DP_GN_WEIGHTS_GIVEN, nullptr, 0, nullptr, 0, dim,
+                                                 beta, h.data(), dim));
 }
 
-/// dp_gn_diag_logistic_f32: weights s(1 - s) from logits.
+/// Logistic-regression weights s(1 - s) from logits (n_samples floats).
 inline void gn_diag_logistic(const float* x, std::size_t n_samples, std::size_t dim,
-                             std::size_t row_stride, const float* logits, float beta, float* h) {
-    detail::throw_if_failed(
-        dp_gn_diag_logistic_f32(x, n_samples, dim, row_stride, logits, beta, h));
+                             std::size_t row_stride, const float* logits, double beta, float* h) {
+    detail::throw_if_failed(dp_gn_diag_dense_f32(
+        x, detail::strided_len(n_samples, dim, row_stride), n_samples, dim, row_stride,
+        DP_GN_WEIGHTS_LOGISTIC, logits, n_samples, nullptr, 0, dim, beta, h, dim));
 }
 
-/// h <- beta h + (1 - beta) S^T (X o X) / N (dp_gn_diag_linear_f32); h_bias may be nullptr.
+/// h <- beta h + (1 - beta) S^T (X o X) / N (dp_gn_diag_linear_f32 with DP_GN_OUTPUT_FACTORS);
+/// x is n_samples x d_in, s n_samples x c_out, h c_out x d_in; h_bias (c_out) may be nullptr.
 inline std::error_code gn_diag_linear(const float* x, std::size_t n_samples, std::size_t d_in,
-                                      const float* s, std::size_t c_out, float beta, float* h,
+                                      const float* s, std::size_t c_out, double beta, float* h,
                                       float* h_bias, std::error_code& ec) noexcept {
-    ec = detail::to_code(dp_gn_diag_linear_f32(x, n_samples, d_in, s, c_out, beta, h, h_bias));
+    ec = detail::to_code(dp_gn_diag_linear_f32(
+        x, n_samples * d_in, n_samples, d_in, DP_GN_OUTPUT_FACTORS, s, n_samples * c_out, c_out,
+        0, nullptr, 0, nullptr, 0, beta, h, c_out * d_in, h_bias, h_bias ? c_out : 0));
     return ec;
 }
 
 inline void gn_diag_linear(const float* x, std::size_t n_samples, std::size_t d_in,
-                           const float* s, std::size_t c_out, float beta, float* h,
+                           const float* s, std::size_t c_out, double beta, float* h,
                            float* h_bias = nullptr) {
-    detail::throw_if_failed(dp_gn_diag_linear_f32(x, n_samples, d_in, s, c_out, beta, h, h_bias));
+    std::error_code ec;
+    gn_diag_linear(x, n_samples, d_in, s, c_out, beta, h, h_bias, ec);
+    if (ec) throw error(static_cast<dp_status>(ec.value()), dp_last_error_message());
 }
 
-/// Softmax layer (dp_gn_diag_softmax_f32); h_bias may be nullptr.
+/// Softmax layer (dp_gn_diag_linear_f32 with the softmax outputs); logits n_samples x classes;
+/// h_bias may be nullptr.
 inline std::error_code gn_diag_softmax(const float* x, const float* logits, std::size_t n_samples,
                                        std::size_t d_in, std::size_t classes,
-                                       gn_estimator estimator, std::uint64_t seed, float beta,
+                                       gn_estimator estimator, std::uint64_t seed, double beta,
                                        float* h, float* h_bias, std::error_code& ec) noexcept {
-    ec = detail::to_code(dp_gn_diag_softmax_f32(x, logits, n_samples, d_in, classes,
-                                                static_cast<std::uint32_t>(estimator), seed, beta,
-                                                h, h_bias));
+    ec = detail::to_code(dp_gn_diag_linear_f32(
+        x, n_samples * d_in, n_samples, d_in, static_cast<std::uint32_t>(estimator), logits,
+        n_samples * classes, classes, seed, nullptr, 0, nullptr, 0, beta, h, classes * d_in,
+        h_bias, h_bias ? classes : 0));
     return ec;
 }
 
 inline void gn_diag_softmax(const float* x, const float* logits, std::size_t n_samples,
                             std::size_t d_in, std::size_t classes, gn_estimator estimator,
-                            std::uint64_t seed, float beta, float* h, float* h_bias = nullptr) {
-    detail::throw_if_failed(dp_gn_diag_softmax_f32(x, logits, n_samples, d_in, classes,
-                                                   static_cast<std::uint32_t>(estimator), seed,
-                                                   beta, h, h_bias));
+                            std::uint64_t seed, double beta, float* h, float* h_bias = nullptr) {
+    std::error_code ec;
+    gn_diag_softmax(x, logits, n_samples, d_in, classes, estimator, seed, beta, h, h_bias, ec);
+    if (ec) throw error(static_cast<dp_status>(ec.value()), dp_last_error_message());
 }
 
-/// In a dense basis U (dim x k, row-major): dp_gn_diag_weighted_in_basis_f32.
+/// In a dense basis U (dim x k, row-major): dp_gn_diag_dense_f32 with u; h has k floats.
 inline void gn_diag_weighted_in_basis(const float* x, std::size_t n_samples, std::size_t dim,
                                       std::size_t row_stride, const float* weights,
-                                      const float* u, std::size_t k, float beta, float* h) {
-    detail::throw_if_failed(dp_gn_diag_weighted_in_basis_f32(x, n_samples, dim, row_stride,
-                                                             weights, u, k, beta, h));
+                                      const float* u, std::size_t k, double beta, float* h) {
+    detail::throw_if_failed(dp_gn_diag_dense_f32(
+        x, detail::strided_len(n_samples, dim, row_stride), n_samples, dim, row_stride,
+        DP_GN_WEIGHTS_GIVEN, weights, weights ? n_samples : 0, u, dim * k, k, beta, h, k));
 }
 
-/// Softmax layer in the Kronecker basis (Q_C, Q_X), both row-major:
-/// dp_gn_diag_softmax_in_kronecker_f32.
+/// Softmax layer in the Kronecker basis (Q_C classes x classes, Q_X d_in x d_in, both
+/// row-major): dp_gn_diag_linear_f32 with q_c and q_x.
 inline void gn_diag_softmax_in_kronecker(const float* x, const float* logits,
                                          std::size_t n_samples, std::size_t d_in,
                                          std::size_t classes, gn_estimator estimator,
                                          std::uint64_t seed, const float* q_c, const float* q_x,
-                                         float beta, float* h, float* h_bias = nullptr) {
-    detail::throw_if_failed(dp_gn_diag_softmax_in_kronecker_f32(
-        x, logits, n_samples, d_in, classes, static_cast<std::uint32_t>(estimator), seed, q_c,
-        q_x, beta, h, h_bias));
+                                         double beta, float* h, float* h_bias = nullptr) {
+    detail::throw_if_failed(dp_gn_diag_linear_f32(
+        x, n_samples * d_in, n_samples, d_in, static_cast<std::uint32_t>(estimator), logits,
+        n_samples * classes, classes, seed, q_c, classes * classes, q_x, d_in * d_in, beta, h,
+        classes * d_in, h_bias, h_bias ? classes : 0));
 }
 
 /// One GN^p step (dp_gn_step_f32); exp_avg may be nullptr (no momentum).

@@ -1,10 +1,19 @@
 /* Gauss-Newton diagonals and the GN^p step through the C ABI: real computations against
- * double-precision references written here, thread-count independence, and every error status
- * the exports can return, each checking that no output changed. */
+ * double-precision references written here, thread-count independence, the regression tests
+ * of issue 13's GN defects, and every error status the exports can return, each checking that
+ * no output changed. */
 #include <stdint.h>
 #include <stdlib.h>
 
 #include "dp_test.h"
+
+/* The layout of the config struct (LP64): a 1.x library reads exactly this. */
+_Static_assert(sizeof(dp_gn_config) == 80, "dp_gn_config is 80 bytes");
+_Static_assert(offsetof(dp_gn_config, struct_size) == 0, "struct_size leads");
+_Static_assert(offsetof(dp_gn_config, lr) == 8, "lr at 8");
+_Static_assert(offsetof(dp_gn_config, sophia_eps) == 56, "sophia_eps at 56");
+_Static_assert(offsetof(dp_gn_config, bias_correction) == 64, "flags from 64");
+_Static_assert(offsetof(dp_gn_config, reserved) == 76, "reserved at 76");
 
 #define NS 9   /* samples */
 #define DIM 13 /* features */
@@ -33,6 +42,13 @@ static void softmax(const float *logits, double *p) {
     for (int c = 0; c < C; c++) p[c] /= total;
 }
 
+/* dp_gn_diag_linear_f32 in the identity basis on the first NS * DIM floats of x. */
+static dp_status linear(uint32_t output, const float *s, uint64_t seed, double beta, float *h,
+                        float *hb) {
+    return dp_gn_diag_linear_f32(x, NS * DIM, NS, DIM, output, s, NS * C, C, seed, NULL, 0, NULL,
+                                 0, beta, h, C * DIM, hb, hb ? C : 0);
+}
+
 static void weighted_and_logistic(void) {
     for (int variant = 0; variant < 3; variant++) {
         float h[DIM];
@@ -49,11 +65,18 @@ static void weighted_and_logistic(void) {
             expected[j] = 0.25 * h[j] + 0.75 * sum / NS;
         }
         if (variant == 0)
-            CHECK_STATUS(dp_gn_diag_weighted_f32(x, NS, DIM, STRIDE, NULL, 0.25f, h), DP_OK);
+            CHECK_STATUS(dp_gn_diag_dense_f32(x, NS * STRIDE, NS, DIM, STRIDE, DP_GN_WEIGHTS_GIVEN,
+                                              NULL, 0, NULL, 0, DIM, 0.25, h, DIM),
+                         DP_OK);
         else if (variant == 1)
-            CHECK_STATUS(dp_gn_diag_weighted_f32(x, NS, DIM, STRIDE, w, 0.25f, h), DP_OK);
+            CHECK_STATUS(dp_gn_diag_dense_f32(x, NS * STRIDE, NS, DIM, STRIDE, DP_GN_WEIGHTS_GIVEN,
+                                              w, NS, NULL, 0, DIM, 0.25, h, DIM),
+                         DP_OK);
         else
-            CHECK_STATUS(dp_gn_diag_logistic_f32(x, NS, DIM, STRIDE, zl, 0.25f, h), DP_OK);
+            CHECK_STATUS(dp_gn_diag_dense_f32(x, NS * STRIDE, NS, DIM, STRIDE,
+                                              DP_GN_WEIGHTS_LOGISTIC, zl, NS, NULL, 0, DIM, 0.25,
+                                              h, DIM),
+                         DP_OK);
         for (int j = 0; j < DIM; j++) CHECK(close_to(h[j], expected[j], expected[j]));
     }
 }
@@ -82,21 +105,18 @@ static void linear_and_softmax(void) {
             }
         }
         if (variant == 0)
-            CHECK_STATUS(dp_gn_diag_linear_f32(x, NS, DIM, s_fac, C, 0.0f, h, hb), DP_OK);
+            CHECK_STATUS(linear(DP_GN_OUTPUT_FACTORS, s_fac, 0, 0.0, h, hb), DP_OK);
         else
-            CHECK_STATUS(
-                dp_gn_diag_softmax_f32(x, z, NS, DIM, C, DP_GN_EXACT, 0, 0.0f, h, hb), DP_OK);
+            CHECK_STATUS(linear(DP_GN_SOFTMAX_EXACT, z, 0, 0.0, h, hb), DP_OK);
         for (int i = 0; i < C * DIM; i++) CHECK(close_to(h[i], eh[i], eh[i]));
         for (int c = 0; c < C; c++) CHECK(close_to(hb[c], ehb[c], ehb[c]));
     }
     /* Sampled: reproducible for a seed, different across seeds, each factor (p - e_y)^2 so the
      * bias diagonal sums to (1/N) sum_n |p_n - e_y|^2 in (0, 2). */
     float a[C * DIM], b[C * DIM], c2[C * DIM], hb[C];
-    CHECK_STATUS(dp_gn_diag_softmax_f32(x, z, NS, DIM, C, DP_GN_SAMPLED, 7, 0.0f, a, hb), DP_OK);
-    CHECK_STATUS(dp_gn_diag_softmax_f32(x, z, NS, DIM, C, DP_GN_SAMPLED, 7, 0.0f, b, NULL),
-                 DP_OK);
-    CHECK_STATUS(dp_gn_diag_softmax_f32(x, z, NS, DIM, C, DP_GN_SAMPLED, 8, 0.0f, c2, NULL),
-                 DP_OK);
+    CHECK_STATUS(linear(DP_GN_SOFTMAX_SAMPLED, z, 7, 0.0, a, hb), DP_OK);
+    CHECK_STATUS(linear(DP_GN_SOFTMAX_SAMPLED, z, 7, 0.0, b, NULL), DP_OK);
+    CHECK_STATUS(linear(DP_GN_SOFTMAX_SAMPLED, z, 8, 0.0, c2, NULL), DP_OK);
     CHECK(dp_same_bits(a, b, C * DIM));
     CHECK(!dp_same_bits(a, c2, C * DIM));
     double total = 0.0;
@@ -128,7 +148,9 @@ static void bases(void) {
         h[a] = NAN;
         (void)scale;
     }
-    CHECK_STATUS(dp_gn_diag_weighted_in_basis_f32(x, NS, DIM, STRIDE, w, u, K, 0.0f, h), DP_OK);
+    CHECK_STATUS(dp_gn_diag_dense_f32(x, NS * STRIDE, NS, DIM, STRIDE, DP_GN_WEIGHTS_GIVEN, w, NS,
+                                      u, DIM * K, K, 0.0, h, K),
+                 DP_OK);
     for (int a = 0; a < K; a++) CHECK(fabs(h[a] - eh[a]) <= 1e-5 * (fabs(eh[a]) + 1.0));
 
     static float hk[C * DIM], hkb[C];
@@ -157,8 +179,8 @@ static void bases(void) {
     }
     for (int i = 0; i < C * DIM; i++) hk[i] = 1.0f;
     for (int i = 0; i < C; i++) hkb[i] = 1.0f;
-    CHECK_STATUS(dp_gn_diag_softmax_in_kronecker_f32(x, z, NS, DIM, C, DP_GN_EXACT, 0, qc, qx,
-                                                     0.5f, hk, hkb),
+    CHECK_STATUS(dp_gn_diag_linear_f32(x, NS * DIM, NS, DIM, DP_GN_SOFTMAX_EXACT, z, NS * C, C, 0,
+                                       qc, C * C, qx, DIM * DIM, 0.5, hk, C * DIM, hkb, C),
                  DP_OK);
     for (int i = 0; i < C * DIM; i++)
         CHECK(fabs(hk[i] - (0.5 + 0.5 * ek[i])) <= 1e-4 * (fabs(ek[i]) + 1.0));
@@ -196,7 +218,7 @@ static void steps(void) {
     configs[2].power = 0.7;
     configs[2].weight_decay = 0.1;
     configs[2].lr = 0.01;
-    configs[3].sophia = true;
+    configs[3].sophia = 1;
     configs[3].beta1 = 0.96;
     configs[3].lr = 0.01;
     for (int k = 0; k < 4; k++) {
@@ -232,16 +254,29 @@ static void threads_agree(void) {
     for (unsigned i = 0; i < BN * BD; i++) bx[i] = dp_value(i, 9, 1.0f);
     for (unsigned i = 0; i < BN * C; i++) bz[i] = dp_value(i, 10, 3.0f);
     CHECK_STATUS(dp_set_num_threads(1), DP_OK);
-    CHECK_STATUS(dp_gn_diag_weighted_f32(bx, BN, BD, BD, NULL, 0.0f, h1), DP_OK);
-    CHECK_STATUS(dp_gn_diag_softmax_f32(bx, bz, BN, BD, C, DP_GN_SAMPLED, 3, 0.0f, l1, NULL),
+    CHECK_STATUS(dp_gn_diag_dense_f32(bx, BN * BD, BN, BD, BD, DP_GN_WEIGHTS_GIVEN, NULL, 0, NULL,
+                                      0, BD, 0.0, h1, BD),
+                 DP_OK);
+    CHECK_STATUS(dp_gn_diag_linear_f32(bx, BN * BD, BN, BD, DP_GN_SOFTMAX_SAMPLED, bz, BN * C, C,
+                                       3, NULL, 0, NULL, 0, 0.0, l1, C * BD, NULL, 0),
                  DP_OK);
     CHECK_STATUS(dp_set_num_threads(3), DP_OK);
-    CHECK_STATUS(dp_gn_diag_weighted_f32(bx, BN, BD, BD, NULL, 0.0f, h3), DP_OK);
-    CHECK_STATUS(dp_gn_diag_softmax_f32(bx, bz, BN, BD, C, DP_GN_SAMPLED, 3, 0.0f, l3, NULL),
+    CHECK_STATUS(dp_gn_diag_dense_f32(bx, BN * BD, BN, BD, BD, DP_GN_WEIGHTS_GIVEN, NULL, 0, NULL,
+                                      0, BD, 0.0, h3, BD),
+                 DP_OK);
+    CHECK_STATUS(dp_gn_diag_linear_f32(bx, BN * BD, BN, BD, DP_GN_SOFTMAX_SAMPLED, bz, BN * C, C,
+                                       3, NULL, 0, NULL, 0, 0.0, l3, C * BD, NULL, 0),
                  DP_OK);
     CHECK(dp_same_bits(h1, h3, BD));
     CHECK(dp_same_bits(l1, l3, C * BD));
     CHECK_STATUS(dp_set_num_threads(0), DP_OK);
+}
+
+/* Shorthands for the identity-basis dense diagonal over x's NS rows of STRIDE floats. */
+static dp_status dense(const float *xs, size_t n, size_t dim, size_t stride, float *h) {
+    size_t x_len = n == 0 ? 0 : (n - 1) * stride + dim;
+    return dp_gn_diag_dense_f32(xs, x_len, n, dim, stride, DP_GN_WEIGHTS_GIVEN, NULL, 0, NULL, 0,
+                                dim, 0.0, h, dim);
 }
 
 /* Every error status the GN exports can return (DP_ERR_ALLOCATION aside: it needs a workspace
@@ -253,41 +288,80 @@ static void errors_write_nothing(void) {
     memcpy(hs, h, sizeof h);
     memcpy(hbs, hb, sizeof hb);
 #define UNCHANGED() CHECK(memcmp(h, hs, sizeof h) == 0 && memcmp(hb, hbs, sizeof hb) == 0)
+    const size_t XL = NS * STRIDE;
     /* NULL pointers. */
-    CHECK_STATUS(dp_gn_diag_weighted_f32(NULL, NS, DIM, STRIDE, NULL, 0.0f, h),
+    CHECK_STATUS(dp_gn_diag_dense_f32(NULL, XL, NS, DIM, STRIDE, DP_GN_WEIGHTS_GIVEN, NULL, 0,
+                                      NULL, 0, DIM, 0.0, h, DIM),
                  DP_ERR_NULL_POINTER);
     CHECK(strstr(dp_last_error_message(), "x") != NULL);
-    CHECK_STATUS(dp_gn_diag_weighted_f32(x, NS, DIM, STRIDE, NULL, 0.0f, NULL),
+    CHECK_STATUS(dp_gn_diag_dense_f32(x, XL, NS, DIM, STRIDE, DP_GN_WEIGHTS_GIVEN, NULL, 0, NULL,
+                                      0, DIM, 0.0, NULL, DIM),
                  DP_ERR_NULL_POINTER);
-    CHECK_STATUS(dp_gn_diag_logistic_f32(x, NS, DIM, STRIDE, NULL, 0.0f, h), DP_ERR_NULL_POINTER);
-    CHECK_STATUS(dp_gn_diag_linear_f32(x, NS, DIM, NULL, C, 0.0f, h, hb), DP_ERR_NULL_POINTER);
-    CHECK_STATUS(dp_gn_diag_softmax_f32(x, NULL, NS, DIM, C, DP_GN_EXACT, 0, 0.0f, h, hb),
+    CHECK_STATUS(dp_gn_diag_dense_f32(x, XL, NS, DIM, STRIDE, DP_GN_WEIGHTS_LOGISTIC, NULL, NS,
+                                      NULL, 0, DIM, 0.0, h, DIM),
                  DP_ERR_NULL_POINTER);
-    CHECK_STATUS(dp_gn_diag_weighted_in_basis_f32(x, NS, DIM, STRIDE, NULL, NULL, 3, 0.0f, h),
+    CHECK_STATUS(linear(DP_GN_OUTPUT_FACTORS, NULL, 0, 0.0, h, hb), DP_ERR_NULL_POINTER);
+    CHECK_STATUS(linear(DP_GN_SOFTMAX_EXACT, NULL, 0, 0.0, h, hb), DP_ERR_NULL_POINTER);
+    CHECK_STATUS(dp_gn_diag_dense_f32(x, XL, NS, DIM, STRIDE, DP_GN_WEIGHTS_GIVEN, NULL, 0, NULL,
+                                      DIM * 3, 3, 0.0, h, 3),
                  DP_ERR_NULL_POINTER);
-    CHECK_STATUS(dp_gn_diag_softmax_in_kronecker_f32(x, z, NS, DIM, C, DP_GN_EXACT, 0, NULL, NULL,
-                                                     0.0f, h, hb),
+    CHECK_STATUS(dp_gn_diag_linear_f32(x, NS * DIM, NS, DIM, DP_GN_SOFTMAX_EXACT, z, NS * C, C, 0,
+                                       NULL, C * C, NULL, DIM * DIM, 0.0, h, C * DIM, hb, C),
                  DP_ERR_NULL_POINTER);
     CHECK_STATUS(dp_gn_step_f32(NULL, 1, h, h + 10, NULL, h + 20, 5), DP_ERR_NULL_POINTER);
     UNCHANGED();
     /* Lengths. */
-    CHECK_STATUS(dp_gn_diag_weighted_f32(x, 0, DIM, STRIDE, NULL, 0.0f, h), DP_ERR_LENGTH);
-    CHECK_STATUS(dp_gn_diag_weighted_f32(x, NS, DIM, DIM - 1, NULL, 0.0f, h), DP_ERR_LENGTH);
+    CHECK_STATUS(dense(x, 0, DIM, STRIDE, h), DP_ERR_LENGTH);
+    CHECK_STATUS(dense(x, NS, DIM, DIM - 1, h), DP_ERR_LENGTH);
     CHECK(strstr(dp_last_error_message(), "row_stride") != NULL);
-    CHECK_STATUS(dp_gn_diag_weighted_f32(x, SIZE_MAX / 2, DIM, STRIDE, NULL, 0.0f, h),
+    CHECK_STATUS(dp_gn_diag_dense_f32(x, XL, SIZE_MAX / 2, DIM, STRIDE, DP_GN_WEIGHTS_GIVEN, NULL,
+                                      0, NULL, 0, DIM, 0.0, h, DIM),
                  DP_ERR_LENGTH);
-    CHECK_STATUS(dp_gn_diag_linear_f32(x, SIZE_MAX / 2, 4, s_fac, C, 0.0f, h, hb), DP_ERR_LENGTH);
-    CHECK_STATUS(dp_gn_diag_softmax_f32(x, z, 0, DIM, C, DP_GN_EXACT, 0, 0.0f, h, hb),
+    CHECK_STATUS(dp_gn_diag_linear_f32(x, NS * DIM, SIZE_MAX / 2, 4, DP_GN_OUTPUT_FACTORS, s_fac,
+                                       NS * C, C, 0, NULL, 0, NULL, 0, 0.0, h, C * 4, hb, C),
+                 DP_ERR_LENGTH);
+    CHECK_STATUS(dp_gn_diag_linear_f32(x, 0, 0, DIM, DP_GN_SOFTMAX_EXACT, z, 0, C, 0, NULL, 0,
+                                       NULL, 0, 0.0, h, C * DIM, hb, C),
+                 DP_ERR_LENGTH);
+    /* Every count against what the call needs: x one float short, weights, u, h, s, h_bias,
+     * q_c and q_x each off by one. */
+    CHECK_STATUS(dp_gn_diag_dense_f32(x, (NS - 1) * STRIDE + DIM - 1, NS, DIM, STRIDE,
+                                      DP_GN_WEIGHTS_GIVEN, NULL, 0, NULL, 0, DIM, 0.0, h, DIM),
+                 DP_ERR_LENGTH);
+    CHECK_STATUS(dp_gn_diag_dense_f32(x, XL, NS, DIM, STRIDE, DP_GN_WEIGHTS_GIVEN, w, NS - 1,
+                                      NULL, 0, DIM, 0.0, h, DIM),
+                 DP_ERR_LENGTH);
+    CHECK_STATUS(dp_gn_diag_dense_f32(x, XL, NS, DIM, STRIDE, DP_GN_WEIGHTS_GIVEN, NULL, 0, s_fac,
+                                      DIM * 2 - 1, 2, 0.0, h, 2),
+                 DP_ERR_LENGTH);
+    CHECK_STATUS(dp_gn_diag_dense_f32(x, XL, NS, DIM, STRIDE, DP_GN_WEIGHTS_GIVEN, NULL, 0, NULL,
+                                      0, DIM, 0.0, h, DIM - 1),
+                 DP_ERR_LENGTH);
+    CHECK_STATUS(dp_gn_diag_dense_f32(x, XL, NS, DIM, STRIDE, DP_GN_WEIGHTS_GIVEN, NULL, 0, NULL,
+                                      0, DIM - 1, 0.0, h, DIM - 1),
+                 DP_ERR_LENGTH);
+    CHECK_STATUS(dp_gn_diag_linear_f32(x, NS * DIM, NS, DIM, DP_GN_OUTPUT_FACTORS, s_fac,
+                                       NS * C - 1, C, 0, NULL, 0, NULL, 0, 0.0, h, C * DIM, hb, C),
+                 DP_ERR_LENGTH);
+    CHECK_STATUS(dp_gn_diag_linear_f32(x, NS * DIM, NS, DIM, DP_GN_OUTPUT_FACTORS, s_fac, NS * C,
+                                       C, 0, NULL, 0, NULL, 0, 0.0, h, C * DIM, hb, C - 1),
+                 DP_ERR_LENGTH);
+    CHECK_STATUS(dp_gn_diag_linear_f32(x, NS * DIM, NS, DIM, DP_GN_SOFTMAX_EXACT, z, NS * C, C, 0,
+                                       s_fac, C * C - 1, x, DIM * DIM, 0.0, h, C * DIM, hb, C),
                  DP_ERR_LENGTH);
     UNCHANGED();
     /* Hyperparameters. */
-    CHECK_STATUS(dp_gn_diag_weighted_f32(x, NS, DIM, STRIDE, NULL, 1.0f, h),
+    CHECK_STATUS(dp_gn_diag_dense_f32(x, XL, NS, DIM, STRIDE, DP_GN_WEIGHTS_GIVEN, NULL, 0, NULL,
+                                      0, DIM, 1.0, h, DIM),
                  DP_ERR_INVALID_HYPERPARAMETER);
     CHECK(strstr(dp_last_error_message(), "beta") != NULL);
-    CHECK_STATUS(dp_gn_diag_linear_f32(x, NS, DIM, s_fac, C, NAN, h, hb),
+    /* A double beta below 1 that rounds to 1 in float. */
+    CHECK_STATUS(dp_gn_diag_dense_f32(x, XL, NS, DIM, STRIDE, DP_GN_WEIGHTS_GIVEN, NULL, 0, NULL,
+                                      0, DIM, 1.0 - 1e-12, h, DIM),
                  DP_ERR_INVALID_HYPERPARAMETER);
-    CHECK_STATUS(dp_gn_diag_softmax_f32(x, z, NS, DIM, C, DP_GN_EXACT, 0, -0.5f, h, hb),
+    CHECK_STATUS(linear(DP_GN_OUTPUT_FACTORS, s_fac, 0, NAN, h, hb),
                  DP_ERR_INVALID_HYPERPARAMETER);
+    CHECK_STATUS(linear(DP_GN_SOFTMAX_EXACT, z, 0, -0.5, h, hb), DP_ERR_INVALID_HYPERPARAMETER);
     dp_gn_config c = dp_gn_config_default(), bad = c;
     float p[8] = {1, 2, 3, 4, 5, 6, 7, 8}, ps[8], g[8] = {1, 1, 1, 1, 1, 1, 1, 1}, m[8] = {0},
           hh[8] = {1, 1, 1, 1, 1, 1, 1, 1};
@@ -299,7 +373,7 @@ static void errors_write_nothing(void) {
     bad.power = INFINITY;
     CHECK_STATUS(dp_gn_step_f32(&bad, 1, p, g, m, hh, 8), DP_ERR_INVALID_HYPERPARAMETER);
     bad = c;
-    bad.sophia = true;
+    bad.sophia = 1;
     bad.sophia_eps = 0.0;
     CHECK_STATUS(dp_gn_step_f32(&bad, 1, p, g, m, hh, 8), DP_ERR_INVALID_HYPERPARAMETER);
     bad = c;
@@ -308,20 +382,33 @@ static void errors_write_nothing(void) {
     CHECK_STATUS(dp_gn_step_f32(&c, 0, p, g, m, hh, 8), DP_ERR_INVALID_HYPERPARAMETER);
     CHECK(memcmp(p, ps, sizeof p) == 0);
     UNCHANGED();
-    /* Invalid arguments: an unknown estimator, a misaligned buffer. */
-    CHECK_STATUS(dp_gn_diag_softmax_f32(x, z, NS, DIM, C, 2u, 0, 0.0f, h, hb),
+    /* Invalid arguments: an unknown mode, half a Kronecker basis, output factors in a Kronecker
+     * basis, a misaligned buffer. */
+    CHECK_STATUS(linear(3u, z, 0, 0.0, h, hb), DP_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(dp_last_error_message(), "output") != NULL);
+    CHECK_STATUS(dp_gn_diag_dense_f32(x, XL, NS, DIM, STRIDE, 2u, NULL, 0, NULL, 0, DIM, 0.0, h,
+                                      DIM),
                  DP_ERR_INVALID_ARGUMENT);
-    CHECK(strstr(dp_last_error_message(), "estimator") != NULL);
-    CHECK_STATUS(dp_gn_diag_softmax_in_kronecker_f32(x, z, NS, 2, 2, 99u, 0, s_fac, s_fac, 0.0f,
-                                                     h, hb),
+    CHECK(strstr(dp_last_error_message(), "weighting") != NULL);
+    CHECK_STATUS(dp_gn_diag_linear_f32(x, 4, 2, 2, 99u, z, 4, 2, 0, s_fac, 4, s_fac, 4, 0.0, h, 4,
+                                       hb, 2),
+                 DP_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(dp_gn_diag_linear_f32(x, 4, 2, 2, DP_GN_SOFTMAX_EXACT, z, 4, 2, 0, s_fac, 4, NULL,
+                                       0, 0.0, h, 4, hb, 2),
+                 DP_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(dp_gn_diag_linear_f32(x, 4, 2, 2, DP_GN_OUTPUT_FACTORS, z, 4, 2, 0, s_fac, 4,
+                                       s_fac, 4, 0.0, h, 4, hb, 2),
                  DP_ERR_INVALID_ARGUMENT);
     float *misaligned = (float *)(void *)((char *)(void *)h + 1);
-    CHECK_STATUS(dp_gn_diag_weighted_f32(x, NS, DIM - 1, STRIDE, NULL, 0.0f, misaligned),
+    CHECK_STATUS(dp_gn_diag_dense_f32(x, XL, NS, DIM - 1, STRIDE, DP_GN_WEIGHTS_GIVEN, NULL, 0,
+                                      NULL, 0, DIM - 1, 0.0, misaligned, DIM - 1),
                  DP_ERR_INVALID_ARGUMENT);
     UNCHANGED();
     /* Aliasing: an output over an input, two outputs over each other. */
-    CHECK_STATUS(dp_gn_diag_weighted_f32(h, 2, 4, 4, NULL, 0.0f, h + 6), DP_ERR_ALIASING);
-    CHECK_STATUS(dp_gn_diag_linear_f32(x, NS, DIM, s_fac, C, 0.0f, h, h + 4), DP_ERR_ALIASING);
+    CHECK_STATUS(dense(h, 2, 4, 4, h + 6), DP_ERR_ALIASING);
+    CHECK_STATUS(dp_gn_diag_linear_f32(x, NS * DIM, NS, DIM, DP_GN_OUTPUT_FACTORS, s_fac, NS * C,
+                                       C, 0, NULL, 0, NULL, 0, 0.0, h, C * DIM, h + 4, C),
+                 DP_ERR_ALIASING);
     CHECK(strstr(dp_last_error_message(), "h_bias") != NULL);
     CHECK_STATUS(dp_gn_step_f32(&c, 1, p, g, p + 1, hh, 4), DP_ERR_ALIASING);
     CHECK(memcmp(p, ps, sizeof p) == 0);
@@ -331,7 +418,7 @@ static void errors_write_nothing(void) {
     memcpy(p, ps, sizeof p);
     /* Non-finite grad or h with check_finite. */
     bad = c;
-    bad.check_finite = true;
+    bad.check_finite = 1;
     hh[7] = NAN;
     CHECK_STATUS(dp_gn_step_f32(&bad, 1, p, g, m, hh, 8), DP_ERR_NON_FINITE);
     hh[7] = 1.0f;
@@ -340,8 +427,64 @@ static void errors_write_nothing(void) {
     CHECK(memcmp(p, ps, sizeof p) == 0 && m[0] == 0.0f);
     /* Empty buffers with a zero length are fine. */
     CHECK_STATUS(dp_gn_step_f32(&c, 1, NULL, NULL, NULL, NULL, 0), DP_OK);
-    CHECK_STATUS(dp_gn_diag_weighted_f32(x, NS, 0, 0, NULL, 0.0f, NULL), DP_OK);
+    CHECK_STATUS(dp_gn_diag_dense_f32(x, XL, NS, 0, 0, DP_GN_WEIGHTS_GIVEN, NULL, 0, NULL, 0, 0,
+                                      0.0, NULL, 0),
+                 DP_OK);
 #undef UNCHANGED
+}
+
+/* The issue 13 defects of the GN exports, each failing on the old library. */
+static void issue_13_regressions(void) {
+    float p[4] = {1, 2, 3, 4}, ps[4], g[4] = {0, 0, 0, 0}, h0[4] = {0, 0, 0, 0};
+    memcpy(ps, p, sizeof p);
+    dp_gn_config c = dp_gn_config_default();
+    /* Defect 2: damping = 1e-46 is 0 in float: (h + damping)^-1 is inf. */
+    dp_gn_config bad = c;
+    bad.damping = 1e-46;
+    CHECK_STATUS(dp_gn_step_f32(&bad, 1, p, g, NULL, h0, 4), DP_ERR_INVALID_HYPERPARAMETER);
+    /* Defect 2: damping = 1e-39 (a float subnormal) with power -1 and h = 0: 1 / 1e-39 = 1e39
+     * overflows float. */
+    bad = c;
+    bad.damping = 1e-39;
+    bad.power = -1.0;
+    CHECK_STATUS(dp_gn_step_f32(&bad, 1, p, g, NULL, h0, 4), DP_ERR_INVALID_HYPERPARAMETER);
+    CHECK(memcmp(p, ps, sizeof p) == 0);
+    /* Defect 4: flags are uint32_t and only 0 or 1 is valid (a bool byte of 2 was UB). */
+    bad = c;
+    bad.check_finite = 2;
+    CHECK_STATUS(dp_gn_step_f32(&bad, 1, p, g, NULL, h0, 4), DP_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(dp_last_error_message(), "check_finite") != NULL);
+    bad = c;
+    bad.bias_correction = 0xffffffffu;
+    CHECK_STATUS(dp_gn_step_f32(&bad, 1, p, g, NULL, h0, 4), DP_ERR_INVALID_ARGUMENT);
+    bad = c;
+    bad.struct_size = 0;
+    CHECK_STATUS(dp_gn_step_f32(&bad, 1, p, g, NULL, h0, 4), DP_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(dp_last_error_message(), "struct_size") != NULL);
+    CHECK(memcmp(p, ps, sizeof p) == 0);
+    /* Defect 5: a config at an odd address is read unaligned: same result as an aligned one. */
+    unsigned char raw[sizeof(dp_gn_config) + 1];
+    dp_gn_config odd = c;
+    odd.lr = 0.5;
+    memcpy(raw + 1, &odd, sizeof odd);
+    float q[4] = {1, 2, 3, 4}, g1[4] = {1, -1, 2, -2}, h1[4] = {1, 1, 1, 1};
+    CHECK_STATUS(dp_gn_step_f32((const dp_gn_config *)(void *)(raw + 1), 1, q, g1, NULL, h1, 4),
+                 DP_OK);
+    float r[4] = {1, 2, 3, 4};
+    CHECK_STATUS(dp_gn_step_f32(&odd, 1, r, g1, NULL, h1, 4), DP_OK);
+    CHECK(dp_same_bits(q, r, 4));
+    /* Defect 3: a range that wraps the address space is a length error, not a SIGSEGV. */
+    CHECK_STATUS(dp_gn_step_f32(&c, 1, (float *)(uintptr_t)(UINTPTR_MAX - 7), g, NULL, h0, 4),
+                 DP_ERR_LENGTH);
+    CHECK_STATUS(dp_gn_diag_dense_f32(x, NS * STRIDE, NS, 4, STRIDE, DP_GN_WEIGHTS_GIVEN, NULL, 0,
+                                      NULL, 0, 4, 0.0, (float *)(uintptr_t)(UINTPTR_MAX - 15), 4),
+                 DP_ERR_LENGTH);
+    /* Defect 8: dp_gn_matrix_accumulate_f32 with n_samples = 0 (it wiped h with beta = 0). */
+    float hm[4] = {1, 2, 2, 5}, hms[4];
+    memcpy(hms, hm, sizeof hm);
+    CHECK_STATUS(dp_gn_matrix_accumulate_f32(hm, 4, 2, x, NS * STRIDE, 0, 2, NULL, 0, 0.0),
+                 DP_ERR_LENGTH);
+    CHECK(memcmp(hm, hms, sizeof hm) == 0);
 }
 
 int main(void) {
@@ -352,5 +495,6 @@ int main(void) {
     steps();
     threads_agree();
     errors_write_nothing();
+    issue_13_regressions();
     return dp_test_finish("gn (C)");
 }

@@ -76,6 +76,21 @@ static void handles_rotate_and_move() {
     diagprec::rotated_gn_step(gn, 0, b, p.data(), g.data(), nullptr, h.data(), d, ws.data(),
                               ws.size(), ec);
     CHECK(ec == DP_ERR_INVALID_HYPERPARAMETER);
+
+    // A handle used after its owner freed it is refused, and freeing it again is a no-op.
+    dp_basis* stale = nullptr;
+    {
+        auto tmp = diagprec::basis::dense(u, d);
+        stale = tmp.get();
+    }
+    diagprec::basis dangling(stale);
+    thrown = false;
+    try {
+        dangling.info();
+    } catch (const diagprec::error& e) {
+        thrown = e.status() == DP_ERR_INVALID_ARGUMENT;
+    }
+    CHECK(thrown);
 }
 
 static void soap_like_loop() {

@@ -18,7 +18,9 @@ static void wrappers_match_the_c_abi() {
 
     std::vector<float> h(dim, 0.5f), h2(dim, 0.5f);
     diagprec::gn_diag_weighted(x, n, 0.9f, h);
-    CHECK_STATUS(dp_gn_diag_weighted_f32(x.data(), n, dim, dim, nullptr, 0.9f, h2.data()), DP_OK);
+    CHECK_STATUS(dp_gn_diag_dense_f32(x.data(), x.size(), n, dim, dim, DP_GN_WEIGHTS_GIVEN, nullptr,
+                                      0, nullptr, 0, dim, 0.9, h2.data(), dim),
+                 DP_OK);
     CHECK(dp_same_bits(h.data(), h2.data(), dim));
     // h_j = 0.9 * 0.5 + 0.1 * mean x^2, checked on one column in double.
     double mean = 0.0;
@@ -28,8 +30,9 @@ static void wrappers_match_the_c_abi() {
     std::vector<float> hs(classes * dim), hb(classes), hs2(classes * dim), hb2(classes);
     diagprec::gn_diag_softmax(x.data(), z.data(), n, dim, classes, diagprec::gn_estimator::sampled,
                               11, 0.0f, hs.data(), hb.data());
-    CHECK_STATUS(dp_gn_diag_softmax_f32(x.data(), z.data(), n, dim, classes, DP_GN_SAMPLED, 11,
-                                        0.0f, hs2.data(), hb2.data()),
+    CHECK_STATUS(dp_gn_diag_linear_f32(x.data(), x.size(), n, dim, DP_GN_SOFTMAX_SAMPLED, z.data(),
+                                       z.size(), classes, 11, nullptr, 0, nullptr, 0, 0.0,
+                                       hs2.data(), hs2.size(), hb2.data(), hb2.size()),
                  DP_OK);
     CHECK(dp_same_bits(hs.data(), hs2.data(), hs.size()));
     CHECK(dp_same_bits(hb.data(), hb2.data(), hb.size()));

@@ -92,7 +92,11 @@ impl Place {
     /// bf16 or f16 bits of small positive values.
     fn half(&mut self, n: usize, format: u32) -> *mut u16 {
         self.next(n, move |i| {
-            let base = if format == DP_FORMAT_BF16 { 0x3c00 } else { 0x2000 };
+            let base = if format == DP_FORMAT_BF16 {
+                0x3c00
+            } else {
+                0x2000
+            };
             base + (i % 31) as u16
         })
     }
@@ -153,7 +157,16 @@ fn elementwise(p: &mut Place, n: usize) -> Vec<dp_status> {
     let mut out = Vec::new();
     // SAFETY (every call): each pointer is valid for the count passed with it.
     unsafe {
-        out.push(dp_adam_step_f32(&cfg, 3, p.f32(n), p.f32(n), p.f32(n), p.f32(n), p.f32(n), n));
+        out.push(dp_adam_step_f32(
+            &cfg,
+            3,
+            p.f32(n),
+            p.f32(n),
+            p.f32(n),
+            p.f32(n),
+            p.f32(n),
+            n,
+        ));
         let t = dp_adam_tensor_f32 {
             param: p.f32(n),
             grad: p.f32(n),
@@ -165,7 +178,9 @@ fn elementwise(p: &mut Place, n: usize) -> Vec<dp_status> {
         let list = p.list(t);
         out.push(dp_adam_step_multi_f32(&cfg, 3, list, 1));
         let mut norm = 0.0;
-        out.push(dp_adam_step_clipped_multi_f32(&cfg, 3, list, 1, 1.0, &mut norm));
+        out.push(dp_adam_step_clipped_multi_f32(
+            &cfg, 3, list, 1, 1.0, &mut norm,
+        ));
         let mut found = 0u32;
         out.push(dp_grad_norm_multi_f32(list, 1, 1.0, &mut norm, &mut found));
         let mut plain = cfg;
@@ -181,11 +196,15 @@ fn elementwise(p: &mut Place, n: usize) -> Vec<dp_status> {
                     len: n,
                 };
                 let list = p.list(t);
-                out.push(dp_adam_master_step_multi(&plain, 3, format, rounding, 7, list, 1));
+                out.push(dp_adam_master_step_multi(
+                    &plain, 3, format, rounding, 7, list, 1,
+                ));
                 out.push(dp_adam_master_step_clipped_multi(
                     &plain, 3, format, rounding, 7, list, 1, 1.0, &mut norm,
                 ));
-                out.push(dp_grad_norm_master_multi(format, list, 1, 1.0, &mut norm, &mut found));
+                out.push(dp_grad_norm_master_multi(
+                    format, list, 1, 1.0, &mut norm, &mut found,
+                ));
             }
         }
         let t = dp_adam_bf16_state_tensor {
@@ -195,7 +214,13 @@ fn elementwise(p: &mut Place, n: usize) -> Vec<dp_status> {
             exp_avg_sq_bf16: p.half(n, DP_FORMAT_BF16),
             len: n,
         };
-        out.push(dp_adam_bf16_state_step_multi_f32(&plain, 3, 7, p.list(t), 1));
+        out.push(dp_adam_bf16_state_step_multi_f32(
+            &plain,
+            3,
+            7,
+            p.list(t),
+            1,
+        ));
         let s = dp_adam_8bit_scales_len(n);
         let t = dp_adam_8bit_tensor {
             param: p.f32(n),
@@ -209,36 +234,124 @@ fn elementwise(p: &mut Place, n: usize) -> Vec<dp_status> {
         };
         out.push(dp_adam_8bit_step_multi_f32(&plain, 3, p.list(t), 1));
         for moment in [DP_MOMENT_EXP_AVG, DP_MOMENT_EXP_AVG_SQ] {
-            out.push(dp_adam_8bit_quantize_f32(moment, p.f32(n), n, p.u8(n), n, p.f32(s), s));
-            out.push(dp_adam_8bit_dequantize_f32(moment, p.u8(n), n, p.f32(s), s, p.f32(n), n));
+            out.push(dp_adam_8bit_quantize_f32(
+                moment,
+                p.f32(n),
+                n,
+                p.u8(n),
+                n,
+                p.f32(s),
+                s,
+            ));
+            out.push(dp_adam_8bit_dequantize_f32(
+                moment,
+                p.u8(n),
+                n,
+                p.f32(s),
+                s,
+                p.f32(n),
+                n,
+            ));
         }
-        out.push(dp_gn_step_f32(&gcfg, 3, p.f32(n), p.f32(n), p.f32(n), p.f32(n), n));
+        out.push(dp_gn_step_f32(
+            &gcfg,
+            3,
+            p.f32(n),
+            p.f32(n),
+            p.f32(n),
+            p.f32(n),
+            n,
+        ));
         // The identity basis: rotations and rotated steps over n floats.
         let b = identity(n);
         for direction in [DP_ROTATE_INTO, DP_ROTATE_OUT] {
-            out.push(dp_basis_rotate_f32(b, direction, p.f32(n), n, p.f32(n), n, std::ptr::null_mut(), 0));
+            out.push(dp_basis_rotate_f32(
+                b,
+                direction,
+                p.f32(n),
+                n,
+                p.f32(n),
+                n,
+                std::ptr::null_mut(),
+                0,
+            ));
         }
         out.push(dp_adam_rotated_step_f32(
-            &cfg, 3, b, p.f32(n), p.f32(n), p.f32(n), p.f32(n), p.f32(n), n, std::ptr::null_mut(), 0,
+            &cfg,
+            3,
+            b,
+            p.f32(n),
+            p.f32(n),
+            p.f32(n),
+            p.f32(n),
+            p.f32(n),
+            n,
+            std::ptr::null_mut(),
+            0,
         ));
         out.push(dp_gn_rotated_step_f32(
-            &gcfg, 3, b, p.f32(n), p.f32(n), p.f32(n), p.f32(n), n, std::ptr::null_mut(), 0,
+            &gcfg,
+            3,
+            b,
+            p.f32(n),
+            p.f32(n),
+            p.f32(n),
+            p.f32(n),
+            n,
+            std::ptr::null_mut(),
+            0,
         ));
         dp_basis_free(b);
         // GN diagonals with n features: 3 samples (rows of stride n + 1).
         let (samples, stride) = (3usize, n + 1);
-        let x_len = if n == 0 { 0 } else { (samples - 1) * stride + n };
+        let x_len = if n == 0 {
+            0
+        } else {
+            (samples - 1) * stride + n
+        };
         for weighting in [DP_GN_WEIGHTS_GIVEN, DP_GN_WEIGHTS_LOGISTIC] {
             out.push(dp_gn_diag_dense_f32(
-                p.f32(x_len), x_len, samples, n, stride, weighting, p.f32(samples), samples,
-                std::ptr::null(), 0, n, 0.9, p.f32(n), n,
+                p.f32(x_len),
+                x_len,
+                samples,
+                n,
+                stride,
+                weighting,
+                p.f32(samples),
+                samples,
+                std::ptr::null(),
+                0,
+                n,
+                0.9,
+                p.f32(n),
+                n,
             ));
         }
-        for output in [DP_GN_OUTPUT_FACTORS, DP_GN_SOFTMAX_EXACT, DP_GN_SOFTMAX_SAMPLED] {
+        for output in [
+            DP_GN_OUTPUT_FACTORS,
+            DP_GN_SOFTMAX_EXACT,
+            DP_GN_SOFTMAX_SAMPLED,
+        ] {
             let c = 3usize;
             out.push(dp_gn_diag_linear_f32(
-                p.f32(samples * n), samples * n, samples, n, output, p.f32(samples * c), samples * c, c, 7,
-                std::ptr::null(), 0, std::ptr::null(), 0, 0.9, p.f32(c * n), c * n, p.f32(c), c,
+                p.f32(samples * n),
+                samples * n,
+                samples,
+                n,
+                output,
+                p.f32(samples * c),
+                samples * c,
+                c,
+                7,
+                std::ptr::null(),
+                0,
+                std::ptr::null(),
+                0,
+                0.9,
+                p.f32(c * n),
+                c * n,
+                p.f32(c),
+                c,
             ));
         }
     }
@@ -258,16 +371,38 @@ fn matrices(p: &mut Place, n: usize) -> Vec<dp_status> {
     // SAFETY (every call): each pointer is valid for the count passed with it.
     unsafe {
         let mut dense = std::ptr::null_mut();
-        out.push(dp_basis_create_from_symmetric_f32(p.square(d, false), d * d, d, &mut dense));
+        out.push(dp_basis_create_from_symmetric_f32(
+            p.square(d, false),
+            d * d,
+            d,
+            &mut dense,
+        ));
         let mut from_u = std::ptr::null_mut();
-        out.push(dp_basis_create_dense_f32(p.square(d, true), d * d, d, &mut from_u));
+        out.push(dp_basis_create_dense_f32(
+            p.square(d, true),
+            d * d,
+            d,
+            &mut from_u,
+        ));
         let mut kron = std::ptr::null_mut();
         out.push(dp_basis_create_kronecker_f32(
-            p.square(rows, true), rows * rows, rows, p.square(cols, true), cols * cols, cols, &mut kron,
+            p.square(rows, true),
+            rows * rows,
+            rows,
+            p.square(cols, true),
+            cols * cols,
+            cols,
+            &mut kron,
         ));
         let mut factors = std::ptr::null_mut();
         out.push(dp_basis_create_from_factors_f32(
-            p.square(rows, false), rows * rows, rows, p.square(cols, false), cols * cols, cols, &mut factors,
+            p.square(rows, false),
+            rows * rows,
+            rows,
+            p.square(cols, false),
+            cols * cols,
+            cols,
+            &mut factors,
         ));
         for (b, right) in [(dense, 0), (kron, cols * cols)] {
             if b.is_null() {
@@ -279,20 +414,67 @@ fn matrices(p: &mut Place, n: usize) -> Vec<dp_status> {
             let (w, sw) = (info.rotate_workspace_len, info.step_workspace_len);
             let left = if right == 0 { d * d } else { rows * rows };
             let n_el = info.len;
-            out.push(dp_basis_get_matrix_f32(b, DP_FACTOR_LEFT, p.f32(left), left));
+            out.push(dp_basis_get_matrix_f32(
+                b,
+                DP_FACTOR_LEFT,
+                p.f32(left),
+                left,
+            ));
             for direction in [DP_ROTATE_INTO, DP_ROTATE_OUT] {
-                out.push(dp_basis_rotate_f32(b, direction, p.f32(n_el), n_el, p.f32(n_el), n_el, p.f32(w), w));
+                out.push(dp_basis_rotate_f32(
+                    b,
+                    direction,
+                    p.f32(n_el),
+                    n_el,
+                    p.f32(n_el),
+                    n_el,
+                    p.f32(w),
+                    w,
+                ));
             }
             out.push(dp_adam_rotated_step_f32(
-                &cfg, 3, b, p.f32(n_el), p.f32(n_el), p.f32(n_el), p.f32(n_el), p.f32(n_el), n_el, p.f32(sw), sw,
+                &cfg,
+                3,
+                b,
+                p.f32(n_el),
+                p.f32(n_el),
+                p.f32(n_el),
+                p.f32(n_el),
+                p.f32(n_el),
+                n_el,
+                p.f32(sw),
+                sw,
             ));
             out.push(dp_gn_rotated_step_f32(
-                &gcfg, 3, b, p.f32(n_el), p.f32(n_el), p.f32(n_el), p.f32(n_el), n_el, p.f32(sw), sw,
+                &gcfg,
+                3,
+                b,
+                p.f32(n_el),
+                p.f32(n_el),
+                p.f32(n_el),
+                p.f32(n_el),
+                n_el,
+                p.f32(sw),
+                sw,
             ));
-            let (sl, sr) = if right == 0 { (p.square(d, false), std::ptr::null_mut()) } else { (p.square(rows, false), p.square(cols, false)) };
+            let (sl, sr) = if right == 0 {
+                (p.square(d, false), std::ptr::null_mut())
+            } else {
+                (p.square(rows, false), p.square(cols, false))
+            };
             for method in [DP_REFRESH_EIGH, DP_REFRESH_POWER_QR] {
                 out.push(dp_basis_refresh_f32(
-                    b, sl, left, sr, right, method, DP_TRANSFER_PERMUTE, p.f32(n_el), p.f32(n_el), p.f32(n_el), n_el,
+                    b,
+                    sl,
+                    left,
+                    sr,
+                    right,
+                    method,
+                    DP_TRANSFER_PERMUTE,
+                    p.f32(n_el),
+                    p.f32(n_el),
+                    p.f32(n_el),
+                    n_el,
                 ));
             }
             let mut mid = std::ptr::null_mut();
@@ -303,24 +485,68 @@ fn matrices(p: &mut Place, n: usize) -> Vec<dp_status> {
             dp_basis_free(b);
         }
         out.push(dp_basis_kron_factors_update_f32(
-            p.square(rows, false), rows * rows, rows, p.square(cols, false), cols * cols, cols,
-            p.f32(rows * cols), rows * cols, 0.9,
+            p.square(rows, false),
+            rows * rows,
+            rows,
+            p.square(cols, false),
+            cols * cols,
+            cols,
+            p.f32(rows * cols),
+            rows * cols,
+            0.9,
         ));
         let (samples, stride) = (3usize, d + 2);
         let x_len = (samples - 1) * stride + d;
         out.push(dp_gn_matrix_accumulate_f32(
-            p.square(d, false), d * d, d, p.f32(x_len), x_len, samples, stride, p.f32(samples), samples, 0.9,
+            p.square(d, false),
+            d * d,
+            d,
+            p.f32(x_len),
+            x_len,
+            samples,
+            stride,
+            p.f32(samples),
+            samples,
+            0.9,
         ));
         let k = d.div_ceil(2);
         out.push(dp_gn_diag_dense_f32(
-            p.f32(x_len), x_len, samples, d, stride, DP_GN_WEIGHTS_GIVEN, p.f32(samples), samples,
-            p.square(d, true), d * k, k, 0.9, p.f32(k), k,
+            p.f32(x_len),
+            x_len,
+            samples,
+            d,
+            stride,
+            DP_GN_WEIGHTS_GIVEN,
+            p.f32(samples),
+            samples,
+            p.square(d, true),
+            d * k,
+            k,
+            0.9,
+            p.f32(k),
+            k,
         ));
         let c = d + 1;
         for output in [DP_GN_SOFTMAX_EXACT, DP_GN_SOFTMAX_SAMPLED] {
             out.push(dp_gn_diag_linear_f32(
-                p.f32(samples * d), samples * d, samples, d, output, p.f32(samples * c), samples * c, c, 7,
-                p.square(c, true), c * c, p.square(d, true), d * d, 0.9, p.f32(c * d), c * d, p.f32(c), c,
+                p.f32(samples * d),
+                samples * d,
+                samples,
+                d,
+                output,
+                p.f32(samples * c),
+                samples * c,
+                c,
+                7,
+                p.square(c, true),
+                c * c,
+                p.square(d, true),
+                d * d,
+                0.9,
+                p.f32(c * d),
+                c * d,
+                p.f32(c),
+                c,
             ));
         }
     }
@@ -341,7 +567,8 @@ fn sweep(case: Case, name: &str, lengths: impl Iterator<Item = usize> + Clone) {
                 place.at_end = at_end;
                 place.used = 0;
                 for (i, status) in case(&mut place, n).into_iter().enumerate() {
-                    let fine = status == dp_status::DP_OK || (n == 0 && status == dp_status::DP_ERR_LENGTH);
+                    let fine = status == dp_status::DP_OK
+                        || (n == 0 && status == dp_status::DP_ERR_LENGTH);
                     assert!(
                         fine,
                         "{name}: call {i}, n = {n}, offset {offset}, at_end {at_end}: {status:?} ({})",

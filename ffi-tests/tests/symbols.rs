@@ -15,7 +15,11 @@ fn exported_symbols_match_the_committed_list() {
         .arg(&lib)
         .output()
         .expect("nm (binutils) must be installed");
-    assert!(out.status.success(), "nm failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "nm failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // posix format: "name type value size"; functions are type T.
     let mut exported: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -28,7 +32,10 @@ fn exported_symbols_match_the_committed_list() {
         .collect();
     exported.sort();
     let stray: Vec<&String> = exported.iter().filter(|s| !s.starts_with("dp_")).collect();
-    assert!(stray.is_empty(), "exports outside the dp_ namespace: {stray:?}");
+    assert!(
+        stray.is_empty(),
+        "exports outside the dp_ namespace: {stray:?}"
+    );
     let listed = exported.join("\n") + "\n";
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("symbols.txt");
     if std::env::var_os("DIAGPREC_BLESS").is_some() {

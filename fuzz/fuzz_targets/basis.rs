@@ -4,13 +4,13 @@
 //! buffers placed at random in one arena.
 #![no_main]
 
-use diagprec::ffi::adam::{dp_adam_config, dp_adam_config_default, dp_adam_rotated_step_f32};
+use diagprec::ffi::adam::{dp_adam_config, dp_adam_config_default};
 use diagprec::ffi::basis::{
-    dp_basis, dp_basis_create_dense_f32, dp_basis_create_from_factors_f32,
-    dp_basis_create_from_symmetric_f32, dp_basis_create_identity, dp_basis_create_kronecker_f32,
-    dp_basis_free, dp_basis_get_info, dp_basis_get_matrix_f32, dp_basis_info,
-    dp_basis_interpolate_f32, dp_basis_kron_factors_update_f32, dp_basis_refresh_f32,
-    dp_basis_rotate_f32,
+    dp_adam_rotated_step_f32, dp_basis, dp_basis_create_dense_f32,
+    dp_basis_create_from_factors_f32, dp_basis_create_from_symmetric_f32, dp_basis_create_identity,
+    dp_basis_create_kronecker_f32, dp_basis_free, dp_basis_get_info, dp_basis_get_matrix_f32,
+    dp_basis_info, dp_basis_interpolate_f32, dp_basis_kron_factors_update_f32,
+    dp_basis_refresh_f32, dp_basis_rotate_f32,
 };
 use diagprec::ffi::dp_status;
 use diagprec::ffi::gn::{dp_gn_config, dp_gn_config_default, dp_gn_rotated_step_f32};
@@ -50,20 +50,16 @@ fuzz_target!(|data: &[u8]| {
     let mut arena = Arena::new(&mut input);
     let mut live: Vec<*mut dp_basis> = Vec::new();
     let mut freed: Vec<*mut dp_basis> = Vec::new();
-    let adam_cfg = Unaligned::new(&mut input, {
-        let mut c: dp_adam_config = dp_adam_config_default();
-        c.lr = input.hyper(c.lr);
-        c.amsgrad = input.mode(2);
-        c.check_finite = input.mode(2);
-        c
-    });
-    let gn_cfg = Unaligned::new(&mut input, {
-        let mut c: dp_gn_config = dp_gn_config_default();
-        c.lr = input.hyper(1e-2);
-        c.power = input.hyper(-0.5);
-        c.damping = input.hyper(c.damping);
-        c
-    });
+    let mut adam: dp_adam_config = dp_adam_config_default();
+    adam.lr = input.hyper(adam.lr);
+    adam.amsgrad = input.mode(2);
+    adam.check_finite = input.mode(2);
+    let adam_cfg = Unaligned::new(&mut input, adam);
+    let mut gn: dp_gn_config = dp_gn_config_default();
+    gn.lr = input.hyper(1e-2);
+    gn.power = input.hyper(-0.5);
+    gn.damping = input.hyper(gn.damping);
+    let gn_cfg = Unaligned::new(&mut input, gn);
     for _ in 0..(1 + input.below(12)) {
         let op = input.byte() % 12;
         let sentinel = 0x5a5a as *mut dp_basis;

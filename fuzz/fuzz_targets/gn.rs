@@ -242,6 +242,9 @@ fuzz_target!(|data: &[u8]| {
             let weights = arena.buffer::<f32>(&mut input, weights_len);
             let call = Call::start(&mut arena);
             // SAFETY: as above.
+            if std::env::var_os("FUZZ_DEBUG").is_some() {
+                eprintln!("matrix_accumulate dim {dim} h_len {h_len} n {n} stride {stride} x_len {x_len} weights_len {weights_len} beta {beta}");
+            }
             let status = unsafe {
                 dp_gn_matrix_accumulate_f32(
                     h,

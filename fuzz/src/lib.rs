@@ -101,7 +101,7 @@ impl<'a> Input<'a> {
     pub fn count(&mut self, typical: usize) -> usize {
         match self.byte() % 16 {
             0 => 0,
-            1 => typical + 1,
+            1 => typical.saturating_add(1),
             2 => typical.saturating_sub(1),
             3 => usize::MAX / 2 + self.below(7),
             4 => self.below(64),

@@ -199,6 +199,10 @@ pub unsafe extern "C" fn dp_gn_matrix_accumulate_f32(
                 given.then(|| check::slice(weights, n_samples)),
             )
         };
+        if dim == 0 {
+            // Nothing to write: return before a loop over `n_samples` empty rows.
+            return Ok(());
+        }
         let mut scratch = Vec::new();
         accumulate_gn_matrix(
             MatMut::from_row_major_slice_mut(hs, dim, dim),
@@ -294,6 +298,10 @@ pub unsafe extern "C" fn dp_gn_diag_dense_f32(
                 check::slice_mut(h, k),
             )
         };
+        if k == 0 {
+            // Nothing to write: return before a loop over `n_samples` empty rows.
+            return Ok(());
+        }
         if identity {
             return match (logistic, ws) {
                 (true, Some(z)) => gn_diag_logistic(xs, n_samples, dim, row_stride, z, beta, hs),
@@ -429,6 +437,10 @@ pub unsafe extern "C" fn dp_gn_diag_linear_f32(
                 bias.then(|| check::slice_mut(h_bias, c_out)),
             )
         };
+        if hs.is_empty() && hb.as_ref().is_none_or(|b| b.is_empty()) {
+            // Nothing to write: return before a loop over `n_samples` empty rows.
+            return Ok(());
+        }
         match (estimator, kronecker) {
             (None, _) => gn_diag_linear(xs, n_samples, d_in, ss, c_out, beta, hs, hb),
             (Some(e), false) => {

@@ -49,7 +49,7 @@ impl dp_adam_config {
     /// The Rust configuration, or DP_ERR_INVALID_ARGUMENT for a flag other than 0 or 1 (the
     /// `struct_size` was checked by [`check::config`]). Ranges are checked later, by
     /// [`validate`].
-    pub(crate) fn to_rust(&self) -> Result<AdamConfig> {
+    pub(crate) fn to_rust(self) -> Result<AdamConfig> {
         Ok(AdamConfig {
             lr: self.lr,
             beta1: self.beta1,

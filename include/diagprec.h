@@ -141,15 +141,15 @@ typedef struct dp_adam_config {
     // `sizeof(dp_adam_config)`, set by `dp_adam_config_default()`; any other value is
     // DP_ERR_INVALID_ARGUMENT.
     size_t struct_size;
-    // Learning rate, finite, >= 0 (and `lr / (1 - beta1)` finite in f32).
+    // Learning rate, finite, >= 0 (and `lr / (1 - beta1)` finite as an f32).
     double lr;
     // In [0, 1).
     double beta1;
     // In [0, 1).
     double beta2;
-    // Finite, > 0, and a normal-range nonzero f32 where it divides.
+    // Finite, > 0, and nonzero as an f32 (it divides).
     double eps;
-    // Finite, >= 0 (with AdamW, `lr * weight_decay` finite in f32).
+    // Finite, >= 0, finite as an f32 (with AdamW, `1 - lr * weight_decay` too).
     double weight_decay;
     // The gradient is multiplied by this first (AMP loss-scale inverse); finite and > 0 in
     // f32; 1 = none.

@@ -1,6 +1,7 @@
 /* Mixed-precision Adam, compressed state, the global norm and the two-pass clipped step through
  * the C ABI: real steps against double-precision references written here (including a decoder
  * of the documented 8-bit layout), and every error status with its no-write guarantee. */
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -884,6 +885,61 @@ static void odd_config_wrap_and_hyperparameters(void) {
     CHECK(memcmp(&a, &b, sizeof a) == 0);
 }
 
+/* The headers' concurrency promise: C threads calling the master, bf16-state and 8-bit steps
+ * and the norm at once on disjoint buffers get the serial results, bit for bit. */
+typedef struct mixed_job {
+    list_state s;
+    double norm;
+    uint32_t found;
+    int ok;
+} mixed_job;
+
+static void run_mixed_steps(mixed_job *j) {
+    dp_adam_config c = dp_adam_config_default();
+    c.lr = 1e-2;
+    dp_adam_master_tensor mt[LIST];
+    dp_adam_8bit_tensor qt[LIST];
+    dp_adam_bf16_state_tensor bt[LIST];
+    j->ok = 1;
+    for (uint64_t t = 1; t <= 3; t++) {
+        master_list(&j->s, mt);
+        quant_list(&j->s, qt);
+        bf16_state_list(&j->s, bt);
+        j->ok &= dp_adam_master_step_multi(&c, t, DP_FORMAT_BF16, DP_ROUND_STOCHASTIC, 9, mt,
+                                           LIST) == DP_OK;
+        j->ok &= dp_adam_8bit_step_multi_f32(&c, t, qt, LIST) == DP_OK;
+        j->ok &= dp_adam_bf16_state_step_multi_f32(&c, t, 9, bt, LIST) == DP_OK;
+        j->ok &= dp_grad_norm_master_multi(DP_FORMAT_BF16, mt, LIST, 1.0, &j->norm, &j->found) ==
+                 DP_OK;
+        j->ok &= dp_last_error_message()[0] == '\0';
+    }
+}
+
+static void *mixed_thread(void *arg) {
+    run_mixed_steps((mixed_job *)arg);
+    return NULL;
+}
+
+static void many_c_threads_at_once(void) {
+    enum { J = 4 };
+    static mixed_job jobs[J], serial;
+    pthread_t threads[J];
+    fill_list(&serial.s);
+    for (int i = 0; i < J; i++) memcpy(&jobs[i].s, &serial.s, sizeof serial.s);
+    run_mixed_steps(&serial);
+    CHECK(serial.ok);
+    CHECK_STATUS(dp_set_num_threads(2), DP_OK);
+    for (int i = 0; i < J; i++)
+        CHECK(pthread_create(&threads[i], NULL, mixed_thread, &jobs[i]) == 0);
+    for (int i = 0; i < J; i++) CHECK(pthread_join(threads[i], NULL) == 0);
+    CHECK_STATUS(dp_set_num_threads(0), DP_OK);
+    for (int i = 0; i < J; i++) {
+        CHECK(jobs[i].ok);
+        CHECK(memcmp(&jobs[i].s, &serial.s, sizeof serial.s) == 0);
+        CHECK(jobs[i].norm == serial.norm && jobs[i].found == serial.found);
+    }
+}
+
 int main(void) {
     master_bf16_steps_match_the_reference();
     master_f16_step_rounds_to_nearest();
@@ -894,5 +950,6 @@ int main(void) {
     eight_bit_scales_need_their_count();
     modes_and_flags_are_validated();
     odd_config_wrap_and_hyperparameters();
+    many_c_threads_at_once();
     return dp_test_finish("adam_mixed.c");
 }

@@ -21,15 +21,15 @@ pub struct dp_adam_config {
     /// `sizeof(dp_adam_config)`, set by `dp_adam_config_default()`; any other value is
     /// DP_ERR_INVALID_ARGUMENT.
     pub struct_size: usize,
-    /// Learning rate, finite, >= 0 (and `lr / (1 - beta1)` finite in f32).
+    /// Learning rate, finite, >= 0 (and `lr / (1 - beta1)` finite as an f32).
     pub lr: f64,
     /// In [0, 1).
     pub beta1: f64,
     /// In [0, 1).
     pub beta2: f64,
-    /// Finite, > 0, and a normal-range nonzero f32 where it divides.
+    /// Finite, > 0, and nonzero as an f32 (it divides).
     pub eps: f64,
-    /// Finite, >= 0 (with AdamW, `lr * weight_decay` finite in f32).
+    /// Finite, >= 0, finite as an f32 (with AdamW, `1 - lr * weight_decay` too).
     pub weight_decay: f64,
     /// The gradient is multiplied by this first (AMP loss-scale inverse); finite and > 0 in
     /// f32; 1 = none.
@@ -49,7 +49,7 @@ impl dp_adam_config {
     /// The Rust configuration, or DP_ERR_INVALID_ARGUMENT for a flag other than 0 or 1 (the
     /// `struct_size` was checked by [`check::config`]). Ranges are checked later, by
     /// [`validate`].
-    pub(crate) fn to_rust(&self) -> Result<AdamConfig> {
+    pub(crate) fn to_rust(self) -> Result<AdamConfig> {
         Ok(AdamConfig {
             lr: self.lr,
             beta1: self.beta1,

@@ -63,6 +63,14 @@
 // `y` drawn from the model's softmax; unbiased for the exact diagonal.
 #define DP_GN_SAMPLED 1
 
+// The ABI version this header describes: a program built against a header whose
+// `DP_ABI_VERSION` differs from `dp_abi_version()` must not call the library.
+#define DP_ABI_VERSION 1
+
+// Elements per piece of the norm pass (16384): [`grad_norm_multi`] cuts every gradient into
+// pieces of this many elements (the last one of a tensor shorter), starting at the tensor's
+// first element. A shard that starts a tensor at a multiple of this length has the same pieces
+// as the whole tensor there.
 // Status returned by every function. `DP_OK` is 0; values are never reused.
 typedef enum dp_status {
     DP_OK = 0,
@@ -878,26 +886,126 @@ enum dp_status dp_gn_step_f32(const struct dp_gn_config *cfg,
 // The library version, `"MAJOR.MINOR.PATCH"`. The ABI is stable within a major version.
 const char *dp_version(void);
 
+// The ABI version of the loaded library (`DP_ABI_VERSION` of the header it was built with).
+// Compare it with `DP_ABI_VERSION` at start-up. Never fails.
+uint32_t dp_abi_version(void);
+
 // The name of a status code (`"DP_ERR_LENGTH"`), or `"DP_UNKNOWN_STATUS"`. Never NULL.
 const char *dp_status_str(int32_t status);
 
 // Why the last call on this thread failed ("" after a success). Never NULL; valid until the
-// next diagprec call on the same thread.
+// next diagprec call on the same thread. Safe anywhere, thread-local destructors included
+// (where this thread's slot is already gone it returns "").
 const char *dp_last_error_message(void);
 
-// Sets the number of threads the kernels use (0 = one per core, at most 1024). Results do not
-// depend on it.
+// Sets the number of threads the kernels use, for the whole process: `0` is the default
+// (the environment variable `DIAGPREC_NUM_THREADS`, read once, else one per core; `RAYON_NUM_THREADS`
+// and `OMP_NUM_THREADS` are ignored), `1` runs every kernel on the calling thread with no pool
+// thread at all (the choice inside an OpenMP parallel region, or with several MPI ranks per
+// host), at most 1024. Results are bitwise the same for any count. Safe to call from any thread
+// and after `fork()` (a child starts its own pool on first use). Do not call it while another
+// thread is inside a diagprec call: that call keeps the old pool until it returns.
+//
+// Returns `DP_OK`; `DP_ERR_INVALID_ARGUMENT` (more than 1024, or `DIAGPREC_NUM_THREADS` set to
+// something other than a count from 1 to 1024); `DP_ERR_ALLOCATION` (threads could not start).
 enum dp_status dp_set_num_threads(size_t n_threads);
 
 // Panics on purpose inside the panic boundary and returns what every export returns then,
 // `DP_ERR_PANIC`: lets a C test or a binding confirm that no panic unwinds into its code.
 enum dp_status dp_check_panic_boundary(void);
 
-// The number of threads the kernels use.
+// The number of threads the kernels use (1 when they run on the caller's thread). Never fails.
 size_t dp_get_num_threads(void);
 
 // The instruction set the kernels run on: "scalar", "avx2", "avx512" or "neon".
 const char *dp_isa_name(void);
+
+// The number of elements in a piece of the gradient norm (16384): every gradient is cut into
+// pieces of this length from its first element (the last piece shorter). Never fails.
+//
+// Concurrency: any number of threads may call this at once.
+size_t dp_grad_norm_piece_len(void);
+
+// The number of norm pieces of a gradient of `len` elements: `ceil(len / 16384)` (0 for an
+// empty one). Never fails.
+//
+// Concurrency: any number of threads may call this at once.
+size_t dp_grad_norm_piece_count(size_t len);
+
+// The partial sums of squares of `grad * inv_grad_scale`, one double per norm piece, for the
+// tensors of a shard (only `grad` and `len` are read; the other fields may be NULL), written
+// to `partials` in the list's order (each tensor's pieces in turn), exactly as
+// `dp_grad_norm_multi_f32` computes them. Combined over every shard in the order of the whole
+// list by `dp_grad_norm_combine`, they give `dp_grad_norm_multi_f32`'s norm bit for bit, for
+// any thread count (on one instruction set: run every rank on the same kind of CPU).
+//
+// Parameters: `tensors`: `count` entries (NULL with count 0: an empty list); `inv_grad_scale`:
+// finite, > 0, finite as a float; `partials`: `partials_len` doubles, which must equal the sum
+// of `dp_grad_norm_piece_count(tensors[i].len)`; `found_inf_out`: set to 1 when a scaled value
+// is NaN or infinite, else 0 (may be NULL).
+//
+// Returns: DP_OK; DP_ERR_NULL_POINTER (a NULL list, grad or partials with a nonzero count);
+// DP_ERR_LENGTH (a size overflow or wrap, or `partials_len` not the piece count);
+// DP_ERR_INVALID_ARGUMENT (a misaligned pointer); DP_ERR_INVALID_HYPERPARAMETER
+// (`inv_grad_scale`); DP_ERR_ALIASING (`partials` or `found_inf_out` overlaps a gradient or
+// each other); DP_ERR_ALLOCATION; DP_ERR_PANIC. On any status but DP_OK nothing is written.
+//
+// Concurrency: any number of threads may call this at once with distinct outputs.
+//
+// # Safety
+// `tensors` must be valid for `count` entries, each `grad` valid for reads of `len` floats;
+// `partials` valid for `partials_len` writes; `found_inf_out`, when non-NULL, for one write.
+enum dp_status dp_grad_norm_partials_f32(const struct dp_adam_tensor_f32 *tensors,
+                                         size_t count,
+                                         double inv_grad_scale,
+                                         double *partials,
+                                         size_t partials_len,
+                                         uint32_t *found_inf_out);
+
+// The global gradient norm from the partial sums of squares of every shard
+// (`dp_grad_norm_partials_f32`), gathered in the order of the whole tensor list: the square
+// root of their sum along the library's fixed binary tree (fixed by `partials_len` alone),
+// bitwise the norm `dp_grad_norm_multi_f32` returns for the whole list. A NaN or infinite
+// partial gives a NaN or infinite norm (not an error: `found_inf_out` of the partials tells).
+//
+// Parameters: `partials`: `partials_len` doubles (NULL with 0: the norm is 0); `norm_out`:
+// one double, written on success.
+//
+// Returns: DP_OK; DP_ERR_NULL_POINTER (`norm_out`, or `partials` with a nonzero count);
+// DP_ERR_LENGTH (size overflow or wrap); DP_ERR_INVALID_ARGUMENT (misaligned);
+// DP_ERR_ALIASING (`norm_out` inside `partials`); DP_ERR_PANIC. On any status but DP_OK
+// `*norm_out` is unchanged.
+//
+// Concurrency: any number of threads may call this at once with distinct outputs.
+//
+// # Safety
+// `partials` valid for reads of `partials_len` doubles; `norm_out` valid for one write.
+enum dp_status dp_grad_norm_combine(const double *partials,
+                                    size_t partials_len,
+                                    double *norm_out);
+
+// The clip coefficient of `dp_adam_step_clipped_multi_f32`, PyTorch's
+// `min(1, max_grad_norm / (norm + 1e-6))`, for a global norm computed by
+// `dp_grad_norm_combine`. Stepping a shard with `dp_adam_step_multi_f32` with
+// `cfg.inv_grad_scale * clip` (multiplied in double) and `cfg.check_finite = 0` is bitwise
+// what `dp_adam_step_clipped_multi_f32` does to those elements.
+//
+// Parameters: `norm`: finite, >= 0; `max_grad_norm`: > 0 (INFINITY: no clipping, the
+// coefficient is 1); `clip_out`: one double, written on success.
+//
+// Returns: DP_OK; DP_ERR_NULL_POINTER (`clip_out`); DP_ERR_INVALID_ARGUMENT (misaligned
+// `clip_out`); DP_ERR_NON_FINITE (`norm` NaN or infinite: the gradients hold NaN/Inf, skip the
+// step as `dp_adam_step_clipped_multi_f32` would); DP_ERR_INVALID_HYPERPARAMETER (`norm < 0`,
+// `max_grad_norm` not > 0, or a coefficient that underflows to 0); DP_ERR_PANIC. On any status
+// but DP_OK `*clip_out` is unchanged.
+//
+// Concurrency: any number of threads may call this at once with distinct outputs.
+//
+// # Safety
+// `clip_out` valid for one write.
+enum dp_status dp_grad_norm_clip_coefficient(double norm,
+                                             double max_grad_norm,
+                                             double *clip_out);
 
 #ifdef __cplusplus
 }  // extern "C"

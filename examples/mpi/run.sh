@@ -23,7 +23,7 @@ if [ -n "${DIAGPREC_PREFIX:-}" ]; then
 else
     (cd "$root" && cargo build --release --lib -p diagprec)
     inc=$root/include
-    lib=$root/target/release
+    lib=${CARGO_TARGET_DIR:-$root/target}/release
 fi
 
 out=$(mktemp -d)

@@ -11,7 +11,7 @@ if [ -n "${DIAGPREC_PREFIX:-}" ]; then
     inc=$DIAGPREC_PREFIX/include lib=$DIAGPREC_PREFIX/lib
 else
     (cd "$root" && cargo build --release --lib -p diagprec)
-    inc=$root/include lib=$root/target/release
+    inc=$root/include lib=${CARGO_TARGET_DIR:-$root/target}/release
 fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

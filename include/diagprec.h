@@ -67,10 +67,6 @@
 // `DP_ABI_VERSION` differs from `dp_abi_version()` must not call the library.
 #define DP_ABI_VERSION 1
 
-// Elements per piece of the norm pass (16384): [`grad_norm_multi`] cuts every gradient into
-// pieces of this many elements (the last one of a tensor shorter), starting at the tensor's
-// first element. A shard that starts a tensor at a multiple of this length has the same pieces
-// as the whole tensor there.
 // Status returned by every function. `DP_OK` is 0; values are never reused.
 typedef enum dp_status {
     DP_OK = 0,

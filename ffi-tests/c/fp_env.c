@@ -98,6 +98,8 @@ int main(void) {
     run(grad_normal, &ftz_normal);
     run(grad_sub, &ftz_sub);
     CHECK(_mm_getcsr() == ((saved & ~FTZ_DAZ) | FTZ_DAZ)); /* 2: left as the caller set it */
+    /* Compare in the default environment: under DAZ a subnormal reads as zero here too. */
+    _mm_setcsr(saved & ~FTZ_DAZ);
 
     /* 3: normal range: the same bits. */
     CHECK(dp_same_bits(ftz_normal.p, ref_normal.p, N));
@@ -117,6 +119,7 @@ int main(void) {
     CHECK(flushed > 0); /* FTZ/DAZ did act: this test can tell the two environments apart */
 
     /* NaN and Inf are still found under DAZ (check_finite, and the norm's found_inf). */
+    _mm_setcsr((saved & ~FTZ_DAZ) | FTZ_DAZ);
     {
         float p = 1.0f, g = NAN, m = 0.0f, v = 0.0f;
         dp_adam_config cfg = dp_adam_config_default();
@@ -137,16 +140,16 @@ int main(void) {
         static Out again;
         run(grad_sub, &again);
         CHECK(dp_same_bits(again.m, ftz_sub.m, N) && dp_same_bits(again.p, ftz_sub.p, N));
+        CHECK(dp_same_bits(again.v, ftz_sub.v, N));
     }
 
     /* Reported only: the pool's threads were started here, under FTZ|DAZ, and inherit it. */
     CHECK_STATUS(dp_set_num_threads(2), DP_OK);
     run(grad_sub, &ftz_sub_pool);
+    _mm_setcsr(saved);
     int pool_same = dp_same_bits(ftz_sub_pool.m, ftz_sub.m, N) &&
                     dp_same_bits(ftz_sub_pool.v, ftz_sub.v, N);
     CHECK_STATUS(dp_set_num_threads(0), DP_OK);
-
-    _mm_setcsr(saved);
     printf("fp_env: FTZ|DAZ: normal range bitwise equal; subnormal gradients: %zu moments "
            "flushed, largest change %g (m) %g (v) %g (param); 2 pool "
            "threads started under FTZ|DAZ give %s bits\n",

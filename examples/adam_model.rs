@@ -2,7 +2,7 @@
 //! linear target with [`diagprec::Adam`] (one call steps every tensor; the kernels run on the
 //! crate's pool). Prints the loss and exits non-zero unless it falls.
 //!
-//! `cargo run --release --example adam_model`
+//! `cargo run --example adam_model` (the dev profile is optimised)
 
 use diagprec::{Adam, AdamConfig};
 

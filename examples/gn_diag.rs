@@ -5,7 +5,7 @@
 //! [`diagprec::GaussNewton::refresh`]); the step is `theta -= lr m / (h + damping)^(1/2)`.
 //! Prints the loss; exits non-zero unless it falls.
 //!
-//! `cargo run --release --example gn_diag`
+//! `cargo run --example gn_diag` (the dev profile is optimised)
 
 use diagprec::{gn_diag_linear, GaussNewton, GaussNewtonConfig, GnConfig};
 

@@ -27,8 +27,12 @@ fn main() {
     let Some(profile_dir) = Path::new(&out_dir).ancestors().nth(3) else {
         return;
     };
+    // Only inside cargo's layout (OUT_DIR lies under <profile>/build).
+    if !Path::new(&out_dir).starts_with(profile_dir.join("build")) {
+        return;
+    }
     for dir in [profile_dir.join("deps"), profile_dir.to_path_buf()] {
-        if !dir.is_dir() {
+        if std::fs::create_dir_all(&dir).is_err() {
             continue;
         }
         let link = dir.join(&soname);

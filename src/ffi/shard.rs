@@ -17,8 +17,8 @@ use super::check::{self, buffer};
 use super::{dp_status, guard};
 use crate::error::{Error, ErrorKind};
 use crate::kernels::grad_norm::{
-    clip_coefficient, grad_norm_combine, grad_norm_partials, grad_norm_piece_count,
-    grad_norm_piece_len,
+    check_max_grad_norm, clip_coefficient, grad_norm_combine, grad_norm_partials,
+    grad_norm_piece_count, grad_norm_piece_len,
 };
 
 /// The number of elements in a piece of the gradient norm (16384): every gradient is cut into
@@ -189,11 +189,7 @@ pub unsafe extern "C" fn dp_grad_norm_clip_coefficient(
     guard(|| {
         check::required("clip_out", clip_out)?;
         check::size_and_alignment("clip_out", clip_out.cast_const(), 1)?;
-        if !(max_grad_norm > 0.0) {
-            return Err(Error::hyperparameter(format!(
-                "max_grad_norm = {max_grad_norm} must be > 0 (inf: no clipping)"
-            )));
-        }
+        check_max_grad_norm(max_grad_norm)?;
         if !norm.is_finite() {
             return Err(Error::new(
                 ErrorKind::NonFinite,

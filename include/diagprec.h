@@ -109,6 +109,10 @@
 // `DP_ABI_VERSION` differs from `dp_abi_version()` must not call the library.
 #define DP_ABI_VERSION 1
 
+// The ABI version this header describes: a program built against a header whose
+// `DP_ABI_VERSION` differs from `dp_abi_version()` must not call the library.
+#define DP_ABI_VERSION 1
+
 // Status returned by every function. `DP_OK` is 0; values are never reused.
 typedef enum dp_status {
     DP_OK = 0,
@@ -1193,6 +1197,93 @@ size_t dp_get_num_threads(void);
 
 // The instruction set the kernels run on: "scalar", "avx2", "avx512" or "neon".
 const char *dp_isa_name(void);
+
+// The number of elements in a piece of the gradient norm (16384): every gradient is cut into
+// pieces of this length from its first element (the last piece shorter). Never fails.
+//
+// Concurrency: any number of threads may call this at once.
+size_t dp_grad_norm_piece_len(void);
+
+// The number of norm pieces of a gradient of `len` elements: `ceil(len / 16384)` (0 for an
+// empty one). Never fails.
+//
+// Concurrency: any number of threads may call this at once.
+size_t dp_grad_norm_piece_count(size_t len);
+
+// The partial sums of squares of `grad * inv_grad_scale`, one double per norm piece, for the
+// tensors of a shard (only `grad` and `len` are read; the other fields may be NULL), written
+// to `partials` in the list's order (each tensor's pieces in turn), exactly as
+// `dp_grad_norm_multi_f32` computes them. Combined over every shard in the order of the whole
+// list by `dp_grad_norm_combine`, they give `dp_grad_norm_multi_f32`'s norm bit for bit, for
+// any thread count (on one instruction set: run every rank on the same kind of CPU).
+//
+// Parameters: `tensors`: `count` entries (NULL with count 0: an empty list); `inv_grad_scale`:
+// finite, > 0, finite as a float; `partials`: `partials_len` doubles, which must equal the sum
+// of `dp_grad_norm_piece_count(tensors[i].len)`; `found_inf_out`: set to 1 when a scaled value
+// is NaN or infinite, else 0 (may be NULL).
+//
+// Returns: DP_OK; DP_ERR_NULL_POINTER (a NULL list, grad or partials with a nonzero count);
+// DP_ERR_LENGTH (a size overflow or wrap, or `partials_len` not the piece count);
+// DP_ERR_INVALID_ARGUMENT (a misaligned pointer); DP_ERR_INVALID_HYPERPARAMETER
+// (`inv_grad_scale`); DP_ERR_ALIASING (`partials` or `found_inf_out` overlaps a gradient or
+// each other); DP_ERR_ALLOCATION; DP_ERR_PANIC. On any status but DP_OK nothing is written.
+//
+// Concurrency: any number of threads may call this at once with distinct outputs.
+//
+// # Safety
+// `tensors` must be valid for `count` entries, each `grad` valid for reads of `len` floats;
+// `partials` valid for `partials_len` writes; `found_inf_out`, when non-NULL, for one write.
+enum dp_status dp_grad_norm_partials_f32(const struct dp_adam_tensor_f32 *tensors,
+                                         size_t count,
+                                         double inv_grad_scale,
+                                         double *partials,
+                                         size_t partials_len,
+                                         uint32_t *found_inf_out);
+
+// The global gradient norm from the partial sums of squares of every shard
+// (`dp_grad_norm_partials_f32`), gathered in the order of the whole tensor list: the square
+// root of their sum along the library's fixed binary tree (fixed by `partials_len` alone),
+// bitwise the norm `dp_grad_norm_multi_f32` returns for the whole list. A NaN or infinite
+// partial gives a NaN or infinite norm (not an error: `found_inf_out` of the partials tells).
+//
+// Parameters: `partials`: `partials_len` doubles (NULL with 0: the norm is 0); `norm_out`:
+// one double, written on success.
+//
+// Returns: DP_OK; DP_ERR_NULL_POINTER (`norm_out`, or `partials` with a nonzero count);
+// DP_ERR_LENGTH (size overflow or wrap); DP_ERR_INVALID_ARGUMENT (misaligned);
+// DP_ERR_ALIASING (`norm_out` inside `partials`); DP_ERR_PANIC. On any status but DP_OK
+// `*norm_out` is unchanged.
+//
+// Concurrency: any number of threads may call this at once with distinct outputs.
+//
+// # Safety
+// `partials` valid for reads of `partials_len` doubles; `norm_out` valid for one write.
+enum dp_status dp_grad_norm_combine(const double *partials,
+                                    size_t partials_len,
+                                    double *norm_out);
+
+// The clip coefficient of `dp_adam_step_clipped_multi_f32`, PyTorch's
+// `min(1, max_grad_norm / (norm + 1e-6))`, for a global norm computed by
+// `dp_grad_norm_combine`. Stepping a shard with `dp_adam_step_multi_f32` with
+// `cfg.inv_grad_scale * clip` (multiplied in double) and `cfg.check_finite = 0` is bitwise
+// what `dp_adam_step_clipped_multi_f32` does to those elements.
+//
+// Parameters: `norm`: finite, >= 0; `max_grad_norm`: > 0 (INFINITY: no clipping, the
+// coefficient is 1); `clip_out`: one double, written on success.
+//
+// Returns: DP_OK; DP_ERR_NULL_POINTER (`clip_out`); DP_ERR_INVALID_ARGUMENT (misaligned
+// `clip_out`); DP_ERR_NON_FINITE (`norm` NaN or infinite: the gradients hold NaN/Inf, skip the
+// step as `dp_adam_step_clipped_multi_f32` would); DP_ERR_INVALID_HYPERPARAMETER (`norm < 0`,
+// `max_grad_norm` not > 0, or a coefficient that underflows to 0); DP_ERR_PANIC. On any status
+// but DP_OK `*clip_out` is unchanged.
+//
+// Concurrency: any number of threads may call this at once with distinct outputs.
+//
+// # Safety
+// `clip_out` valid for one write.
+enum dp_status dp_grad_norm_clip_coefficient(double norm,
+                                             double max_grad_norm,
+                                             double *clip_out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -15,6 +15,7 @@ pub mod basis;
 mod check;
 pub mod gn;
 pub mod library;
+pub mod shard;
 
 use crate::error::{Error, ErrorKind};
 use std::cell::RefCell;

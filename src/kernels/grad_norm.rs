@@ -313,7 +313,13 @@ fn clipped_config<'a>(
     if norm.found_inf || !norm.norm.is_finite() {
         return Err(non_finite_error());
     }
-    let clip = clip_coefficient(norm.norm, max_grad_norm);
+    Ok((fold_clip(cfg, norm.norm, max_grad_norm)?, norm.norm))
+}
+
+/// `cfg` with `inv_grad_scale * clip_coefficient(norm, max_grad_norm)` folded in and no finite
+/// scan: what pass 2 of the clipped steps runs with (`norm` finite).
+fn fold_clip(cfg: &AdamConfig, norm: f64, max_grad_norm: f64) -> Result<AdamConfig> {
+    let clip = clip_coefficient(norm, max_grad_norm);
     let folded = AdamConfig {
         inv_grad_scale: cfg.inv_grad_scale * clip,
         check_finite: false,
@@ -325,7 +331,7 @@ fn clipped_config<'a>(
             "the clip factor underflows to 0 (max_grad_norm / norm below 1e-308)",
         ));
     }
-    Ok((folded, norm.norm))
+    Ok(folded)
 }
 
 /// The two-pass step of the master-weight kernels: the global norm of the 16-bit gradients
@@ -416,4 +422,447 @@ pub fn scale_in_place(isa: Isa, par: Par, values: &mut [f32], factor: f32) -> Re
         &|Values(values)| isa.run(Scale { values, factor }),
         &|(), ()| (),
     )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pieces for a caller that holds the gradients in shards (ZeRO stage 1 over MPI, see
+// examples/mpi): the per-piece partial sums of squares, their combination in the library's
+// fixed order, and the step with a norm computed elsewhere.
+
+/// Elements per piece of the norm pass (16384): [`grad_norm_multi`] cuts every gradient into
+/// pieces of this many elements (the last one of a tensor shorter), starting at the tensor's
+/// first element. A shard that starts a tensor at a multiple of this length has the same pieces
+/// as the whole tensor there.
+pub fn grad_norm_piece_len() -> usize {
+    BLOCK
+}
+
+/// The number of norm pieces of a gradient of `len` elements: `ceil(len / 16384)`.
+pub fn grad_norm_piece_count(len: usize) -> usize {
+    len.div_ceil(BLOCK)
+}
+
+/// The partial sums of squares of `grads * inv_grad_scale`, one f64 per piece (the pieces of
+/// each gradient in turn, in the list's order: `partials.len()` must be the sum of
+/// [`grad_norm_piece_count`] over `grads`), computed as [`grad_norm_multi`] computes them.
+/// Returns `found_inf`: whether any scaled value is NaN or infinite. Combining every piece's
+/// partial of a gradient list with [`grad_norm_combine`], in the list's order, gives
+/// [`grad_norm_multi`]'s norm bit for bit, however the list was split into shards, whatever
+/// the thread count (on one ISA).
+pub fn grad_norm_partials(
+    grads: &[&[f32]],
+    inv_grad_scale: f64,
+    partials: &mut [f64],
+) -> Result<bool> {
+    grad_norm_partials_with(Isa::detect(), Par::Pool, grads, inv_grad_scale, partials)
+}
+
+/// [`grad_norm_partials`] on a chosen instruction set and parallelism.
+pub fn grad_norm_partials_with(
+    isa: Isa,
+    par: Par,
+    grads: &[&[f32]],
+    inv_grad_scale: f64,
+    partials: &mut [f64],
+) -> Result<bool> {
+    error::check_positive("inv_grad_scale", inv_grad_scale)?;
+    let need: usize = grads.iter().map(|g| grad_norm_piece_count(g.len())).sum();
+    if partials.len() != need {
+        return Err(crate::Error::length(format!(
+            "partials: got {} elements, the gradients have {need} norm pieces",
+            partials.len()
+        )));
+    }
+    let pieces: Vec<Values<'_>> = grads
+        .iter()
+        .flat_map(|&g| Values::F32(g).pieces(BLOCK))
+        .collect();
+    let scale = inv_grad_scale as f32;
+
+    struct Work<'a, 'b>(&'b [Values<'a>], &'b mut [f64]);
+    impl Split for Work<'_, '_> {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn split_at(self, mid: usize) -> (Self, Self) {
+            let (a, b) = self.0.split_at(mid);
+            let (c, d) = self.1.split_at_mut(mid);
+            (Work(a, c), Work(b, d))
+        }
+    }
+    let finite = dispatch::map_reduce_blocks(
+        par,
+        Work(&pieces, partials),
+        1,
+        &|Work(list, out)| {
+            list.iter()
+                .zip(out.iter_mut())
+                .fold(true, |f, (&values, out)| {
+                    let (sum, finite) = norm_of_piece(isa, values, scale);
+                    *out = sum;
+                    f && finite
+                })
+        },
+        &|a, b| a && b,
+    )?;
+    Ok(!finite)
+}
+
+/// The global norm from every piece's partial sum of squares (all shards' partials, in the
+/// order of the whole gradient list): the square root of their sum along the binary tree that
+/// [`grad_norm_multi`] uses (fixed by the number of pieces), so the result is its norm bit for
+/// bit. A NaN or infinite partial gives a NaN or infinite norm.
+pub fn grad_norm_combine(partials: &[f64]) -> f64 {
+    tree_sum(partials).sqrt()
+}
+
+/// The sum along the tree of `dispatch::map_reduce_blocks` with one piece per block: a leaf is
+/// `0.0 + p` (the fold of one piece), a node splits at `ceil(n / 2)`.
+fn tree_sum(p: &[f64]) -> f64 {
+    match p.len() {
+        0 => 0.0,
+        1 => 0.0 + p[0],
+        n => {
+            let (a, b) = p.split_at(n.div_ceil(2));
+            tree_sum(a) + tree_sum(b)
+        }
+    }
+}
+
+/// Pass 2 of [`adam_step_clipped_multi`] with a global norm computed elsewhere (for example
+/// by [`grad_norm_combine`] over the partials of every shard): the Adam/AdamW step on `tensors`
+/// with `inv_grad_scale * clip_coefficient(norm, max_grad_norm)` folded in. On each element
+/// the result is bitwise that of [`adam_step_clipped_multi`] over the whole list given the same
+/// norm (the step is elementwise). A non-finite `norm` is [`crate::ErrorKind::NonFinite`]
+/// with nothing written; a negative one is an invalid hyperparameter.
+pub fn adam_step_clipped_by_norm_multi(
+    cfg: &AdamConfig,
+    step: u64,
+    tensors: &mut [AdamTensor<'_>],
+    max_grad_norm: f64,
+    norm: f64,
+) -> Result<()> {
+    adam_step_clipped_by_norm_multi_with(
+        Isa::detect(),
+        Par::Pool,
+        cfg,
+        step,
+        tensors,
+        max_grad_norm,
+        norm,
+    )
+}
+
+/// [`adam_step_clipped_by_norm_multi`] on a chosen instruction set and parallelism.
+pub fn adam_step_clipped_by_norm_multi_with(
+    isa: Isa,
+    par: Par,
+    cfg: &AdamConfig,
+    step: u64,
+    tensors: &mut [AdamTensor<'_>],
+    max_grad_norm: f64,
+    norm: f64,
+) -> Result<()> {
+    cfg.validate()?;
+    check_step(step)?;
+    check_max_grad_norm(max_grad_norm)?;
+    for (i, t) in tensors.iter().enumerate() {
+        t.check(cfg, Some(i))?;
+    }
+    if !norm.is_finite() {
+        return Err(non_finite_error());
+    }
+    if norm < 0.0 {
+        return Err(crate::Error::hyperparameter(format!(
+            "norm = {norm} must be >= 0"
+        )));
+    }
+    let folded = fold_clip(cfg, norm, max_grad_norm)?;
+    adam_step_multi_with(isa, par, &folded, step, tensors)
+}
+
+#[cfg(test)]
+mod shard_tests {
+    use super::*;
+
+    /// Gradients with odd lengths, tensors of 0, 1 and several pieces, values over many binades.
+    fn gradients() -> Vec<Vec<f32>> {
+        let lens = [
+            0,
+            1,
+            17,
+            BLOCK - 1,
+            BLOCK,
+            BLOCK + 1,
+            3 * BLOCK + 255,
+            5,
+            7 * BLOCK + 13,
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        lens.iter()
+            .map(|&n| {
+                (0..n)
+                    .map(|_| {
+                        state = state
+                            .wrapping_mul(6_364_136_223_846_793_005)
+                            .wrapping_add(1_442_695_040_888_963_407);
+                        let u = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                        u * f32::powi(2.0, ((state >> 33) % 24) as i32 - 12)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn combined_partials_equal_grad_norm_multi_bitwise() {
+        let grads = gradients();
+        let refs: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
+        let n: usize = refs.iter().map(|g| grad_norm_piece_count(g.len())).sum();
+        assert!(n > 8, "the tree must have several levels");
+        for isa in Isa::available() {
+            for scale in [1.0, 0.25, 3.0e-3] {
+                let want = grad_norm_multi_with(isa, Par::Seq, &refs, scale).unwrap();
+                for par in [Par::Seq, Par::Pool] {
+                    let mut partials = vec![f64::NAN; n];
+                    let inf =
+                        grad_norm_partials_with(isa, par, &refs, scale, &mut partials).unwrap();
+                    assert!(!inf);
+                    let got = grad_norm_combine(&partials);
+                    assert_eq!(
+                        got.to_bits(),
+                        want.norm.to_bits(),
+                        "{isa:?} {par:?} {scale}"
+                    );
+                    // The pool's norm is the same bits too.
+                    let pooled = grad_norm_multi_with(isa, Par::Pool, &refs, scale).unwrap();
+                    assert_eq!(pooled.norm.to_bits(), want.norm.to_bits());
+                }
+                // Any thread count of the crate's pool: the partials are per piece, the tree is
+                // fixed.
+                for threads in [1, 2, 3, 4] {
+                    crate::set_num_threads(threads).unwrap();
+                    let mut partials = vec![0.0; n];
+                    grad_norm_partials_with(isa, Par::Pool, &refs, scale, &mut partials).unwrap();
+                    assert_eq!(
+                        grad_norm_combine(&partials).to_bits(),
+                        want.norm.to_bits(),
+                        "{threads} threads"
+                    );
+                }
+                crate::set_num_threads(0).unwrap();
+            }
+        }
+    }
+
+    /// Shards that cut tensors at piece boundaries (as ZeRO-1 ranks do) produce the whole
+    /// list's partials, so the allgathered partials combine to the single-process norm.
+    #[test]
+    fn shards_cut_at_piece_boundaries_give_the_same_partials() {
+        let grads = gradients();
+        let refs: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
+        let n: usize = refs.iter().map(|g| grad_norm_piece_count(g.len())).sum();
+        let isa = Isa::detect();
+        let mut whole = vec![0.0; n];
+        grad_norm_partials_with(isa, Par::Seq, &refs, 1.0, &mut whole).unwrap();
+        // Global list of pieces; give ranks contiguous runs of them.
+        let pieces: Vec<&[f32]> = refs
+            .iter()
+            .flat_map(|g| g.chunks(grad_norm_piece_len()))
+            .collect();
+        assert_eq!(pieces.len(), n);
+        for ranks in [1, 2, 3, 4, 7] {
+            let mut gathered = Vec::new();
+            for r in 0..ranks {
+                let (lo, hi) = (pieces.len() * r / ranks, pieces.len() * (r + 1) / ranks);
+                let shard = &pieces[lo..hi];
+                let mut partials = vec![0.0; shard.len()];
+                grad_norm_partials_with(isa, Par::Pool, shard, 1.0, &mut partials).unwrap();
+                gathered.extend(partials);
+            }
+            assert_eq!(gathered.len(), whole.len());
+            for (a, b) in gathered.iter().zip(&whole) {
+                assert_eq!(a.to_bits(), b.to_bits(), "{ranks} ranks");
+            }
+        }
+    }
+
+    #[test]
+    fn partials_report_non_finite_and_wrong_lengths() {
+        let mut g = vec![1.0f32; BLOCK + 3];
+        g[BLOCK + 1] = f32::NAN;
+        let mut partials = [0.0; 2];
+        assert!(grad_norm_partials(&[&g], 1.0, &mut partials).unwrap());
+        assert!(grad_norm_combine(&partials).is_nan());
+        g[BLOCK + 1] = f32::INFINITY;
+        assert!(grad_norm_partials(&[&g], 1.0, &mut partials).unwrap());
+        assert!(grad_norm_combine(&partials).is_infinite());
+        let before = partials;
+        let mut short = [7.0; 1];
+        let err = grad_norm_partials(&[&g], 1.0, &mut short).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Length);
+        assert_eq!(short, [7.0]);
+        assert_eq!(partials, before);
+        assert_eq!(grad_norm_combine(&[]), 0.0);
+        assert_eq!(grad_norm_piece_count(0), 0);
+        assert_eq!(grad_norm_piece_count(BLOCK), 1);
+        assert_eq!(grad_norm_piece_count(BLOCK + 1), 2);
+    }
+
+    /// The sharded step (norm from the allgathered partials, each shard stepped with it) equals
+    /// one process's two-pass clipped step bit for bit, clipping active or not.
+    #[test]
+    fn sharded_clipped_step_equals_the_two_pass_step_bitwise() {
+        let grads = gradients();
+        let cfg = AdamConfig {
+            lr: 1e-2,
+            weight_decay: 0.01,
+            inv_grad_scale: 0.5,
+            ..AdamConfig::default()
+        };
+        let total: usize = grads.iter().map(Vec::len).sum();
+        let init: Vec<f32> = (0..total)
+            .map(|i| ((i % 97) as f32 - 48.0) / 64.0)
+            .collect();
+        for max_grad_norm in [f64::INFINITY, 1.0, 1e-3] {
+            for isa in Isa::available() {
+                // One process, all tensors.
+                let mut p1 = init.clone();
+                let mut m1 = vec![0.0f32; total];
+                let mut v1 = vec![0.0f32; total];
+                // Sharded: 3 "ranks", cut at piece boundaries inside tensors.
+                let mut p2 = init.clone();
+                let mut m2 = vec![0.0f32; total];
+                let mut v2 = vec![0.0f32; total];
+                for step in 1..=3u64 {
+                    let mut tensors = Vec::new();
+                    let (mut p, mut m, mut v) = (&mut p1[..], &mut m1[..], &mut v1[..]);
+                    for g in &grads {
+                        let (pa, pb) = p.split_at_mut(g.len());
+                        let (ma, mb) = m.split_at_mut(g.len());
+                        let (va, vb) = v.split_at_mut(g.len());
+                        (p, m, v) = (pb, mb, vb);
+                        tensors.push(AdamTensor {
+                            param: pa,
+                            grad: g,
+                            exp_avg: ma,
+                            exp_avg_sq: va,
+                            max_exp_avg_sq: None,
+                        });
+                    }
+                    let norm = adam_step_clipped_multi_with(
+                        isa,
+                        Par::Pool,
+                        &cfg,
+                        step,
+                        &mut tensors,
+                        max_grad_norm,
+                    )
+                    .unwrap();
+
+                    // Shards: pieces of every tensor, contiguous runs per rank.
+                    let mut shards: Vec<(usize, usize)> = Vec::new(); // (start, len) in flat
+                    let mut off = 0;
+                    for g in &grads {
+                        for c in (0..g.len()).step_by(grad_norm_piece_len()) {
+                            shards.push((off + c, (g.len() - c).min(grad_norm_piece_len())));
+                        }
+                        off += g.len();
+                    }
+                    let flat_grad: Vec<f32> = grads.concat();
+                    let ranks = 3;
+                    let per_rank: Vec<&[(usize, usize)]> = (0..ranks)
+                        .map(|r| &shards[shards.len() * r / ranks..shards.len() * (r + 1) / ranks])
+                        .collect();
+                    let mut gathered = Vec::new();
+                    for pieces in &per_rank {
+                        let g: Vec<&[f32]> =
+                            pieces.iter().map(|&(s, n)| &flat_grad[s..s + n]).collect();
+                        let mut partials = vec![0.0; g.len()];
+                        let inf = grad_norm_partials_with(
+                            isa,
+                            Par::Pool,
+                            &g,
+                            cfg.inv_grad_scale,
+                            &mut partials,
+                        )
+                        .unwrap();
+                        assert!(!inf);
+                        gathered.extend(partials);
+                    }
+                    let norm2 = grad_norm_combine(&gathered);
+                    assert_eq!(norm2.to_bits(), norm.to_bits());
+                    for pieces in &per_rank {
+                        let Some(&(start, _)) = pieces.first() else {
+                            continue;
+                        };
+                        let end = pieces.last().map(|&(s, n)| s + n).unwrap();
+                        // One tensor per piece run inside the rank (a tensor may be cut).
+                        let (mut p, mut m, mut v) = (
+                            &mut p2[start..end],
+                            &mut m2[start..end],
+                            &mut v2[start..end],
+                        );
+                        let mut tensors = Vec::new();
+                        for &(s, n) in pieces.iter() {
+                            let (pa, pb) = p.split_at_mut(n);
+                            let (ma, mb) = m.split_at_mut(n);
+                            let (va, vb) = v.split_at_mut(n);
+                            (p, m, v) = (pb, mb, vb);
+                            tensors.push(AdamTensor {
+                                param: pa,
+                                grad: &flat_grad[s..s + n],
+                                exp_avg: ma,
+                                exp_avg_sq: va,
+                                max_exp_avg_sq: None,
+                            });
+                        }
+                        adam_step_clipped_by_norm_multi_with(
+                            isa,
+                            Par::Pool,
+                            &cfg,
+                            step,
+                            &mut tensors,
+                            max_grad_norm,
+                            norm2,
+                        )
+                        .unwrap();
+                    }
+                }
+                let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&p1),
+                    bits(&p2),
+                    "{isa:?} max_grad_norm {max_grad_norm}"
+                );
+                assert_eq!(bits(&m1), bits(&m2));
+                assert_eq!(bits(&v1), bits(&v2));
+                assert_ne!(bits(&p1), bits(&init), "the step must move the parameters");
+            }
+        }
+    }
+
+    #[test]
+    fn step_by_norm_refuses_a_non_finite_or_negative_norm_and_writes_nothing() {
+        let g = vec![0.5f32; 40];
+        let mut p = vec![1.0f32; 40];
+        let (mut m, mut v) = (vec![0.0f32; 40], vec![0.0f32; 40]);
+        for (norm, kind) in [
+            (f64::NAN, crate::ErrorKind::NonFinite),
+            (f64::INFINITY, crate::ErrorKind::NonFinite),
+            (-1.0, crate::ErrorKind::InvalidHyperparameter),
+        ] {
+            let mut t = [AdamTensor {
+                param: &mut p,
+                grad: &g,
+                exp_avg: &mut m,
+                exp_avg_sq: &mut v,
+                max_exp_avg_sq: None,
+            }];
+            let err = adam_step_clipped_by_norm_multi(&AdamConfig::default(), 1, &mut t, 1.0, norm)
+                .unwrap_err();
+            assert_eq!(err.kind(), kind);
+            assert!(p.iter().all(|&x| x == 1.0) && m.iter().all(|&x| x == 0.0));
+        }
+    }
 }

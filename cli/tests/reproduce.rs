@@ -82,7 +82,6 @@ fn quick_study_files_verdicts_and_mechanisms() {
     }
     let expected = [
         ("theorem2-win-logreg-orthogonal", "fails"),
-        ("theorem2-delay-logreg-orthogonal", "fails"),
         ("scaling-logreg-orthogonal", "fails"),
         ("theorem2-win-softmax-zipf", "fails"),
         ("control-logreg-gauss", "holds"),
@@ -93,6 +92,7 @@ fn quick_study_files_verdicts_and_mechanisms() {
         ("small-batch-linreg-spread", "holds"),
         ("batch-trend-linreg-gauss", "holds"),
         ("batch-trend-linreg-spread", "holds"),
+        ("parity-identity", "holds"),
     ];
     for (claim, verdict) in expected {
         assert_eq!(
@@ -101,10 +101,12 @@ fn quick_study_files_verdicts_and_mechanisms() {
             "{claim}; stdout:\n{stdout}"
         );
     }
+    // These depend on the dimensions swept (quick: d <= 128) or sit near the 1.2x threshold;
+    // docs/study.md gives both runs' verdicts.
     for claim in [
+        "theorem2-delay-logreg-orthogonal",
         "theorem2-delay-softmax-zipf",
         "scaling-softmax-zipf",
-        "parity-identity",
         "parity-eigen",
     ] {
         assert!(verdicts.contains_key(claim), "{claim} missing");

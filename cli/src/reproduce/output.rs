@@ -654,14 +654,22 @@ pub fn report(res: &StudyResults, cl: &[Claim]) -> String {
              Relative excess loss (mean of the last 10%, median over seeds, rate tuned per \
              optimizer and batch size) and, along Adam's own trajectory, the cosine between its \
              update and GN^-1/2's / GN^-1's from the same first moment, corr(v, h) and the noise \
-             share of E[g_i^2]. ![batch](batch.svg)\n\n\
+             share of E[g_i^2]. Losses marked (floor) are at the f32 floor: no ordering is read \
+             from them. ![batch](batch.svg)\n\n\
              | task | basis | B | adam | gn-1 | gn-1/2 | cos(adam, gn-1/2) | cos(adam, gn-1) | corr(v, h) | noise share | h max/min |\n\
              | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
             c.batch_steps
         )
         .unwrap();
         for p in &res.batch {
-            let l = |o: Opt| fmt_loss(find(&p.tuned, o, Criterion::Budget(0)).unwrap().median());
+            let l = |o: Opt| {
+                let v = find(&p.tuned, o, Criterion::Budget(0)).unwrap().median();
+                if v < FLOOR {
+                    format!("{} (floor)", fmt_loss(v))
+                } else {
+                    fmt_loss(v)
+                }
+            };
             writeln!(
                 s,
                 "| {} | {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.2} | {:.1e} |",

@@ -586,8 +586,8 @@ pub fn report(res: &StudyResults, cl: &[Claim]) -> String {
             }
             writeln!(s, "{head}\n{sep}").unwrap();
             for opt in super::experiments::SWEEP_OPTS {
-                for k in 0..3 {
-                    let mut row = format!("| {} | {:.0e} |", opt.name(), TARGETS[k]);
+                for (k, target) in TARGETS.iter().enumerate() {
+                    let mut row = format!("| {} | {target:.0e} |", opt.name());
                     for p in &pts {
                         let t = find(&p.tuned, opt, Criterion::Target(k)).unwrap();
                         write!(

@@ -20,7 +20,8 @@ fn colour(k: usize) -> RGBColor {
         RGBColor(214, 39, 40),
         RGBColor(44, 160, 44),
         RGBColor(148, 103, 189),
-    ][k % 4]
+        RGBColor(255, 127, 14),
+    ][k % 5]
 }
 
 fn scaling(dir: &Path, res: &StudyResults) -> PlotResult {

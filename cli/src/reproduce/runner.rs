@@ -478,7 +478,7 @@ pub fn tune_and_report(
 }
 
 /// The entry of `results` for `opt` and `criterion`.
-pub fn find<'a>(results: &'a [Tuned], opt: Opt, criterion: Criterion) -> Option<&'a Tuned> {
+pub fn find(results: &[Tuned], opt: Opt, criterion: Criterion) -> Option<&Tuned> {
     results
         .iter()
         .find(|t| t.opt == opt && t.criterion == criterion)

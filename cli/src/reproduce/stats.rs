@@ -109,7 +109,7 @@ pub fn beats(lo: f64, hi: f64) -> Verdict {
 
 /// All of `parts` hold: holds; any fails: fails; otherwise inconclusive.
 pub fn all_of(parts: &[Verdict]) -> Verdict {
-    if parts.iter().any(|&v| v == Verdict::Fails) {
+    if parts.contains(&Verdict::Fails) {
         Verdict::Fails
     } else if parts.iter().all(|&v| v == Verdict::Holds) {
         Verdict::Holds

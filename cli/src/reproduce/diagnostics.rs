@@ -1,50 +1,38 @@
-//! Second-moment diagnostic (small batches, linear regression with Gaussian inputs).
+//! What Adam's preconditioner looks like along its own small-batch trajectory (linear
+//! regression with Gaussian inputs).
 //!
-//! 1. Along a small-batch Adam run, compare Adam's bias-corrected `v_i` with the GN diagonal
-//!    `h_i = u_i^T A u_i` in the same basis: the spread of `v_i / h_i` (max / min) and the
-//!    Pearson correlation of `v` and `h`. If `v` were proportional to `h`, Adam would be exactly
-//!    GN^-1/2 with a rescaled learning rate.
-//! 2. Check the theory at the run's parameters `w`: for `x ~ N(0, Sigma)`,
-//!    `y = x.w* + N(0, sigma^2)`, and `g` the mean gradient of `B` fresh samples,
-//!    `E[(u_i.g)^2] = (1 + 1/B) (u_i.grad L)^2 + (2L/B) u_i^T Sigma u_i`, with the population
-//!    loss `L = ((w - w*)^T Sigma (w - w*) + sigma^2) / 2` and `grad L = Sigma (w - w*)`.
-//!    The left side is a Monte Carlo mean over `mc_batches` fresh batches (population samples,
-//!    not the training set), reported as measured / predicted per coordinate with its standard
-//!    error.
+//! At every 10th step of the second half of an Adam run (its tuned rate, the same batches as its
+//! reporting run), with `m_hat`, `v_hat` Adam's bias-corrected moments after the step and `h` the
+//! GN diagonal in the run's basis:
+//! - `cos(adam, gn-1/2)`: the cosine between Adam's update `m_hat / (sqrt(v_hat) + eps)` and the
+//!   update GN^-1/2 would take from the same `m_hat`, `m_hat (h + lambda)^-1/2`; likewise
+//!   `cos(adam, gn-1)` with `(h + lambda)^-1`;
+//! - `corr(v, h)`: the Pearson correlation of `v_hat` and `h` over coordinates;
+//! - the noise share: for `x ~ N(0, Sigma)`, `y = x.w* + N(0, sigma^2)` and a batch of `B`,
+//!   `E[(u_i.g)^2] = (1 + 1/B)(u_i.grad L)^2 + (2L/B) u_i^T Sigma u_i` (population loss `L`,
+//!   `grad L = Sigma (w - w*)`); the share is the mean over coordinates of the second term over
+//!   the whole (0 for a full batch).
+//!
+//! Each quantity is averaged over the trace points.
 
-use super::runner::{BasisChoice, Instance, Snapshot};
-use super::tasks::{mix_seed, Task};
+use super::problems::{Problem, SampledLinreg};
+use super::tasks::mix_seed;
+use diagprec::{adam_step_with, AdamConfig, AdamTensor, Isa, Par};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use rand_distr::StandardNormal;
+use rand::SeedableRng;
 
-/// One row of `second_moment.csv`.
-#[derive(Clone, Debug)]
-pub struct SecondMomentRow {
-    pub task: &'static str,
-    pub basis: &'static str,
-    pub batch_size: usize,
-    pub step: usize,
-    pub excess_loss: f64,
-    pub population_loss: f64,
-    pub v_over_h_min: f64,
-    pub v_over_h_max: f64,
-    pub v_over_h_spread: f64,
+/// Averages along one Adam run.
+#[derive(Clone, Debug, Default)]
+pub struct Trace {
+    pub cos_half: f64,
+    pub cos_one: f64,
     pub corr_v_h: f64,
-    pub mc_batches: usize,
-    pub measured_over_predicted_median: f64,
-    pub measured_over_predicted_min: f64,
-    pub measured_over_predicted_max: f64,
-    pub mc_rel_stderr_max: f64,
     pub noise_share: f64,
+    /// `max h / min h` (the spread of the GN diagonal in the basis).
+    pub h_spread: f64,
 }
 
-pub const HEADER: &str = "task,basis,batch_size,step,excess_loss,population_loss,\
-v_over_h_min,v_over_h_max,v_over_h_spread,corr_v_h,mc_batches,\
-measured_over_predicted_median,measured_over_predicted_min,measured_over_predicted_max,\
-mc_rel_stderr_max,noise_share";
-
-fn pearson(a: &[f64], b: &[f64]) -> f64 {
+pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len() as f64;
     let ma = a.iter().sum::<f64>() / n;
     let mb = b.iter().sum::<f64>() / n;
@@ -54,170 +42,138 @@ fn pearson(a: &[f64], b: &[f64]) -> f64 {
         saa += (x - ma) * (x - ma);
         sbb += (y - mb) * (y - mb);
     }
-    sab / (saa * sbb).sqrt()
+    sab / (saa * sbb).sqrt().max(1e-300)
 }
 
-/// The basis columns `u_i` as an f64 matrix (column `i` = `u_i`).
-fn basis_columns(inst: &Instance, basis: BasisChoice) -> Vec<Vec<f64>> {
-    let d = inst.task.dim;
-    match &inst.prepared(basis).basis {
-        None => (0..d)
-            .map(|i| (0..d).map(|j| if i == j { 1.0 } else { 0.0 }).collect())
-            .collect(),
-        Some(b) => {
-            let u = b.matrix();
-            (0..d)
-                .map(|i| (0..d).map(|j| u[(j, i)] as f64).collect())
-                .collect()
-        }
-    }
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let ab: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let aa: f64 = a.iter().map(|x| x * x).sum();
+    let bb: f64 = b.iter().map(|x| x * x).sum();
+    ab / (aa * bb).sqrt().max(1e-300)
 }
 
-fn sym_mul(s: &faer::Mat<f64>, x: &[f64]) -> Vec<f64> {
-    let d = x.len();
-    (0..d)
-        .map(|i| (0..d).map(|j| s[(i, j)] * x[j]).sum())
-        .collect()
-}
-
-/// Evaluates one snapshot of an Adam run in `basis`.
-pub fn evaluate(
-    inst: &Instance,
-    basis: BasisChoice,
-    basis_name: &'static str,
-    batch_size: usize,
-    mc_batches: usize,
-    base_seed: u64,
-    snap: &Snapshot,
-) -> SecondMomentRow {
-    let task: &Task = &inst.task;
+/// Runs Adam (`beta1 = 0.9`, `beta2 = 0.999`) and records the averages above. `seed` is the run
+/// seed of [`super::runner::run`], so the batches are those of the reporting run.
+pub fn trace_adam(
+    p: &SampledLinreg,
+    lr: f64,
+    steps: usize,
+    batch: Option<usize>,
+    seed: u64,
+) -> Trace {
+    let task = &p.task;
     let d = task.dim;
-    let h = &inst.prepared(basis).h;
-    let ratios: Vec<f64> = snap
-        .v_hat
-        .iter()
-        .zip(h)
-        .map(|(&v, &h)| v / h as f64)
-        .collect();
-    let rmin = ratios.iter().cloned().fold(f64::INFINITY, f64::min);
-    let rmax = ratios.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let h64: Vec<f64> = h.iter().map(|&x| x as f64).collect();
-    let corr = pearson(&snap.v_hat, &h64);
-
-    // Theory at w.
-    let cols = basis_columns(inst, basis);
-    let delta: Vec<f64> = snap
-        .w
-        .iter()
-        .zip(&task.w_star)
-        .map(|(&a, &b)| a as f64 - b)
-        .collect();
-    let grad = sym_mul(&task.sigma, &delta);
-    let quad: f64 = delta.iter().zip(&grad).map(|(a, b)| a * b).sum();
-    let pop_loss = 0.5 * (quad + task.noise_std * task.noise_std);
-    let bf = batch_size as f64;
-    let mut predicted = vec![0.0; d];
-    let mut noise_share = 0.0;
-    for (i, u) in cols.iter().enumerate() {
-        let ug: f64 = u.iter().zip(&grad).map(|(a, b)| a * b).sum();
-        let su = sym_mul(&task.sigma, u);
-        let usu: f64 = u.iter().zip(&su).map(|(a, b)| a * b).sum();
-        let noise = 2.0 * pop_loss / bf * usu;
-        predicted[i] = (1.0 + 1.0 / bf) * ug * ug + noise;
-        noise_share += noise / predicted[i] / d as f64;
-    }
-
-    // Monte Carlo over fresh population batches.
-    let tag = match basis {
-        BasisChoice::Identity => 1,
-        BasisChoice::Eigen => 2,
-        BasisChoice::Geodesic(k) => 10 + k as u64,
+    let isa = Isa::detect();
+    let cfg = AdamConfig {
+        lr,
+        ..AdamConfig::default()
     };
-    let mut rng = StdRng::seed_from_u64(mix_seed(&[
-        base_seed,
-        0x5EC0,
-        inst.seed_index as u64,
-        tag,
-        snap.step as u64,
-    ]));
-    let w64: Vec<f64> = snap.w.iter().map(|&x| x as f64).collect();
-    let mut sum = vec![0.0; d];
-    let mut sum_sq = vec![0.0; d];
-    let mut z = vec![0.0; d];
-    let mut x = vec![0.0; d];
-    let mut g = vec![0.0; d];
-    for _ in 0..mc_batches {
-        g.iter_mut().for_each(|v| *v = 0.0);
-        for _ in 0..batch_size {
-            z.iter_mut().for_each(|v| *v = rng.sample(StandardNormal));
-            for (i, xi) in x.iter_mut().enumerate() {
-                *xi = (0..d).map(|j| task.sigma_sqrt[(i, j)] * z[j]).sum();
+    let mut rng = StdRng::seed_from_u64(mix_seed(&[seed, 0xBA7C]));
+    let (mut w, mut m, mut v, mut g) = (
+        vec![0.0f32; d],
+        vec![0.0f32; d],
+        vec![0.0f32; d],
+        vec![0.0f32; d],
+    );
+    let h: Vec<f64> = p.h.iter().map(|&x| x as f64).collect();
+    // u_i^T Sigma u_i.
+    let sigma_diag: Vec<f64> = (0..d)
+        .map(|i| match &p.basis {
+            None => task.sigma[(i, i)],
+            Some(b) => {
+                let u = b.matrix();
+                let mut s = 0.0;
+                for a in 0..d {
+                    for c in 0..d {
+                        s += u[(a, i)] as f64 * task.sigma[(a, c)] * u[(c, i)] as f64;
+                    }
+                }
+                s
             }
-            let eps: f64 = rng.sample(StandardNormal);
-            let y: f64 =
-                x.iter().zip(&task.w_star).map(|(a, b)| a * b).sum::<f64>() + task.noise_std * eps;
-            let resid: f64 = x.iter().zip(&w64).map(|(a, b)| a * b).sum::<f64>() - y;
-            for (gi, &xi) in g.iter_mut().zip(&x) {
-                *gi += resid * xi / bf;
-            }
-        }
-        for (i, u) in cols.iter().enumerate() {
-            let ug: f64 = u.iter().zip(&g).map(|(a, b)| a * b).sum();
-            let sq = ug * ug;
-            sum[i] += sq;
-            sum_sq[i] += sq * sq;
-        }
-    }
-    let mf = mc_batches as f64;
-    let mut ratio_mp = Vec::with_capacity(d);
-    let mut rel_se_max: f64 = 0.0;
-    for i in 0..d {
-        let mean = sum[i] / mf;
-        let var = (sum_sq[i] / mf - mean * mean).max(0.0);
-        rel_se_max = rel_se_max.max((var / mf).sqrt() / mean);
-        ratio_mp.push(mean / predicted[i]);
-    }
-    let med = super::runner::median(&ratio_mp);
-    SecondMomentRow {
-        task: task.kind.name(),
-        basis: basis_name,
-        batch_size,
-        step: snap.step,
-        excess_loss: snap.loss,
-        population_loss: pop_loss,
-        v_over_h_min: rmin,
-        v_over_h_max: rmax,
-        v_over_h_spread: rmax / rmin,
-        corr_v_h: corr,
-        mc_batches,
-        measured_over_predicted_median: med,
-        measured_over_predicted_min: ratio_mp.iter().cloned().fold(f64::INFINITY, f64::min),
-        measured_over_predicted_max: ratio_mp.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
-        mc_rel_stderr_max: rel_se_max,
-        noise_share,
-    }
-}
-
-impl SecondMomentRow {
-    pub fn csv(&self) -> String {
-        format!(
-            "{},{},{},{},{:.6e},{:.6e},{:.6e},{:.6e},{:.6e},{:.6},{},{:.6},{:.6},{:.6},{:.6},{:.6}",
-            self.task,
-            self.basis,
-            self.batch_size,
-            self.step,
-            self.excess_loss,
-            self.population_loss,
-            self.v_over_h_min,
-            self.v_over_h_max,
-            self.v_over_h_spread,
-            self.corr_v_h,
-            self.mc_batches,
-            self.measured_over_predicted_median,
-            self.measured_over_predicted_min,
-            self.measured_over_predicted_max,
-            self.mc_rel_stderr_max,
-            self.noise_share
+        })
+        .collect();
+    let mut acc = Trace::default();
+    let mut count: f64 = 0.0;
+    for t in 1..=steps {
+        p.gradient(&w, batch, &mut rng, &mut g);
+        adam_step_with(
+            isa,
+            Par::Seq,
+            &cfg,
+            t as u64,
+            AdamTensor {
+                param: &mut w,
+                grad: &g,
+                exp_avg: &mut m,
+                exp_avg_sq: &mut v,
+                max_exp_avg_sq: None,
+            },
         )
+        .expect("adam step");
+        if w.iter().any(|x| !x.is_finite()) {
+            break;
+        }
+        if t <= steps / 2 || t % 10 != 0 {
+            continue;
+        }
+        let bc1 = 1.0 - cfg.beta1.powi(t as i32);
+        let bc2 = 1.0 - cfg.beta2.powi(t as i32);
+        let m_hat: Vec<f64> = m.iter().map(|&x| x as f64 / bc1).collect();
+        let v_hat: Vec<f64> = v.iter().map(|&x| x as f64 / bc2).collect();
+        let adam: Vec<f64> = m_hat
+            .iter()
+            .zip(&v_hat)
+            .map(|(a, b)| a / (b.sqrt() + 1e-8))
+            .collect();
+        let half: Vec<f64> = m_hat
+            .iter()
+            .zip(&h)
+            .map(|(a, b)| a / (b + 1e-8).sqrt())
+            .collect();
+        let one: Vec<f64> = m_hat.iter().zip(&h).map(|(a, b)| a / (b + 1e-8)).collect();
+        acc.cos_half += cosine(&adam, &half);
+        acc.cos_one += cosine(&adam, &one);
+        acc.corr_v_h += pearson(&v_hat, &h);
+        // Population noise share at w.
+        let wo = p.original(&w);
+        let delta: Vec<f64> = wo
+            .iter()
+            .zip(&task.w_star)
+            .map(|(&a, &b)| a as f64 - b)
+            .collect();
+        let grad: Vec<f64> = (0..d)
+            .map(|i| (0..d).map(|j| task.sigma[(i, j)] * delta[j]).sum())
+            .collect();
+        let quad: f64 = delta.iter().zip(&grad).map(|(a, b)| a * b).sum();
+        let pop = 0.5 * (quad + task.noise_std * task.noise_std);
+        let mut grad_rot = vec![0.0f32; d];
+        let gf: Vec<f32> = grad.iter().map(|&x| x as f32).collect();
+        p.rotate_in(&gf, &mut grad_rot);
+        let share = match batch {
+            None => 0.0,
+            Some(b) => {
+                let bf = b as f64;
+                (0..d)
+                    .map(|i| {
+                        let s = grad_rot[i] as f64;
+                        let noise = 2.0 * pop / bf * sigma_diag[i];
+                        noise / ((1.0 + 1.0 / bf) * s * s + noise)
+                    })
+                    .sum::<f64>()
+                    / d as f64
+            }
+        };
+        acc.noise_share += share;
+        count += 1.0;
+    }
+    let c = count.max(1.0);
+    let hmax = h.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let hmin = h.iter().cloned().fold(f64::INFINITY, f64::min);
+    Trace {
+        cos_half: acc.cos_half / c,
+        cos_one: acc.cos_one / c,
+        corr_v_h: acc.corr_v_h / c,
+        noise_share: acc.noise_share / c,
+        h_spread: hmax / hmin,
     }
 }

@@ -1,166 +1,162 @@
 //! SVG plots (plotters, SVG backend only: text is written as SVG `<text>`, no fonts needed).
 //!
-//! - `curves-<task>.svg`: 2 x 2 panels (rows: identity / eigen basis; columns: full / small
-//!   batch), median excess loss over seeds against steps at each optimizer's best rate, log scale.
-//! - `interpolation.svg`: final loss against the geodesic parameter `t` (identity -> eigenbasis).
+//! - `scaling.svg`: log-log, median steps to 1e-4 of the initial loss against the dimension, one
+//!   panel per Theorem-2 task, one line per optimizer (unreached points are left out).
+//! - `batch.svg`: cos(adam, gn-1/2) and cos(adam, gn-1) against the batch size (log x; the full
+//!   batch drawn at 4096), one panel per task.
 
-use super::runner::{BasisChoice, Batch, Opt};
-use super::tasks::TaskKind;
+use super::experiments::SWEEP_OPTS;
+use super::runner::{find, Criterion};
+use super::stats::median;
 use super::StudyResults;
 use plotters::prelude::*;
 use std::path::Path;
 
 type PlotResult = Result<(), Box<dyn std::error::Error>>;
 
-fn colour(opt: Opt) -> RGBColor {
-    match opt {
-        Opt::Adam => RGBColor(31, 119, 180),
-        Opt::Gn1 => RGBColor(214, 39, 40),
-        Opt::GnHalf => RGBColor(44, 160, 44),
-    }
+fn colour(k: usize) -> RGBColor {
+    [
+        RGBColor(31, 119, 180),
+        RGBColor(214, 39, 40),
+        RGBColor(44, 160, 44),
+        RGBColor(148, 103, 189),
+        RGBColor(255, 127, 14),
+    ][k % 5]
 }
 
-/// Positive finite values clamped into a plottable log range.
-fn y_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-    for v in values.filter(|v| v.is_finite() && *v > 0.0) {
-        lo = lo.min(v);
-        hi = hi.max(v);
-    }
-    if !lo.is_finite() {
-        return (1e-12, 1.0);
-    }
-    let lo = lo.max(hi * 1e-16);
-    (lo / 2.0, hi * 2.0)
-}
-
-fn clamp(v: f64, lo: f64) -> f64 {
-    if v.is_finite() && v > lo {
-        v
-    } else {
-        lo
-    }
-}
-
-fn curves(dir: &Path, res: &StudyResults, task: TaskKind) -> PlotResult {
-    let path = dir.join(format!("curves-{}.svg", task.name()));
-    let root = SVGBackend::new(&path, (1200, 900)).into_drawing_area();
+fn scaling(dir: &Path, res: &StudyResults) -> PlotResult {
+    let path = dir.join("scaling.svg");
+    let root = SVGBackend::new(&path, (1500, 500)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(
-        &format!(
-            "{}: excess training loss (median over seeds, best lr)",
-            task.name()
-        ),
-        ("sans-serif", 22),
+        "full batch, eigenbasis: median steps to 1e-4 of the initial loss",
+        ("sans-serif", 20),
     )?;
-    let panels = root.split_evenly((2, 2));
-    let layout = [
-        (BasisChoice::Identity, Batch::Full),
-        (BasisChoice::Identity, Batch::Small),
-        (BasisChoice::Eigen, Batch::Full),
-        (BasisChoice::Eigen, Batch::Small),
-    ];
-    for (area, (basis, batch)) in panels.iter().zip(layout) {
-        let cells: Vec<_> = res
-            .cells
-            .iter()
-            .filter(|r| r.cell.task == task && r.cell.basis == basis && r.cell.batch == batch)
-            .collect();
-        let (lo, hi) = y_range(cells.iter().flat_map(|r| r.curve.iter().map(|p| p.1)));
-        let steps = cells
-            .iter()
-            .flat_map(|r| r.curve.last().map(|p| p.0))
-            .max()
-            .unwrap_or(1)
-            .max(1);
+    let tasks = ["logreg-orthogonal", "softmax-zipf", "logreg-gauss-control"];
+    let panels = root.split_evenly((1, 3));
+    for (area, task) in panels.iter().zip(tasks) {
+        let pts: Vec<_> = res.sweeps.iter().filter(|p| p.task == task).collect();
+        let dmax = pts.iter().map(|p| p.dim).max().unwrap_or(16).max(16) as f64;
+        let dmin = pts.iter().map(|p| p.dim).min().unwrap_or(8).max(1) as f64;
+        let ymax = pts.iter().map(|p| p.budget).max().unwrap_or(1000) as f64 * 2.0;
         let mut chart = ChartBuilder::on(area)
-            .caption(
-                format!("{} basis, {} batch", basis.name(), batch.name()),
-                ("sans-serif", 18),
-            )
+            .caption(task, ("sans-serif", 18))
             .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..steps as f64, (lo..hi).log_scale())?;
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(
+                (dmin * 0.8..dmax * 1.25).log_scale(),
+                (1.0..ymax).log_scale(),
+            )?;
         chart
             .configure_mesh()
-            .x_desc("step")
-            .y_desc("excess loss")
-            .y_label_formatter(&|v| format!("{v:.0e}"))
+            .x_desc("dimension")
+            .y_desc("steps")
             .draw()?;
-        for r in cells {
-            let c = colour(r.cell.opt);
+        for (k, opt) in SWEEP_OPTS.iter().enumerate() {
+            let line: Vec<(f64, f64)> = pts
+                .iter()
+                .filter_map(|p| {
+                    let m = find(&p.tuned, *opt, Criterion::Target(1))?.median();
+                    m.is_finite().then_some((p.dim as f64, m.max(1.0)))
+                })
+                .collect();
+            let c = colour(k);
             chart
-                .draw_series(LineSeries::new(
-                    r.curve.iter().map(|p| (p.0 as f64, clamp(p.1, lo))),
-                    c.stroke_width(2),
-                ))?
-                .label(format!("{} (lr {:.0e})", r.cell.opt.name(), r.best_lr))
+                .draw_series(LineSeries::new(line.clone(), c.stroke_width(2)))?
+                .label(opt.name())
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
                 });
+            chart.draw_series(line.iter().map(|&p| Circle::new(p, 3, c.filled())))?;
         }
         chart
             .configure_series_labels()
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
+            .position(SeriesLabelPosition::UpperLeft)
             .draw()?;
     }
     root.present()?;
     Ok(())
 }
 
-fn interpolation(dir: &Path, res: &StudyResults) -> PlotResult {
-    let path = dir.join("interpolation.svg");
-    let root = SVGBackend::new(&path, (800, 560)).into_drawing_area();
+fn batch(dir: &Path, res: &StudyResults) -> PlotResult {
+    let path = dir.join("batch.svg");
+    let root = SVGBackend::new(&path, (1100, 450)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (lo, hi) = y_range(res.geodesic.iter().map(|g| g.1.final_loss));
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "linreg-gauss, small batch: final loss along the geodesic identity (t=0) -> eigenbasis (t=1)",
-            ("sans-serif", 16),
-        )
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..1f64, (lo..hi).log_scale())?;
-    chart
-        .configure_mesh()
-        .x_desc("t")
-        .y_desc("final excess loss")
-        .y_label_formatter(&|v| format!("{v:.0e}"))
-        .draw()?;
-    for opt in Opt::ALL {
-        let c = colour(opt);
-        let pts: Vec<(f64, f64)> = res
-            .geodesic
-            .iter()
-            .filter(|g| g.1.cell.opt == opt)
-            .map(|g| (g.0, clamp(g.1.final_loss, lo)))
-            .collect();
+    let root = root.titled(
+        "along Adam's trajectory: cosine of its update with GN's (full batch at 4096)",
+        ("sans-serif", 20),
+    )?;
+    let tasks = ["linreg-gauss", "linreg-spread"];
+    let panels = root.split_evenly((1, 2));
+    for (area, task) in panels.iter().zip(tasks) {
+        let pts: Vec<_> = res.batch.iter().filter(|p| p.task == task).collect();
+        let mut chart = ChartBuilder::on(area)
+            .caption(
+                format!("{task} ({})", pts.first().map_or("", |p| p.basis)),
+                ("sans-serif", 18),
+            )
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d((0.8f64..6000.0).log_scale(), -0.1f64..1.05)?;
         chart
-            .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?
-            .label(opt.name())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
-        chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 4, c.filled())))?;
+            .configure_mesh()
+            .x_desc("batch size")
+            .y_desc("cosine")
+            .draw()?;
+        for (k, (name, pick)) in [
+            ("cos(adam, gn-1/2)", 0usize),
+            ("cos(adam, gn-1)", 1),
+            ("noise share", 2),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let line: Vec<(f64, f64)> = pts
+                .iter()
+                .map(|p| {
+                    let v: Vec<f64> = p
+                        .traces
+                        .iter()
+                        .map(|t| match pick {
+                            0 => t.cos_half,
+                            1 => t.cos_one,
+                            _ => t.noise_share,
+                        })
+                        .collect();
+                    (p.batch.map_or(4096.0, |b| b as f64), median(&v))
+                })
+                .collect();
+            let c = colour(k + if k == 0 { 2 } else { 0 });
+            chart
+                .draw_series(LineSeries::new(line.clone(), c.stroke_width(2)))?
+                .label(name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                });
+            chart.draw_series(line.iter().map(|&p| Circle::new(p, 3, c.filled())))?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerLeft)
+            .draw()?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
     root.present()?;
     Ok(())
 }
 
-/// Writes every plot into `dir`.
+/// Writes the plots of the parts that ran.
 pub fn write_all(dir: &Path, res: &StudyResults) -> PlotResult {
-    for &task in &res.tasks {
-        curves(dir, res, task)?;
+    if !res.sweeps.is_empty() {
+        scaling(dir, res)?;
     }
-    if res.geodesic.is_empty() {
-        return Ok(());
+    if !res.batch.is_empty() {
+        batch(dir, res)?;
     }
-    interpolation(dir, res)
+    Ok(())
 }

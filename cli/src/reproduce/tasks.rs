@@ -1,4 +1,6 @@
-//! Seeded task generators: the three problems of the study.
+//! Seeded generators of the sampled problems (the linear regressions of the batch-size sweep and
+//! the Gaussian logistic negative control); the population problems of the other experiments
+//! are in [`super::problems`].
 //!
 //! Every task holds a finite training set `X` (N x d, row-major f32) and labels `y`, the
 //! population input covariance `Sigma` (so fresh samples can be drawn for the second-moment
@@ -6,11 +8,12 @@
 //! *excess* training loss `L(w) - min L` (which goes to 0, so log-scale comparisons are
 //! meaningful).
 //!
-//! - `linreg-block`: `x ~ N(0, Sigma)`, `Sigma = blockdiag((1 - rho_j) I + rho_j 11^T)` (unit
-//!   diagonal), `y = x.w* + noise`.
+//! - `linreg-spread`: `x ~ N(0, Sigma)`, `Sigma = D^1/2 K D^1/2` with `D = diag(i^-alpha)` and
+//!   `K = blockdiag((1 - rho_j) I + rho_j 11^T)`: the identity is not an eigenbasis and the GN
+//!   diagonal in it, `D`, is spread over three decades. `y = x.w* + noise`.
 //! - `linreg-gauss`: `x ~ N(0, Sigma)`, `Sigma = Q diag(lambda) Q^T` with `lambda_i = i^-alpha`
 //!   (power law) and `Q` a random rotation, `y = x.w* + noise`.
-//! - `logreg-imbalanced`: `x = Q diag(s) z`, `z ~ N(0, I)`, feature scales `s_i = i^-alpha/2`
+//! - `logreg-gauss-control`: `x = Q diag(s) z`, `z ~ N(0, I)`, feature scales `s_i = i^-alpha/2`
 //!   (imbalanced), `Q` a random rotation (the hidden basis), labels `y ~ Bernoulli(sigmoid(x.w*))`
 //!   with a large `w*` (confident predictions: the GN weights `s(1 - s)` shrink during training).
 
@@ -22,35 +25,29 @@ use rand_distr::StandardNormal;
 /// The study's problems.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TaskKind {
-    LinregBlock,
+    LinregSpread,
     LinregGauss,
-    LogregImbalanced,
+    LogregGaussControl,
 }
 
 impl TaskKind {
-    pub const ALL: [TaskKind; 3] = [
-        TaskKind::LinregBlock,
-        TaskKind::LinregGauss,
-        TaskKind::LogregImbalanced,
-    ];
-
     pub fn name(self) -> &'static str {
         match self {
-            TaskKind::LinregBlock => "linreg-block",
+            TaskKind::LinregSpread => "linreg-spread",
             TaskKind::LinregGauss => "linreg-gauss",
-            TaskKind::LogregImbalanced => "logreg-imbalanced",
+            TaskKind::LogregGaussControl => "logreg-gauss-control",
         }
     }
 
     pub fn is_linear(self) -> bool {
-        !matches!(self, TaskKind::LogregImbalanced)
+        !matches!(self, TaskKind::LogregGaussControl)
     }
 
     fn tag(self) -> u64 {
         match self {
-            TaskKind::LinregBlock => 1,
+            TaskKind::LinregSpread => 1,
             TaskKind::LinregGauss => 2,
-            TaskKind::LogregImbalanced => 3,
+            TaskKind::LogregGaussControl => 3,
         }
     }
 }
@@ -60,7 +57,7 @@ impl TaskKind {
 pub struct TaskParams {
     pub dim: usize,
     pub n_samples: usize,
-    /// `linreg-block`: the block correlations, cycled over blocks of `block_size`.
+    /// `linreg-spread`: the block correlations of `K`, cycled over blocks of `block_size`.
     pub block_rhos: Vec<f64>,
     pub block_size: usize,
     /// `linreg-gauss`: spectrum exponent (`lambda_i = i^-alpha`).
@@ -85,8 +82,8 @@ impl Default for TaskParams {
         Self {
             dim: 32,
             n_samples: 4096,
-            block_rhos: vec![0.99, 0.5],
-            block_size: 16,
+            block_rhos: vec![0.5],
+            block_size: 4,
             gauss_alpha: 2.0,
             noise_std: 0.5,
             logreg_alpha: 2.0,
@@ -110,7 +107,6 @@ pub struct Task {
     pub y: Vec<f32>,
     /// Population input covariance and a square root (`x = sigma_sqrt z`).
     pub sigma: Mat<f64>,
-    pub sigma_sqrt: Mat<f64>,
     pub noise_std: f64,
     pub w_star: Vec<f64>,
     /// Training GN matrix of linear regression, `A = X^T X / N`, and `b = X^T y / N`.
@@ -182,7 +178,7 @@ impl Task {
         let mut rng = StdRng::seed_from_u64(mix_seed(&[base_seed, kind.tag(), seed_index]));
         let d = p.dim;
         let (sigma, sigma_sqrt) = match kind {
-            TaskKind::LinregBlock => {
+            TaskKind::LinregSpread => {
                 let mut s = Mat::<f64>::zeros(d, d);
                 let mut r = Mat::<f64>::zeros(d, d);
                 let mut start = 0;
@@ -203,9 +199,15 @@ impl Task {
                     start += k;
                     blk += 1;
                 }
+                // Sigma = D^1/2 K D^1/2, x = D^1/2 R z.
+                let sd: Vec<f64> = (0..d)
+                    .map(|i| ((i + 1) as f64).powf(-p.gauss_alpha / 2.0))
+                    .collect();
+                let s = Mat::<f64>::from_fn(d, d, |i, j| sd[i] * s[(i, j)] * sd[j]);
+                let r = Mat::<f64>::from_fn(d, d, |i, j| sd[i] * r[(i, j)]);
                 (s, r)
             }
-            TaskKind::LinregGauss | TaskKind::LogregImbalanced => {
+            TaskKind::LinregGauss | TaskKind::LogregGaussControl => {
                 let alpha = if kind == TaskKind::LinregGauss {
                     p.gauss_alpha
                 } else {
@@ -226,7 +228,7 @@ impl Task {
             }
         };
         let w_star: Vec<f64> = match kind {
-            TaskKind::LogregImbalanced => {
+            TaskKind::LogregGaussControl => {
                 // A margin-sized w* spread evenly (in the metric Sigma) over the hidden basis:
                 // w* = p.logreg_margin * Sigma^{-1/2} u / sqrt(d) for a random unit u, so that
                 // x.w* ~ N(0, margin^2).
@@ -240,7 +242,7 @@ impl Task {
                     })
                     .collect()
             }
-            TaskKind::LinregGauss if p.gauss_whitened_target => {
+            TaskKind::LinregGauss | TaskKind::LinregSpread if p.gauss_whitened_target => {
                 let xi: Vec<f64> = (0..d).map(|_| normal(&mut rng)).collect();
                 let inv_sqrt = sym_inverse_sqrt(&sigma);
                 (0..d)
@@ -269,7 +271,7 @@ impl Task {
             let xs = &x[row * d..(row + 1) * d];
             let margin: f64 = xs.iter().zip(&w_star).map(|(&a, &b)| a as f64 * b).sum();
             y[row] = match kind {
-                TaskKind::LogregImbalanced => {
+                TaskKind::LogregGaussControl => {
                     let u: f64 = rng.random();
                     let p_one = if p.logreg_separable {
                         if margin > 0.0 {
@@ -296,7 +298,6 @@ impl Task {
             x,
             y,
             sigma,
-            sigma_sqrt,
             noise_std: p.noise_std,
             w_star,
             a: Mat::zeros(d, d),
@@ -370,7 +371,7 @@ impl Task {
             .map(|r| {
                 let z = self.margin(r, w);
                 match self.kind {
-                    TaskKind::LogregImbalanced => softplus(z) - self.y[r] as f64 * z,
+                    TaskKind::LogregGaussControl => softplus(z) - self.y[r] as f64 * z,
                     _ => 0.5 * (z - self.y[r] as f64).powi(2),
                 }
             })

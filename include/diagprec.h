@@ -109,10 +109,6 @@
 // `DP_ABI_VERSION` differs from `dp_abi_version()` must not call the library.
 #define DP_ABI_VERSION 1
 
-// The ABI version this header describes: a program built against a header whose
-// `DP_ABI_VERSION` differs from `dp_abi_version()` must not call the library.
-#define DP_ABI_VERSION 1
-
 // Status returned by every function. `DP_OK` is 0; values are never reused.
 typedef enum dp_status {
     DP_OK = 0,

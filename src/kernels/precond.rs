@@ -8,14 +8,15 @@
 //! m_hat =  m / (1 - beta1^t)  with bias correction;  m  without;  g  without momentum
 //! u     =  m_hat * (max(h, 0) + lambda)^p             p = -1: a division; p = -1/2: a
 //!                                                     division by a square root; any other
-//!                                                     p: (h + lambda)^p per element in f64
+//!                                                     p: the vectorised power of
+//!                                                     `kernels::math` (no libm call)
 //! u     =  clip(m_hat / max(gamma * h, eps), -1, 1)   Sophia's clipped form (replaces the line
 //!                                                     above; power and lambda unused)
 //! theta <- fma(-lr, u, theta)                         (the bias correction is folded into lr)
 //! ```
 //!
 //! Scalars (`1 - lr wd`, `1 - beta1`, `lr / (1 - beta1^t)`) are computed in f64 and rounded to
-//! f32; per-element arithmetic is f32, except the general power.
+//! f32; per-element arithmetic is f32 (the general power carries `p` as an f32 pair).
 //!
 //! **Positivity**: `h` is the diagonal of a PSD matrix; negative entries (rounding in a
 //! caller's estimate) are treated as 0 (NaN propagates). A negative power needs `lambda > 0`
@@ -27,7 +28,8 @@
 //!
 //! **Accuracy**: the p = -1 and p = -1/2 paths and Sophia's form use only correctly rounded
 //! operations, so they are bitwise identical across instruction sets and thread counts; the
-//! general power is computed per element with f64 `powf`, also identical everywhere. The bound
+//! general power `(h + lambda)^p` is within `2 + |p| / 2` ulp ([`crate::kernels::math`]), also
+//! from a fixed sequence of IEEE operations and FMAs, so identical everywhere too. The bound
 //! against [`crate::reference::gn_step`] is in `tests/gn.rs`.
 //!
 //! **Non-finite input**: with `check_finite`, `grad` and `h` are scanned first; NaN or +-Inf in
@@ -37,6 +39,7 @@ use crate::dispatch::{self, FiniteScan, Isa, Par, Split};
 use crate::error::{self, Error, ErrorKind, Result};
 use crate::kernels::adam::{grad_is_finite, BLOCK};
 use crate::kernels::gn_diag::check_lengths;
+use crate::kernels::math::{self, Power, PowerLanes};
 use pulp::{Simd, WithSimd};
 
 /// Sophia's clipped update `clip(m / max(gamma * h, eps), -1, 1)`.
@@ -154,7 +157,7 @@ struct GnCoefficients {
     /// For Sophia: `1 / bc1` (the ratio needs m_hat), else 1.
     inv_bc1: f32,
     damping: f32,
-    power: f64,
+    power: Power,
     gamma: f32,
     eps: f32,
     mode: Mode,
@@ -192,7 +195,7 @@ impl GnCoefficients {
                 1.0
             },
             damping: cfg.damping as f32,
-            power: cfg.power,
+            power: Power::new(cfg.power),
             gamma: sophia.gamma as f32,
             eps: sophia.eps as f32,
             mode,
@@ -211,7 +214,7 @@ struct Splat<S: Simd> {
     eps: S::f32s,
     zero: S::f32s,
     one: S::f32s,
-    power: f64,
+    power: PowerLanes<S>,
 }
 
 impl<S: Simd> Splat<S> {
@@ -228,21 +231,9 @@ impl<S: Simd> Splat<S> {
             eps: simd.splat_f32s(k.eps),
             zero: simd.splat_f32s(0.0),
             one: simd.splat_f32s(1.0),
-            power: k.power,
+            power: PowerLanes::new(simd, &k.power),
         }
     }
-}
-
-/// `x^p` per lane in f64, rounded to f32 (the general power; not a hot path).
-#[inline(always)]
-fn powf_lanes<S: Simd>(simd: S, x: S::f32s, p: f64) -> S::f32s {
-    let mut buf = [0.0f32; 64];
-    let lanes = &mut buf[..S::F32_LANES];
-    simd.partial_store_f32s(lanes, x);
-    for v in lanes.iter_mut() {
-        *v = (*v as f64).powf(p) as f32;
-    }
-    simd.partial_load_f32s(lanes)
 }
 
 /// One register of the step: returns `(theta, m)`. Body and masked tail both run it.
@@ -266,7 +257,7 @@ fn gn_lane<S: Simd, const MOMENTUM: bool, const MODE: u8>(
         RSQRT => simd.div_f32s(m_eff, simd.sqrt_f32s(simd.add_f32s(h_pos(), c.damping))),
         POWER => simd.mul_f32s(
             m_eff,
-            powf_lanes(simd, simd.add_f32s(h_pos(), c.damping), c.power),
+            math::pow_lane(simd, simd.add_f32s(h_pos(), c.damping), &c.power),
         ),
         _ => {
             let gh = simd.mul_f32s(c.gamma, h);

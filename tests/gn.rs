@@ -10,9 +10,9 @@ use diagprec::kernels::gn_diag::SUB_BLOCK_ROWS;
 use diagprec::{
     gn_diag_linear_with, gn_diag_logistic_with, gn_diag_softmax, gn_diag_softmax_in_kronecker,
     gn_diag_softmax_in_kronecker_with, gn_diag_softmax_with, gn_diag_weighted,
-    gn_diag_weighted_in_basis, gn_diag_weighted_in_basis_with, gn_diag_weighted_with, gn_step,
-    gn_step_with, reference, ErrorKind, GaussNewton, GaussNewtonConfig, GnConfig, GnEstimator, Isa,
-    Par, SophiaClip,
+    gn_diag_weighted_in_basis, gn_diag_weighted_in_basis_with, gn_diag_weighted_with,
+    gn_softmax_factors, gn_step, gn_step_with, reference, ErrorKind, GaussNewton,
+    GaussNewtonConfig, GnConfig, GnEstimator, Isa, Par, SophiaClip,
 };
 use faer::Mat;
 use rand::Rng;
@@ -1232,6 +1232,42 @@ fn the_optimizer_refreshes_every_k_steps_and_equals_the_kernel_calls() {
         assert_eq!(
             GaussNewton::new(bad, &lengths).unwrap_err().kind(),
             ErrorKind::InvalidHyperparameter
+        );
+    }
+}
+
+#[test]
+fn softmax_factors_are_within_six_ulp_at_extreme_logits() {
+    // Rows of one class far above the rest (p near 1: 1 - p must not cancel), ties, large
+    // offsets, and every length around the SIMD widths.
+    let mut rows: Vec<Vec<f32>> = Vec::new();
+    for classes in [1usize, 2, 3, 7, 15, 16, 17, 33, 100, 1000] {
+        for gap in [0.0f32, 0.5, 5.0, 20.0, 40.0, 60.0] {
+            for offset in [0.0f32, -1e4, 3e3] {
+                let mut z: Vec<f32> = (0..classes)
+                    .map(|c| offset + ((c * 7) % 11) as f32 * 0.3 - 1.5)
+                    .collect();
+                z[classes / 2] = offset + 1.5 + gap;
+                rows.push(z.clone());
+                if classes > 2 {
+                    // A tie for the maximum.
+                    z[classes - 1] = z[classes / 2];
+                    rows.push(z);
+                }
+            }
+        }
+    }
+    for z in &rows {
+        let classes = z.len();
+        let mut s = vec![f32::NAN; classes];
+        gn_softmax_factors(z, 1, classes, GnEstimator::Exact, 0, &mut s).unwrap();
+        let expected = reference::softmax_factors(&to_f64(z), 1, classes, GnEstimator::Exact, 0);
+        assert_close(
+            &format!("classes {classes}, max {}", z[classes / 2]),
+            &s,
+            &expected,
+            &expected,
+            6.0,
         );
     }
 }

@@ -894,12 +894,12 @@ fn draw_label(e: &[f32], total: f64, u: f64) -> usize {
         let mut part = [0.0f64; 4];
         let (quads, rest) = chunk.as_chunks::<4>();
         for q in quads {
-            for i in 0..4 {
-                part[i] += q[i] as f64;
+            for (p, &v) in part.iter_mut().zip(q) {
+                *p += v as f64;
             }
         }
-        for (i, &v) in rest.iter().enumerate() {
-            part[i] += v as f64;
+        for (p, &v) in part.iter_mut().zip(rest) {
+            *p += v as f64;
         }
         let sum = (part[0] + part[1]) + (part[2] + part[3]);
         if target < before + sum {
@@ -1059,9 +1059,15 @@ impl WithSimd for SoftmaxRow<'_> {
         }
         let mut others = 0.0f64;
         let mut n_max = 0.0f64;
-        for i in 0..S::F32_LANES {
-            others += lanes[0][i] as f64 + lanes[1][i] as f64;
-            n_max += lanes[2][i] as f64;
+        let [sums, compensations, maxima] = &lanes;
+        for ((&s, &c), &m) in sums
+            .iter()
+            .zip(compensations)
+            .zip(maxima)
+            .take(S::F32_LANES)
+        {
+            others += s as f64 + c as f64;
+            n_max += m as f64;
         }
         // All but one maximum: the other maxima count 1 each.
         let others = others + (n_max - 1.0).max(0.0);
@@ -1472,52 +1478,75 @@ pub fn gn_diag_softmax_in_kronecker_with(
                 seed,
             );
         }
+        // PERF: the block's P and X are copied to column-major first, so that faer's GEMMs run
+        // with column-major operands and outputs (row-major ones ran at half its rate on an
+        // Intel Xeon); the squares are then written back row-major, as `st_b_into_h` reads them.
         if kc > 0 && classes > 0 {
-            let pm = MatRef::from_row_major_slice(&p, n, classes);
-            let mut t = vec![0.0f32; n * kc];
+            let mut pm = faer::Mat::<f32>::zeros(n, classes);
+            pm.as_mut()
+                .copy_from(MatRef::from_row_major_slice(&p, n, classes));
+            let mut t = faer::Mat::<f32>::zeros(n, kc);
             matmul(
-                MatMut::from_row_major_slice_mut(&mut t, n, kc),
+                t.as_mut(),
                 Accum::Replace,
-                pm,
+                pm.as_ref(),
                 q_c,
                 1.0f32,
                 faer::Par::Seq,
             );
-            match estimator {
-                GnEstimator::Exact => {
-                    matmul(
-                        MatMut::from_row_major_slice_mut(rows.a, n, kc),
-                        Accum::Replace,
-                        pm,
-                        qc2.as_ref(),
-                        1.0f32,
-                        faer::Par::Seq,
-                    );
-                    dispatch::clean_vector_state();
-                    for (a, &t) in rows.a.iter_mut().zip(&t) {
-                        *a -= t * t;
+            let mut u2 = faer::Mat::<f32>::zeros(
+                if estimator == GnEstimator::Exact {
+                    n
+                } else {
+                    0
+                },
+                kc,
+            );
+            if estimator == GnEstimator::Exact {
+                matmul(
+                    u2.as_mut(),
+                    Accum::Replace,
+                    pm.as_ref(),
+                    qc2.as_ref(),
+                    1.0f32,
+                    faer::Par::Seq,
+                );
+            }
+            dispatch::clean_vector_state();
+            for j in 0..kc {
+                let tj = t.col(j);
+                match estimator {
+                    GnEstimator::Exact => {
+                        for (r, (&u, &t)) in u2.col(j).iter().zip(tj.iter()).enumerate() {
+                            rows.a[r * kc + j] = u - t * t;
+                        }
                     }
-                }
-                GnEstimator::Sampled => {
-                    dispatch::clean_vector_state();
-                    for (a, &t) in rows.a.iter_mut().zip(&t) {
-                        *a = t * t;
+                    GnEstimator::Sampled => {
+                        for (r, &t) in tj.iter().enumerate() {
+                            rows.a[r * kc + j] = t * t;
+                        }
                     }
                 }
             }
         }
         if kx > 0 && d_in > 0 {
+            let mut xm = faer::Mat::<f32>::zeros(n, d_in);
+            xm.as_mut()
+                .copy_from(MatRef::from_row_major_slice(rows.x, n, d_in));
+            let mut y = faer::Mat::<f32>::zeros(n, kx);
             matmul(
-                MatMut::from_row_major_slice_mut(rows.b, n, kx),
+                y.as_mut(),
                 Accum::Replace,
-                MatRef::from_row_major_slice(rows.x, n, d_in),
+                xm.as_ref(),
                 q_x,
                 1.0f32,
                 faer::Par::Seq,
             );
             dispatch::clean_vector_state();
-            for v in rows.b.iter_mut() {
-                *v *= *v;
+            for j in 0..kx {
+                for (r, &v) in y.col(j).iter().enumerate() {
+                    rows.b[r * kx + j] = v * v;
+                }
             }
         }
     };

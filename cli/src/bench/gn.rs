@@ -75,8 +75,9 @@ fn layer_rows(b: &mut Bench) {
         .collect();
     let s: Vec<f32> = (0..n * c).map(|i| (i % 13) as f32 * 0.01).collect();
     let z: Vec<f32> = (0..n * c).map(|i| ((i % 29) as f32 - 14.0) * 0.2).collect();
-    let mut h = vec![0.0f32; c * d];
-    let mut hb = vec![0.0f32; c];
+    // One output per kernel: the closures below are alive at once.
+    let mut h = [(); 3].map(|()| vec![0.0f32; c * d]);
+    let mut hb = [(); 3].map(|()| vec![0.0f32; c]);
     let flops = 2.0 * (n * c * d) as f64;
     for threads in b.thread_counts() {
         let budget = b.budget();
@@ -84,10 +85,12 @@ fn layer_rows(b: &mut Bench) {
             // The kernels and faer's GEMM alternate, so a load change on a shared machine hits
             // both sides of each ratio alike.
             let mut gemm = faer_gemm_closure(c, d, n, threads);
+            let [h0, h1, h2] = &mut h;
+            let [hb0, hb1, hb2] = &mut hb;
             let [linear, exact, sampled, gemm] = interleaved(
                 budget,
                 [
-                    &mut || gn_diag_linear(&x, n, d, &s, c, 0.9, &mut h, Some(&mut hb)).unwrap(),
+                    &mut || gn_diag_linear(&x, n, d, &s, c, 0.9, h0, Some(&mut *hb0)).unwrap(),
                     &mut || {
                         gn_diag_softmax(
                             &x,
@@ -98,8 +101,8 @@ fn layer_rows(b: &mut Bench) {
                             GnEstimator::Exact,
                             5,
                             0.9,
-                            &mut h,
-                            Some(&mut hb),
+                            h1,
+                            Some(&mut *hb1),
                         )
                         .unwrap()
                     },
@@ -113,8 +116,8 @@ fn layer_rows(b: &mut Bench) {
                             GnEstimator::Sampled,
                             5,
                             0.9,
-                            &mut h,
-                            Some(&mut hb),
+                            h2,
+                            Some(&mut *hb2),
                         )
                         .unwrap()
                     },

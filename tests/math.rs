@@ -127,7 +127,7 @@ fn exp_with_subnormal_results_rounds_to_the_nearest_subnormal_or_next() {
     // Some inputs really produce subnormals and some round to zero.
     let out = &results[0].1;
     assert!(out.iter().any(|&y| y > 0.0 && y < f32::MIN_POSITIVE));
-    assert!(out.iter().any(|&y| y == 0.0));
+    assert!(out.contains(&0.0));
 }
 
 #[test]
@@ -184,7 +184,10 @@ const POWERS: [f64; 12] = [
 #[test]
 fn pow_is_within_its_bound_for_every_power_and_the_same_on_every_isa() {
     // Non-negative inputs over every exponent, subnormal ones included.
-    let x: Vec<f32> = sweep(9973).into_iter().filter(|v| !(*v < 0.0)).collect();
+    let x: Vec<f32> = sweep(9973)
+        .into_iter()
+        .filter(|v| v.is_nan() || *v >= 0.0)
+        .collect();
     for p in POWERS {
         let results = run_all(&x, |isa, x, out| powf_with(isa, x, p, out).unwrap());
         // -0 is taken as +0 (the kernels' x = h + lambda is never -0).

@@ -50,7 +50,7 @@ const EXP_P: [f32; 6] = [
     8.333_452e-3,
     4.166_579_6e-2,
     1.666_666_5e-1,
-    5.000_000_1e-1,
+    5e-1,
 ];
 /// Cephes `logf` coefficients, highest first: `ln(1 + f) = f - f^2 / 2 + f^3 Q(f)`.
 const LOG_Q: [f32; 9] = [
@@ -62,7 +62,7 @@ const LOG_Q: [f32; 9] = [
     -1.666_805_8e-1,
     2.000_071_4e-1,
     -2.499_999_4e-1,
-    3.333_333_1e-1,
+    3.333_333e-1,
 ];
 
 /// `k` rounded to an integer (ties to even) for `|k| < 2^22`.

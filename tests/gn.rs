@@ -1271,3 +1271,35 @@ fn softmax_factors_are_within_six_ulp_at_extreme_logits() {
         );
     }
 }
+
+#[test]
+fn sampled_factors_over_many_classes_draw_the_reference_labels() {
+    // 1000 classes: the label search crosses many chunks of the cumulative sum.
+    let (n, classes) = (64, 1000);
+    let logits = uniform(300, n * classes, -3.0, 3.0);
+    let mut s = vec![f32::NAN; n * classes];
+    gn_softmax_factors(&logits, n, classes, GnEstimator::Sampled, 77, &mut s).unwrap();
+    let expected =
+        reference::softmax_factors(&to_f64(&logits), n, classes, GnEstimator::Sampled, 77);
+    // The same labels (a different one would put a factor near 1 where the reference has p^2),
+    // so every factor within its bound (p^2: twice the error of p, plus one rounding).
+    assert_close("sampled, 1000 classes", &s, &expected, &expected, 7.0);
+}
+
+#[test]
+fn logistic_weights_are_within_six_ulp() {
+    // One sample with x = 1: h is the weight itself (the f32 product and f64 mean are exact).
+    let mut logits: Vec<f32> = (-2000..=2000).map(|i| i as f32 * 0.05).collect();
+    logits.extend([
+        0.0, -0.0, 1e-30, 87.0, 88.7, 89.0, 103.0, 104.0, -150.0, 200.0,
+    ]);
+    for isa in Isa::available() {
+        for &z in &logits {
+            let mut h = [f32::NAN];
+            gn_diag_logistic_with(isa, Par::Seq, &[1.0], 1, 1, 1, &[z], 0.0, &mut h).unwrap();
+            // w(z) = w(-z); the reference at -|z| does not cancel in 1 - s.
+            let w = reference::logistic_weight(-(z.abs() as f64));
+            assert_close(&format!("{} z = {z}", isa.name()), &h, &[w], &[w], 6.0);
+        }
+    }
+}

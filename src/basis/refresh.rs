@@ -131,6 +131,7 @@ pub fn eigh_descending<T: RealField + Copy>(
             )
         })
     })??;
+    dispatch::clean_vector_state();
     let values: Vec<T> = (0..d).map(|i| s[i]).collect();
     let mut order: Vec<usize> = (0..d).collect();
     order.sort_by(|&i, &j| {

@@ -21,8 +21,8 @@
 //!
 //! | function | bound |
 //! | --- | --- |
-//! | [`exp_lane`] | 2 ulp (normal results); subnormal results within 1 ulp of the smallest subnormal |
-//! | [`pow_lane`], `x >= 0` | `2 + |p| / 2` ulp (normal results) |
+//! | `exp` ([`exp_with`]) | 2 ulp (normal results); subnormal results within 1 ulp of the smallest subnormal |
+//! | `x^p` ([`powf_with`]), `x >= 0` | `2 + abs(p) / 2` ulp (normal results) |
 //!
 //! Special values: `exp(NaN) = NaN`, `exp(+inf) = +inf`, `exp(-inf) = 0`; `x^p` for `x = NaN`
 //! or `x < 0` is NaN, `+-0^p` and `inf^p` are those of IEEE `pow` at `+0` and `+inf`

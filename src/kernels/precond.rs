@@ -145,6 +145,9 @@ const RECIP: u8 = 0;
 const RSQRT: u8 = 1;
 const POWER: u8 = 2;
 const SOPHIA: u8 = 3;
+/// The general power when `x = max(h, 0) + lambda` is at least `lambda >= f32::MIN_POSITIVE`
+/// and `|p|` is small enough for [`math::pow_positive_lane`]: the same bits, fewer instructions.
+const POWER_POSITIVE: u8 = 4;
 
 /// The f32 scalars of one step.
 #[derive(Clone, Copy, Debug)]
@@ -158,12 +161,18 @@ struct GnCoefficients {
     inv_bc1: f32,
     damping: f32,
     power: Power,
+    power_value: f64,
     gamma: f32,
     eps: f32,
     mode: Mode,
 }
 
 impl GnCoefficients {
+    /// Whether the general power may use [`math::pow_positive_lane`].
+    fn positive_power_lane(&self) -> bool {
+        self.damping >= f32::MIN_POSITIVE && self.power_value.abs() <= math::POSITIVE_LANE_MAX_POWER
+    }
+
     fn new(cfg: &GnConfig, step: u64, momentum: bool) -> Self {
         let bc1 = if momentum && cfg.bias_correction {
             1.0 - cfg.beta1.powf(step as f64)
@@ -196,6 +205,7 @@ impl GnCoefficients {
             },
             damping: cfg.damping as f32,
             power: Power::new(cfg.power),
+            power_value: cfg.power,
             gamma: sophia.gamma as f32,
             eps: sophia.eps as f32,
             mode,
@@ -258,6 +268,10 @@ fn gn_lane<S: Simd, const MOMENTUM: bool, const MODE: u8>(
         POWER => simd.mul_f32s(
             m_eff,
             math::pow_lane(simd, simd.add_f32s(h_pos(), c.damping), &c.power),
+        ),
+        POWER_POSITIVE => simd.mul_f32s(
+            m_eff,
+            math::pow_positive_lane(simd, simd.add_f32s(h_pos(), c.damping), &c.power),
         ),
         _ => {
             let gh = simd.mul_f32s(c.gamma, h);
@@ -367,6 +381,12 @@ fn run_block(isa: Isa, k: &GnCoefficients, momentum: bool, block: GnBlock<'_>) {
     match (momentum, k.mode) {
         (false, Mode::Recip) => isa.run(GnKernel::<false, RECIP> { k, block }),
         (false, Mode::Rsqrt) => isa.run(GnKernel::<false, RSQRT> { k, block }),
+        (false, Mode::Power) if k.positive_power_lane() => {
+            isa.run(GnKernel::<false, POWER_POSITIVE> { k, block })
+        }
+        (true, Mode::Power) if k.positive_power_lane() => {
+            isa.run(GnKernel::<true, POWER_POSITIVE> { k, block })
+        }
         (false, Mode::Power) => isa.run(GnKernel::<false, POWER> { k, block }),
         (false, Mode::Sophia) => isa.run(GnKernel::<false, SOPHIA> { k, block }),
         (true, Mode::Recip) => isa.run(GnKernel::<true, RECIP> { k, block }),

@@ -232,6 +232,22 @@ pub enum Par {
     Pool,
 }
 
+/// Below this many bytes of input a streaming kernel runs on the calling thread: such work is
+/// resident in one core's cache, where splitting it costs a wake-up and a cold cache on the
+/// other core (measured on an Intel Xeon: `gn_diag_weighted` over 1 MB was 0.6x as fast on two
+/// threads as on one).
+pub(crate) const PAR_MIN_BYTES: usize = 2 << 20;
+
+/// `par`, or [`Par::Seq`] when the work reads fewer than [`PAR_MIN_BYTES`] bytes. Results do
+/// not change: the blocks and their reduction tree are the same either way.
+pub(crate) fn par_for_bytes(par: Par, bytes: usize) -> Par {
+    if bytes < PAR_MIN_BYTES {
+        Par::Seq
+    } else {
+        par
+    }
+}
+
 /// Work that can be cut in two at an element index (a set of equally long slices).
 pub(crate) trait Split: Send + Sized {
     /// Number of elements.
@@ -346,4 +362,27 @@ impl WithSimd for FiniteScan<'_> {
 #[inline(always)]
 fn finite_lane<S: Simd>(simd: S, acc: S::f32s, x: S::f32s, scale: S::f32s) -> S::f32s {
     simd.mul_add_f32s(simd.mul_f32s(x, scale), simd.splat_f32s(0.0), acc)
+}
+
+/// Returns the calling thread's vector registers to their clean state (`vzeroupper`, emitted
+/// by the compiler when a function that used 256/512-bit registers returns). Call after faer:
+/// its assembly GEMM kernels return with the upper halves dirty, and on Intel CPUs with
+/// AVX-512 every legacy-SSE instruction that follows (scalar Rust f64 code, glibc's `exp`
+/// wrapper) then pays a state transition: measured 10x slower scalar loops and 75x slower
+/// `exp` calls on an Intel Xeon (see docs/performance.md).
+pub(crate) fn clean_vector_state() {
+    pulp::Arch::new().dispatch(CleanVectorState);
+}
+
+struct CleanVectorState;
+
+impl WithSimd for CleanVectorState {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        // A full-width register that the optimiser cannot remove, so the function uses the
+        // upper halves and returns through `vzeroupper`.
+        std::hint::black_box(simd.splat_f32s(0.0));
+    }
 }

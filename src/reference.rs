@@ -238,7 +238,16 @@ pub fn softmax_factors(
     for n in 0..n_samples {
         let p = softmax(&logits[n * classes..(n + 1) * classes]);
         match estimator {
-            GnEstimator::Exact => s.extend(p.iter().map(|&p| p * (1.0 - p))),
+            GnEstimator::Exact => {
+                // 1 - p_c = sum of the other classes' p: at the largest p (the only one that can
+                // exceed 1/2) summed directly, so it does not cancel when p is near 1.
+                let top = (0..classes).fold(0, |m, c| if p[c] > p[m] { c } else { m });
+                let rest: f64 = (0..classes).filter(|&c| c != top).map(|c| p[c]).sum();
+                s.extend(p.iter().enumerate().map(|(c, &p)| {
+                    let q = if c == top { rest } else { 1.0 - p };
+                    p * q
+                }));
+            }
             GnEstimator::Sampled => {
                 let y = gn_sample_label(&p, seed, n as u64);
                 s.extend(p.iter().enumerate().map(|(c, &p)| {

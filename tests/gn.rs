@@ -10,9 +10,9 @@ use diagprec::kernels::gn_diag::SUB_BLOCK_ROWS;
 use diagprec::{
     gn_diag_linear_with, gn_diag_logistic_with, gn_diag_softmax, gn_diag_softmax_in_kronecker,
     gn_diag_softmax_in_kronecker_with, gn_diag_softmax_with, gn_diag_weighted,
-    gn_diag_weighted_in_basis, gn_diag_weighted_in_basis_with, gn_diag_weighted_with, gn_step,
-    gn_step_with, reference, ErrorKind, GaussNewton, GaussNewtonConfig, GnConfig, GnEstimator, Isa,
-    Par, SophiaClip,
+    gn_diag_weighted_in_basis, gn_diag_weighted_in_basis_with, gn_diag_weighted_with,
+    gn_softmax_factors, gn_step, gn_step_with, reference, ErrorKind, GaussNewton,
+    GaussNewtonConfig, GnConfig, GnEstimator, Isa, Par, SophiaClip,
 };
 use faer::Mat;
 use rand::Rng;
@@ -1233,5 +1233,73 @@ fn the_optimizer_refreshes_every_k_steps_and_equals_the_kernel_calls() {
             GaussNewton::new(bad, &lengths).unwrap_err().kind(),
             ErrorKind::InvalidHyperparameter
         );
+    }
+}
+
+#[test]
+fn softmax_factors_are_within_six_ulp_at_extreme_logits() {
+    // Rows of one class far above the rest (p near 1: 1 - p must not cancel), ties, large
+    // offsets, and every length around the SIMD widths.
+    let mut rows: Vec<Vec<f32>> = Vec::new();
+    for classes in [1usize, 2, 3, 7, 15, 16, 17, 33, 100, 1000] {
+        for gap in [0.0f32, 0.5, 5.0, 20.0, 40.0, 60.0] {
+            for offset in [0.0f32, -1e4, 3e3] {
+                let mut z: Vec<f32> = (0..classes)
+                    .map(|c| offset + ((c * 7) % 11) as f32 * 0.3 - 1.5)
+                    .collect();
+                z[classes / 2] = offset + 1.5 + gap;
+                rows.push(z.clone());
+                if classes > 2 {
+                    // A tie for the maximum.
+                    z[classes - 1] = z[classes / 2];
+                    rows.push(z);
+                }
+            }
+        }
+    }
+    for z in &rows {
+        let classes = z.len();
+        let mut s = vec![f32::NAN; classes];
+        gn_softmax_factors(z, 1, classes, GnEstimator::Exact, 0, &mut s).unwrap();
+        let expected = reference::softmax_factors(&to_f64(z), 1, classes, GnEstimator::Exact, 0);
+        assert_close(
+            &format!("classes {classes}, max {}", z[classes / 2]),
+            &s,
+            &expected,
+            &expected,
+            6.0,
+        );
+    }
+}
+
+#[test]
+fn sampled_factors_over_many_classes_draw_the_reference_labels() {
+    // 1000 classes: the label search crosses many chunks of the cumulative sum.
+    let (n, classes) = (64, 1000);
+    let logits = uniform(300, n * classes, -3.0, 3.0);
+    let mut s = vec![f32::NAN; n * classes];
+    gn_softmax_factors(&logits, n, classes, GnEstimator::Sampled, 77, &mut s).unwrap();
+    let expected =
+        reference::softmax_factors(&to_f64(&logits), n, classes, GnEstimator::Sampled, 77);
+    // The same labels (a different one would put a factor near 1 where the reference has p^2),
+    // so every factor within its bound (p^2: twice the error of p, plus one rounding).
+    assert_close("sampled, 1000 classes", &s, &expected, &expected, 7.0);
+}
+
+#[test]
+fn logistic_weights_are_within_six_ulp() {
+    // One sample with x = 1: h is the weight itself (the f32 product and f64 mean are exact).
+    let mut logits: Vec<f32> = (-2000..=2000).map(|i| i as f32 * 0.05).collect();
+    logits.extend([
+        0.0, -0.0, 1e-30, 87.0, 88.7, 89.0, 103.0, 104.0, -150.0, 200.0,
+    ]);
+    for isa in Isa::available() {
+        for &z in &logits {
+            let mut h = [f32::NAN];
+            gn_diag_logistic_with(isa, Par::Seq, &[1.0], 1, 1, 1, &[z], 0.0, &mut h).unwrap();
+            // w(z) = w(-z); the reference at -|z| does not cancel in 1 - s.
+            let w = reference::logistic_weight(-(z.abs() as f64));
+            assert_close(&format!("{} z = {z}", isa.name()), &h, &[w], &[w], 6.0);
+        }
     }
 }

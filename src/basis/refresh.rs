@@ -30,7 +30,7 @@
 //!   `V' = (P_L o P_L)^T V (P_R o P_R)`.
 
 use super::{DenseBasis, KroneckerBasis};
-use crate::dispatch::Par;
+use crate::dispatch::{self, Par};
 use crate::error::{self, Error, ErrorKind, Result};
 use crate::kernels::rotate::with_faer_par;
 use faer::dyn_stack::{MemBuffer, MemStack, StackReq};
@@ -131,6 +131,7 @@ pub fn eigh_descending<T: RealField + Copy>(
             )
         })
     })??;
+    dispatch::clean_vector_state();
     let values: Vec<T> = (0..d).map(|i| s[i]).collect();
     let mut order: Vec<usize> = (0..d).collect();
     order.sort_by(|&i, &j| {
@@ -149,6 +150,7 @@ fn product<T: RealField + Copy>(par: Par, a: MatRef<'_, T>, b: MatRef<'_, T>) ->
     with_faer_par(par, flops, |fp| {
         matmul(out.as_mut(), Accum::Replace, a, b, T::one_impl(), fp)
     })?;
+    dispatch::clean_vector_state();
     Ok(out)
 }
 
@@ -177,14 +179,38 @@ fn match_columns(par: Par, old: MatRef<'_, f32>, new: &mut Mat<f32>) -> Result<V
     Ok(permutation)
 }
 
-/// One power-iteration step plus QR: `(Q_new, est sorted, permutation)`.
+/// `A` with its upper triangle filled from the lower one (the only triangle read), column by
+/// column: each column's lower part is one contiguous copy, the upper part a row of `A`.
+fn symmetric_from_lower(a: MatRef<'_, f32>) -> Mat<f32> {
+    let d = a.nrows();
+    let mut full = Mat::<f32>::zeros(d, d);
+    for j in 0..d {
+        let (mut upper, mut lower) = full.as_mut().col_mut(j).split_at_row_mut(j);
+        lower.copy_from(a.col(j).subrows(j, d - j));
+        upper.copy_from(a.row(j).subcols(0, j).transpose());
+    }
+    full
+}
+
+/// Matrices smaller than this are QR-factorised on the calling thread.
+const QR_PAR_MIN_DIM: usize = 512;
+
+/// One power-iteration step plus QR: `(Q_new, est sorted, permutation)`. One GEMM (`A Q`), the
+/// Rayleigh quotients `est_j = q_j . (A q_j)` from that product's columns, a blocked
+/// Householder QR of the sorted columns and `Q` formed from its reflectors (faer).
 fn power_qr(par: Par, old: MatRef<'_, f32>, a: MatRef<'_, f32>) -> Result<(Mat<f32>, RefreshInfo)> {
     let d = old.nrows();
-    // Full symmetric A from its lower triangle.
-    let a_full = Mat::from_fn(d, d, |i, j| if i >= j { a[(i, j)] } else { a[(j, i)] });
+    let a_full = symmetric_from_lower(a);
     let aq = product(par, a_full.as_ref(), old)?;
+    // Summed in row order, product then add (the same value as before this was vectorised).
     let est: Vec<f32> = (0..d)
-        .map(|j| (0..d).map(|i| old[(i, j)] * aq[(i, j)]).sum())
+        .map(|j| {
+            old.col(j)
+                .iter()
+                .zip(aq.col(j).iter())
+                .map(|(&q, &y)| q * y)
+                .sum()
+        })
         .collect();
     let mut order: Vec<usize> = (0..d).collect();
     order.sort_by(|&i, &j| {
@@ -192,11 +218,17 @@ fn power_qr(par: Par, old: MatRef<'_, f32>, a: MatRef<'_, f32>) -> Result<(Mat<f
             .partial_cmp(&est[i])
             .unwrap_or(core::cmp::Ordering::Equal)
     });
-    let mut factor = Mat::from_fn(d, d, |i, j| aq[(i, order[j])]);
+    let mut factor = Mat::<f32>::zeros(d, d);
+    for (j, &o) in order.iter().enumerate() {
+        factor.as_mut().col_mut(j).copy_from(aq.col(o));
+    }
     let bs = faer::linalg::qr::no_pivoting::factor::recommended_block_size::<f32>(d, d).max(1);
     let mut coeff = Mat::<f32>::zeros(bs, d);
     let mut q = Mat::<f32>::identity(d, d);
-    with_faer_par(par, (d * d * d) as f64 * 4.0, |fp| -> Result<()> {
+    // Below QR_PAR_MIN_DIM the factorisation runs on one thread: at 256 x 256 the refresh was
+    // slower on two threads than on one (Intel Xeon, 2 cores; see docs/performance.md).
+    let qr_par = if d < QR_PAR_MIN_DIM { Par::Seq } else { par };
+    with_faer_par(qr_par, (d * d * d) as f64 * 4.0, |fp| -> Result<()> {
         let req = StackReq::any_of(&[
             faer::linalg::qr::no_pivoting::factor::qr_in_place_scratch::<f32>(
                 d,
@@ -228,6 +260,7 @@ fn power_qr(par: Par, old: MatRef<'_, f32>, a: MatRef<'_, f32>) -> Result<(Mat<f
         );
         Ok(())
     })??;
+    dispatch::clean_vector_state();
     for j in 0..d {
         if factor[(j, j)] < 0.0 {
             q.col_mut(j).iter_mut().for_each(|x| *x = -*x);

@@ -37,14 +37,27 @@
 //! (measured against `sum_n |w_n| x_nj^2`); the GEMM-shaped kernels are f32 GEMMs of length
 //! `n_samples` (or `dim`).
 //!
+//! **Softmax factors** are computed once per sample, in f32 SIMD lanes with no libm call
+//! ([`crate::kernels::math`]): `z - max` as an exact f32 pair, `e = exp(z - max)` (2 ulp), the
+//! sum of all but one maximum compensated per lane and combined in f64, `p = e / S`, and
+//! `1 - p` as `(S - 1) / S` at the maximum (no cancellation when `p` is near 1). `p` is within
+//! 3 ulp, each factor `p (1 - p)` within 6 ulp and `(p - e_y)^2` within 7 ulp of the exact
+//! value (`tests/gn.rs`; the layer's result within `n_samples + 8` ulp). The logistic weights
+//! are f32 lanes too.
+//!
 //! **Sampled labels**: the label of sample `n` is drawn by inverting the CDF of `softmax(z_n)`
 //! at [`gn_sample_uniform`]`(seed, n)`, a counter-based generator: the draw does not depend on
 //! threads or blocking, and `E[(p_c - [y = c])^2] = p_c (1 - p_c)`, so the estimate is unbiased
-//! for the exact diagonal.
+//! for the exact diagonal. The kernels invert the CDF of their f32 exponentials (cumulative
+//! sums in f64, in class order over chunks of 64 classes); [`gn_sample_label`] states the same
+//! rule on f64 probabilities, and the two agree except when the uniform falls within rounding
+//! (about `1e-7`) of a boundary of the CDF.
 
 use crate::dispatch::{self, Isa, Par, Split};
 use crate::error::{self, Error, ErrorKind, Result};
+use crate::kernels::math;
 use faer::linalg::matmul::matmul;
+use faer::reborrow::ReborrowMut;
 use faer::{Accum, MatMut, MatRef};
 use pulp::{Simd, WithSimd};
 
@@ -376,8 +389,9 @@ pub fn gn_diag_weighted_with(
         row_stride,
         dim,
     };
+    let bytes = n_samples.saturating_mul(dim).saturating_mul(4);
     let sum = dispatch::map_reduce_blocks(
-        par,
+        dispatch::par_for_bytes(par, bytes),
         rows,
         stream_block_rows(dim),
         &|block| sumsq_block(isa, block),
@@ -388,14 +402,48 @@ pub fn gn_diag_weighted_with(
 }
 
 /// The logistic-regression GN weight `s (1 - s)`, `s = sigmoid(z)`, in f64 (written as
-/// `e^-|z| / (1 + e^-|z|)^2`, exact for large `|z|`).
+/// `e^-|z| / (1 + e^-|z|)^2`, exact for large `|z|`). [`gn_diag_logistic`] computes the same
+/// formula in f32 lanes.
 pub fn logistic_weight(logit: f64) -> f64 {
     let e = (-logit.abs()).exp();
     e / ((1.0 + e) * (1.0 + e))
 }
 
+/// `e / (1 + e)^2` with `e = exp(-|z|)`: the logistic weight `s (1 - s)` in f32 (the lane
+/// function of [`LogisticWeights`]).
+#[inline(always)]
+fn logistic_lane<S: Simd>(simd: S, z: S::f32s) -> S::f32s {
+    let e = math::exp_lane(simd, simd.neg_f32s(simd.abs_f32s(z)));
+    let d = simd.add_f32s(simd.splat_f32s(1.0), e);
+    simd.div_f32s(e, simd.mul_f32s(d, d))
+}
+
+/// The logistic weights of a batch of logits.
+struct LogisticWeights<'a> {
+    logits: &'a [f32],
+    out: &'a mut [f32],
+}
+
+impl WithSimd for LogisticWeights<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let (zb, zt) = S::as_simd_f32s(self.logits);
+        let (ob, ot) = S::as_mut_simd_f32s(self.out);
+        let zb = &zb[..ob.len()];
+        for (o, &z) in ob.iter_mut().zip(zb) {
+            *o = logistic_lane(simd, z);
+        }
+        if !ot.is_empty() {
+            simd.partial_store_f32s(ot, logistic_lane(simd, simd.partial_load_f32s(zt)));
+        }
+    }
+}
+
 /// [`gn_diag_weighted`] with `w_n = s_n (1 - s_n)`, `s_n = sigmoid(logits[n])` (logistic
-/// regression). The weights are computed in f64 and rounded to f32.
+/// regression). The weights are computed in f32 as `e / (1 + e)^2`, `e = exp(-|z|)` with the
+/// vectorised `exp` (within 6 ulp of the exact weight; the same bits on every instruction set).
 pub fn gn_diag_logistic(
     x: &[f32],
     n_samples: usize,
@@ -442,10 +490,11 @@ pub fn gn_diag_logistic_with(
         h.len(),
         dim,
     )?;
-    let weights: Vec<f32> = logits
-        .iter()
-        .map(|&z| logistic_weight(z as f64) as f32)
-        .collect();
+    let mut weights = workspace("weights", n_samples)?;
+    isa.run(LogisticWeights {
+        logits,
+        out: &mut weights,
+    });
     gn_diag_weighted_with(
         isa,
         par,
@@ -533,6 +582,7 @@ pub fn gn_diag_weighted_in_basis_with(
                 MatRef::from_row_major_slice_with_stride(block.x, block.n_rows, dim, row_stride);
             let yb = MatMut::from_row_major_slice_mut(&mut y, block.n_rows, k);
             matmul(yb, Accum::Replace, xb, u, 1.0f32, faer::Par::Seq);
+            dispatch::clean_vector_state();
         }
         sumsq_block(
             isa,
@@ -637,16 +687,6 @@ fn square_into(isa: Isa, par: Par, x: &[f32], out: &mut [f32]) -> Result<()> {
     )
 }
 
-fn scale_in_place(isa: Isa, par: Par, h: &mut [f32], beta: f32) -> Result<()> {
-    dispatch::map_reduce_blocks(
-        par,
-        Pair { x: &[], out: h },
-        ELEMENTWISE_BLOCK,
-        &|p: Pair<'_>| isa.run(Scale { h: p.out, beta }),
-        &|(), ()| (),
-    )
-}
-
 /// Allocates a zeroed workspace, reporting failure as an error.
 fn workspace(name: &str, len: usize) -> Result<Vec<f32>> {
     let mut v = Vec::new();
@@ -701,7 +741,6 @@ fn st_b_into_h(
     let (accum, alpha) = if beta == 0.0 {
         (Accum::Replace, (1.0 / n as f64) as f32)
     } else {
-        scale_in_place(isa, par, h, beta)?;
         (Accum::Add, ((1.0 - beta as f64) / n as f64) as f32)
     };
     let st = MatRef::from_row_major_slice(s, n, c).transpose();
@@ -716,9 +755,23 @@ fn st_b_into_h(
         rest = tail;
         j0 += w;
     }
-    dispatch::for_each_item(par, blocks, |(j0, hb)| {
+    dispatch::for_each_item(par, blocks, |(j0, mut hb)| {
         let w = hb.ncols();
+        if beta != 0.0 {
+            // PERF: h *= beta one column block at a time, just before its GEMM reads it back:
+            // the block is still in cache (a separate pass over h cost 10% of the kernel).
+            for i in 0..hb.nrows() {
+                // The blocks are column ranges of the row-major h: each row is contiguous.
+                let row = hb.rb_mut().row_mut(i).try_as_row_major_mut();
+                let row = row.expect("a column block of a row-major matrix");
+                isa.run(Scale {
+                    h: row.as_slice_mut(),
+                    beta,
+                });
+            }
+        }
         matmul(hb, accum, st, bm.subcols(j0, w), alpha, faer::Par::Seq);
+        dispatch::clean_vector_state();
     })
 }
 
@@ -804,21 +857,6 @@ pub fn gn_sample_uniform(seed: u64, index: u64) -> f64 {
     (mix(mix(z)) >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 
-/// `softmax(z)` in f64 (max subtracted, summed in order).
-pub(crate) fn softmax_f64(logits: &[f32], p: &mut [f64]) {
-    let max = logits
-        .iter()
-        .fold(f64::NEG_INFINITY, |m, &z| m.max(z as f64));
-    let mut total = 0.0;
-    for (p, &z) in p.iter_mut().zip(logits) {
-        *p = (z as f64 - max).exp();
-        total += *p;
-    }
-    for p in p.iter_mut() {
-        *p /= total;
-    }
-}
-
 /// The label drawn for sample `index`: the first class whose cumulative probability exceeds
 /// `gn_sample_uniform(seed, index)` (the last class with `p > 0` if rounding leaves a gap).
 pub fn gn_sample_label(p: &[f64], seed: u64, index: u64) -> usize {
@@ -837,28 +875,246 @@ pub fn gn_sample_label(p: &[f64], seed: u64, index: u64) -> usize {
     last
 }
 
-/// The output factors of one softmax sample: `p (1 - p)` or `(p - e_y)^2`.
-fn softmax_factors_row(
-    logits: &[f32],
-    estimator: GnEstimator,
-    seed: u64,
-    index: u64,
-    p: &mut [f64],
-    out: &mut [f32],
-) {
-    softmax_f64(logits, p);
-    match estimator {
-        GnEstimator::Exact => {
-            for (o, &pc) in out.iter_mut().zip(p.iter()) {
-                *o = (pc * (1.0 - pc)) as f32;
+/// What one softmax row produces from its logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RowOutput {
+    /// The layer's output factors `s`: `p (1 - p)` or `(p - e_y)^2`.
+    Factors(GnEstimator),
+    /// `p` (exact) or `p - e_y` (sampled): the Kronecker kernel's input to `Q_C`.
+    Probabilities(GnEstimator),
+}
+
+/// [`gn_sample_label`]'s rule applied to the unnormalised `e_c = exp(z_c - max)` with total
+/// `total`: the first class whose cumulative sum exceeds `u * total`. Sums are f64, over
+/// chunks of [`LABEL_CHUNK`] classes (four interleaved partial sums), then along the chunk.
+fn draw_label(e: &[f32], total: f64, u: f64) -> usize {
+    let target = u * total;
+    let mut before = 0.0f64;
+    let mut last = 0;
+    for (k, chunk) in e.chunks(LABEL_CHUNK).enumerate() {
+        let mut part = [0.0f64; 4];
+        let (quads, rest) = chunk.as_chunks::<4>();
+        for q in quads {
+            for (p, &v) in part.iter_mut().zip(q) {
+                *p += v as f64;
             }
         }
-        GnEstimator::Sampled => {
-            let y = gn_sample_label(p, seed, index);
-            for (c, (o, &pc)) in out.iter_mut().zip(p.iter()).enumerate() {
-                let g = pc - if c == y { 1.0 } else { 0.0 };
-                *o = (g * g) as f32;
+        for (p, &v) in part.iter_mut().zip(rest) {
+            *p += v as f64;
+        }
+        let sum = (part[0] + part[1]) + (part[2] + part[3]);
+        if target < before + sum {
+            let mut cumulative = before;
+            for (i, &v) in chunk.iter().enumerate() {
+                if v > 0.0 {
+                    last = k * LABEL_CHUNK + i;
+                }
+                cumulative += v as f64;
+                if target < cumulative {
+                    return k * LABEL_CHUNK + i;
+                }
             }
+            // The in-chunk sum fell short of the chunk sum by rounding.
+            return last;
+        }
+        if let Some(i) = chunk.iter().rposition(|&v| v > 0.0) {
+            last = k * LABEL_CHUNK + i;
+        }
+        before += sum;
+    }
+    last
+}
+
+/// Classes per chunk of the label search.
+const LABEL_CHUNK: usize = 64;
+
+/// The softmax of one row of logits and what [`RowOutput`] asks of it, in f32:
+///
+/// ```text
+/// d_c = z_c - max (an exact f32 pair)   e_c = exp(d_c)   S' = sum of e_c over all classes but
+/// one maximum (compensated, f64 across lanes)   S = 1 + S'   p_c = e_c * (1 / S)
+/// 1 - p_c = S' / S at a maximum (no cancellation), 1 - p_c elsewhere (p_c <= 1/2 there)
+/// ```
+struct SoftmaxRow<'a> {
+    logits: &'a [f32],
+    out: &'a mut [f32],
+    output: RowOutput,
+    /// The label's uniform draw (sampled estimator only).
+    u: f64,
+}
+
+/// `(s, c) + x` with `s + c` carrying the sum exactly to f32-pair precision (TwoSum).
+#[inline(always)]
+fn two_sum_lane<S: Simd>(simd: S, s: S::f32s, c: S::f32s, x: S::f32s) -> (S::f32s, S::f32s) {
+    let t = simd.add_f32s(s, x);
+    let bp = simd.sub_f32s(t, s);
+    let err = simd.add_f32s(simd.sub_f32s(s, simd.sub_f32s(t, bp)), simd.sub_f32s(x, bp));
+    (t, simd.add_f32s(c, err))
+}
+
+/// `e = exp(z - max)` of one register of logits, with `z - max` as an exact pair (TwoSum).
+#[inline(always)]
+fn softmax_exp_lane<S: Simd>(simd: S, z: S::f32s, max: S::f32s) -> S::f32s {
+    let neg_max = simd.neg_f32s(max);
+    let d = simd.add_f32s(z, neg_max);
+    let bp = simd.sub_f32s(d, z);
+    let err = simd.add_f32s(
+        simd.sub_f32s(z, simd.sub_f32s(d, bp)),
+        simd.sub_f32s(neg_max, bp),
+    );
+    math::exp_sum_lane(simd, d, err)
+}
+
+/// Adds one register of `e` into `[sum, compensation, maxima]`: `e` where `z < max` into the
+/// compensated sum, and the count of lanes where `z == max`.
+#[inline(always)]
+fn softmax_sum_lane<S: Simd>(
+    simd: S,
+    [s, c, ties]: [S::f32s; 3],
+    z: S::f32s,
+    e: S::f32s,
+    max: S::f32s,
+) -> [S::f32s; 3] {
+    let zero = simd.splat_f32s(0.0);
+    let at_max = simd.equal_f32s(z, max);
+    let (s, c) = two_sum_lane(simd, s, c, simd.select_f32s(at_max, zero, e));
+    let ties = simd.add_f32s(ties, simd.select_f32s(at_max, simd.splat_f32s(1.0), zero));
+    [s, c, ties]
+}
+
+/// One register's output from `e` (see [`SoftmaxRow`]); `at_max` marks the maximum classes.
+#[inline(always)]
+fn softmax_out_lane<S: Simd>(
+    simd: S,
+    output: RowOutput,
+    e: S::f32s,
+    at_max: S::m32s,
+    inv_total: S::f32s,
+    q_max: S::f32s,
+) -> S::f32s {
+    let p = simd.mul_f32s(e, inv_total);
+    match output {
+        RowOutput::Factors(GnEstimator::Exact) => {
+            let q = simd.select_f32s(at_max, q_max, simd.sub_f32s(simd.splat_f32s(1.0), p));
+            simd.mul_f32s(p, q)
+        }
+        RowOutput::Factors(GnEstimator::Sampled) => simd.mul_f32s(p, p),
+        RowOutput::Probabilities(_) => p,
+    }
+}
+
+impl WithSimd for SoftmaxRow<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Self {
+            logits,
+            out,
+            output,
+            u,
+        } = self;
+        let (zb, zt) = S::as_simd_f32s(logits);
+        let zero = simd.splat_f32s(0.0);
+        // The tail's valid lanes (lane index < tail length); the others read as -inf for the
+        // max and give e = 0.
+        let mut iota = [0.0f32; 64];
+        for (i, v) in iota.iter_mut().enumerate() {
+            *v = i as f32;
+        }
+        let tail_valid = simd.less_than_f32s(
+            simd.partial_load_f32s(&iota[..S::F32_LANES]),
+            simd.splat_f32s(zt.len() as f32),
+        );
+        let z_tail = simd.select_f32s(
+            tail_valid,
+            simd.partial_load_f32s(zt),
+            simd.splat_f32s(f32::NEG_INFINITY),
+        );
+        // max (exact in any order).
+        let mut vmax = z_tail;
+        for &z in zb {
+            vmax = simd.max_f32s(vmax, z);
+        }
+        let max_scalar = simd.reduce_max_f32s(vmax);
+        let max = simd.splat_f32s(max_scalar);
+        // Pass 1: e_c into `out`; the compensated sum of all but the maxima; the maxima count.
+        // PERF: no closure here: closures do not reliably inline the SIMD intrinsics.
+        let mut acc = [zero; 3];
+        {
+            let (ob, ot) = S::as_mut_simd_f32s(out);
+            for (o, &z) in ob.iter_mut().zip(zb) {
+                let e = softmax_exp_lane(simd, z, max);
+                *o = e;
+                acc = softmax_sum_lane(simd, acc, z, e, max);
+            }
+            if !ot.is_empty() {
+                let e = simd.select_f32s(tail_valid, softmax_exp_lane(simd, z_tail, max), zero);
+                simd.partial_store_f32s(ot, e);
+                acc = softmax_sum_lane(simd, acc, z_tail, e, max);
+            }
+        }
+        let mut lanes = [[0.0f32; 64]; 3];
+        for (buf, v) in lanes.iter_mut().zip(acc) {
+            simd.partial_store_f32s(&mut buf[..S::F32_LANES], v);
+        }
+        let mut others = 0.0f64;
+        let mut n_max = 0.0f64;
+        let [sums, compensations, maxima] = &lanes;
+        for ((&s, &c), &m) in sums
+            .iter()
+            .zip(compensations)
+            .zip(maxima)
+            .take(S::F32_LANES)
+        {
+            others += s as f64 + c as f64;
+            n_max += m as f64;
+        }
+        // All but one maximum: the other maxima count 1 each.
+        let others = others + (n_max - 1.0).max(0.0);
+        let total = 1.0 + others;
+        let inv_total = (1.0 / total) as f32;
+        let q_max = (others / total) as f32;
+        let sampled = matches!(
+            output,
+            RowOutput::Factors(GnEstimator::Sampled)
+                | RowOutput::Probabilities(GnEstimator::Sampled)
+        );
+        // The label, drawn while `out` still holds e.
+        let label = if sampled {
+            let y = draw_label(out, total, u);
+            Some((y, out[y]))
+        } else {
+            None
+        };
+        // Pass 2: the output from e.
+        let (inv_v, q_max_v) = (simd.splat_f32s(inv_total), simd.splat_f32s(q_max));
+        {
+            let (ob, ot) = S::as_mut_simd_f32s(out);
+            for (o, &z) in ob.iter_mut().zip(zb) {
+                *o = softmax_out_lane(simd, output, *o, simd.equal_f32s(z, max), inv_v, q_max_v);
+            }
+            if !ot.is_empty() {
+                let e = simd.partial_load_f32s(ot);
+                let at_max = simd.equal_f32s(z_tail, max);
+                simd.partial_store_f32s(
+                    ot,
+                    softmax_out_lane(simd, output, e, at_max, inv_v, q_max_v),
+                );
+            }
+        }
+        if let Some((y, e_y)) = label {
+            // The drawn class: p_y - 1 = -(1 - p_y), with 1 - p_y formed as in the exact lanes.
+            let p_y = e_y * inv_total;
+            let q_y = if logits[y] == max_scalar {
+                q_max
+            } else {
+                1.0 - p_y
+            };
+            out[y] = match output {
+                RowOutput::Factors(_) => q_y * q_y,
+                RowOutput::Probabilities(_) => -q_y,
+            };
         }
     }
 }
@@ -896,7 +1152,7 @@ impl Split for RowPair<'_> {
 }
 
 /// The softmax output factors `S` (`n_samples x classes`, row-major) of
-/// [`gn_diag_softmax`], computed in f64 per sample and rounded to f32.
+/// [`gn_diag_softmax`], computed in f32 per sample (see the module's accuracy notes).
 pub fn gn_softmax_factors(
     logits: &[f32],
     n_samples: usize,
@@ -907,43 +1163,72 @@ pub fn gn_softmax_factors(
 ) -> Result<()> {
     let len = product("logits", n_samples, classes)?;
     check_lengths(len, &[("logits", logits.len()), ("s", s.len())])?;
-    softmax_factors_into(Par::Pool, logits, classes, estimator, seed, s)
+    softmax_rows_into(
+        Isa::detect(),
+        Par::Pool,
+        logits,
+        classes,
+        RowOutput::Factors(estimator),
+        seed,
+        0,
+        s,
+    )
 }
 
-fn softmax_factors_into(
+/// One [`SoftmaxRow`] per row of `logits` into the same row of `out`; `first` numbers the
+/// first row (the label draws are counted from it).
+#[allow(clippy::too_many_arguments)]
+fn softmax_rows_into(
+    isa: Isa,
     par: Par,
     logits: &[f32],
     classes: usize,
-    estimator: GnEstimator,
+    output: RowOutput,
     seed: u64,
-    s: &mut [f32],
+    first: usize,
+    out: &mut [f32],
 ) -> Result<()> {
     if classes == 0 {
         return Ok(());
     }
     let work = RowPair {
         input: logits,
-        out: s,
+        out,
         width: classes,
-        first: 0,
+        first,
     };
     dispatch::map_reduce_blocks(
         par,
         work,
         (ELEMENTWISE_BLOCK / classes).max(1),
-        &|rows: RowPair<'_>| {
-            let mut p = vec![0.0f64; classes];
-            for (r, (z, o)) in rows
-                .input
-                .chunks_exact(classes)
-                .zip(rows.out.chunks_exact_mut(classes))
-                .enumerate()
-            {
-                softmax_factors_row(z, estimator, seed, (rows.first + r) as u64, &mut p, o);
-            }
-        },
+        &|rows: RowPair<'_>| softmax_rows(isa, rows, classes, output, seed),
         &|(), ()| (),
     )
+}
+
+fn softmax_rows(isa: Isa, rows: RowPair<'_>, classes: usize, output: RowOutput, seed: u64) {
+    let sampled = matches!(
+        output,
+        RowOutput::Factors(GnEstimator::Sampled) | RowOutput::Probabilities(GnEstimator::Sampled)
+    );
+    for (r, (z, o)) in rows
+        .input
+        .chunks_exact(classes)
+        .zip(rows.out.chunks_exact_mut(classes))
+        .enumerate()
+    {
+        let u = if sampled {
+            gn_sample_uniform(seed, (rows.first + r) as u64)
+        } else {
+            0.0
+        };
+        isa.run(SoftmaxRow {
+            logits: z,
+            out: o,
+            output,
+            u,
+        });
+    }
 }
 
 /// A softmax cross-entropy layer `z = W x + b` (`W`: `classes x d_in`): [`gn_diag_linear`] with
@@ -1001,7 +1286,16 @@ pub fn gn_diag_softmax_with(
         &[("logits", logits.len())],
     )?;
     let mut s = workspace("S", logits.len())?;
-    softmax_factors_into(par, logits, classes, estimator, seed, &mut s)?;
+    softmax_rows_into(
+        isa,
+        par,
+        logits,
+        classes,
+        RowOutput::Factors(estimator),
+        seed,
+        0,
+        &mut s,
+    )?;
     let mut sq = workspace("X o X", x.len())?;
     square_into(isa, par, x, &mut sq)?;
     st_b_into_h(isa, par, &s, &sq, n_samples, classes, d_in, beta, h, h_bias)
@@ -1144,10 +1438,17 @@ pub fn gn_diag_softmax_in_kronecker_with(
         check_lengths(kc, &[("h_bias", hb.len())])?;
     }
     check_beta(beta)?;
+    // The caller may come straight from faer (see `dispatch::clean_vector_state`).
+    dispatch::clean_vector_state();
     let mut a = workspace("A", product("A", n_samples, kc)?)?;
     let mut b = workspace("B", product("B", n_samples, kx)?)?;
     // Q_C o Q_C for the exact estimator's first term.
-    let qc2 = faer::Mat::<f32>::from_fn(classes, kc, |i, j| q_c[(i, j)] * q_c[(i, j)]);
+    let mut qc2 = faer::Mat::<f32>::zeros(classes, kc);
+    for j in 0..kc {
+        for (o, &q) in qc2.col_mut(j).iter_mut().zip(q_c.col(j).iter()) {
+            *o = q * q;
+        }
+    }
     let work = KronRows {
         x,
         logits,
@@ -1164,65 +1465,89 @@ pub fn gn_diag_softmax_in_kronecker_with(
         let n = rows.n;
         // P (or P - E_y) in f32.
         let mut p = vec![0.0f32; n * classes];
-        let mut p64 = vec![0.0f64; classes];
-        for (r, (z, out)) in rows
-            .logits
-            .chunks_exact(classes.max(1))
-            .zip(p.chunks_exact_mut(classes.max(1)))
-            .enumerate()
-        {
-            softmax_f64(z, &mut p64);
-            let y = match estimator {
-                GnEstimator::Exact => usize::MAX,
-                GnEstimator::Sampled => gn_sample_label(&p64, seed, (rows.first + r) as u64),
-            };
-            for (c, (o, &pc)) in out.iter_mut().zip(&p64).enumerate() {
-                *o = (pc - if c == y { 1.0 } else { 0.0 }) as f32;
-            }
+        if classes > 0 {
+            softmax_rows(
+                isa,
+                RowPair {
+                    input: rows.logits,
+                    out: &mut p,
+                    width: classes,
+                    first: rows.first,
+                },
+                classes,
+                RowOutput::Probabilities(estimator),
+                seed,
+            );
         }
+        // PERF: the block's P and X are copied to column-major first, so that faer's GEMMs run
+        // with column-major operands and outputs (row-major ones ran at half its rate on an
+        // Intel Xeon); the squares are then written back row-major, as `st_b_into_h` reads them.
         if kc > 0 && classes > 0 {
-            let pm = MatRef::from_row_major_slice(&p, n, classes);
-            let mut t = vec![0.0f32; n * kc];
+            let mut pm = faer::Mat::<f32>::zeros(n, classes);
+            pm.as_mut()
+                .copy_from(MatRef::from_row_major_slice(&p, n, classes));
+            let mut t = faer::Mat::<f32>::zeros(n, kc);
             matmul(
-                MatMut::from_row_major_slice_mut(&mut t, n, kc),
+                t.as_mut(),
                 Accum::Replace,
-                pm,
+                pm.as_ref(),
                 q_c,
                 1.0f32,
                 faer::Par::Seq,
             );
-            match estimator {
-                GnEstimator::Exact => {
-                    matmul(
-                        MatMut::from_row_major_slice_mut(rows.a, n, kc),
-                        Accum::Replace,
-                        pm,
-                        qc2.as_ref(),
-                        1.0f32,
-                        faer::Par::Seq,
-                    );
-                    for (a, &t) in rows.a.iter_mut().zip(&t) {
-                        *a -= t * t;
+            let mut u2 = faer::Mat::<f32>::zeros(
+                if estimator == GnEstimator::Exact {
+                    n
+                } else {
+                    0
+                },
+                kc,
+            );
+            if estimator == GnEstimator::Exact {
+                matmul(
+                    u2.as_mut(),
+                    Accum::Replace,
+                    pm.as_ref(),
+                    qc2.as_ref(),
+                    1.0f32,
+                    faer::Par::Seq,
+                );
+            }
+            dispatch::clean_vector_state();
+            for j in 0..kc {
+                let tj = t.col(j);
+                match estimator {
+                    GnEstimator::Exact => {
+                        for (r, (&u, &t)) in u2.col(j).iter().zip(tj.iter()).enumerate() {
+                            rows.a[r * kc + j] = u - t * t;
+                        }
                     }
-                }
-                GnEstimator::Sampled => {
-                    for (a, &t) in rows.a.iter_mut().zip(&t) {
-                        *a = t * t;
+                    GnEstimator::Sampled => {
+                        for (r, &t) in tj.iter().enumerate() {
+                            rows.a[r * kc + j] = t * t;
+                        }
                     }
                 }
             }
         }
         if kx > 0 && d_in > 0 {
+            let mut xm = faer::Mat::<f32>::zeros(n, d_in);
+            xm.as_mut()
+                .copy_from(MatRef::from_row_major_slice(rows.x, n, d_in));
+            let mut y = faer::Mat::<f32>::zeros(n, kx);
             matmul(
-                MatMut::from_row_major_slice_mut(rows.b, n, kx),
+                y.as_mut(),
                 Accum::Replace,
-                MatRef::from_row_major_slice(rows.x, n, d_in),
+                xm.as_ref(),
                 q_x,
                 1.0f32,
                 faer::Par::Seq,
             );
-            for v in rows.b.iter_mut() {
-                *v *= *v;
+            dispatch::clean_vector_state();
+            for j in 0..kx {
+                for (r, &v) in y.col(j).iter().enumerate() {
+                    rows.b[r * kx + j] = v * v;
+                }
             }
         }
     };

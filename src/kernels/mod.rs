@@ -7,5 +7,6 @@ pub mod adam_mixed;
 pub(crate) mod convert;
 pub mod gn_diag;
 pub mod grad_norm;
+pub mod math;
 pub mod precond;
 pub mod rotate;

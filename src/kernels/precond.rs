@@ -8,14 +8,15 @@
 //! m_hat =  m / (1 - beta1^t)  with bias correction;  m  without;  g  without momentum
 //! u     =  m_hat * (max(h, 0) + lambda)^p             p = -1: a division; p = -1/2: a
 //!                                                     division by a square root; any other
-//!                                                     p: (h + lambda)^p per element in f64
+//!                                                     p: the vectorised power of
+//!                                                     `kernels::math` (no libm call)
 //! u     =  clip(m_hat / max(gamma * h, eps), -1, 1)   Sophia's clipped form (replaces the line
 //!                                                     above; power and lambda unused)
 //! theta <- fma(-lr, u, theta)                         (the bias correction is folded into lr)
 //! ```
 //!
 //! Scalars (`1 - lr wd`, `1 - beta1`, `lr / (1 - beta1^t)`) are computed in f64 and rounded to
-//! f32; per-element arithmetic is f32, except the general power.
+//! f32; per-element arithmetic is f32 (the general power carries `p` as an f32 pair).
 //!
 //! **Positivity**: `h` is the diagonal of a PSD matrix; negative entries (rounding in a
 //! caller's estimate) are treated as 0 (NaN propagates). A negative power needs `lambda > 0`
@@ -27,7 +28,8 @@
 //!
 //! **Accuracy**: the p = -1 and p = -1/2 paths and Sophia's form use only correctly rounded
 //! operations, so they are bitwise identical across instruction sets and thread counts; the
-//! general power is computed per element with f64 `powf`, also identical everywhere. The bound
+//! general power `(h + lambda)^p` is within `2 + |p| / 2` ulp ([`crate::kernels::math`]), also
+//! from a fixed sequence of IEEE operations and FMAs, so identical everywhere too. The bound
 //! against [`crate::reference::gn_step`] is in `tests/gn.rs`.
 //!
 //! **Non-finite input**: with `check_finite`, `grad` and `h` are scanned first; NaN or +-Inf in
@@ -37,6 +39,7 @@ use crate::dispatch::{self, FiniteScan, Isa, Par, Split};
 use crate::error::{self, Error, ErrorKind, Result};
 use crate::kernels::adam::{grad_is_finite, BLOCK};
 use crate::kernels::gn_diag::check_lengths;
+use crate::kernels::math::{self, Power, PowerLanes};
 use pulp::{Simd, WithSimd};
 
 /// Sophia's clipped update `clip(m / max(gamma * h, eps), -1, 1)`.
@@ -166,6 +169,9 @@ const RECIP: u8 = 0;
 const RSQRT: u8 = 1;
 const POWER: u8 = 2;
 const SOPHIA: u8 = 3;
+/// The general power when `x = max(h, 0) + lambda` is at least `lambda >= f32::MIN_POSITIVE`
+/// and `|p|` is small enough for [`math::pow_positive_lane`]: the same bits, fewer instructions.
+const POWER_POSITIVE: u8 = 4;
 
 /// The f32 scalars of one step.
 #[derive(Clone, Copy, Debug)]
@@ -178,13 +184,19 @@ struct GnCoefficients {
     /// For Sophia: `1 / bc1` (the ratio needs m_hat), else 1.
     inv_bc1: f32,
     damping: f32,
-    power: f64,
+    power: Power,
+    power_value: f64,
     gamma: f32,
     eps: f32,
     mode: Mode,
 }
 
 impl GnCoefficients {
+    /// Whether the general power may use [`math::pow_positive_lane`].
+    fn positive_power_lane(&self) -> bool {
+        self.damping >= f32::MIN_POSITIVE && self.power_value.abs() <= math::POSITIVE_LANE_MAX_POWER
+    }
+
     fn new(cfg: &GnConfig, step: u64, momentum: bool) -> Self {
         let bc1 = if momentum && cfg.bias_correction {
             1.0 - cfg.beta1.powf(step as f64)
@@ -216,7 +228,8 @@ impl GnCoefficients {
                 1.0
             },
             damping: cfg.damping as f32,
-            power: cfg.power,
+            power: Power::new(cfg.power),
+            power_value: cfg.power,
             gamma: sophia.gamma as f32,
             eps: sophia.eps as f32,
             mode,
@@ -235,7 +248,7 @@ struct Splat<S: Simd> {
     eps: S::f32s,
     zero: S::f32s,
     one: S::f32s,
-    power: f64,
+    power: PowerLanes<S>,
 }
 
 impl<S: Simd> Splat<S> {
@@ -252,21 +265,9 @@ impl<S: Simd> Splat<S> {
             eps: simd.splat_f32s(k.eps),
             zero: simd.splat_f32s(0.0),
             one: simd.splat_f32s(1.0),
-            power: k.power,
+            power: PowerLanes::new(simd, &k.power),
         }
     }
-}
-
-/// `x^p` per lane in f64, rounded to f32 (the general power; not a hot path).
-#[inline(always)]
-fn powf_lanes<S: Simd>(simd: S, x: S::f32s, p: f64) -> S::f32s {
-    let mut buf = [0.0f32; 64];
-    let lanes = &mut buf[..S::F32_LANES];
-    simd.partial_store_f32s(lanes, x);
-    for v in lanes.iter_mut() {
-        *v = (*v as f64).powf(p) as f32;
-    }
-    simd.partial_load_f32s(lanes)
 }
 
 /// One register of the step: returns `(theta, m)`. Body and masked tail both run it.
@@ -290,7 +291,11 @@ fn gn_lane<S: Simd, const MOMENTUM: bool, const MODE: u8>(
         RSQRT => simd.div_f32s(m_eff, simd.sqrt_f32s(simd.add_f32s(h_pos(), c.damping))),
         POWER => simd.mul_f32s(
             m_eff,
-            powf_lanes(simd, simd.add_f32s(h_pos(), c.damping), c.power),
+            math::pow_lane(simd, simd.add_f32s(h_pos(), c.damping), &c.power),
+        ),
+        POWER_POSITIVE => simd.mul_f32s(
+            m_eff,
+            math::pow_positive_lane(simd, simd.add_f32s(h_pos(), c.damping), &c.power),
         ),
         _ => {
             let gh = simd.mul_f32s(c.gamma, h);
@@ -400,6 +405,12 @@ fn run_block(isa: Isa, k: &GnCoefficients, momentum: bool, block: GnBlock<'_>) {
     match (momentum, k.mode) {
         (false, Mode::Recip) => isa.run(GnKernel::<false, RECIP> { k, block }),
         (false, Mode::Rsqrt) => isa.run(GnKernel::<false, RSQRT> { k, block }),
+        (false, Mode::Power) if k.positive_power_lane() => {
+            isa.run(GnKernel::<false, POWER_POSITIVE> { k, block })
+        }
+        (true, Mode::Power) if k.positive_power_lane() => {
+            isa.run(GnKernel::<true, POWER_POSITIVE> { k, block })
+        }
         (false, Mode::Power) => isa.run(GnKernel::<false, POWER> { k, block }),
         (false, Mode::Sophia) => isa.run(GnKernel::<false, SOPHIA> { k, block }),
         (true, Mode::Recip) => isa.run(GnKernel::<true, RECIP> { k, block }),

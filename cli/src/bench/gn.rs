@@ -5,8 +5,7 @@
 //! the GN^p step against the streaming bandwidth of its access pattern.
 
 use super::{
-    faer_gemm_gflops, interleaved, seconds_per_call, stream_bytes, stream_closure, with_threads,
-    Aligned, Bench, Row,
+    faer_gemm_closure, interleaved, stream_bytes, stream_closure, with_threads, Aligned, Bench, Row,
 };
 use diagprec::{
     gn_diag_linear, gn_diag_softmax, gn_diag_softmax_in_kronecker, gn_diag_weighted,
@@ -76,36 +75,63 @@ fn layer_rows(b: &mut Bench) {
         .collect();
     let s: Vec<f32> = (0..n * c).map(|i| (i % 13) as f32 * 0.01).collect();
     let z: Vec<f32> = (0..n * c).map(|i| ((i % 29) as f32 - 14.0) * 0.2).collect();
-    let mut h = vec![0.0f32; c * d];
-    let mut hb = vec![0.0f32; c];
+    // One output per kernel: the closures below are alive at once.
+    let mut h = [(); 3].map(|()| vec![0.0f32; c * d]);
+    let mut hb = [(); 3].map(|()| vec![0.0f32; c]);
     let flops = 2.0 * (n * c * d) as f64;
     for threads in b.thread_counts() {
         let budget = b.budget();
         let (linear, exact, sampled, limit) = with_threads(threads, || {
-            let linear = seconds_per_call(budget, || {
-                gn_diag_linear(&x, n, d, &s, c, 0.9, &mut h, Some(&mut hb)).unwrap()
-            });
-            let mut softmax = |estimator| {
-                seconds_per_call(budget, || {
-                    gn_diag_softmax(&x, &z, n, d, c, estimator, 5, 0.9, &mut h, Some(&mut hb))
+            // The kernels and faer's GEMM alternate, so a load change on a shared machine hits
+            // both sides of each ratio alike.
+            let mut gemm = faer_gemm_closure(c, d, n, threads);
+            let [h0, h1, h2] = &mut h;
+            let [hb0, hb1, hb2] = &mut hb;
+            let [linear, exact, sampled, gemm] = interleaved(
+                budget,
+                [
+                    &mut || gn_diag_linear(&x, n, d, &s, c, 0.9, h0, Some(&mut *hb0)).unwrap(),
+                    &mut || {
+                        gn_diag_softmax(
+                            &x,
+                            &z,
+                            n,
+                            d,
+                            c,
+                            GnEstimator::Exact,
+                            5,
+                            0.9,
+                            h1,
+                            Some(&mut *hb1),
+                        )
                         .unwrap()
-                })
-            };
-            let exact = softmax(GnEstimator::Exact);
-            let sampled = softmax(GnEstimator::Sampled);
-            (
-                linear,
-                exact,
-                sampled,
-                faer_gemm_gflops(budget, c, d, n, threads),
-            )
+                    },
+                    &mut || {
+                        gn_diag_softmax(
+                            &x,
+                            &z,
+                            n,
+                            d,
+                            c,
+                            GnEstimator::Sampled,
+                            5,
+                            0.9,
+                            h2,
+                            Some(&mut *hb2),
+                        )
+                        .unwrap()
+                    },
+                    &mut gemm,
+                ],
+            );
+            (linear, exact, sampled, flops / gemm / 1e9)
         });
         for (name, secs, note) in [
             ("gn_diag_linear f32", linear, "S given; + square X, scale h"),
             (
                 "gn_diag_softmax f32 exact",
                 exact,
-                "+ softmax factors (f64)",
+                "+ softmax factors (f32 lanes)",
             ),
             (
                 "gn_diag_softmax f32 sampled",
@@ -142,33 +168,47 @@ fn basis_rows(b: &mut Bench) {
     for threads in b.thread_counts() {
         let budget = b.budget();
         let (dense, kron, dense_limit, kron_limit) = with_threads(threads, || {
-            let dense = seconds_per_call(budget, || {
-                gn_diag_weighted_in_basis(&x, n, d, d, Some(&w), u.as_ref(), 0.9, &mut h).unwrap()
-            });
-            let kron = seconds_per_call(budget, || {
-                gn_diag_softmax_in_kronecker(
-                    &x,
-                    &z,
-                    n,
-                    d,
-                    c,
-                    GnEstimator::Exact,
-                    0,
-                    qc.as_ref(),
-                    u.as_ref(),
-                    0.9,
-                    &mut hk,
-                    Some(&mut hkb),
-                )
-                .unwrap()
-            });
-            let dense_limit = faer_gemm_gflops(budget, n, d, d, threads);
+            let mut dense_gemm = faer_gemm_closure(n, d, d, threads);
             // faer's time for the Kronecker kernel's GEMMs: P Q_C and P (Q_C o Q_C) (n x c x c
             // each), X Q_X (n x d x d), A^T B (c x d x n).
-            let secs_of = |m: usize, k: usize, nn: usize| {
-                2.0 * (m * k * nn) as f64 / (faer_gemm_gflops(budget, m, nn, k, threads) * 1e9)
+            let mut pq = faer_gemm_closure(n, c, c, threads);
+            let mut xq = faer_gemm_closure(n, d, d, threads);
+            let mut atb = faer_gemm_closure(c, d, n, threads);
+            let mut kron_gemms = || {
+                pq();
+                pq();
+                xq();
+                atb();
             };
-            let kron_faer = 2.0 * secs_of(n, c, c) + secs_of(n, d, d) + secs_of(c, n, d);
+            let [dense, kron, dense_gemm, kron_faer] = interleaved(
+                budget,
+                [
+                    &mut || {
+                        gn_diag_weighted_in_basis(&x, n, d, d, Some(&w), u.as_ref(), 0.9, &mut h)
+                            .unwrap()
+                    },
+                    &mut || {
+                        gn_diag_softmax_in_kronecker(
+                            &x,
+                            &z,
+                            n,
+                            d,
+                            c,
+                            GnEstimator::Exact,
+                            0,
+                            qc.as_ref(),
+                            u.as_ref(),
+                            0.9,
+                            &mut hk,
+                            Some(&mut hkb),
+                        )
+                        .unwrap()
+                    },
+                    &mut dense_gemm,
+                    &mut kron_gemms,
+                ],
+            );
+            let dense_limit = 2.0 * (n * d * d) as f64 / dense_gemm / 1e9;
             (dense, kron, dense_limit, kron_faer)
         });
         let dense_flops = 2.0 * (n * d * d) as f64;
@@ -265,7 +305,7 @@ fn step_rows(b: &mut Bench) {
                     "RMW stream, 3 arrays"
                 },
                 note: if cfg.power == -0.3 {
-                    "general power: scalar f64 powf".into()
+                    "general power: vectorised 2^(p log2 x)".into()
                 } else {
                     format!("{} B/element", bytes / n)
                 },

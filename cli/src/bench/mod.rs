@@ -1,7 +1,7 @@
 //! The throughput report. Every row puts a kernel's rate beside a limit of this machine measured
 //! in the same run for the same access pattern (streaming bandwidth) or the same shape (faer's
 //! GEMM rate), and prints the ratio. Timings are the best of several batches (see
-//! [`seconds_per_call`]); nothing here is asserted.
+//! [`interleaved`]); nothing here is asserted.
 
 mod adam;
 mod adam_mixed;
@@ -72,20 +72,6 @@ impl Bench {
         print_row(&row);
         self.rows.push(row);
     }
-}
-
-/// Best time of one call of `f`, in seconds: `f` runs in batches of at least ~10 ms, for at least
-/// three batches and until `budget` is spent; the fastest batch, per call, is returned.
-pub fn seconds_per_call(budget: Duration, mut f: impl FnMut()) -> f64 {
-    let reps = calibrate(&mut f);
-    let mut best = f64::INFINITY;
-    let begin = Instant::now();
-    let mut batches = 0;
-    while batches < 3 || begin.elapsed() < budget {
-        best = best.min(batch(&mut f, reps));
-        batches += 1;
-    }
-    best
 }
 
 /// Warms `f` up (page faults, caches, thread pool) and returns how many calls make ~10 ms.
@@ -301,9 +287,10 @@ pub fn median_ratio<const K: usize>(rounds: &[[f64; K]], a: usize, b: usize) -> 
     }
 }
 
-/// faer's own GEMM rate (GFLOP/s, 2mnk flops) for `C (m x n) = A (m x k) * B (k x n)` on
-/// `threads` threads.
-pub fn faer_gemm_gflops(budget: Duration, m: usize, n: usize, k: usize, threads: usize) -> f64 {
+/// One faer GEMM `C (m x n) = A (m x k) * B (k x n)` (column-major, `Accum::Replace`) on
+/// `threads` threads, as a closure over its own matrices: the limit of the GEMM-shaped rows,
+/// measured [`interleaved`] with the kernel.
+pub fn faer_gemm_closure(m: usize, n: usize, k: usize, threads: usize) -> impl FnMut() {
     use faer::linalg::matmul::matmul;
     use faer::{Accum, Mat, Par};
     let a = Mat::<f32>::from_fn(m, k, |i, j| ((i * 7 + j * 3) % 11) as f32 * 0.1);
@@ -314,22 +301,54 @@ pub fn faer_gemm_gflops(budget: Duration, m: usize, n: usize, k: usize, threads:
     } else {
         Par::Seq
     };
-    let secs = seconds_per_call(budget, || {
-        matmul(c.as_mut(), Accum::Replace, a.as_ref(), b.as_ref(), 1.0, par);
-    });
-    2.0 * (m * n * k) as f64 / secs / 1e9
+    move || matmul(c.as_mut(), Accum::Replace, a.as_ref(), b.as_ref(), 1.0, par)
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+/// The machine class the report was measured on, from `/proc/cpuinfo`: vendor, model name,
+/// family/model, the vector extensions that matter here, and the SIMD datapath width where it
+/// follows from the vendor and family (AVX-512 on 256-bit datapaths on AMD Zen 4, full width on
+/// Intel Xeon and AMD Zen 5).
+fn machine_class() -> String {
+    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.split(':').next().map(str::trim) == Some(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let Some(model_name) = field("model name") else {
+        return std::env::consts::ARCH.to_string();
+    };
+    let vendor = field("vendor_id").unwrap_or_default();
+    let family: u32 = field("cpu family")
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(0);
+    let model: u32 = field("model").and_then(|f| f.parse().ok()).unwrap_or(0);
+    let flags = field("flags").unwrap_or_default();
+    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+    let extensions: Vec<&str> = [
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512_bf16",
+        "avx512_fp16",
+        "amx_tile",
+    ]
+    .into_iter()
+    .filter(|f| has(f))
+    .collect();
+    let datapath = match (vendor.as_str(), family, has("avx512f")) {
+        ("GenuineIntel", _, true) => "512-bit SIMD datapaths",
+        ("GenuineIntel", _, false) => "256-bit SIMD datapaths",
+        ("AuthenticAMD", 0x19, true) => "AVX-512 on 256-bit datapaths (Zen 4)",
+        ("AuthenticAMD", 0x19, false) => "256-bit SIMD datapaths (Zen 3)",
+        ("AuthenticAMD", 0x1a, _) => "512-bit SIMD datapaths (Zen 5)",
+        _ => "datapath width unknown",
+    };
+    format!(
+        "{vendor} {model_name} (family {family} model {model}; {}; {datapath})",
+        extensions.join(" ")
+    )
 }
 
 const HEADER: [&str; 7] = [
@@ -406,7 +425,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     let preamble = format!(
         "diagprec {} bench, {date}: {}, {} cores, ISA {}",
         env!("CARGO_PKG_VERSION"),
-        cpu_model(),
+        machine_class(),
         bench.all_threads,
         diagprec::Isa::detect().name()
     );

@@ -111,6 +111,7 @@
 
 // Status returned by every function. `DP_OK` is 0; values are never reused.
 typedef enum dp_status {
+    // Success.
     DP_OK = 0,
     // A required pointer was NULL.
     DP_ERR_NULL_POINTER = 1,
@@ -168,11 +169,17 @@ typedef struct dp_adam_config {
 // One tensor for `dp_adam_step_multi_f32` and the other f32 tensor-list calls: `len` floats
 // each. `max_exp_avg_sq` may be NULL unless amsgrad.
 typedef struct dp_adam_tensor_f32 {
+    // The parameters (`theta`), updated in place.
     float *param;
+    // The gradient (read only).
     const float *grad;
+    // The first moment `m`, updated in place.
     float *exp_avg;
+    // The second moment `v`, updated in place.
     float *exp_avg_sq;
+    // The running maximum of `v` (amsgrad); may be NULL otherwise.
     float *max_exp_avg_sq;
+    // Elements in each buffer of this tensor.
     size_t len;
 } dp_adam_tensor_f32;
 
@@ -181,21 +188,32 @@ typedef struct dp_adam_tensor_f32 {
 // the 16-bit parameter copy (written) and the 16-bit gradient as bits of the call's `format`,
 // f32 moments; `len` elements each.
 typedef struct dp_adam_master_tensor {
+    // The f32 master weights, updated in place.
     float *master;
+    // The 16-bit parameters (bits of the format), written as the rounded master weights.
     uint16_t *param;
+    // The 16-bit gradient (bits of the format, read only).
     const uint16_t *grad;
+    // The first moment `m`, updated in place.
     float *exp_avg;
+    // The second moment `v`, updated in place.
     float *exp_avg_sq;
+    // Elements in each buffer of this tensor.
     size_t len;
 } dp_adam_master_tensor;
 
 // One tensor for `dp_adam_bf16_state_step_multi_f32`: `len` f32 parameters and gradients,
 // `len` bf16 bits each of `m` and `v`.
 typedef struct dp_adam_bf16_state_tensor {
+    // The parameters (`theta`), updated in place.
     float *param;
+    // The gradient (read only).
     const float *grad;
+    // `m` as bf16 bits, updated in place.
     uint16_t *exp_avg_bf16;
+    // `v` as bf16 bits, updated in place.
     uint16_t *exp_avg_sq_bf16;
+    // Elements in each buffer of this tensor.
     size_t len;
 } dp_adam_bf16_state_tensor;
 
@@ -204,11 +222,17 @@ typedef struct dp_adam_bf16_state_tensor {
 // `dp_adam_8bit_scales_len(len)` (layout: see DP_ADAM_8BIT_BLOCK; each tensor has its own
 // blocks).
 typedef struct dp_adam_8bit_tensor {
+    // The parameters (`theta`), updated in place.
     float *param;
+    // The gradient (read only).
     const float *grad;
+    // One byte per element: the signed 8-bit code of `m`.
     uint8_t *exp_avg_codes;
+    // The per-block scales of `m` (`scales_len` floats).
     float *exp_avg_scales;
+    // One byte per element: the 8-bit code of `v`.
     uint8_t *exp_avg_sq_codes;
+    // The per-block scales of `v` (`scales_len` floats).
     float *exp_avg_sq_scales;
     // Elements of `param`, `grad` and each code array.
     size_t len;

@@ -94,8 +94,8 @@ impl Isa {
 }
 
 /// The crate's pool and the process it was started in: a pool inherited through `fork()` has no
-/// threads in the child, so the child starts its own (the inherited one is leaked, not dropped,
-/// since dropping it would signal threads that do not exist).
+/// threads in the child, so the child starts its own (the inherited one is parked, never
+/// dropped, since dropping it would signal threads that do not exist).
 struct PoolState {
     /// Threads asked for by [`set_num_threads`]; `None` until set (then the environment decides).
     requested: Option<usize>,
@@ -176,10 +176,17 @@ pub fn set_num_threads(n_threads: usize) -> Result<()> {
     Ok(())
 }
 
-/// Drops a replaced pool, or leaks it if it was inherited through `fork()` (its threads are gone).
+/// Pools inherited through `fork()`: never dropped (dropping one would signal threads that do not
+/// exist in this process), kept reachable so that leak checkers do not report them.
+static INHERITED: std::sync::Mutex<Vec<Arc<rayon::ThreadPool>>> = std::sync::Mutex::new(Vec::new());
+
+/// Drops a replaced pool, or parks it in [`INHERITED`] if it was inherited through `fork()`.
 fn forget_if_inherited((pid, pool): (u32, Arc<rayon::ThreadPool>)) {
     if pid != std::process::id() {
-        std::mem::forget(pool);
+        INHERITED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(pool);
     }
 }
 

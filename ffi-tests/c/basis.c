@@ -585,6 +585,11 @@ static void huge_factorisation_is_an_error(void) {
     size_t dim = (size_t)1 << 21, n = dim * dim;
     void *a = mmap(NULL, n * sizeof(float), PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                    -1, 0);
+    if (a == MAP_FAILED && getenv("DIAGPREC_UNDER_VALGRIND") != NULL) {
+        /* valgrind caps the address space: the static and shared runs cover this case. */
+        printf("huge_factorisation_is_an_error: skipped under valgrind (no 16 TiB mapping)\n");
+        return;
+    }
     CHECK(a != MAP_FAILED);
     if (a == MAP_FAILED) return;
     dp_basis *never = NULL;

@@ -98,9 +98,15 @@ int main(void) {
 
     /* Defect 6: a multi-threaded step, then fork: the child must be able to step. */
     CHECK_STATUS(big_step(1), DP_OK);
-    CHECK(in_child(child_steps) == 0);
-    CHECK(in_child(child_sets_threads) == 0);
-    CHECK(in_child(child_forks_again) == 0);
+    /* Under valgrind a forked child reports the memory of the parent's pool threads (which do
+     * not exist in the child) as lost: the static and shared runs cover fork. */
+    int under_valgrind = getenv("DIAGPREC_UNDER_VALGRIND") != NULL;
+    int (*children[3])(void) = {child_steps, child_sets_threads, child_forks_again};
+    for (int i = 0; i < (under_valgrind ? 0 : 3); i++) {
+        int code = in_child(children[i]);
+        if (code != 0) fprintf(stderr, "forked child %d exited with %d\n", i, code);
+        CHECK(code == 0);
+    }
     /* The parent's pool still works after its children. */
     CHECK_STATUS(big_step(2), DP_OK);
 

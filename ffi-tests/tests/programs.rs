@@ -137,7 +137,11 @@ fn c_programs_pass_under_valgrind() {
     for source in sources("c", "c") {
         let exe = build(&cc, "c11", &source, Linkage::Shared, "-valgrind");
         for isa in ["scalar", "avx2"] {
-            run(&exe, &valgrind, &[("DIAGPREC_ISA", isa)]);
+            run(
+                &exe,
+                &valgrind,
+                &[("DIAGPREC_ISA", isa), ("DIAGPREC_UNDER_VALGRIND", "1")],
+            );
         }
     }
 }

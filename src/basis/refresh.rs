@@ -316,8 +316,11 @@ impl DenseBasis {
 /// What a Kronecker refresh found: the new basis and each side's [`RefreshInfo`].
 #[derive(Clone, Debug)]
 pub struct KroneckerRefresh {
+    /// The refreshed basis.
     pub basis: KroneckerBasis,
+    /// What the refresh of the left factor found.
     pub left: RefreshInfo,
+    /// What the refresh of the right factor found.
     pub right: RefreshInfo,
 }
 

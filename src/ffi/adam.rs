@@ -93,11 +93,17 @@ pub(crate) unsafe fn adam_config(cfg: *const dp_adam_config) -> Result<AdamConfi
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct dp_adam_tensor_f32 {
+    /// The parameters (`theta`), updated in place.
     pub param: *mut f32,
+    /// The gradient (read only).
     pub grad: *const f32,
+    /// The first moment `m`, updated in place.
     pub exp_avg: *mut f32,
+    /// The second moment `v`, updated in place.
     pub exp_avg_sq: *mut f32,
+    /// The running maximum of `v` (amsgrad); may be NULL otherwise.
     pub max_exp_avg_sq: *mut f32,
+    /// Elements in each buffer of this tensor.
     pub len: usize,
 }
 

@@ -337,11 +337,17 @@ unsafe fn grad_norm_export<T, G, M>(
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct dp_adam_master_tensor {
+    /// The f32 master weights, updated in place.
     pub master: *mut f32,
+    /// The 16-bit parameters (bits of the format), written as the rounded master weights.
     pub param: *mut u16,
+    /// The 16-bit gradient (bits of the format, read only).
     pub grad: *const u16,
+    /// The first moment `m`, updated in place.
     pub exp_avg: *mut f32,
+    /// The second moment `v`, updated in place.
     pub exp_avg_sq: *mut f32,
+    /// Elements in each buffer of this tensor.
     pub len: usize,
 }
 
@@ -510,10 +516,15 @@ pub unsafe extern "C" fn dp_adam_master_step_clipped_multi(
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct dp_adam_bf16_state_tensor {
+    /// The parameters (`theta`), updated in place.
     pub param: *mut f32,
+    /// The gradient (read only).
     pub grad: *const f32,
+    /// `m` as bf16 bits, updated in place.
     pub exp_avg_bf16: *mut u16,
+    /// `v` as bf16 bits, updated in place.
     pub exp_avg_sq_bf16: *mut u16,
+    /// Elements in each buffer of this tensor.
     pub len: usize,
 }
 
@@ -595,11 +606,17 @@ pub unsafe extern "C" fn dp_adam_bf16_state_step_multi_f32(
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct dp_adam_8bit_tensor {
+    /// The parameters (`theta`), updated in place.
     pub param: *mut f32,
+    /// The gradient (read only).
     pub grad: *const f32,
+    /// One byte per element: the signed 8-bit code of `m`.
     pub exp_avg_codes: *mut u8,
+    /// The per-block scales of `m` (`scales_len` floats).
     pub exp_avg_scales: *mut f32,
+    /// One byte per element: the 8-bit code of `v`.
     pub exp_avg_sq_codes: *mut u8,
+    /// The per-block scales of `v` (`scales_len` floats).
     pub exp_avg_sq_scales: *mut f32,
     /// Elements of `param`, `grad` and each code array.
     pub len: usize,

@@ -26,6 +26,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum dp_status {
+    /// Success.
     DP_OK = 0,
     /// A required pointer was NULL.
     DP_ERR_NULL_POINTER = 1,

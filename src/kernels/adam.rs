@@ -564,9 +564,13 @@ pub(crate) fn non_finite_error() -> Error {
 /// The buffers of one tensor for [`adam_step_multi`].
 #[derive(Debug)]
 pub struct AdamTensor<'a> {
+    /// The parameters (`theta`), updated in place.
     pub param: &'a mut [f32],
+    /// The gradient (read only).
     pub grad: &'a [f32],
+    /// The first moment `m`, updated in place.
     pub exp_avg: &'a mut [f32],
+    /// The second moment `v`, updated in place.
     pub exp_avg_sq: &'a mut [f32],
     /// Required with amsgrad; ignored otherwise.
     pub max_exp_avg_sq: Option<&'a mut [f32]>,

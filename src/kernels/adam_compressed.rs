@@ -228,7 +228,9 @@ fn bf16_state_partial<S: Simd, const L2: bool>(
 /// The buffers of one tensor with bf16 optimizer state.
 #[derive(Debug)]
 pub struct Bf16StateTensor<'a> {
+    /// The parameters (`theta`), updated in place.
     pub param: &'a mut [f32],
+    /// The gradient (read only).
     pub grad: &'a [f32],
     /// `m` as bf16 bits.
     pub exp_avg: &'a mut [u16],
@@ -989,7 +991,9 @@ impl<S: Simd, const FOLDED: bool> AdamRegisters<S> for QuantRegisters<'_, S, FOL
 /// The buffers of one tensor with 8-bit optimizer state (layout: module docs).
 #[derive(Debug)]
 pub struct QuantStateTensor<'a> {
+    /// The parameters (`theta`), updated in place.
     pub param: &'a mut [f32],
+    /// The gradient (read only).
     pub grad: &'a [f32],
     /// One byte per element: the signed `m` code.
     pub exp_avg_codes: &'a mut [u8],

@@ -53,7 +53,10 @@ pub enum Rounding {
     #[default]
     NearestEven,
     /// Stochastic rounding with random bits from `(seed, step, element index)`.
-    Stochastic { seed: u64 },
+    Stochastic {
+        /// Selects the random stream; the same seed gives the same bits.
+        seed: u64,
+    },
 }
 
 /// Widens 16-bit values of `format` (as `u16` bits in the low half of each lane) to f32.
@@ -463,7 +466,9 @@ pub struct MasterTensor<'a> {
     pub param: &'a mut [u16],
     /// The 16-bit gradient (bits).
     pub grad: &'a [u16],
+    /// The first moment `m`, updated in place.
     pub exp_avg: &'a mut [f32],
+    /// The second moment `v`, updated in place.
     pub exp_avg_sq: &'a mut [f32],
 }
 

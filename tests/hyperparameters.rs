@@ -164,3 +164,45 @@ fn gn_accepts_the_representable_edges() {
     assert_eq!(r, Ok(()));
     assert!(param.iter().all(|p| p.is_finite()), "{param:?}");
 }
+
+#[test]
+fn gn_refuses_powers_outside_the_supported_range() {
+    // Found by the gn fuzz target: power = 3.4e38 gave NaN where the exact step is finite.
+    for power in [4.5, -5.0, 3.4e38, f64::NAN] {
+        let (r, param) = gn_outcome(GnConfig {
+            power,
+            ..GnConfig::default()
+        });
+        assert_eq!(r, Err(ErrorKind::InvalidHyperparameter), "power {power}");
+        assert!(param.iter().all(|&p| p == 1.0));
+    }
+    let (r, _) = gn_outcome(GnConfig {
+        power: 4.0,
+        damping: 1e-2,
+        ..GnConfig::default()
+    });
+    assert_eq!(r, Ok(()));
+}
+
+#[test]
+fn refresh_from_a_statistic_too_large_for_f32_is_an_error_not_a_panic() {
+    // Found by the basis fuzz target: finite entries whose products overflow f32 gave NaN
+    // vectors, and the column matching indexed out of bounds.
+    let d = 3;
+    let basis = diagprec::DenseBasis::identity(d);
+    let a = faer::Mat::<f32>::from_fn(d, d, |i, j| if i == j { 3e38 } else { -3e38 });
+    match basis.refreshed(
+        a.as_ref(),
+        diagprec::RefreshMethod::Eigh,
+        diagprec::Par::Seq,
+    ) {
+        Ok((refreshed, _)) => {
+            let u = refreshed.matrix();
+            assert!((0..d).all(|i| (0..d).all(|j| u[(i, j)].is_finite())));
+        }
+        Err(e) => assert!(
+            matches!(e.kind(), ErrorKind::NonFinite | ErrorKind::InvalidArgument),
+            "{e:?}"
+        ),
+    }
+}

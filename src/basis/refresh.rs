@@ -170,6 +170,15 @@ fn match_columns(par: Par, old: MatRef<'_, f32>, new: &mut Mat<f32>) -> Result<V
                 best_value = p[(i, j)].abs();
             }
         }
+        if best == usize::MAX {
+            // Only NaN was left to compare: the factorisation overflowed (finite statistic
+            // entries too large for f32 products). Refuse rather than install NaN vectors.
+            return Err(Error::new(
+                ErrorKind::NonFinite,
+                "the refresh produced non-finite basis vectors: the statistic's entries are too \
+                 large for f32 arithmetic",
+            ));
+        }
         used[best] = true;
         permutation.push(best);
         if p[(best, j)] < 0.0 {

@@ -43,7 +43,7 @@ pub struct dp_gn_config {
     pub struct_size: usize,
     /// Learning rate, finite, >= 0.
     pub lr: f64,
-    /// The power p, finite; -1 and -0.5 are fast paths.
+    /// The power p, in [-4, 4]; -1 and -0.5 are fast paths.
     pub power: f64,
     /// lambda, finite, >= 0; > 0 when power < 0, and `damping^power` finite in float.
     pub damping: f64,

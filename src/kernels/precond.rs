@@ -68,7 +68,7 @@ impl Default for SophiaClip {
 pub struct GnConfig {
     /// Learning rate, finite and >= 0.
     pub lr: f64,
-    /// The power `p` of `(h + damping)`: finite; -1 and -0.5 are fast paths.
+    /// The power `p` of `(h + damping)`, in `[-MAX_POWER, MAX_POWER]`; -1 and -0.5 are fast paths.
     pub power: f64,
     /// `lambda`, finite and >= 0; > 0 when `power < 0`.
     pub damping: f64,
@@ -99,6 +99,10 @@ impl Default for GnConfig {
     }
 }
 
+/// The largest `|power|` a GN^p step accepts (the paper's powers are -1 and -1/2; beyond a few
+/// units `(h + damping)^p` leaves f32 for ordinary `h`).
+pub const MAX_POWER: f64 = 4.0;
+
 impl GnConfig {
     /// Checks every hyperparameter against its range, and that it and the coefficients derived
     /// from it are finite (and nonzero where they divide) as the f32 the kernels use: the step
@@ -106,9 +110,9 @@ impl GnConfig {
     /// damping and the largest preconditioner value `damping^power` (reached where `h = 0`).
     pub fn validate(&self) -> Result<()> {
         error::check_non_negative("lr", self.lr)?;
-        if !self.power.is_finite() {
+        if !(self.power.abs() <= MAX_POWER) {
             return Err(Error::hyperparameter(format!(
-                "power = {} must be finite",
+                "power = {} is outside [-{MAX_POWER}, {MAX_POWER}]",
                 self.power
             )));
         }

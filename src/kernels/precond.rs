@@ -110,7 +110,7 @@ impl GnConfig {
     /// damping and the largest preconditioner value `damping^power` (reached where `h = 0`).
     pub fn validate(&self) -> Result<()> {
         error::check_non_negative("lr", self.lr)?;
-        if !(self.power.abs() <= MAX_POWER) {
+        if self.power.is_nan() || self.power.abs() > MAX_POWER {
             return Err(Error::hyperparameter(format!(
                 "power = {} is outside [-{MAX_POWER}, {MAX_POWER}]",
                 self.power

@@ -109,6 +109,10 @@
 // `DP_ABI_VERSION` differs from `dp_abi_version()` must not call the library.
 #define DP_ABI_VERSION 1
 
+// The largest `|power|` a GN^p step accepts (the paper's powers are -1 and -1/2; beyond a few
+// units `(h + damping)^p` leaves f32 for ordinary `h`).
+#define MAX_POWER 4.0
+
 // Status returned by every function. `DP_OK` is 0; values are never reused.
 typedef enum dp_status {
     // Success.
@@ -269,7 +273,7 @@ typedef struct dp_gn_config {
     size_t struct_size;
     // Learning rate, finite, >= 0.
     double lr;
-    // The power p, finite; -1 and -0.5 are fast paths.
+    // The power p, in [-4, 4]; -1 and -0.5 are fast paths.
     double power;
     // lambda, finite, >= 0; > 0 when power < 0, and `damping^power` finite in float.
     double damping;

@@ -10,7 +10,7 @@ use diagprec::ffi::adam::{
 };
 use diagprec::ffi::adam_mixed::{dp_adam_step_clipped_multi_f32, dp_grad_norm_multi_f32};
 use diagprec::ffi::dp_status;
-use diagprec_fuzz::{close, Arena, Call, Input, Unaligned};
+use diagprec_fuzz::{before, close, Arena, Call, Input, Unaligned};
 use libfuzzer_sys::fuzz_target;
 
 fn config(input: &mut Input<'_>) -> dp_adam_config {
@@ -41,15 +41,6 @@ fn tensor(input: &mut Input<'_>, arena: &mut Arena) -> dp_adam_tensor_f32 {
         max_exp_avg_sq: arena.buffer(input, len),
         len,
     }
-}
-
-/// The f32 values at `ptr` before the call, read from the arena's snapshot.
-fn before(snapshot: &[u8], base: *mut u8, ptr: *const f32, len: usize) -> Vec<f64> {
-    let start = ptr as usize - base as usize;
-    snapshot[start..start + 4 * len]
-        .chunks_exact(4)
-        .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
-        .collect()
 }
 
 fn rust_config(c: &dp_adam_config) -> diagprec::AdamConfig {

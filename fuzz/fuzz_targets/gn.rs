@@ -8,7 +8,7 @@ use diagprec::ffi::gn::{
     dp_gn_config, dp_gn_config_default, dp_gn_diag_dense_f32, dp_gn_diag_linear_f32,
     dp_gn_matrix_accumulate_f32, dp_gn_step_f32,
 };
-use diagprec_fuzz::{close, Arena, Call, Input, Unaligned};
+use diagprec_fuzz::{before, close, Arena, Call, Input, Unaligned};
 use libfuzzer_sys::fuzz_target;
 
 fn config(input: &mut Input<'_>) -> dp_gn_config {
@@ -45,14 +45,6 @@ fn rust_config(c: &dp_gn_config) -> diagprec::GnConfig {
         }),
         check_finite: c.check_finite == 1,
     }
-}
-
-fn before(snapshot: &[u8], base: *mut u8, ptr: *const f32, len: usize) -> Vec<f64> {
-    let start = ptr as usize - base as usize;
-    snapshot[start..start + 4 * len]
-        .chunks_exact(4)
-        .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
-        .collect()
 }
 
 fuzz_target!(|data: &[u8]| {

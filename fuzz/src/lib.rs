@@ -269,3 +269,13 @@ pub fn close(got: f32, want: f64, scale: f64, ulps: f64) -> bool {
     let tol = ulps * f64::from(f32::EPSILON) * scale.max(want.abs()) + 1e-37;
     (f64::from(got) - want).abs() <= tol
 }
+
+/// The f32 values at `ptr` (a buffer placed in the arena at `base`) before a call, as f64, read
+/// from the arena's snapshot: the inputs a reference computation starts from.
+pub fn before(snapshot: &[u8], base: *mut u8, ptr: *const f32, len: usize) -> Vec<f64> {
+    let start = ptr as usize - base as usize;
+    snapshot[start..start + 4 * len]
+        .chunks_exact(4)
+        .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+        .collect()
+}

@@ -39,30 +39,33 @@ pub use error::{Error, ErrorKind, Result};
 pub use kernels::adam::{
     adam_step, adam_step_multi, adam_step_multi_with, adam_step_with, AdamConfig, AdamTensor,
 };
-pub use kernels::adam_compressed::{
-    adam_step_8bit_state, adam_step_8bit_state_multi, adam_step_8bit_state_multi_with,
-    adam_step_8bit_state_with, adam_step_bf16_state, adam_step_bf16_state_multi,
-    adam_step_bf16_state_multi_with, adam_step_bf16_state_with, dequantize_state, quant_scales_len,
-    quantize_state, Bf16StateTensor, Moment, QuantStateTensor, QUANT_BLOCK,
+pub use kernels::adam_mixed::bf16_state::{
+    adam_step_bf16_state, adam_step_bf16_state_multi, adam_step_bf16_state_multi_with,
+    adam_step_bf16_state_with, Bf16StateTensor,
 };
-pub use kernels::adam_mixed::{
+pub use kernels::adam_mixed::master::{
     adam_step_master_bf16, adam_step_master_f16, adam_step_master_multi,
     adam_step_master_multi_with, adam_step_master_with, round_to_half, widen_half, HalfFormat,
     MasterTensor, Rounding,
 };
-pub use kernels::gn_diag::{
+pub use kernels::adam_mixed::state_8bit::{
+    adam_step_8bit_state, adam_step_8bit_state_multi, adam_step_8bit_state_multi_with,
+    adam_step_8bit_state_with, dequantize_state, quant_scales_len, quantize_state, Moment,
+    QuantStateTensor, QUANT_BLOCK,
+};
+pub use kernels::gn::diag::{
     gn_diag_linear, gn_diag_linear_with, gn_diag_logistic, gn_diag_logistic_with, gn_diag_softmax,
     gn_diag_softmax_in_kronecker, gn_diag_softmax_in_kronecker_with, gn_diag_softmax_with,
     gn_diag_weighted, gn_diag_weighted_in_basis, gn_diag_weighted_in_basis_with,
     gn_diag_weighted_with, gn_sample_label, gn_sample_uniform, gn_softmax_factors, logistic_weight,
     GnEstimator,
 };
+pub use kernels::gn::step::{gn_step, gn_step_with, GnConfig, SophiaClip};
 pub use kernels::grad_norm::{
     adam_step_clipped_multi, adam_step_clipped_multi_with, adam_step_master_clipped_multi,
     adam_step_master_clipped_multi_with, clip_coefficient, grad_norm_multi, grad_norm_multi_half,
     grad_norm_multi_half_with, grad_norm_multi_with, scale_in_place, GradNorm,
 };
-pub use kernels::precond::{gn_step, gn_step_with, GnConfig, SophiaClip};
 pub use optim::Adam;
 pub use optim::{
     rotated_adam_step_with, rotated_gn_step_with, rotated_workspace_len, RotatedAdam, Soap,

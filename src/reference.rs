@@ -2,8 +2,8 @@
 //! are tested against, and the place to read what a kernel computes.
 
 use crate::kernels::adam::AdamConfig;
-use crate::kernels::gn_diag::{gn_sample_label, GnEstimator};
-use crate::kernels::precond::GnConfig;
+use crate::kernels::gn::diag::{gn_sample_label, GnEstimator};
+use crate::kernels::gn::step::GnConfig;
 
 /// One Adam/AdamW step in f64 (DESIGN.md 2.1), `t = step` (1-based).
 /// `max_exp_avg_sq` is used only with amsgrad.
@@ -387,7 +387,7 @@ pub fn gn_diag_softmax_in_kronecker(
     }
 }
 
-/// One GN^p step in f64 (DESIGN.md 2.3; see `kernels::precond`). `exp_avg = None`: no
+/// One GN^p step in f64 (DESIGN.md 2.3; see `kernels::gn::step`). `exp_avg = None`: no
 /// momentum.
 pub fn gn_step(
     cfg: &GnConfig,

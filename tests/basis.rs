@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use diagprec::basis::orthonormality_error;
-use diagprec::kernels::rotate::{dense_rotate_into_with, kron_rotate_into_with};
+use diagprec::basis::rotate::{dense_rotate_into_with, kron_rotate_into_with};
 use diagprec::{
     adam_step, reference, AdamConfig, Basis, DenseBasis, ErrorKind, Geodesic, GnMatrix, Isa,
     KroneckerBasis, KroneckerStatistics, Par, RefreshMethod, RotatedAdam, Soap, SoapConfig,

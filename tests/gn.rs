@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use diagprec::kernels::gn_diag::SUB_BLOCK_ROWS;
+use diagprec::kernels::gn::diag::SUB_BLOCK_ROWS;
 use diagprec::{
     gn_diag_linear_with, gn_diag_logistic_with, gn_diag_softmax, gn_diag_softmax_in_kronecker,
     gn_diag_softmax_in_kronecker_with, gn_diag_softmax_with, gn_diag_weighted,

@@ -37,9 +37,9 @@
 //! four f64 GEMMs of size d.
 
 use super::{orthonormality_error, DenseBasis, ORTHONORMAL_TOLERANCE};
+use crate::basis::rotate::with_faer_par;
 use crate::dispatch::Par;
 use crate::error::{Error, ErrorKind, Result};
-use crate::kernels::rotate::with_faer_par;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef};
 use std::f64::consts::PI;

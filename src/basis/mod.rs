@@ -10,7 +10,7 @@
 //! * [`KroneckerBasis`]: `(Q_L m x m, Q_R n x n)` for an `m x n` row-major matrix parameter:
 //!   `G~ = Q_L^T G Q_R`, i.e. `U = Q_L (x) Q_R` on the row-major `vec(G)`.
 //!
-//! Rotation is [`crate::kernels::rotate`] (faer GEMM, caller-owned workspace). Building a basis
+//! Rotation is [`crate::basis::rotate`] (faer GEMM, caller-owned workspace). Building a basis
 //! from statistics (the full GN matrix, Kronecker factors), refreshing it (eigendecomposition, or
 //! one power-iteration step + QR as SOAP does) and carrying rotated state to the new basis live
 //! in [`refresh`]; geodesic interpolation between two bases in [`geodesic`].
@@ -22,15 +22,16 @@
 
 pub mod geodesic;
 pub mod refresh;
+pub mod rotate;
 
 use crate::dispatch::Par;
 use crate::error::{Error, ErrorKind, Result};
-use crate::kernels::rotate::{
-    self, dense_rotate_into_with, dense_rotate_out_with, kron_rotate_into_with,
-    kron_rotate_out_with, with_faer_par,
-};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef};
+use rotate::{
+    dense_rotate_into_with, dense_rotate_out_with, kron_rotate_into_with, kron_rotate_out_with,
+    with_faer_par,
+};
 
 pub use geodesic::Geodesic;
 pub use refresh::{

@@ -30,9 +30,9 @@
 //!   `V' = (P_L o P_L)^T V (P_R o P_R)`.
 
 use super::{DenseBasis, KroneckerBasis};
+use crate::basis::rotate::with_faer_par;
 use crate::dispatch::{self, Par};
 use crate::error::{self, Error, ErrorKind, Result};
-use crate::kernels::rotate::with_faer_par;
 use faer::dyn_stack::{MemBuffer, MemStack, StackReq};
 use faer::linalg::matmul::matmul;
 use faer::linalg::matmul::triangular::{self, BlockStructure};
@@ -714,7 +714,7 @@ pub(crate) fn transfer_kronecker(
             let pr = squared_overlap(par, old.right().matrix(), new.right().matrix())?;
             for v in seconds.iter_mut() {
                 // V' = (P_L o P_L)^T V (P_R o P_R)
-                super::super::kernels::rotate::kron_rotate_into_with(
+                super::super::basis::rotate::kron_rotate_into_with(
                     par,
                     pl.as_ref(),
                     pr.as_ref(),

@@ -27,12 +27,13 @@ use super::check::{self, buffer, check_buffers, plain, Region};
 use super::{dp_status, guard};
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernels::adam::AdamConfig;
-use crate::kernels::adam_compressed::{
-    adam_step_8bit_state_multi, adam_step_bf16_state_multi, dequantize_state, quant_scales_len,
-    quantize_state, Bf16StateTensor, Moment, QuantStateTensor, QUANT_BLOCK,
-};
-use crate::kernels::adam_mixed::{
+use crate::kernels::adam_mixed::bf16_state::{adam_step_bf16_state_multi, Bf16StateTensor};
+use crate::kernels::adam_mixed::master::{
     adam_step_master_multi, check_no_amsgrad, HalfFormat, MasterTensor, Rounding,
+};
+use crate::kernels::adam_mixed::state_8bit::{
+    adam_step_8bit_state_multi, dequantize_state, quant_scales_len, quantize_state, Moment,
+    QuantStateTensor, QUANT_BLOCK,
 };
 use crate::kernels::grad_norm::{
     adam_step_clipped_multi, adam_step_master_clipped_multi, check_inv_grad_scale,

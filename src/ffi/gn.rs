@@ -8,11 +8,11 @@ use super::{dp_status, guard};
 use crate::basis::refresh::accumulate_gn_matrix;
 use crate::dispatch::{Isa, Par};
 use crate::error::{self, Error, Result};
-use crate::kernels::gn_diag::{
+use crate::kernels::gn::diag::{
     gn_diag_linear, gn_diag_logistic, gn_diag_softmax, gn_diag_softmax_in_kronecker,
     gn_diag_weighted, gn_diag_weighted_in_basis, logistic_weight, strided_len, GnEstimator,
 };
-use crate::kernels::precond::{gn_step, GnConfig, SophiaClip};
+use crate::kernels::gn::step::{gn_step, GnConfig, SophiaClip};
 use crate::optim::rotated_workspace_len;
 use faer::{MatMut, MatRef};
 

@@ -14,8 +14,8 @@ pub mod adam_mixed;
 pub mod basis;
 mod check;
 pub mod gn;
+pub mod grad_norm;
 pub mod library;
-pub mod shard;
 
 use crate::error::{Error, ErrorKind};
 use std::cell::RefCell;

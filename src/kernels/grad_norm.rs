@@ -26,7 +26,7 @@
 use super::adam::{
     adam_step_multi_with, check_step, non_finite_error, AdamConfig, AdamTensor, BLOCK,
 };
-use super::adam_mixed::{
+use super::adam_mixed::master::{
     adam_step_master_multi_with, check_master_tensors, widen_into, HalfFormat, MasterTensor,
     Rounding,
 };

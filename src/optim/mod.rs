@@ -7,7 +7,7 @@ pub use rotated::{
     rotated_adam_step_with, rotated_gn_step_with, rotated_workspace_len, RotatedAdam, Soap,
     SoapConfig,
 };
-mod gauss_newton;
+mod gn;
 
 pub use adam::Adam;
-pub use gauss_newton::{GaussNewton, GaussNewtonConfig};
+pub use gn::{GaussNewton, GaussNewtonConfig};

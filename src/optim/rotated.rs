@@ -25,6 +25,7 @@
 //! The non-finite check scans `g` before anything is written.
 
 use crate::basis::refresh::{transfer_dense, transfer_kronecker};
+use crate::basis::rotate::{self, DirectionBlock};
 use crate::basis::{Basis, KroneckerBasis, KroneckerStatistics, RefreshMethod, StateTransfer};
 use crate::dispatch::{Isa, Par};
 use crate::error::{self, Error, ErrorKind, Result};
@@ -32,8 +33,7 @@ use crate::kernels::adam::{
     adam_step_with, check_step, grad_is_finite, non_finite_error, AdamCoefficients, AdamConfig,
     AdamTensor,
 };
-use crate::kernels::precond::{gn_step_with, GnConfig};
-use crate::kernels::rotate::{self, DirectionBlock};
+use crate::kernels::gn::step::{gn_step_with, GnConfig};
 
 fn zeros(n: usize, what: &str) -> Result<Vec<f32>> {
     let mut v = Vec::new();

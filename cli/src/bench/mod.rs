@@ -5,8 +5,8 @@
 
 mod adam;
 mod adam_mixed;
+mod basis;
 mod gn;
-mod rotate;
 
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
@@ -402,7 +402,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         ("adam", adam::rows),
         ("adam_mixed", adam_mixed::rows),
         ("gn", gn::rows),
-        ("rotate", rotate::rows),
+        ("basis", basis::rows),
     ];
     for name in &args.only {
         if !families.iter().any(|(f, _)| f == name) {

@@ -38,7 +38,7 @@
 use crate::dispatch::{self, FiniteScan, Isa, Par, Split};
 use crate::error::{self, Error, ErrorKind, Result};
 use crate::kernels::adam::{grad_is_finite, BLOCK};
-use crate::kernels::gn_diag::check_lengths;
+use crate::kernels::gn::diag::check_lengths;
 use crate::kernels::math::{self, Power, PowerLanes};
 use pulp::{Simd, WithSimd};
 

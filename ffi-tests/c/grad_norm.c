@@ -1,4 +1,4 @@
-/* The sharded-norm exports (src/ffi/shard.rs): the partials of every shard, gathered in the
+/* The sharded-norm exports (src/ffi/grad_norm.rs): the partials of every shard, gathered in the
  * list's order and combined, give dp_adam_step_clipped_multi_f32's norm bit for bit; a shard
  * stepped with the clip coefficient folded into inv_grad_scale gives its parameters bit for
  * bit; every status of the contract, with nothing written on failure. */
@@ -99,5 +99,5 @@ int main(void) {
     CHECK_STATUS(dp_grad_norm_clip_coefficient(1e300, 1e-300, &out),
                  DP_ERR_INVALID_HYPERPARAMETER);
     CHECK(out == 42.0);
-    return dp_test_finish("shard");
+    return dp_test_finish("grad_norm");
 }

@@ -1,6 +1,6 @@
 //! Criterion benches of the bases: the Kronecker rotation `Q_L^T G Q_R` and back (4 n^3 flops,
 //! reported as elements of G per second), refresh by eigh and by power iteration + QR, and a
-//! SOAP-like step (rotate, Adam, rotate back). `diagprec bench --only rotate` prints the same
+//! SOAP-like step (rotate, Adam, rotate back). `diagprec bench --only basis` prints the same
 //! rates beside faer's own GEMM rate, as ratios. Sizes stay small enough for a 2-core machine
 //! (a 2048 x 2048 GEMM takes about a second there): 256 and 1024.
 

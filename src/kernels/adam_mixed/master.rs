@@ -25,16 +25,16 @@
 //! the widened gradient, then rounding. Amsgrad is not supported here (it would add a fifth
 //! stream); asking for it is [`ErrorKind::InvalidArgument`].
 
-use super::adam::{
+use crate::dispatch::{self, Isa, Par, Split};
+use crate::error::{Error, ErrorKind, Result};
+use crate::kernels::adam::{
     adam_body, adam_registers_of, align_head, balanced_batches, check_step, non_finite_error,
     step_batches, AdamBlock, AdamCoefficients, AdamConfig, AdamRegisters, Splat, BLOCK,
 };
-use super::convert::{
+use crate::kernels::convert::{
     self, bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, first_chunk, iota, lanes, load_u16,
     random_bits, store_u16, CHUNK, MAX_LANES,
 };
-use crate::dispatch::{self, Isa, Par, Split};
-use crate::error::{Error, ErrorKind, Result};
 use pulp::{Simd, WithSimd};
 
 /// The 16-bit floating-point format of parameters and gradients.

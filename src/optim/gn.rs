@@ -1,6 +1,6 @@
 use crate::dispatch::{Isa, Par};
 use crate::error::{self, Error, ErrorKind, Result};
-use crate::kernels::precond::{all_finite, check_gn_step, gn_step_with, GnConfig};
+use crate::kernels::gn::step::{all_finite, check_gn_step, gn_step_with, GnConfig};
 
 /// A [`GaussNewton`] optimizer's configuration: the step ([`GnConfig`]: power, damping,
 /// momentum, Sophia clipping) and how the diagonal `h` is refreshed.

@@ -1,0 +1,338 @@
+//! # Adam with bf16 optimizer state
+//!
+//! Both kernels decode the state, run the f32 Adam update of [`crate::kernels::adam`] on it
+//! (`theta` and `g` stay f32), and re-encode, in one pass over memory.
+//!
+//! **bf16 state** (20 bytes of traffic per parameter instead of 28): `exp_avg` and `exp_avg_sq`
+//! hold bf16 bits (`u16`). The new `m`, `v` are rounded stochastically, with random bits that
+//! depend only on `(seed, step, stream, element index)` (stream 0: `m`, 1: `v`), so the result
+//! is the same for any thread count and the rounding is unbiased: `E[round(x)] = x`.
+//!
+//! **Passes**: both kernels run the f32 kernel's own body (so the arithmetic is exactly the f32
+//! step's) in one pass over memory. The bf16-state kernel converts in registers as the body
+//! loads and stores `m`, `v` (a 16-bit shift; a stochastic rounding). The 8-bit kernel works per
+//! quantization block: decode `m`, `v`, run the body, keep the new `m`, `v` in two 1 KB f32
+//! buffers (L1) while taking their absmax, encode. The encoder works on 16-bit lanes, two
+//! registers at a time with AVX-512, four with AVX2. With AVX-512 (32 registers) the body also
+//! decodes the codes as it loads them; with AVX2 (16 registers) that spills constants
+//! (measured: ~5% slower on Zen 4, ~10% on Zen 3), so AVX2 and scalar decode into the buffers
+//! first: the 8-bit codecs are long integer chains that overlap better in loops of their own
+//! there.
+//!
+//! The layout is the checkpoint format: save `codes` and `scales` as they are
+//! ([`quantize_state`] and [`dequantize_state`] convert from and to f32).
+//!
+//! **Accuracy**: per element, `theta` is the f32 step on the decoded state; the round trip
+//! `decode(encode(x))` is within `max(|x| / 16, 2^-14 scale)` for `m` and
+//! `max(v / 16, 2^-30 scale)` for `v` (see `tests/adam_mixed.rs`). Non-finite state cannot be
+//! represented; use `check_finite`. A scale that is not finite or is negative (a corrupted
+//! checkpoint) is refused with an error before anything is written. Amsgrad is not supported.
+
+use super::master::{check_lengths, check_no_amsgrad, in_tensor, narrow_store_at, widen_at};
+use crate::dispatch::{self, Isa, Par, Split};
+use crate::error::Result;
+use crate::kernels::adam::{
+    adam_body, align_head, balanced_batches, check_step, finite_on_thread, grad_is_finite,
+    non_finite_error, step_batches, AdamCoefficients, AdamConfig, AdamRegisters, Splat, BLOCK,
+};
+use crate::kernels::convert::{self, lanes, MAX_LANES};
+use pulp::{Simd, WithSimd};
+
+// ---------------------------------------------------------------------------------------------
+// bf16 state
+
+pub(crate) struct Bf16StateBlock<'a> {
+    pub offset: usize,
+    pub param: &'a mut [f32],
+    pub grad: &'a [f32],
+    pub exp_avg: &'a mut [u16],
+    pub exp_avg_sq: &'a mut [u16],
+}
+
+impl Split for Bf16StateBlock<'_> {
+    fn len(&self) -> usize {
+        self.param.len()
+    }
+
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (p0, p1) = self.param.split_at_mut(mid);
+        let (g0, g1) = self.grad.split_at(mid);
+        let (m0, m1) = self.exp_avg.split_at_mut(mid);
+        let (v0, v1) = self.exp_avg_sq.split_at_mut(mid);
+        (
+            Bf16StateBlock {
+                offset: self.offset,
+                param: p0,
+                grad: g0,
+                exp_avg: m0,
+                exp_avg_sq: v0,
+            },
+            Bf16StateBlock {
+                offset: self.offset + mid,
+                param: p1,
+                grad: g1,
+                exp_avg: m1,
+                exp_avg_sq: v1,
+            },
+        )
+    }
+}
+
+struct Bf16StateKernel<'a, const L2: bool> {
+    k: &'a AdamCoefficients,
+    keys: [u64; 2],
+    block: Bf16StateBlock<'a>,
+}
+
+impl<const L2: bool> WithSimd for Bf16StateKernel<'_, L2> {
+    type Output = ();
+
+    /// The f32 kernel's body on [`Bf16StateRegisters`] (`m`, `v` widened as they are loaded,
+    /// rounded stochastically as they are stored); the unaligned head and the tail are staged
+    /// in zero-padded registers.
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let c = Splat::new(simd, self.k);
+        let offset = self.block.offset;
+        let keys = [
+            simd.splat_u32s(convert::block_key(self.keys[0], offset)),
+            simd.splat_u32s(convert::block_key(self.keys[1], offset)),
+        ];
+        let head = align_head::<S>(self.block.param);
+        let (head, rest) = self.block.split_at(head);
+        let body = rest.len() / lanes::<S>() * lanes::<S>();
+        let (body, tail) = rest.split_at(body);
+        bf16_state_partial::<S, L2>(simd, &c, keys, head);
+        adam_body::<S, false, L2, _>(simd, &c, &mut Bf16StateRegisters::new(body, keys));
+        bf16_state_partial::<S, L2>(simd, &c, keys, tail);
+    }
+}
+
+/// The operands of the bf16-state step, whole registers.
+struct Bf16StateRegisters<'a, S: Simd> {
+    p: &'a mut [S::f32s],
+    g: &'a [S::f32s],
+    m16: &'a mut [u16],
+    v16: &'a mut [u16],
+    keys: [S::u32s; 2],
+    /// Element index (low 32 bits) of the first lane: the stochastic rounding's counter.
+    first: u32,
+}
+
+impl<'a, S: Simd> Bf16StateRegisters<'a, S> {
+    /// `block.len()` must be a multiple of the register width.
+    #[inline(always)]
+    fn new(block: Bf16StateBlock<'a>, keys: [S::u32s; 2]) -> Self {
+        let (p, _) = S::as_mut_simd_f32s(block.param);
+        let n = p.len();
+        let width = lanes::<S>();
+        Self {
+            p,
+            g: &S::as_simd_f32s(block.grad).0[..n],
+            m16: &mut block.exp_avg[..n * width],
+            v16: &mut block.exp_avg_sq[..n * width],
+            keys,
+            first: block.offset as u32,
+        }
+    }
+}
+
+impl<S: Simd> AdamRegisters<S> for Bf16StateRegisters<'_, S> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.p.len()
+    }
+
+    #[inline(always)]
+    fn load(&mut self, simd: S, i: usize) -> [S::f32s; 5] {
+        let m = widen_at::<S, false>(simd, self.m16, i);
+        let v = widen_at::<S, false>(simd, self.v16, i);
+        [self.p[i], self.g[i], m, v, simd.splat_f32s(0.0)]
+    }
+
+    #[inline(always)]
+    fn store_moments(&mut self, simd: S, i: usize, m: S::f32s, v: S::f32s, _: S::f32s) {
+        narrow_store_at::<S, false, true>(simd, self.m16, m, self.keys[0], self.first, i);
+        narrow_store_at::<S, false, true>(simd, self.v16, v, self.keys[1], self.first, i);
+    }
+
+    #[inline(always)]
+    fn store_theta(&mut self, _: S, i: usize, theta: S::f32s) {
+        self.p[i] = theta;
+    }
+}
+
+/// Fewer elements than a register: staged in zero-padded one-register arrays, run through the
+/// same body, copied back.
+#[inline(always)]
+fn bf16_state_partial<S: Simd, const L2: bool>(
+    simd: S,
+    c: &Splat<S>,
+    keys: [S::u32s; 2],
+    block: Bf16StateBlock<'_>,
+) {
+    let n = block.len();
+    if n == 0 {
+        return;
+    }
+    let width = lanes::<S>();
+    let ([mut p, mut g], [mut m16, mut v16]) = ([[0f32; MAX_LANES]; 2], [[0u16; MAX_LANES]; 2]);
+    p[..n].copy_from_slice(block.param);
+    g[..n].copy_from_slice(block.grad);
+    m16[..n].copy_from_slice(block.exp_avg);
+    v16[..n].copy_from_slice(block.exp_avg_sq);
+    let staged = Bf16StateBlock {
+        offset: block.offset,
+        param: &mut p[..width],
+        grad: &g[..width],
+        exp_avg: &mut m16[..width],
+        exp_avg_sq: &mut v16[..width],
+    };
+    adam_body::<S, false, L2, _>(simd, c, &mut Bf16StateRegisters::new(staged, keys));
+    block.param.copy_from_slice(&p[..n]);
+    block.exp_avg.copy_from_slice(&m16[..n]);
+    block.exp_avg_sq.copy_from_slice(&v16[..n]);
+}
+
+/// The buffers of one tensor with bf16 optimizer state.
+#[derive(Debug)]
+pub struct Bf16StateTensor<'a> {
+    /// The parameters (`theta`), updated in place.
+    pub param: &'a mut [f32],
+    /// The gradient (read only).
+    pub grad: &'a [f32],
+    /// `m` as bf16 bits.
+    pub exp_avg: &'a mut [u16],
+    /// `v` as bf16 bits.
+    pub exp_avg_sq: &'a mut [u16],
+}
+
+/// One Adam/AdamW step with `m`, `v` stored as bf16, rounded stochastically from `seed`
+/// (see the module docs). Errors as [`crate::adam_step`]; nothing is written on error.
+pub fn adam_step_bf16_state(
+    cfg: &AdamConfig,
+    step: u64,
+    seed: u64,
+    tensor: Bf16StateTensor<'_>,
+) -> Result<()> {
+    adam_step_bf16_state_with(Isa::detect(), Par::Pool, cfg, step, seed, tensor)
+}
+
+/// [`adam_step_bf16_state`] on a chosen instruction set and parallelism.
+pub fn adam_step_bf16_state_with(
+    isa: Isa,
+    par: Par,
+    cfg: &AdamConfig,
+    step: u64,
+    seed: u64,
+    mut tensor: Bf16StateTensor<'_>,
+) -> Result<()> {
+    cfg.validate()?;
+    check_step(step)?;
+    check_no_amsgrad(cfg)?;
+    tensor.check()?;
+    let k = AdamCoefficients::new(cfg, step);
+    if cfg.check_finite && !grad_is_finite(isa, par, tensor.grad, k.grad_factor)? {
+        return Err(non_finite_error());
+    }
+    let keys = bf16_state_keys(seed, step);
+    dispatch::map_reduce_blocks(
+        par,
+        tensor.block(0),
+        BLOCK,
+        &|block| update_bf16_state_block(isa, &k, keys, block),
+        &|(), ()| (),
+    )
+}
+
+/// [`adam_step_bf16_state`] over a list of tensors in one call (PyTorch's tensor-list form):
+/// every tensor is checked, and with `check_finite` every gradient scanned, before any is
+/// written; threads share the work by elements, not by tensor. The elements are numbered as if
+/// the tensors were laid end to end, so each gets its own random bits and the result is that of
+/// one call on their concatenation, for any thread count. Errors as [`adam_step_bf16_state`],
+/// naming the tensor; nothing is written on error.
+pub fn adam_step_bf16_state_multi(
+    cfg: &AdamConfig,
+    step: u64,
+    seed: u64,
+    tensors: &mut [Bf16StateTensor<'_>],
+) -> Result<()> {
+    adam_step_bf16_state_multi_with(Isa::detect(), Par::Pool, cfg, step, seed, tensors)
+}
+
+/// [`adam_step_bf16_state_multi`] on a chosen instruction set and parallelism.
+pub fn adam_step_bf16_state_multi_with(
+    isa: Isa,
+    par: Par,
+    cfg: &AdamConfig,
+    step: u64,
+    seed: u64,
+    tensors: &mut [Bf16StateTensor<'_>],
+) -> Result<()> {
+    cfg.validate()?;
+    check_step(step)?;
+    check_no_amsgrad(cfg)?;
+    for (i, t) in tensors.iter().enumerate() {
+        in_tensor(i, t.check())?;
+    }
+    let k = AdamCoefficients::new(cfg, step);
+    let mut offset = 0;
+    let blocks = tensors.iter_mut().map(|t| {
+        let block = t.block(offset);
+        offset += block.len();
+        block
+    });
+    let batches = balanced_batches(blocks, BLOCK, 1);
+    let finite = |b: &Bf16StateBlock<'_>| finite_on_thread(isa, b.grad, k.grad_factor);
+    let keys = bf16_state_keys(seed, step);
+    step_batches(par, batches, cfg.check_finite, finite, |block| {
+        update_bf16_state_block(isa, &k, keys, block)
+    })
+}
+
+impl Bf16StateTensor<'_> {
+    /// Every buffer as long as `param`.
+    fn check(&self) -> Result<()> {
+        check_lengths(
+            self.param.len(),
+            &[
+                ("grad", self.grad.len()),
+                ("exp_avg", self.exp_avg.len()),
+                ("exp_avg_sq", self.exp_avg_sq.len()),
+            ],
+        )
+    }
+
+    /// The whole tensor as a block whose first element is element `offset` of the step.
+    fn block(&mut self, offset: usize) -> Bf16StateBlock<'_> {
+        Bf16StateBlock {
+            offset,
+            param: self.param,
+            grad: self.grad,
+            exp_avg: self.exp_avg,
+            exp_avg_sq: self.exp_avg_sq,
+        }
+    }
+}
+
+/// The stochastic rounding keys of `m` and `v` (streams 0 and 1) of a step.
+fn bf16_state_keys(seed: u64, step: u64) -> [u64; 2] {
+    [
+        convert::stream_key(seed, step, 0),
+        convert::stream_key(seed, step, 1),
+    ]
+}
+
+/// The bf16-state step of one block on the calling thread.
+fn update_bf16_state_block(
+    isa: Isa,
+    k: &AdamCoefficients,
+    keys: [u64; 2],
+    block: Bf16StateBlock<'_>,
+) {
+    if k.l2 != 0.0 {
+        isa.run(Bf16StateKernel::<true> { k, keys, block })
+    } else {
+        isa.run(Bf16StateKernel::<false> { k, keys, block })
+    }
+}

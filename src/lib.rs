@@ -36,6 +36,7 @@ pub use basis::{
 };
 pub use dispatch::{num_threads, set_num_threads, Isa, Par};
 pub use error::{Error, ErrorKind, Result};
+pub use kernels::adam::rotated::{rotated_adam_step_with, rotated_workspace_len};
 pub use kernels::adam::{
     adam_step, adam_step_multi, adam_step_multi_with, adam_step_with, AdamConfig, AdamTensor,
 };
@@ -60,6 +61,7 @@ pub use kernels::gn::diag::{
     gn_diag_weighted_with, gn_sample_label, gn_sample_uniform, gn_softmax_factors, logistic_weight,
     GnEstimator,
 };
+pub use kernels::gn::rotated::rotated_gn_step_with;
 pub use kernels::gn::step::{gn_step, gn_step_with, GnConfig, SophiaClip};
 pub use kernels::grad_norm::{
     adam_step_clipped_multi, adam_step_clipped_multi_with, adam_step_master_clipped_multi,
@@ -67,8 +69,5 @@ pub use kernels::grad_norm::{
     grad_norm_multi_half_with, grad_norm_multi_with, scale_in_place, GradNorm,
 };
 pub use optim::Adam;
-pub use optim::{
-    rotated_adam_step_with, rotated_gn_step_with, rotated_workspace_len, RotatedAdam, Soap,
-    SoapConfig,
-};
 pub use optim::{GaussNewton, GaussNewtonConfig};
+pub use optim::{RotatedAdam, Soap, SoapConfig};

@@ -30,8 +30,8 @@ use crate::basis::refresh::{transfer_dense, transfer_kronecker, update_kronecker
 use crate::basis::{Basis, DenseBasis, Geodesic, KroneckerBasis, RefreshMethod, StateTransfer};
 use crate::dispatch::{Isa, Par};
 use crate::error::{Error, ErrorKind, Result};
+use crate::kernels::adam::rotated::{rotated_adam_step_with, rotated_workspace_len};
 use crate::kernels::adam::AdamTensor;
-use crate::optim::{rotated_adam_step_with, rotated_workspace_len};
 use faer::{Mat, MatMut, MatRef};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};

@@ -8,12 +8,12 @@ use super::{dp_status, guard};
 use crate::basis::refresh::accumulate_gn_matrix;
 use crate::dispatch::{Isa, Par};
 use crate::error::{self, Error, Result};
+use crate::kernels::adam::rotated::rotated_workspace_len;
 use crate::kernels::gn::diag::{
     gn_diag_linear, gn_diag_logistic, gn_diag_softmax, gn_diag_softmax_in_kronecker,
     gn_diag_weighted, gn_diag_weighted_in_basis, logistic_weight, strided_len, GnEstimator,
 };
 use crate::kernels::gn::step::{gn_step, GnConfig, SophiaClip};
-use crate::optim::rotated_workspace_len;
 use faer::{MatMut, MatRef};
 
 /// `dp_gn_diag_dense_f32` `weighting`: `weights[n]` given (NULL with `weights_len` 0: all
@@ -596,7 +596,7 @@ pub unsafe extern "C" fn dp_gn_rotated_step_f32(
                     check::slice_mut(workspace, need),
                 )
             };
-            crate::optim::rotated_gn_step_with(
+            crate::kernels::gn::rotated::rotated_gn_step_with(
                 Isa::detect(),
                 Par::Pool,
                 &config,

@@ -3,10 +3,7 @@
 mod adam;
 mod rotated;
 
-pub use rotated::{
-    rotated_adam_step_with, rotated_gn_step_with, rotated_workspace_len, RotatedAdam, Soap,
-    SoapConfig,
-};
+pub use rotated::{RotatedAdam, Soap, SoapConfig};
 mod gn;
 
 pub use adam::Adam;

@@ -25,15 +25,13 @@
 //! The non-finite check scans `g` before anything is written.
 
 use crate::basis::refresh::{transfer_dense, transfer_kronecker};
-use crate::basis::rotate::{self, DirectionBlock};
 use crate::basis::{Basis, KroneckerBasis, KroneckerStatistics, RefreshMethod, StateTransfer};
 use crate::dispatch::{Isa, Par};
 use crate::error::{self, Error, ErrorKind, Result};
+use crate::kernels::adam::rotated::{rotated_adam_step_with, rotated_workspace_len};
 use crate::kernels::adam::{
-    adam_step_with, check_step, grad_is_finite, non_finite_error, AdamCoefficients, AdamConfig,
-    AdamTensor,
+    grad_is_finite, non_finite_error, AdamCoefficients, AdamConfig, AdamTensor,
 };
-use crate::kernels::gn::step::{gn_step_with, GnConfig};
 
 fn zeros(n: usize, what: &str) -> Result<Vec<f32>> {
     let mut v = Vec::new();
@@ -230,212 +228,6 @@ impl RotatedAdam {
     }
 }
 
-/// Floats of workspace [`rotated_adam_step_with`] needs: 0 for the identity, `2 * len`
-/// otherwise (the rotated gradient, then the GEMM workspace).
-pub fn rotated_workspace_len(basis: &Basis) -> usize {
-    match basis {
-        Basis::Identity(_) => 0,
-        b => 2 * b.len(),
-    }
-}
-
-/// One Adam step in `basis` on caller-owned buffers (the module docs give the math): `exp_avg`,
-/// `exp_avg_sq`, `max_exp_avg_sq` are in rotated coordinates (original ones for the identity,
-/// where this is exactly [`adam_step_with`]); `workspace` holds at least
-/// [`rotated_workspace_len`] floats. Everything is checked (and `grad` scanned with
-/// `check_finite`) before anything is written.
-pub fn rotated_adam_step_with(
-    isa: Isa,
-    par: Par,
-    cfg: &AdamConfig,
-    step: u64,
-    basis: &Basis,
-    tensor: AdamTensor<'_>,
-    workspace: &mut [f32],
-) -> Result<()> {
-    let AdamTensor {
-        param,
-        grad,
-        exp_avg,
-        exp_avg_sq,
-        max_exp_avg_sq,
-    } = tensor;
-    let n = basis.len();
-    crate::error::check_lengths(n, &[("param", param.len())])?;
-    if let Basis::Identity(_) = basis {
-        return adam_step_with(
-            isa,
-            par,
-            cfg,
-            step,
-            AdamTensor {
-                param,
-                grad,
-                exp_avg,
-                exp_avg_sq,
-                max_exp_avg_sq,
-            },
-        );
-    }
-    cfg.validate()?;
-    check_step(step)?;
-    crate::error::check_lengths(
-        n,
-        &[
-            ("grad", grad.len()),
-            ("exp_avg", exp_avg.len()),
-            ("exp_avg_sq", exp_avg_sq.len()),
-        ],
-    )?;
-    let vmax: &mut [f32] = match (cfg.amsgrad, max_exp_avg_sq) {
-        (true, Some(x)) => {
-            crate::error::check_lengths(n, &[("max_exp_avg_sq", x.len())])?;
-            x
-        }
-        (true, None) => {
-            return Err(Error::new(
-                ErrorKind::InvalidArgument,
-                "amsgrad needs max_exp_avg_sq",
-            ))
-        }
-        (false, _) => &mut [],
-    };
-    if workspace.len() < 2 * n {
-        return Err(Error::length(format!(
-            "the workspace has {} floats, the rotated step needs {}",
-            workspace.len(),
-            2 * n
-        )));
-    }
-    let (rot, rest) = workspace.split_at_mut(n);
-    let work = &mut rest[..n];
-    let mut k = AdamCoefficients::new(cfg, step);
-    if cfg.check_finite && !grad_is_finite(isa, par, grad, k.grad_factor)? {
-        return Err(non_finite_error());
-    }
-    let l2 = k.l2 != 0.0;
-    match basis {
-        Basis::Identity(_) => unreachable!("handled above"),
-        Basis::Dense(b) => {
-            if l2 {
-                rotate::l2_gradient(isa, grad, param, work, k.grad_factor, k.l2);
-                k.grad_factor = 1.0;
-                b.rotate_into_with(par, work, rot, false)?;
-            } else {
-                b.rotate_into_with(par, grad, rot, false)?;
-            }
-        }
-        Basis::Kronecker(b) => {
-            if l2 {
-                rotate::l2_gradient(isa, grad, param, rot, k.grad_factor, k.l2);
-                k.grad_factor = 1.0;
-                // work = Q_L^T G', rot = work Q_R: the in-place form of rotate_into.
-                kron_in_place(par, b, rot, work)?;
-            } else {
-                b.rotate_into_with(par, grad, rot, work, false)?;
-            }
-        }
-    }
-    rotate::adam_direction(
-        isa,
-        par,
-        &k,
-        DirectionBlock {
-            grad: rot,
-            exp_avg,
-            exp_avg_sq,
-            max_exp_avg_sq: vmax,
-        },
-    )?;
-    if k.decay != 1.0 {
-        rotate::scale(isa, param, k.decay);
-    }
-    match basis {
-        Basis::Identity(_) => unreachable!("handled above"),
-        Basis::Dense(b) => b.rotate_out_with(par, rot, param, true),
-        Basis::Kronecker(b) => b.rotate_out_with(par, rot, param, work, true),
-    }
-}
-
-/// One GN^p step (DESIGN.md 2.3) in `basis`, on caller-owned buffers: `h` is the diagonal
-/// `diag(U^T H U)` in rotated coordinates (for a dense basis, from
-/// [`crate::gn_diag_weighted_in_basis`]; for a Kronecker one, e.g. from
-/// [`crate::gn_diag_softmax_in_kronecker`]), and `exp_avg` (optional momentum) lives in rotated
-/// coordinates too. The step:
-///
-/// ```text
-/// g~ = U^T g;   d~ = -lr * m_hat~ * (h + lambda)^p   (gn_step on a zeroed buffer; or Sophia's clip)
-/// theta <- theta * (1 - lr * wd);   theta <- theta + U d~  (accumulated by the last GEMM)
-/// ```
-///
-/// The identity basis is exactly [`crate::gn_step_with`] on the caller's buffers. `workspace`
-/// holds [`rotated_workspace_len`] floats. Everything is checked (and, with `check_finite`,
-/// `grad` and `h` scanned) before anything is written. Costs over the rotations: one pass to
-/// zero the direction, the GN^p pass, and a scaling pass over `theta` when `wd > 0`.
-#[allow(clippy::too_many_arguments)]
-pub fn rotated_gn_step_with(
-    isa: Isa,
-    par: Par,
-    cfg: &GnConfig,
-    step: u64,
-    basis: &Basis,
-    param: &mut [f32],
-    grad: &[f32],
-    exp_avg: Option<&mut [f32]>,
-    h: &[f32],
-    workspace: &mut [f32],
-) -> Result<()> {
-    let n = basis.len();
-    crate::error::check_lengths(n, &[("param", param.len())])?;
-    if let Basis::Identity(_) = basis {
-        return gn_step_with(isa, par, cfg, step, param, grad, exp_avg, h);
-    }
-    cfg.validate()?;
-    check_step(step)?;
-    crate::error::check_lengths(n, &[("grad", grad.len()), ("h", h.len())])?;
-    if let Some(m) = &exp_avg {
-        crate::error::check_lengths(n, &[("exp_avg", m.len())])?;
-    }
-    if workspace.len() < 2 * n {
-        return Err(Error::length(format!(
-            "the workspace has {} floats, the rotated step needs {}",
-            workspace.len(),
-            2 * n
-        )));
-    }
-    if cfg.check_finite
-        && !(grad_is_finite(isa, par, grad, 1.0)? && grad_is_finite(isa, par, h, 1.0)?)
-    {
-        return Err(Error::new(
-            ErrorKind::NonFinite,
-            "grad or h holds NaN or Inf: step skipped, nothing written",
-        ));
-    }
-    let (rot, rest) = workspace.split_at_mut(n);
-    let dir = &mut rest[..n];
-    match basis {
-        Basis::Identity(_) => unreachable!("handled above"),
-        Basis::Dense(b) => b.rotate_into_with(par, grad, rot, false)?,
-        Basis::Kronecker(b) => b.rotate_into_with(par, grad, rot, dir, false)?,
-    }
-    dir.fill(0.0);
-    let inner = GnConfig {
-        weight_decay: 0.0,
-        check_finite: false,
-        ..*cfg
-    };
-    gn_step_with(isa, par, &inner, step, dir, rot, exp_avg, h)?;
-    if cfg.weight_decay != 0.0 {
-        rotate::scale(isa, param, (1.0 - cfg.lr * cfg.weight_decay) as f32);
-    }
-    match basis {
-        Basis::Identity(_) => unreachable!("handled above"),
-        Basis::Dense(b) => b.rotate_out_with(par, dir, param, true),
-        // rot (g~) is no longer needed: it is the GEMM workspace now.
-        Basis::Kronecker(b) => b.rotate_out_with(par, dir, param, rot, true),
-    }
-}
-
 fn check_permutation(p: &[usize], n: usize) -> Result<()> {
     let mut seen = vec![false; n];
     if p.len() != n {
@@ -454,32 +246,6 @@ fn check_permutation(p: &[usize], n: usize) -> Result<()> {
         seen[i] = true;
     }
     Ok(())
-}
-
-/// `g <- Q_L^T g Q_R` in place (through `work`).
-fn kron_in_place(par: Par, b: &KroneckerBasis, g: &mut [f32], work: &mut [f32]) -> Result<()> {
-    use faer::linalg::matmul::matmul;
-    use faer::{Accum, MatMut, MatRef};
-    let (m, n) = (b.rows(), b.cols());
-    let (ql, qr) = (b.left().matrix(), b.right().matrix());
-    rotate::with_faer_par(par, 2.0 * (m * n) as f64 * (m + n) as f64, |fp| {
-        matmul(
-            MatMut::from_row_major_slice_mut(&mut work[..], m, n),
-            Accum::Replace,
-            ql.transpose(),
-            MatRef::from_row_major_slice(&g[..], m, n),
-            1.0,
-            fp,
-        );
-        matmul(
-            MatMut::from_row_major_slice_mut(&mut g[..], m, n),
-            Accum::Replace,
-            MatRef::from_row_major_slice(&work[..], m, n),
-            qr,
-            1.0,
-            fp,
-        );
-    })
 }
 
 /// SOAP-like configuration: Adam in a Kronecker eigenbasis of the factor statistics, refreshed

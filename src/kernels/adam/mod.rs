@@ -36,6 +36,8 @@
 //! first; if any value is NaN or infinite, [`ErrorKind::NonFinite`] is returned and nothing is
 //! written (the AMP "found_inf, skip the step" contract). The scan costs one extra read of `grad`.
 
+pub mod rotated;
+
 use crate::dispatch::{self, FiniteScan, Isa, Par, Split};
 use crate::error::{self, Error, ErrorKind, Result};
 use pulp::{Simd, WithSimd};

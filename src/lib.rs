@@ -3,7 +3,8 @@
 //! Hand-optimised CPU SIMD kernels for diagonal preconditioners in any basis: every optimizer
 //! here steps `theta <- theta - lr * U D U^T g` with an orthonormal basis `U` and a diagonal `D`
 //! (Adam's from running averages of squared rotated gradients, Gauss-Newton's from
-//! `diag(U^T H U)^p`). See `DESIGN.md`-style notes at the top of each kernel module.
+//! `diag(U^T H U)^p`). Each kernel module opens with its math; `docs/architecture.md` maps
+//! every family to its files.
 //!
 //! Two tiers, as in faer: convenient calls ([`adam_step`]) that pick the instruction set and use
 //! the crate's thread pool, and `*_with` calls that take an explicit [`Isa`] and [`Par`].

@@ -5,7 +5,7 @@ use crate::kernels::adam::AdamConfig;
 use crate::kernels::gn::diag::{gn_sample_label, GnEstimator};
 use crate::kernels::gn::step::GnConfig;
 
-/// One Adam/AdamW step in f64 (DESIGN.md 2.1), `t = step` (1-based).
+/// One Adam/AdamW step in f64, `t = step` (1-based).
 /// `max_exp_avg_sq` is used only with amsgrad.
 pub fn adam_step(
     cfg: &AdamConfig,
@@ -93,7 +93,7 @@ pub fn rotate_kronecker(
     out
 }
 
-/// One rotated Adam step in f64 (DESIGN.md 2.1, "Rotated Adam"): `rotate` maps a vector to
+/// One rotated Adam step in f64: `rotate` maps a vector to
 /// rotated coordinates (`U^T x`) and `rotate_back` maps back (`U x`); `m`, `v`, `vmax` are in
 /// rotated coordinates. Weight decay as in [`adam_step`] (L2 added before rotating).
 #[allow(clippy::too_many_arguments)]
@@ -158,7 +158,7 @@ fn ema(h: &mut [f64], batch: &[f64], beta: f64) {
     }
 }
 
-/// Identity-basis GN diagonal (DESIGN.md 2.2): `h_j = (1/N) sum_n w_n x_nj^2`, EMA with `beta`.
+/// Identity-basis GN diagonal: `h_j = (1/N) sum_n w_n x_nj^2`, EMA with `beta`.
 pub fn gn_diag_weighted(
     x: &[f64],
     n_samples: usize,
@@ -387,7 +387,7 @@ pub fn gn_diag_softmax_in_kronecker(
     }
 }
 
-/// One GN^p step in f64 (DESIGN.md 2.3; see `kernels::gn::step`). `exp_avg = None`: no
+/// One GN^p step in f64 (see `kernels::gn::step`). `exp_avg = None`: no
 /// momentum.
 pub fn gn_step(
     cfg: &GnConfig,

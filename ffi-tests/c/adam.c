@@ -34,7 +34,7 @@ static void fill(state *s, unsigned seed) {
     }
 }
 
-/* One Adam/AdamW step in double from the float state (DESIGN.md 2.1). */
+/* One Adam/AdamW step in double from the float state. */
 static void reference_step(const dp_adam_config *c, uint64_t t, const state *s, double *p_out) {
     double bc1 = 1.0 - pow(c->beta1, (double)t), bc2 = 1.0 - pow(c->beta2, (double)t);
     for (unsigned i = 0; i < N; i++) {

@@ -189,7 +189,7 @@ static void bases(void) {
 
 #define L 37
 
-/* One GN^p step in double (DESIGN.md 2.3). */
+/* One GN^p step in double. */
 static void reference_step(const dp_gn_config *c, uint64_t t, const float *p, const float *g,
                            const float *m, const float *h, int momentum, double *p_out) {
     double bc1 = momentum && c->bias_correction ? 1.0 - pow(c->beta1, (double)t) : 1.0;

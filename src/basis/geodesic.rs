@@ -1,6 +1,6 @@
 //! # Geodesic interpolation between two bases on the orthogonal group
 //!
-//! `U(t) = U0 expm(t logm(U0^T U1))` (DESIGN.md 2.4). Everything is computed in f64 from the f32
+//! `U(t) = U0 expm(t logm(U0^T U1))`. Everything is computed in f64 from the f32
 //! inputs, and the result rounded to f32 at the end.
 //!
 //! 1. Both endpoints are orthonormalised in f64 (Bjorck iterations `X <- X (3I - X^T X) / 2`

@@ -1,7 +1,7 @@
 //! # Orthonormal bases: identity, dense, Kronecker
 //!
-//! Every optimizer in the crate steps `theta <- theta - lr * U D U^T g` (DESIGN.md 1); this module
-//! holds `U` (DESIGN.md 2.4):
+//! Every optimizer in the crate steps `theta <- theta - lr * U D U^T g`; this module
+//! holds `U`:
 //!
 //! * [`Basis::Identity`]: `U = I`. Optimizers call the plain kernels on the caller's buffers:
 //!   no copy, no GEMM.

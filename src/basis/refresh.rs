@@ -1,6 +1,6 @@
 //! # Statistics, basis refresh, and carrying rotated state to a new basis
 //!
-//! **Statistics** (DESIGN.md 2.4), f32, accumulated with faer GEMMs into caller-visible matrices:
+//! **Statistics**, f32, accumulated with faer GEMMs into caller-visible matrices:
 //!
 //! ```text
 //! full GN:    H <- beta H + (1 - beta) X^T W X / N      (GnMatrix; X is N x d, W = diag(w))

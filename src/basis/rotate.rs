@@ -1,6 +1,6 @@
 //! # Rotation into and out of an orthonormal basis (f32)
 //!
-//! With `U` an orthonormal basis (DESIGN.md 2.4):
+//! With `U` an orthonormal basis:
 //!
 //! ```text
 //! dense U (d x d), vector g (d):            g~ = U^T g            g = U g~

@@ -1,6 +1,6 @@
 //! The C ABI. Nothing outside this module is `unsafe`.
 //!
-//! Every export follows the same contract (DESIGN.md section 4):
+//! Every export follows the same contract (`docs/architecture.md`, "The C contract"):
 //! 1. it runs inside `guard`: a panic becomes `DP_ERR_PANIC`, never an unwind into C;
 //! 2. it checks, in this order and before any slice is formed: null pointers (`(NULL, 0)` is an
 //!    empty buffer), lengths and size overflow, hyperparameters, overlapping buffers;

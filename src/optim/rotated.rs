@@ -2,7 +2,7 @@
 //! SOAP-like optimizer for a matrix parameter ([`Soap`]: a Kronecker basis refreshed from its
 //! factor statistics every k steps).
 //!
-//! **Rotated Adam** (DESIGN.md 2.1) in basis `U`, one step:
+//! **Rotated Adam** in basis `U`, one step:
 //!
 //! ```text
 //! g'  = g * inv_grad_scale (negated if maximize) (+ wd * theta for Adam's L2 decay)

@@ -1,6 +1,6 @@
 //! # Adam / AdamW step (f32)
 //!
-//! With `t` the 1-based step count, for every element (DESIGN.md 2.1; the operations of
+//! With `t` the 1-based step count, for every element (the operations of
 //! `torch.optim.Adam` / `torch.optim.AdamW` with `foreach=False` on the CPU, in their order, but
 //! for one division replaced by a multiply, marked below):
 //!

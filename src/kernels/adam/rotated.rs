@@ -1,6 +1,6 @@
 //! # Rotated Adam: Adam with its moments in the coordinates of an orthonormal basis
 //!
-//! **Rotated Adam** (DESIGN.md 2.1) in basis `U`, one step:
+//! **Rotated Adam** in basis `U`, one step:
 //!
 //! ```text
 //! g'  = g * inv_grad_scale (negated if maximize) (+ wd * theta for Adam's L2 decay)

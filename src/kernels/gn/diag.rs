@@ -1,7 +1,7 @@
 //! # Gauss-Newton diagonal accumulation (f32 data, f32 output)
 //!
 //! `H_GN = (1/N) sum_n J_n^T Lambda_n J_n`; these kernels compute `h = diag(U^T H_GN U)` without
-//! forming `H_GN` (DESIGN.md 2.2), fused with the running estimate
+//! forming `H_GN`, fused with the running estimate
 //!
 //! ```text
 //! h <- beta * h + (1 - beta) * h_batch          (beta = 0: replace; the old h is not read)
@@ -1350,7 +1350,7 @@ impl Split for KronRows<'_> {
 }
 
 /// The softmax layer's GN diagonal in the Kronecker basis `U = Q_C (x) Q_X`, i.e.
-/// `h_ab = diag(U^T H U)` at the basis vector `Q_C[:, a] Q_X[:, b]^T` (DESIGN.md 2.2):
+/// `h_ab = diag(U^T H U)` at the basis vector `Q_C[:, a] Q_X[:, b]^T`:
 ///
 /// ```text
 /// Exact:   A_na = sum_c p_nc Q_C[c,a]^2 - (Q_C[:,a] . p_n)^2

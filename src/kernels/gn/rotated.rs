@@ -7,7 +7,7 @@ use crate::kernels::adam::rotated::scale;
 use crate::kernels::adam::{check_step, grad_is_finite};
 use crate::kernels::gn::step::{gn_step_with, GnConfig};
 
-/// One GN^p step (DESIGN.md 2.3) in `basis`, on caller-owned buffers: `h` is the diagonal
+/// One GN^p step in `basis`, on caller-owned buffers: `h` is the diagonal
 /// `diag(U^T H U)` in rotated coordinates (for a dense basis, from
 /// [`crate::gn_diag_weighted_in_basis`]; for a Kronecker one, e.g. from
 /// [`crate::gn_diag_softmax_in_kronecker`]), and `exp_avg` (optional momentum) lives in rotated

@@ -1,6 +1,6 @@
 //! # GN^p preconditioned step (f32)
 //!
-//! With `t` the 1-based step count, for every element (DESIGN.md 2.3):
+//! With `t` the 1-based step count, for every element:
 //!
 //! ```text
 //! theta <- theta * (1 - lr * wd)                      decoupled weight decay (wd > 0)

@@ -17,13 +17,14 @@ use std::time::{Duration, Instant};
 /// Options of `diagprec bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Kernel families to run (comma separated): adam, adam_mixed, gn, rotate. All by default.
+    /// Kernel families to run (comma separated): adam, adam_mixed, gn, basis. All by default.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Fewer sizes and shorter timings.
     #[arg(long)]
     pub quick: bool,
-    /// Also write the table as Markdown to this file.
+    /// Also write the tables as Markdown to this file: the machine line, then one table per
+    /// family (what `docs/bench/` holds).
     #[arg(long)]
     pub markdown: Option<PathBuf>,
     /// A Python with torch: adds torch's fused CPU AdamW, measured in the same run.
@@ -435,19 +436,29 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         let _ = write!(line, "{cell:<width$}  ");
     }
     println!("{}", line.trim_end());
+    // Where each family's rows start in `bench.rows`.
+    let mut sections = Vec::new();
     for (name, rows) in families {
         if args.only.is_empty() || args.only.iter().any(|o| o == name) {
+            sections.push((name, bench.rows.len()));
             rows(&mut bench);
         }
     }
     if let Some(path) = &args.markdown {
         let mut md = format!(
-            "{preamble}\n\n| {} |\n|{}\n",
-            HEADER.join(" | "),
-            "---|".repeat(7)
+            "<!-- Written by `diagprec bench --markdown`; do not edit by hand. -->\n\n{preamble}\n"
         );
-        for row in &bench.rows {
-            let _ = writeln!(md, "| {} |", cells(row).join(" | "));
+        for (i, (name, start)) in sections.iter().enumerate() {
+            let end = sections.get(i + 1).map_or(bench.rows.len(), |s| s.1);
+            let _ = write!(
+                md,
+                "\n## {name}\n\n| {} |\n|{}\n",
+                HEADER.join(" | "),
+                "---|".repeat(HEADER.len())
+            );
+            for row in &bench.rows[*start..end] {
+                let _ = writeln!(md, "| {} |", cells(row).join(" | "));
+            }
         }
         std::fs::write(path, md).map_err(|e| format!("cannot write {path:?}: {e}"))?;
     }

@@ -71,6 +71,14 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// The gradient held NaN or Inf: the step was skipped and nothing was written.
+pub(crate) fn non_finite_error() -> Error {
+    Error::new(
+        ErrorKind::NonFinite,
+        "the gradient holds NaN or Inf (after unscaling): step skipped, nothing written",
+    )
+}
+
 /// Checks that every named length equals `expected`.
 pub(crate) fn check_lengths(expected: usize, named: &[(&str, usize)]) -> Result<()> {
     for &(name, len) in named {

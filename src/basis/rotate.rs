@@ -23,29 +23,10 @@
 //! **Accuracy**: faer's f32 GEMM (f32 accumulation, blocked): the round trip
 //! `rotate_out(rotate_into(g))` is within a few `sqrt(k) * eps * |g|` (tested to 1e-5 relative).
 
-use crate::dispatch::{self, Par};
+use crate::dispatch::{self, with_faer_par, Par, PAR_FLOPS};
 use crate::error::{Error, Result};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef};
-
-/// Below this many flops a GEMM runs on the calling thread (spawning costs more than it saves).
-const PAR_FLOPS: f64 = (1u64 << 21) as f64;
-
-/// Runs `f` with a faer parallelism matching `par`: on the crate's pool with all its threads, or
-/// sequentially for `Par::Seq`, a one-thread pool, or work under [`PAR_FLOPS`].
-pub(crate) fn with_faer_par<R: Send>(
-    par: Par,
-    flops: f64,
-    f: impl FnOnce(faer::Par) -> R + Send,
-) -> Result<R> {
-    if par == Par::Pool && flops >= PAR_FLOPS {
-        if let Some(pool) = dispatch::pool()? {
-            let n = pool.current_num_threads();
-            return Ok(pool.install(|| f(faer::Par::rayon(n))));
-        }
-    }
-    Ok(f(faer::Par::Seq))
-}
 
 fn check_square(name: &str, m: MatRef<'_, f32>, dim: usize) -> Result<()> {
     if m.nrows() != dim || m.ncols() != dim {

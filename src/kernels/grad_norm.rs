@@ -23,15 +23,13 @@
 //! writes them twice; this reads them twice and never writes them. The combined factor is
 //! computed in f64 and rounded to f32 once, where PyTorch rounds after each multiply.
 
-use super::adam::{
-    adam_step_multi_with, check_step, non_finite_error, AdamConfig, AdamTensor, BLOCK,
-};
+use super::adam::{adam_step_multi_with, check_step, AdamConfig, AdamTensor, BLOCK};
 use super::adam_mixed::master::{
     adam_step_master_multi_with, check_master_tensors, widen_into, HalfFormat, MasterTensor,
     Rounding,
 };
 use crate::dispatch::{self, Isa, Par, Split};
-use crate::error::{self, Result};
+use crate::error::{self, non_finite_error, Result};
 use pulp::{Simd, WithSimd};
 
 /// Elements summed in f32 before the partial sum joins the f64 total.

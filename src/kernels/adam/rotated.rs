@@ -22,10 +22,10 @@
 
 use crate::basis::{Basis, KroneckerBasis};
 use crate::dispatch::{self, Isa, Par, Split};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{non_finite_error, Error, ErrorKind, Result};
 use crate::kernels::adam::{
-    adam_moments, adam_step_with, adam_theta, check_step, grad_is_finite, non_finite_error,
-    AdamCoefficients, AdamConfig, AdamTensor, Splat, BLOCK,
+    adam_moments, adam_step_with, adam_theta, check_step, grad_is_finite, AdamCoefficients,
+    AdamConfig, AdamTensor, Splat, BLOCK,
 };
 use pulp::{Simd, WithSimd};
 
@@ -162,7 +162,7 @@ fn kron_in_place(par: Par, b: &KroneckerBasis, g: &mut [f32], work: &mut [f32]) 
     use faer::{Accum, MatMut, MatRef};
     let (m, n) = (b.rows(), b.cols());
     let (ql, qr) = (b.left().matrix(), b.right().matrix());
-    crate::basis::rotate::with_faer_par(par, 2.0 * (m * n) as f64 * (m + n) as f64, |fp| {
+    dispatch::with_faer_par(par, 2.0 * (m * n) as f64 * (m + n) as f64, |fp| {
         matmul(
             MatMut::from_row_major_slice_mut(&mut work[..], m, n),
             Accum::Replace,

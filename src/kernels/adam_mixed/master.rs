@@ -25,11 +25,12 @@
 //! the widened gradient, then rounding. Amsgrad is not supported here (it would add a fifth
 //! stream); asking for it is [`ErrorKind::InvalidArgument`].
 
+use crate::dispatch::batches::{balanced_batches, step_batches};
 use crate::dispatch::{self, Isa, Par, Split};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{non_finite_error, Error, ErrorKind, Result};
 use crate::kernels::adam::{
-    adam_body, adam_registers_of, align_head, balanced_batches, check_step, non_finite_error,
-    step_batches, AdamBlock, AdamCoefficients, AdamConfig, AdamRegisters, Splat, BLOCK,
+    adam_body, adam_registers_of, align_head, check_step, AdamBlock, AdamCoefficients, AdamConfig,
+    AdamRegisters, Splat, BLOCK,
 };
 use crate::kernels::convert::{
     self, bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, first_chunk, iota, lanes, load_u16,

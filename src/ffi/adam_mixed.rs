@@ -26,6 +26,9 @@ use super::adam::{
 use super::check::{self, buffer, check_buffers, plain, Region};
 use super::{dp_status, guard};
 use crate::error::{Error, ErrorKind, Result};
+use crate::kernels::adam::clipped::{
+    adam_step_clipped_multi, adam_step_master_clipped_multi, check_max_grad_norm,
+};
 use crate::kernels::adam::AdamConfig;
 use crate::kernels::adam_mixed::bf16_state::{adam_step_bf16_state_multi, Bf16StateTensor};
 use crate::kernels::adam_mixed::master::{
@@ -36,8 +39,7 @@ use crate::kernels::adam_mixed::state_8bit::{
     QuantStateTensor, QUANT_BLOCK,
 };
 use crate::kernels::grad_norm::{
-    adam_step_clipped_multi, adam_step_master_clipped_multi, check_inv_grad_scale,
-    check_max_grad_norm, grad_norm_multi, grad_norm_multi_half, GradNorm,
+    check_inv_grad_scale, grad_norm_multi, grad_norm_multi_half, GradNorm,
 };
 use crate::Isa;
 

@@ -36,6 +36,7 @@
 //! first; if any value is NaN or infinite, [`ErrorKind::NonFinite`] is returned and nothing is
 //! written (the AMP "found_inf, skip the step" contract). The scan costs one extra read of `grad`.
 
+pub mod clipped;
 pub mod rotated;
 
 use crate::dispatch::{self, batches, FiniteScan, Isa, Par, Split};

@@ -287,6 +287,28 @@ pub(crate) trait Split: Send + Sized {
     fn split_at(self, mid: usize) -> (Self, Self);
 }
 
+/// A slice is cut at an element index.
+impl<T: Sync> Split for &[T] {
+    fn len(&self) -> usize {
+        <[T]>::len(self)
+    }
+
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        <[T]>::split_at(self, mid)
+    }
+}
+
+/// A mutable slice is cut at an element index.
+impl<T: Send> Split for &mut [T] {
+    fn len(&self) -> usize {
+        <[T]>::len(self)
+    }
+
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        self.split_at_mut(mid)
+    }
+}
+
 /// Cuts `work` into blocks of `block` elements (the last one shorter) and runs `map` on each,
 /// combining results with `reduce` along a binary tree fixed by `work.len()` and `block` alone.
 /// Runs on the crate's pool when there are at least two blocks and more than one thread;

@@ -24,7 +24,7 @@
 //! `rotate_out(rotate_into(g))` is within a few `sqrt(k) * eps * |g|` (tested to 1e-5 relative).
 
 use crate::dispatch::{self, with_faer_par, Par, PAR_FLOPS};
-use crate::error::{Error, Result};
+use crate::error::{check_lengths, Error, Result};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef};
 
@@ -34,15 +34,6 @@ fn check_square(name: &str, m: MatRef<'_, f32>, dim: usize) -> Result<()> {
             "{name} is {} x {}, expected {dim} x {dim}",
             m.nrows(),
             m.ncols()
-        )));
-    }
-    Ok(())
-}
-
-fn check_len(name: &str, len: usize, expected: usize) -> Result<()> {
-    if len != expected {
-        return Err(Error::length(format!(
-            "{name} has {len} elements, expected {expected}"
         )));
     }
     Ok(())
@@ -98,7 +89,7 @@ pub fn dense_rotate_into_with(
 ) -> Result<()> {
     let d = g.len();
     check_square("U", u, d)?;
-    check_len("out", out.len(), d)?;
+    check_lengths(d, &[("out", out.len())])?;
     let g = faer::ColRef::from_slice(g);
     dense_blocks(par, 2.0 * (d * d) as f64, out, |first, chunk| {
         let cols = u.subcols(first, chunk.len());
@@ -124,7 +115,7 @@ pub fn dense_rotate_out_with(
 ) -> Result<()> {
     let d = g_rot.len();
     check_square("U", u, d)?;
-    check_len("out", out.len(), d)?;
+    check_lengths(d, &[("out", out.len())])?;
     let g = faer::ColRef::from_slice(g_rot);
     dense_blocks(par, 2.0 * (d * d) as f64, out, |first, chunk| {
         let rows = u.subrows(first, chunk.len());
@@ -158,9 +149,10 @@ fn kron_checks(
     let len = m
         .checked_mul(n)
         .ok_or_else(|| Error::length("m * n overflows"))?;
-    check_len("the input matrix", input, len)?;
-    check_len("out", out, len)?;
-    check_len("work", work, len)?;
+    check_lengths(
+        len,
+        &[("the input matrix", input), ("out", out), ("work", work)],
+    )?;
     Ok((m, n))
 }
 

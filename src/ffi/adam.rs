@@ -172,9 +172,7 @@ pub(crate) unsafe fn tensor_view<'a>(t: &dp_adam_tensor_f32, amsgrad: bool) -> A
 /// representability, and `step >= 1`.
 pub(crate) fn validate(cfg: &AdamConfig, step: u64) -> Result<()> {
     cfg.validate()?;
-    if step == 0 {
-        return Err(Error::hyperparameter("step = 0: steps are counted from 1"));
-    }
+    crate::error::check_step(step)?;
     Ok(())
 }
 

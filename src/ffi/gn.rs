@@ -124,7 +124,7 @@ pub extern "C" fn dp_gn_config_default() -> dp_gn_config {
 
 /// `beta` in [0, 1) in double and in the float the kernels use.
 fn beta_f32(beta: f64) -> Result<f32> {
-    error::check_half_open("beta", beta, 0.0, 1.0)?;
+    error::check_beta(beta)?;
     let b = beta as f32;
     if b >= 1.0 {
         return Err(Error::hyperparameter(format!(
@@ -132,15 +132,6 @@ fn beta_f32(beta: f64) -> Result<f32> {
         )));
     }
     Ok(b)
-}
-
-fn check_samples(n_samples: usize) -> Result<()> {
-    if n_samples == 0 {
-        return Err(Error::length(
-            "n_samples = 0: the batch average is undefined",
-        ));
-    }
-    Ok(())
 }
 
 /// `H <- beta H + (1 - beta) X^T diag(w) X / N` on the caller's symmetric row-major
@@ -182,14 +173,14 @@ pub unsafe extern "C" fn dp_gn_matrix_accumulate_f32(
             buffer("weights", weights, weights_len, false),
         ])?;
         exact_len("h", h_len, check::product("h", dim, dim)?)?;
-        check_samples(n_samples)?;
+        error::check_samples(n_samples)?;
         let x_need = strided_len(n_samples, dim, row_stride)?;
         min_len("x", x_len, x_need)?;
         let given = !(weights.is_null() && weights_len == 0);
         if given {
             exact_len("weights", weights_len, n_samples)?;
         }
-        error::check_half_open("beta", beta, 0.0, 1.0)?;
+        error::check_beta(beta)?;
         check::disjoint(regions)?;
         // SAFETY: non-null (or empty), aligned, sized and disjoint: checked above.
         let (hs, xs, ws) = unsafe {
@@ -265,7 +256,7 @@ pub unsafe extern "C" fn dp_gn_diag_dense_f32(
             buffer("u", u, u_len, false),
             buffer("h", h, h_len, true),
         ])?;
-        check_samples(n_samples)?;
+        error::check_samples(n_samples)?;
         let x_need = strided_len(n_samples, dim, row_stride)?;
         min_len("x", x_len, x_need)?;
         let ones = weighting != DP_GN_WEIGHTS_LOGISTIC && weights.is_null() && weights_len == 0;
@@ -387,7 +378,7 @@ pub unsafe extern "C" fn dp_gn_diag_linear_f32(
             buffer("h", h, h_len, true),
             buffer("h_bias", h_bias, h_bias_len, true),
         ])?;
-        check_samples(n_samples)?;
+        error::check_samples(n_samples)?;
         exact_len("x", x_len, check::product("x", n_samples, d_in)?)?;
         exact_len("s", s_len, check::product("s", n_samples, c_out)?)?;
         // Both given: a Kronecker basis; neither: the identity; one alone is refused below.
@@ -512,9 +503,7 @@ pub unsafe extern "C" fn dp_gn_step_f32(
         let regions = check_buffers(&buffers)?;
         let config = raw.to_config()?;
         config.validate()?;
-        if step == 0 {
-            return Err(Error::hyperparameter("step = 0: steps are counted from 1"));
-        }
+        error::check_step(step)?;
         check::disjoint(regions)?;
         // SAFETY: non-null (or empty), sized, aligned and disjoint: checked above.
         let (param, grad, h, exp_avg) = unsafe {
@@ -582,9 +571,7 @@ pub unsafe extern "C" fn dp_gn_rotated_step_f32(
             min_len("workspace", workspace_len, need)?;
             let config = raw.to_config()?;
             config.validate()?;
-            if step == 0 {
-                return Err(Error::hyperparameter("step = 0: steps are counted from 1"));
-            }
+            error::check_step(step)?;
             check::disjoint(regions)?;
             // SAFETY: non-null (or empty), aligned, sized and disjoint: checked above.
             let (p, g, m, hh, ws) = unsafe {

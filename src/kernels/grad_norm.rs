@@ -18,6 +18,7 @@
 
 use super::adam::BLOCK;
 use super::adam_mixed::master::{widen_into, HalfFormat};
+use super::scale::scale;
 use crate::dispatch::{self, Isa, Par, Split};
 use crate::error::{self, Result};
 use pulp::{Simd, WithSimd};
@@ -151,19 +152,6 @@ fn norm_of_piece(isa: Isa, values: Values<'_>, scale: f32) -> (f64, bool) {
     }
 }
 
-/// A list of gradient pieces, split by piece count.
-struct Pieces<'a>(&'a [Values<'a>]);
-
-impl Split for Pieces<'_> {
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-    fn split_at(self, mid: usize) -> (Self, Self) {
-        let (a, b) = self.0.split_at(mid);
-        (Pieces(a), Pieces(b))
-    }
-}
-
 /// The global L2 norm of `grads * inv_grad_scale` and whether any value is non-finite, on the
 /// best instruction set and the crate's pool. `inv_grad_scale` must be finite and > 0.
 pub fn grad_norm_multi(grads: &[&[f32]], inv_grad_scale: f64) -> Result<GradNorm> {
@@ -214,9 +202,9 @@ pub(crate) fn norm_pass<'a>(
     let pieces: Vec<Values<'_>> = grads.flat_map(|g| g.pieces(BLOCK)).collect();
     let (sum, finite) = dispatch::map_reduce_blocks(
         par,
-        Pieces(&pieces),
+        &pieces[..],
         1,
-        &|Pieces(list)| {
+        &|list: &[Values<'_>]| {
             list.iter().fold((0.0, true), |(s, f), &values| {
                 let (s2, f2) = norm_of_piece(isa, values, scale);
                 (s + s2, f && f2)
@@ -242,46 +230,14 @@ pub(crate) fn check_inv_grad_scale(inv_grad_scale: f64) -> Result<()> {
     error::check_f32("inv_grad_scale", inv_grad_scale, true)
 }
 
-struct Scale<'a> {
-    values: &'a mut [f32],
-    factor: f32,
-}
-
-impl WithSimd for Scale<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        let factor = simd.splat_f32s(self.factor);
-        let (body, tail) = S::as_mut_simd_f32s(self.values);
-        for x in body {
-            *x = simd.mul_f32s(*x, factor);
-        }
-        if !tail.is_empty() {
-            let x = simd.mul_f32s(simd.partial_load_f32s(tail), factor);
-            simd.partial_store_f32s(tail, x);
-        }
-    }
-}
-
 /// `values *= factor` in place (an in-place unscale or clip: the building block of the unfused
 /// sequence the report compares the two-pass step with).
 pub fn scale_in_place(isa: Isa, par: Par, values: &mut [f32], factor: f32) -> Result<()> {
-    struct Values<'a>(&'a mut [f32]);
-    impl Split for Values<'_> {
-        fn len(&self) -> usize {
-            self.0.len()
-        }
-        fn split_at(self, mid: usize) -> (Self, Self) {
-            let (a, b) = self.0.split_at_mut(mid);
-            (Values(a), Values(b))
-        }
-    }
     dispatch::map_reduce_blocks(
         par,
-        Values(values),
+        values,
         BLOCK,
-        &|Values(values)| isa.run(Scale { values, factor }),
+        &|values: &mut [f32]| scale(isa, values, factor),
         &|(), ()| (),
     )
 }

@@ -15,9 +15,9 @@
 //! sums ([`crate::kernels::grad_norm::grad_norm_partials`], `grad_norm_combine`) and runs pass 2
 //! alone with [`adam_step_clipped_by_norm_multi`].
 
-use super::{adam_step_multi_with, check_step, AdamConfig, AdamTensor};
+use super::{adam_step_multi_with, AdamConfig, AdamTensor};
 use crate::dispatch::{Isa, Par};
-use crate::error::{non_finite_error, Error, Result};
+use crate::error::{check_step, non_finite_error, Error, Result};
 use crate::kernels::adam_mixed::master::{
     adam_step_master_multi_with, check_master_tensors, HalfFormat, MasterTensor, Rounding,
 };

@@ -40,7 +40,7 @@ pub mod clipped;
 pub mod rotated;
 
 use crate::dispatch::{self, batches, FiniteScan, Isa, Par, Split};
-use crate::error::{self, non_finite_error, Error, ErrorKind, Result};
+use crate::error::{self, check_step, non_finite_error, Error, ErrorKind, Result};
 use pulp::{Simd, WithSimd};
 
 /// Adam/AdamW hyperparameters. `Default` gives PyTorch's defaults (`lr = 1e-3`,
@@ -538,21 +538,11 @@ pub(crate) fn finite_on_thread(isa: Isa, values: &[f32], scale: f32) -> bool {
 
 /// Whether `grad * scale` is finite everywhere, scanning blocks in parallel.
 pub(crate) fn grad_is_finite(isa: Isa, par: Par, grad: &[f32], scale: f32) -> Result<bool> {
-    struct Grad<'a>(&'a [f32]);
-    impl Split for Grad<'_> {
-        fn len(&self) -> usize {
-            self.0.len()
-        }
-        fn split_at(self, mid: usize) -> (Self, Self) {
-            let (a, b) = self.0.split_at(mid);
-            (Grad(a), Grad(b))
-        }
-    }
     dispatch::map_reduce_blocks(
         par,
-        Grad(grad),
+        grad,
         BLOCK,
-        &|Grad(values)| finite_on_thread(isa, values, scale),
+        &|values: &[f32]| finite_on_thread(isa, values, scale),
         &|a, b| a && b,
     )
 }
@@ -618,13 +608,6 @@ impl AdamTensor<'_> {
             },
         }
     }
-}
-
-pub(crate) fn check_step(step: u64) -> Result<()> {
-    if step == 0 {
-        return Err(Error::hyperparameter("step = 0: steps are counted from 1"));
-    }
-    Ok(())
 }
 
 /// One Adam/AdamW step over one tensor (see the module docs for the math), on the best

@@ -54,8 +54,9 @@
 //! (about `1e-7`) of a boundary of the CDF.
 
 use crate::dispatch::{self, Isa, Par, Split};
-use crate::error::{self, Error, ErrorKind, Result};
+use crate::error::{check_beta, check_lengths, check_samples, Error, ErrorKind, Result};
 use crate::kernels::math;
+use crate::kernels::scale::scale;
 use faer::linalg::matmul::matmul;
 use faer::reborrow::ReborrowMut;
 use faer::{Accum, MatMut, MatRef};
@@ -80,31 +81,6 @@ pub enum GnEstimator {
 
 // ---------------------------------------------------------------------------------------------
 // Shared checks.
-
-/// Checks that every named length equals `expected`.
-pub(crate) fn check_lengths(expected: usize, named: &[(&str, usize)]) -> Result<()> {
-    for &(name, len) in named {
-        if len != expected {
-            return Err(Error::length(format!(
-                "{name} has {len} elements, expected {expected}"
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn check_beta(beta: f32) -> Result<()> {
-    error::check_half_open("beta", beta as f64, 0.0, 1.0)
-}
-
-fn check_samples(n_samples: usize) -> Result<()> {
-    if n_samples == 0 {
-        return Err(Error::length(
-            "n_samples = 0: the batch average is undefined",
-        ));
-    }
-    Ok(())
-}
 
 fn product(name: &str, a: usize, b: usize) -> Result<usize> {
     a.checked_mul(b)
@@ -333,7 +309,7 @@ fn check_weighted(
         check_lengths(n_samples, &[("weights", w.len())])?;
     }
     check_lengths(h_expected, &[("h", h_len)])?;
-    check_beta(beta)
+    check_beta(beta as f64)
 }
 
 /// `h_j <- beta h_j + (1 - beta) (1/N) sum_n w_n x_nj^2` (identity basis; `weights = None`
@@ -632,33 +608,6 @@ impl WithSimd for Square<'_> {
     }
 }
 
-/// `h *= beta` (the lane function of [`Scale`]).
-#[inline(always)]
-fn scale_lane<S: Simd>(simd: S, h: S::f32s, beta: S::f32s) -> S::f32s {
-    simd.mul_f32s(h, beta)
-}
-
-struct Scale<'a> {
-    h: &'a mut [f32],
-    beta: f32,
-}
-
-impl WithSimd for Scale<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        let beta = simd.splat_f32s(self.beta);
-        let (hb, ht) = S::as_mut_simd_f32s(self.h);
-        for h in hb.iter_mut() {
-            *h = scale_lane(simd, *h, beta);
-        }
-        if !ht.is_empty() {
-            simd.partial_store_f32s(ht, scale_lane(simd, simd.partial_load_f32s(ht), beta));
-        }
-    }
-}
-
 struct Pair<'a> {
     x: &'a [f32],
     out: &'a mut [f32],
@@ -764,10 +713,7 @@ fn st_b_into_h(
                 // The blocks are column ranges of the row-major h: each row is contiguous.
                 let row = hb.rb_mut().row_mut(i).try_as_row_major_mut();
                 let row = row.expect("a column block of a row-major matrix");
-                isa.run(Scale {
-                    h: row.as_slice_mut(),
-                    beta,
-                });
+                scale(isa, row.as_slice_mut(), beta);
             }
         }
         matmul(hb, accum, st, bm.subcols(j0, w), alpha, faer::Par::Seq);
@@ -790,7 +736,7 @@ fn check_layer(
     if let Some(hb) = h_bias {
         check_lengths(c_out, &[("h_bias", hb.len())])?;
     }
-    check_beta(beta)
+    check_beta(beta as f64)
 }
 
 /// Linear layer `z = W x` (`W`: `c_out x d_in`) with per-sample output factors `s_nc`:
@@ -1437,7 +1383,7 @@ pub fn gn_diag_softmax_in_kronecker_with(
     if let Some(hb) = h_bias.as_deref() {
         check_lengths(kc, &[("h_bias", hb.len())])?;
     }
-    check_beta(beta)?;
+    check_beta(beta as f64)?;
     // The caller may come straight from faer (see `dispatch::clean_vector_state`).
     dispatch::clean_vector_state();
     let mut a = workspace("A", product("A", n_samples, kc)?)?;

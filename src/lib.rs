@@ -67,6 +67,7 @@ pub use kernels::gn::diag::{
     GnEstimator,
 };
 pub use kernels::gn::rotated::rotated_gn_step_with;
+pub use kernels::gn::samples::Samples;
 pub use kernels::gn::step::{gn_step, gn_step_with, GnConfig, SophiaClip};
 pub use kernels::grad_norm::{
     clip_coefficient, grad_norm_multi, grad_norm_multi_half, grad_norm_multi_half_with,

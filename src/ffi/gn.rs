@@ -11,8 +11,9 @@ use crate::error::{self, Error, Result};
 use crate::kernels::adam::rotated::rotated_workspace_len;
 use crate::kernels::gn::diag::{
     gn_diag_linear, gn_diag_logistic, gn_diag_softmax, gn_diag_softmax_in_kronecker,
-    gn_diag_weighted, gn_diag_weighted_in_basis, logistic_weight, strided_len, GnEstimator,
+    gn_diag_weighted, gn_diag_weighted_in_basis, logistic_weight, GnEstimator,
 };
+use crate::kernels::gn::samples::{strided_len, Samples};
 use crate::kernels::gn::step::{gn_step, GnConfig, SophiaClip};
 use faer::{MatMut, MatRef};
 
@@ -293,10 +294,11 @@ pub unsafe extern "C" fn dp_gn_diag_dense_f32(
             // Nothing to write: return before a loop over `n_samples` empty rows.
             return Ok(());
         }
+        let xs = Samples::strided(xs, n_samples, dim, row_stride)?;
         if identity {
             return match (logistic, ws) {
-                (true, Some(z)) => gn_diag_logistic(xs, n_samples, dim, row_stride, z, beta, hs),
-                (_, w) => gn_diag_weighted(xs, n_samples, dim, row_stride, w, beta, hs),
+                (true, Some(z)) => gn_diag_logistic(xs, z, beta, hs),
+                (_, w) => gn_diag_weighted(xs, w, beta, hs),
             };
         }
         // SAFETY: as above.
@@ -314,7 +316,7 @@ pub unsafe extern "C" fn dp_gn_diag_dense_f32(
             }
             (_, w) => w,
         };
-        gn_diag_weighted_in_basis(xs, n_samples, dim, row_stride, w, um, beta, hs)
+        gn_diag_weighted_in_basis(xs, w, um, beta, hs)
     })
 }
 
@@ -432,20 +434,17 @@ pub unsafe extern "C" fn dp_gn_diag_linear_f32(
             // Nothing to write: return before a loop over `n_samples` empty rows.
             return Ok(());
         }
+        let xs = Samples::new(xs, n_samples, d_in)?;
+        let ss = Samples::new(ss, n_samples, c_out)?;
         match (estimator, kronecker) {
-            (None, _) => gn_diag_linear(xs, n_samples, d_in, ss, c_out, beta, hs, hb),
-            (Some(e), false) => {
-                gn_diag_softmax(xs, ss, n_samples, d_in, c_out, e, seed, beta, hs, hb)
-            }
+            (None, _) => gn_diag_linear(xs, ss, beta, hs, hb),
+            (Some(e), false) => gn_diag_softmax(xs, ss, e, seed, beta, hs, hb),
             (Some(e), true) => {
                 // SAFETY: as above.
                 let (qc, qx) = unsafe { (check::slice(q_c, q_c_len), check::slice(q_x, q_x_len)) };
                 gn_diag_softmax_in_kronecker(
                     xs,
                     ss,
-                    n_samples,
-                    d_in,
-                    c_out,
                     e,
                     seed,
                     MatRef::from_row_major_slice(qc, c_out, c_out),

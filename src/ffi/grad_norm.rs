@@ -74,13 +74,7 @@ pub unsafe extern "C" fn dp_grad_norm_partials_f32(
 ) -> dp_status {
     guard(|| {
         // SAFETY: `tensors` is valid for `count` entries (the caller's contract).
-        let (list, mut regions) = unsafe { check::tensor_list(tensors, count, 1)? };
-        regions.try_reserve_exact(2).map_err(|_| {
-            Error::new(
-                ErrorKind::Allocation,
-                format!("no memory to check {count} tensors"),
-            )
-        })?;
+        let (list, mut regions) = unsafe { check::tensor_list(tensors, count, 1, 2)? };
         for (i, t) in list.iter().enumerate() {
             check::check_tensor_buffers(
                 Some(i),

@@ -36,6 +36,23 @@ pub fn adam_step_clipped_multi(
     adam_step_clipped_multi_with(Isa::detect(), Par::Pool, cfg, step, tensors, max_grad_norm)
 }
 
+/// The checks of the f32 clipped steps: the configuration, the step count, `max_grad_norm`
+/// and every tensor.
+fn check_clipped(
+    cfg: &AdamConfig,
+    step: u64,
+    max_grad_norm: f64,
+    tensors: &[AdamTensor<'_>],
+) -> Result<()> {
+    cfg.validate()?;
+    check_step(step)?;
+    check_max_grad_norm(max_grad_norm)?;
+    for (i, t) in tensors.iter().enumerate() {
+        t.check(cfg, Some(i))?;
+    }
+    Ok(())
+}
+
 /// Checks `max_grad_norm > 0` (and not NaN; infinity means no clipping).
 pub(crate) fn check_max_grad_norm(max_grad_norm: f64) -> Result<()> {
     if max_grad_norm > 0.0 {
@@ -56,12 +73,7 @@ pub fn adam_step_clipped_multi_with(
     tensors: &mut [AdamTensor<'_>],
     max_grad_norm: f64,
 ) -> Result<f64> {
-    cfg.validate()?;
-    check_step(step)?;
-    check_max_grad_norm(max_grad_norm)?;
-    for (i, t) in tensors.iter().enumerate() {
-        t.check(cfg, Some(i))?;
-    }
+    check_clipped(cfg, step, max_grad_norm, tensors)?;
     let grads = tensors.iter().map(|t| Values::F32(t.grad));
     let (folded, norm) = clipped_config(isa, par, cfg, grads, max_grad_norm)?;
     adam_step_multi_with(isa, par, &folded, step, tensors)?;
@@ -183,12 +195,7 @@ pub fn adam_step_clipped_by_norm_multi_with(
     max_grad_norm: f64,
     norm: f64,
 ) -> Result<()> {
-    cfg.validate()?;
-    check_step(step)?;
-    check_max_grad_norm(max_grad_norm)?;
-    for (i, t) in tensors.iter().enumerate() {
-        t.check(cfg, Some(i))?;
-    }
+    check_clipped(cfg, step, max_grad_norm, tensors)?;
     if !norm.is_finite() {
         return Err(non_finite_error());
     }

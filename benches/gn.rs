@@ -6,7 +6,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use diagprec::{
     gn_diag_linear, gn_diag_softmax, gn_diag_weighted, gn_diag_weighted_in_basis, gn_step,
-    GnConfig, GnEstimator,
+    GnConfig, GnEstimator, Samples,
 };
 use faer::Mat;
 use std::hint::black_box;
@@ -29,8 +29,13 @@ fn identity(c: &mut Criterion) {
             &n,
             |b, _| {
                 b.iter(|| {
-                    gn_diag_weighted(black_box(&x[offset..]), n, d, d, Some(&w), 0.9, &mut h)
-                        .unwrap()
+                    gn_diag_weighted(
+                        Samples::strided(black_box(&x[offset..]), n, d, d).unwrap(),
+                        Some(&w),
+                        0.9,
+                        &mut h,
+                    )
+                    .unwrap()
                 })
             },
         );
@@ -51,18 +56,22 @@ fn layers(c: &mut Criterion) {
     group.throughput(Throughput::Elements((n * classes * d) as u64));
     group.bench_function("linear N=256 C=1000 d=1024", |b| {
         b.iter(|| {
-            gn_diag_linear(black_box(&x), n, d, &s, classes, 0.9, &mut h, Some(&mut hb)).unwrap()
+            gn_diag_linear(
+                Samples::new(black_box(&x), n, d).unwrap(),
+                Samples::new(&s, n, classes).unwrap(),
+                0.9,
+                &mut h,
+                Some(&mut hb),
+            )
+            .unwrap()
         })
     });
     for estimator in [GnEstimator::Exact, GnEstimator::Sampled] {
         group.bench_function(format!("softmax {estimator:?} N=256 C=1000 d=1024"), |b| {
             b.iter(|| {
                 gn_diag_softmax(
-                    black_box(&x),
-                    &s,
-                    n,
-                    d,
-                    classes,
+                    Samples::new(black_box(&x), n, d).unwrap(),
+                    Samples::new(&s, n, classes).unwrap(),
                     estimator,
                     3,
                     0.9,
@@ -78,8 +87,14 @@ fn layers(c: &mut Criterion) {
     group.throughput(Throughput::Elements((n * d * d) as u64));
     group.bench_function("in dense basis N=256 d=1024", |b| {
         b.iter(|| {
-            gn_diag_weighted_in_basis(black_box(&x), n, d, d, None, u.as_ref(), 0.9, &mut hu)
-                .unwrap()
+            gn_diag_weighted_in_basis(
+                Samples::strided(black_box(&x), n, d, d).unwrap(),
+                None,
+                u.as_ref(),
+                0.9,
+                &mut hu,
+            )
+            .unwrap()
         })
     });
     group.finish();

@@ -7,7 +7,7 @@
 //!
 //! `cargo run --example gn_diag` (the dev profile is optimised)
 
-use diagprec::{gn_diag_linear, GaussNewton, GaussNewtonConfig, GnConfig};
+use diagprec::{gn_diag_linear, GaussNewton, GaussNewtonConfig, GnConfig, Samples};
 
 fn unit(i: u64) -> f32 {
     let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x2545_f491_4f6c_dd1d;
@@ -81,7 +81,13 @@ fn main() -> diagprec::Result<()> {
             let mut h_w = gn.h()[0].clone();
             let beta = gn.refresh_beta();
             h_bias.copy_from_slice(&gn.h()[1]);
-            gn_diag_linear(&x, n, d_in, &ones, d_out, beta, &mut h_w, Some(&mut h_bias))?;
+            gn_diag_linear(
+                Samples::new(&x, n, d_in)?,
+                Samples::new(&ones, n, d_out)?,
+                beta,
+                &mut h_w,
+                Some(&mut h_bias),
+            )?;
             gn.refresh(|i, h, _| {
                 h.copy_from_slice(if i == 0 { &h_w } else { &h_bias });
                 Ok(())

@@ -7,10 +7,15 @@
 //! * Threads come from one crate-wide rayon pool, sized by [`set_num_threads`]. Work is split at
 //!   fixed block boundaries by `map_reduce_blocks`, whose reduction tree depends only on the
 //!   length and the block size: results are bitwise identical for any thread count.
+//! * The multi-tensor entry points cut their tensors into batches of about one block of elements
+//!   and step them with `batches::balanced_batches` and `batches::step_batches`.
+//! * faer's GEMMs get their parallelism from `with_faer_par` (the same pool).
 
 use crate::error::{Error, ErrorKind, Result};
 use pulp::{Simd, WithSimd};
 use std::sync::{Arc, OnceLock, RwLock};
+
+pub(crate) mod batches;
 
 #[derive(Clone, Copy, Debug)]
 enum Token {
@@ -255,12 +260,53 @@ pub(crate) fn par_for_bytes(par: Par, bytes: usize) -> Par {
     }
 }
 
+/// Below this many flops a GEMM runs on the calling thread (spawning costs more than it saves).
+pub(crate) const PAR_FLOPS: f64 = (1u64 << 21) as f64;
+
+/// Runs `f` with a faer parallelism matching `par`: on the crate's pool with all its threads, or
+/// sequentially for `Par::Seq`, a one-thread pool, or work under [`PAR_FLOPS`].
+pub(crate) fn with_faer_par<R: Send>(
+    par: Par,
+    flops: f64,
+    f: impl FnOnce(faer::Par) -> R + Send,
+) -> Result<R> {
+    if par == Par::Pool && flops >= PAR_FLOPS {
+        if let Some(pool) = pool()? {
+            let n = pool.current_num_threads();
+            return Ok(pool.install(|| f(faer::Par::rayon(n))));
+        }
+    }
+    Ok(f(faer::Par::Seq))
+}
+
 /// Work that can be cut in two at an element index (a set of equally long slices).
 pub(crate) trait Split: Send + Sized {
     /// Number of elements.
     fn len(&self) -> usize;
     /// The first `mid` elements and the rest.
     fn split_at(self, mid: usize) -> (Self, Self);
+}
+
+/// A slice is cut at an element index.
+impl<T: Sync> Split for &[T] {
+    fn len(&self) -> usize {
+        <[T]>::len(self)
+    }
+
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        <[T]>::split_at(self, mid)
+    }
+}
+
+/// A mutable slice is cut at an element index.
+impl<T: Send> Split for &mut [T] {
+    fn len(&self) -> usize {
+        <[T]>::len(self)
+    }
+
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        self.split_at_mut(mid)
+    }
 }
 
 /// Cuts `work` into blocks of `block` elements (the last one shorter) and runs `map` on each,

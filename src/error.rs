@@ -71,6 +71,14 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// The gradient held NaN or Inf: the step was skipped and nothing was written.
+pub(crate) fn non_finite_error() -> Error {
+    Error::new(
+        ErrorKind::NonFinite,
+        "the gradient holds NaN or Inf (after unscaling): step skipped, nothing written",
+    )
+}
+
 /// Checks that every named length equals `expected`.
 pub(crate) fn check_lengths(expected: usize, named: &[(&str, usize)]) -> Result<()> {
     for &(name, len) in named {
@@ -81,6 +89,29 @@ pub(crate) fn check_lengths(expected: usize, named: &[(&str, usize)]) -> Result<
         }
     }
     Ok(())
+}
+
+/// Checks that a 1-based step count is not 0.
+pub(crate) fn check_step(step: u64) -> Result<()> {
+    if step == 0 {
+        return Err(Error::hyperparameter("step = 0: steps are counted from 1"));
+    }
+    Ok(())
+}
+
+/// Checks that a batch has at least one sample (its average is defined).
+pub(crate) fn check_samples(n_samples: usize) -> Result<()> {
+    if n_samples == 0 {
+        return Err(Error::length(
+            "n_samples = 0: the batch average is undefined",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a running-average decay `beta` in `[0, 1)`.
+pub(crate) fn check_beta(beta: f64) -> Result<()> {
+    check_half_open("beta", beta, 0.0, 1.0)
 }
 
 /// Checks `low <= value < high` (with `value` finite).

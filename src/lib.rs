@@ -37,6 +37,10 @@ pub use basis::{
 };
 pub use dispatch::{num_threads, set_num_threads, Isa, Par};
 pub use error::{Error, ErrorKind, Result};
+pub use kernels::adam::clipped::{
+    adam_step_clipped_multi, adam_step_clipped_multi_with, adam_step_master_clipped_multi,
+    adam_step_master_clipped_multi_with,
+};
 pub use kernels::adam::rotated::{rotated_adam_step_with, rotated_workspace_len};
 pub use kernels::adam::{
     adam_step, adam_step_multi, adam_step_multi_with, adam_step_with, AdamConfig, AdamTensor,
@@ -63,11 +67,11 @@ pub use kernels::gn::diag::{
     GnEstimator,
 };
 pub use kernels::gn::rotated::rotated_gn_step_with;
+pub use kernels::gn::samples::Samples;
 pub use kernels::gn::step::{gn_step, gn_step_with, GnConfig, SophiaClip};
 pub use kernels::grad_norm::{
-    adam_step_clipped_multi, adam_step_clipped_multi_with, adam_step_master_clipped_multi,
-    adam_step_master_clipped_multi_with, clip_coefficient, grad_norm_multi, grad_norm_multi_half,
-    grad_norm_multi_half_with, grad_norm_multi_with, scale_in_place, GradNorm,
+    clip_coefficient, grad_norm_multi, grad_norm_multi_half, grad_norm_multi_half_with,
+    grad_norm_multi_with, scale_in_place, GradNorm,
 };
 pub use optim::Adam;
 pub use optim::{GaussNewton, GaussNewtonConfig};

@@ -9,8 +9,8 @@ use diagprec::basis::orthonormality_error;
 use diagprec::basis::rotate::{dense_rotate_into_with, kron_rotate_into_with};
 use diagprec::{
     adam_step, reference, AdamConfig, Basis, DenseBasis, ErrorKind, Geodesic, GnMatrix, Isa,
-    KroneckerBasis, KroneckerStatistics, Par, RefreshMethod, RotatedAdam, Soap, SoapConfig,
-    StateTransfer,
+    KroneckerBasis, KroneckerStatistics, Par, RefreshMethod, RotatedAdam, Samples, Soap,
+    SoapConfig, StateTransfer,
 };
 use faer::Mat;
 use rand::Rng;
@@ -777,14 +777,27 @@ fn gn_in_a_basis_equals_plain_gn_on_rotated_data() {
     let w: Vec<f32> = (0..samples).map(|_| r.random_range(0.1..1.0)).collect();
     // h in the basis from the kernel, and from rotated data X U in the identity basis.
     let mut h = vec![0.0f32; d];
-    gn_diag_weighted_in_basis(&x, samples, d, d, Some(&w), u.matrix(), 0.0, &mut h).unwrap();
+    gn_diag_weighted_in_basis(
+        Samples::strided(&x, samples, d, d).unwrap(),
+        Some(&w),
+        u.matrix(),
+        0.0,
+        &mut h,
+    )
+    .unwrap();
     let mut xu = vec![0.0f32; samples * d];
     for s in 0..samples {
         u.rotate_into(&x[s * d..(s + 1) * d], &mut xu[s * d..(s + 1) * d])
             .unwrap();
     }
     let mut h_rot = vec![0.0f32; d];
-    gn_diag_weighted(&xu, samples, d, d, Some(&w), 0.0, &mut h_rot).unwrap();
+    gn_diag_weighted(
+        Samples::strided(&xu, samples, d, d).unwrap(),
+        Some(&w),
+        0.0,
+        &mut h_rot,
+    )
+    .unwrap();
     for j in 0..d {
         assert!((h[j] - h_rot[j]).abs() < 1e-5 * (1.0 + h_rot[j]));
     }

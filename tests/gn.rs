@@ -12,7 +12,7 @@ use diagprec::{
     gn_diag_softmax_in_kronecker_with, gn_diag_softmax_with, gn_diag_weighted,
     gn_diag_weighted_in_basis, gn_diag_weighted_in_basis_with, gn_diag_weighted_with,
     gn_softmax_factors, gn_step, gn_step_with, reference, ErrorKind, GaussNewton,
-    GaussNewtonConfig, GnConfig, GnEstimator, Isa, Par, SophiaClip,
+    GaussNewtonConfig, GnConfig, GnEstimator, Isa, Par, Samples, SophiaClip,
 };
 use faer::Mat;
 use rand::Rng;
@@ -93,10 +93,7 @@ fn weighted_diagonal_matches_the_reference_on_every_isa_length_and_offset() {
             gn_diag_weighted_with(
                 isa,
                 Par::Seq,
-                ux.get(),
-                n,
-                dim,
-                stride,
+                Samples::strided(ux.get(), n, dim, stride).unwrap(),
                 weights.as_deref(),
                 beta,
                 uh.get_mut(),
@@ -117,7 +114,15 @@ fn weighted_diagonal_is_bitwise_identical_across_isas_and_threads() {
     let h0 = uniform(3, dim, 0.0, 1.0);
     let run = |isa: Isa, par: Par, weights: Option<&[f32]>| {
         let mut h = h0.clone();
-        gn_diag_weighted_with(isa, par, &x, n, dim, stride, weights, 0.95, &mut h).unwrap();
+        gn_diag_weighted_with(
+            isa,
+            par,
+            Samples::strided(&x, n, dim, stride).unwrap(),
+            weights,
+            0.95,
+            &mut h,
+        )
+        .unwrap();
         bits(&h)
     };
     for weights in [None, Some(&w[..])] {
@@ -146,7 +151,15 @@ fn logistic_weights_match_the_reference() {
     reference::gn_diag_weighted(&to_f64(&x), n, dim, dim, Some(&w64), 0.0, &mut expected);
     for isa in Isa::available() {
         let mut h = vec![f32::NAN; dim]; // beta = 0 must not read the old h
-        gn_diag_logistic_with(isa, Par::Seq, &x, n, dim, dim, &logits, 0.0, &mut h).unwrap();
+        gn_diag_logistic_with(
+            isa,
+            Par::Seq,
+            Samples::strided(&x, n, dim, dim).unwrap(),
+            &logits,
+            0.0,
+            &mut h,
+        )
+        .unwrap();
         assert_close(
             isa.name(),
             &h,
@@ -212,11 +225,8 @@ fn linear_layer_matches_the_reference() {
                     gn_diag_linear_with(
                         isa,
                         par,
-                        ux.get(),
-                        n,
-                        d_in,
-                        us.get(),
-                        c_out,
+                        Samples::new(ux.get(), n, d_in).unwrap(),
+                        Samples::new(us.get(), n, c_out).unwrap(),
                         beta,
                         uh.get_mut(),
                         Some(uhb.get_mut()),
@@ -264,11 +274,8 @@ fn softmax_layer_matches_the_reference_for_both_estimators() {
                 gn_diag_softmax_with(
                     isa,
                     Par::Pool,
-                    &x,
-                    &logits,
-                    n,
-                    d_in,
-                    classes,
+                    Samples::new(&x, n, d_in).unwrap(),
+                    Samples::new(&logits, n, classes).unwrap(),
                     estimator,
                     1234,
                     0.0,
@@ -293,11 +300,8 @@ fn sampled_estimator_is_unbiased_for_the_exact_diagonal() {
     let logits = uniform(71, n * classes, -2.0, 2.0);
     let mut exact = vec![0.0f32; classes * d_in];
     gn_diag_softmax(
-        &x,
-        &logits,
-        n,
-        d_in,
-        classes,
+        Samples::new(&x, n, d_in).unwrap(),
+        Samples::new(&logits, n, classes).unwrap(),
         GnEstimator::Exact,
         0,
         0.0,
@@ -309,11 +313,8 @@ fn sampled_estimator_is_unbiased_for_the_exact_diagonal() {
     let mut h = vec![0.0f32; classes * d_in];
     for seed in 0..seeds {
         gn_diag_softmax(
-            &x,
-            &logits,
-            n,
-            d_in,
-            classes,
+            Samples::new(&x, n, d_in).unwrap(),
+            Samples::new(&logits, n, classes).unwrap(),
             GnEstimator::Sampled,
             seed,
             0.0,
@@ -350,11 +351,8 @@ fn sampled_estimator_is_unbiased_for_the_exact_diagonal() {
     // And the draws really vary with the seed.
     let mut other = vec![0.0f32; classes * d_in];
     gn_diag_softmax(
-        &x,
-        &logits,
-        n,
-        d_in,
-        classes,
+        Samples::new(&x, n, d_in).unwrap(),
+        Samples::new(&logits, n, classes).unwrap(),
         GnEstimator::Sampled,
         1,
         0.0,
@@ -363,11 +361,8 @@ fn sampled_estimator_is_unbiased_for_the_exact_diagonal() {
     )
     .unwrap();
     gn_diag_softmax(
-        &x,
-        &logits,
-        n,
-        d_in,
-        classes,
+        Samples::new(&x, n, d_in).unwrap(),
+        Samples::new(&logits, n, classes).unwrap(),
         GnEstimator::Sampled,
         2,
         0.0,
@@ -446,10 +441,7 @@ fn weighted_diagonal_in_a_dense_basis_matches_explicit_u_t_h_u() {
                 gn_diag_weighted_in_basis_with(
                     isa,
                     Par::Pool,
-                    &x,
-                    n,
-                    dim,
-                    stride,
+                    Samples::strided(&x, n, dim, stride).unwrap(),
                     weights,
                     um.as_ref(),
                     0.5,
@@ -520,11 +512,8 @@ fn softmax_diagonal_in_a_kronecker_basis_matches_explicit_u_t_h_u() {
                     gn_diag_softmax_in_kronecker_with(
                         isa,
                         par,
-                        &x,
-                        &logits,
-                        n,
-                        d_in,
-                        classes,
+                        Samples::new(&x, n, d_in).unwrap(),
+                        Samples::new(&logits, n, classes).unwrap(),
                         estimator,
                         77,
                         qcm.as_ref(),
@@ -572,11 +561,8 @@ fn gemm_shaped_kernels_are_bitwise_identical_across_thread_counts() {
         gn_diag_linear_with(
             isa,
             par,
-            &x,
-            n,
-            d_in,
-            &s,
-            classes,
+            Samples::new(&x, n, d_in).unwrap(),
+            Samples::new(&s, n, classes).unwrap(),
             0.9,
             &mut a,
             Some(&mut ab),
@@ -586,11 +572,8 @@ fn gemm_shaped_kernels_are_bitwise_identical_across_thread_counts() {
         gn_diag_softmax_with(
             isa,
             par,
-            &x,
-            &logits,
-            n,
-            d_in,
-            classes,
+            Samples::new(&x, n, d_in).unwrap(),
+            Samples::new(&logits, n, classes).unwrap(),
             GnEstimator::Sampled,
             9,
             0.9,
@@ -602,10 +585,7 @@ fn gemm_shaped_kernels_are_bitwise_identical_across_thread_counts() {
         gn_diag_weighted_in_basis_with(
             isa,
             par,
-            &x,
-            n,
-            d_in,
-            d_in,
+            Samples::strided(&x, n, d_in, d_in).unwrap(),
             Some(&w),
             u.as_ref(),
             0.9,
@@ -616,11 +596,8 @@ fn gemm_shaped_kernels_are_bitwise_identical_across_thread_counts() {
         gn_diag_softmax_in_kronecker_with(
             isa,
             par,
-            &x,
-            &logits,
-            n,
-            d_in,
-            classes,
+            Samples::new(&x, n, d_in).unwrap(),
+            Samples::new(&logits, n, classes).unwrap(),
             GnEstimator::Exact,
             0,
             qc.as_ref(),
@@ -655,51 +632,61 @@ fn bad_diagonal_input_is_rejected_and_nothing_changes() {
     };
     expect(
         ErrorKind::Length,
-        gn_diag_weighted(&x, 0, dim, dim, None, 0.0, &mut h),
+        Samples::strided(&x, 0, dim, dim)
+            .and_then(|x_view| gn_diag_weighted(x_view, None, 0.0, &mut h)),
         &h,
     );
     expect(
         ErrorKind::Length,
-        gn_diag_weighted(&x, n, dim, dim - 1, None, 0.0, &mut h),
+        Samples::strided(&x, n, dim, dim - 1)
+            .and_then(|x_view| gn_diag_weighted(x_view, None, 0.0, &mut h)),
         &h,
     );
     expect(
         ErrorKind::Length,
-        gn_diag_weighted(&x[1..], n, dim, dim, None, 0.0, &mut h),
+        Samples::strided(&x[1..], n, dim, dim)
+            .and_then(|x_view| gn_diag_weighted(x_view, None, 0.0, &mut h)),
         &h,
     );
     expect(
         ErrorKind::Length,
-        gn_diag_weighted(&x, n, dim, dim, Some(&w[1..]), 0.0, &mut h),
+        Samples::strided(&x, n, dim, dim)
+            .and_then(|x_view| gn_diag_weighted(x_view, Some(&w[1..]), 0.0, &mut h)),
         &h,
     );
     expect(
         ErrorKind::Length,
-        gn_diag_weighted(&x, n, dim, dim, None, 0.0, &mut h[1..]),
+        Samples::strided(&x, n, dim, dim)
+            .and_then(|x_view| gn_diag_weighted(x_view, None, 0.0, &mut h[1..])),
         &h,
     );
     expect(
         ErrorKind::Length,
-        gn_diag_weighted(&x, usize::MAX, dim, dim, None, 0.0, &mut h),
+        Samples::strided(&x, usize::MAX, dim, dim)
+            .and_then(|x_view| gn_diag_weighted(x_view, None, 0.0, &mut h)),
         &h,
     );
     for beta in [1.0f32, -0.1, f32::NAN, f32::INFINITY] {
         expect(
             ErrorKind::InvalidHyperparameter,
-            gn_diag_weighted(&x, n, dim, dim, None, beta, &mut h),
+            Samples::strided(&x, n, dim, dim)
+                .and_then(|x_view| gn_diag_weighted(x_view, None, beta, &mut h)),
             &h,
         );
     }
     let (_, u) = basis(301, dim, 3);
     expect(
         ErrorKind::Length,
-        gn_diag_weighted_in_basis(&x, n, dim, dim, None, u.as_ref(), 0.0, &mut h),
+        Samples::strided(&x, n, dim, dim)
+            .and_then(|x_view| gn_diag_weighted_in_basis(x_view, None, u.as_ref(), 0.0, &mut h)),
         &h,
     );
     let (_, u_bad) = basis(302, dim + 1, dim);
     expect(
         ErrorKind::Length,
-        gn_diag_weighted_in_basis(&x, n, dim, dim, None, u_bad.as_ref(), 0.0, &mut h),
+        Samples::strided(&x, n, dim, dim).and_then(|x_view| {
+            gn_diag_weighted_in_basis(x_view, None, u_bad.as_ref(), 0.0, &mut h)
+        }),
         &h,
     );
     // Layers: h is 2 x 5, x is 4 x 5.
@@ -711,75 +698,72 @@ fn bad_diagonal_input_is_rejected_and_nothing_changes() {
         assert_eq!(r.unwrap_err().kind(), kind);
         assert!(hl.iter().chain(hb).all(|&v| v == 0.25));
     };
-    let r = diagprec::gn_diag_linear(
-        &x,
-        n,
-        d_in,
-        &logits[1..],
-        classes,
-        0.0,
-        &mut hl,
-        Some(&mut hb),
-    );
+    let r = Samples::new(&x, n, d_in).and_then(|x_view| {
+        Samples::new(&logits[1..], n, classes).and_then(|s_view| {
+            diagprec::gn_diag_linear(x_view, s_view, 0.0, &mut hl, Some(&mut hb))
+        })
+    });
     check_layer(r, &hl, &hb, ErrorKind::Length);
-    let r = diagprec::gn_diag_linear(
-        &x,
-        n,
-        d_in,
-        &logits,
-        classes,
-        0.0,
-        &mut hl,
-        Some(&mut hb[1..]),
-    );
+    let r = Samples::new(&x, n, d_in).and_then(|x_view| {
+        Samples::new(&logits, n, classes).and_then(|s_view| {
+            diagprec::gn_diag_linear(x_view, s_view, 0.0, &mut hl, Some(&mut hb[1..]))
+        })
+    });
     check_layer(r, &hl, &hb, ErrorKind::Length);
-    let r = diagprec::gn_diag_linear(&x, n, d_in, &logits, classes, 1.0, &mut hl, Some(&mut hb));
+    let r = Samples::new(&x, n, d_in).and_then(|x_view| {
+        Samples::new(&logits, n, classes).and_then(|s_view| {
+            diagprec::gn_diag_linear(x_view, s_view, 1.0, &mut hl, Some(&mut hb))
+        })
+    });
     check_layer(r, &hl, &hb, ErrorKind::InvalidHyperparameter);
-    let r = gn_diag_softmax(
-        &x,
-        &logits[..3],
-        n,
-        d_in,
-        classes,
-        GnEstimator::Exact,
-        0,
-        0.0,
-        &mut hl,
-        Some(&mut hb),
-    );
+    let r = Samples::new(&x, n, d_in).and_then(|x_view| {
+        Samples::new(&logits[..3], n, classes).and_then(|z_view| {
+            gn_diag_softmax(
+                x_view,
+                z_view,
+                GnEstimator::Exact,
+                0,
+                0.0,
+                &mut hl,
+                Some(&mut hb),
+            )
+        })
+    });
     check_layer(r, &hl, &hb, ErrorKind::Length);
     let (_, qc) = basis(303, classes, classes);
     let (_, qx) = basis(304, d_in + 1, d_in);
-    let r = gn_diag_softmax_in_kronecker(
-        &x,
-        &logits,
-        n,
-        d_in,
-        classes,
-        GnEstimator::Exact,
-        0,
-        qc.as_ref(),
-        qx.as_ref(),
-        0.0,
-        &mut hl,
-        Some(&mut hb),
-    );
+    let r = Samples::new(&x, n, d_in).and_then(|x_view| {
+        Samples::new(&logits, n, classes).and_then(|z_view| {
+            gn_diag_softmax_in_kronecker(
+                x_view,
+                z_view,
+                GnEstimator::Exact,
+                0,
+                qc.as_ref(),
+                qx.as_ref(),
+                0.0,
+                &mut hl,
+                Some(&mut hb),
+            )
+        })
+    });
     check_layer(r, &hl, &hb, ErrorKind::Length);
     let (_, qx) = basis(305, d_in, d_in);
-    let r = gn_diag_softmax_in_kronecker(
-        &x,
-        &logits,
-        n,
-        d_in,
-        classes,
-        GnEstimator::Exact,
-        0,
-        qc.as_ref(),
-        qx.as_ref(),
-        0.0,
-        &mut hl[1..],
-        None,
-    );
+    let r = Samples::new(&x, n, d_in).and_then(|x_view| {
+        Samples::new(&logits, n, classes).and_then(|z_view| {
+            gn_diag_softmax_in_kronecker(
+                x_view,
+                z_view,
+                GnEstimator::Exact,
+                0,
+                qc.as_ref(),
+                qx.as_ref(),
+                0.0,
+                &mut hl[1..],
+                None,
+            )
+        })
+    });
     check_layer(r, &hl, &hb, ErrorKind::Length);
 }
 
@@ -1172,12 +1156,23 @@ fn the_optimizer_refreshes_every_k_steps_and_equals_the_kernel_calls() {
         if opt.needs_refresh() {
             assert_eq!((step - 1) % 3, 0);
             opt.refresh(|i, h, beta| {
-                gn_diag_weighted(&data[i], 8, h.len(), h.len(), None, beta, h)
+                gn_diag_weighted(
+                    Samples::strided(&data[i], 8, h.len(), h.len()).unwrap(),
+                    None,
+                    beta,
+                    h,
+                )
             })
             .unwrap();
             let beta = if refreshes == 0 { 0.0 } else { 0.8 };
             for (i, h) in manual_h.iter_mut().enumerate() {
-                gn_diag_weighted(&data[i], 8, h.len(), h.len(), None, beta, h).unwrap();
+                gn_diag_weighted(
+                    Samples::strided(&data[i], 8, h.len(), h.len()).unwrap(),
+                    None,
+                    beta,
+                    h,
+                )
+                .unwrap();
             }
             refreshes += 1;
         }
@@ -1260,7 +1255,13 @@ fn softmax_factors_are_within_six_ulp_at_extreme_logits() {
     for z in &rows {
         let classes = z.len();
         let mut s = vec![f32::NAN; classes];
-        gn_softmax_factors(z, 1, classes, GnEstimator::Exact, 0, &mut s).unwrap();
+        gn_softmax_factors(
+            Samples::new(z, 1, classes).unwrap(),
+            GnEstimator::Exact,
+            0,
+            &mut s,
+        )
+        .unwrap();
         let expected = reference::softmax_factors(&to_f64(z), 1, classes, GnEstimator::Exact, 0);
         assert_close(
             &format!("classes {classes}, max {}", z[classes / 2]),
@@ -1278,7 +1279,13 @@ fn sampled_factors_over_many_classes_draw_the_reference_labels() {
     let (n, classes) = (64, 1000);
     let logits = uniform(300, n * classes, -3.0, 3.0);
     let mut s = vec![f32::NAN; n * classes];
-    gn_softmax_factors(&logits, n, classes, GnEstimator::Sampled, 77, &mut s).unwrap();
+    gn_softmax_factors(
+        Samples::new(&logits, n, classes).unwrap(),
+        GnEstimator::Sampled,
+        77,
+        &mut s,
+    )
+    .unwrap();
     let expected =
         reference::softmax_factors(&to_f64(&logits), n, classes, GnEstimator::Sampled, 77);
     // The same labels (a different one would put a factor near 1 where the reference has p^2),
@@ -1296,7 +1303,15 @@ fn logistic_weights_are_within_six_ulp() {
     for isa in Isa::available() {
         for &z in &logits {
             let mut h = [f32::NAN];
-            gn_diag_logistic_with(isa, Par::Seq, &[1.0], 1, 1, 1, &[z], 0.0, &mut h).unwrap();
+            gn_diag_logistic_with(
+                isa,
+                Par::Seq,
+                Samples::strided(&[1.0], 1, 1, 1).unwrap(),
+                &[z],
+                0.0,
+                &mut h,
+            )
+            .unwrap();
             // w(z) = w(-z); the reference at -|z| does not cancel in 1 - s.
             let w = reference::logistic_weight(-(z.abs() as f64));
             assert_close(&format!("{} z = {z}", isa.name()), &h, &[w], &[w], 6.0);

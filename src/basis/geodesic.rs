@@ -37,8 +37,7 @@
 //! four f64 GEMMs of size d.
 
 use super::{orthonormality_error, DenseBasis, ORTHONORMAL_TOLERANCE};
-use crate::basis::rotate::with_faer_par;
-use crate::dispatch::Par;
+use crate::dispatch::{with_faer_par, Par};
 use crate::error::{Error, ErrorKind, Result};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef};

@@ -24,13 +24,12 @@ pub mod geodesic;
 pub mod refresh;
 pub mod rotate;
 
-use crate::dispatch::Par;
+use crate::dispatch::{with_faer_par, Par};
 use crate::error::{Error, ErrorKind, Result};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef};
 use rotate::{
     dense_rotate_into_with, dense_rotate_out_with, kron_rotate_into_with, kron_rotate_out_with,
-    with_faer_par,
 };
 
 pub use geodesic::Geodesic;

@@ -30,8 +30,7 @@
 //!   `V' = (P_L o P_L)^T V (P_R o P_R)`.
 
 use super::{DenseBasis, KroneckerBasis};
-use crate::basis::rotate::with_faer_par;
-use crate::dispatch::{self, Par};
+use crate::dispatch::{self, with_faer_par, Par};
 use crate::error::{self, Error, ErrorKind, Result};
 use faer::dyn_stack::{MemBuffer, MemStack, StackReq};
 use faer::linalg::matmul::matmul;

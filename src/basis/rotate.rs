@@ -23,29 +23,10 @@
 //! **Accuracy**: faer's f32 GEMM (f32 accumulation, blocked): the round trip
 //! `rotate_out(rotate_into(g))` is within a few `sqrt(k) * eps * |g|` (tested to 1e-5 relative).
 
-use crate::dispatch::{self, Par};
-use crate::error::{Error, Result};
+use crate::dispatch::{self, with_faer_par, Par, PAR_FLOPS};
+use crate::error::{check_lengths, Error, Result};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef};
-
-/// Below this many flops a GEMM runs on the calling thread (spawning costs more than it saves).
-const PAR_FLOPS: f64 = (1u64 << 21) as f64;
-
-/// Runs `f` with a faer parallelism matching `par`: on the crate's pool with all its threads, or
-/// sequentially for `Par::Seq`, a one-thread pool, or work under [`PAR_FLOPS`].
-pub(crate) fn with_faer_par<R: Send>(
-    par: Par,
-    flops: f64,
-    f: impl FnOnce(faer::Par) -> R + Send,
-) -> Result<R> {
-    if par == Par::Pool && flops >= PAR_FLOPS {
-        if let Some(pool) = dispatch::pool()? {
-            let n = pool.current_num_threads();
-            return Ok(pool.install(|| f(faer::Par::rayon(n))));
-        }
-    }
-    Ok(f(faer::Par::Seq))
-}
 
 fn check_square(name: &str, m: MatRef<'_, f32>, dim: usize) -> Result<()> {
     if m.nrows() != dim || m.ncols() != dim {
@@ -53,15 +34,6 @@ fn check_square(name: &str, m: MatRef<'_, f32>, dim: usize) -> Result<()> {
             "{name} is {} x {}, expected {dim} x {dim}",
             m.nrows(),
             m.ncols()
-        )));
-    }
-    Ok(())
-}
-
-fn check_len(name: &str, len: usize, expected: usize) -> Result<()> {
-    if len != expected {
-        return Err(Error::length(format!(
-            "{name} has {len} elements, expected {expected}"
         )));
     }
     Ok(())
@@ -117,7 +89,7 @@ pub fn dense_rotate_into_with(
 ) -> Result<()> {
     let d = g.len();
     check_square("U", u, d)?;
-    check_len("out", out.len(), d)?;
+    check_lengths(d, &[("out", out.len())])?;
     let g = faer::ColRef::from_slice(g);
     dense_blocks(par, 2.0 * (d * d) as f64, out, |first, chunk| {
         let cols = u.subcols(first, chunk.len());
@@ -143,7 +115,7 @@ pub fn dense_rotate_out_with(
 ) -> Result<()> {
     let d = g_rot.len();
     check_square("U", u, d)?;
-    check_len("out", out.len(), d)?;
+    check_lengths(d, &[("out", out.len())])?;
     let g = faer::ColRef::from_slice(g_rot);
     dense_blocks(par, 2.0 * (d * d) as f64, out, |first, chunk| {
         let rows = u.subrows(first, chunk.len());
@@ -177,9 +149,10 @@ fn kron_checks(
     let len = m
         .checked_mul(n)
         .ok_or_else(|| Error::length("m * n overflows"))?;
-    check_len("the input matrix", input, len)?;
-    check_len("out", out, len)?;
-    check_len("work", work, len)?;
+    check_lengths(
+        len,
+        &[("the input matrix", input), ("out", out), ("work", work)],
+    )?;
     Ok((m, n))
 }
 

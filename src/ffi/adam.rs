@@ -172,9 +172,7 @@ pub(crate) unsafe fn tensor_view<'a>(t: &dp_adam_tensor_f32, amsgrad: bool) -> A
 /// representability, and `step >= 1`.
 pub(crate) fn validate(cfg: &AdamConfig, step: u64) -> Result<()> {
     cfg.validate()?;
-    if step == 0 {
-        return Err(Error::hyperparameter("step = 0: steps are counted from 1"));
-    }
+    crate::error::check_step(step)?;
     Ok(())
 }
 
@@ -304,7 +302,7 @@ pub unsafe extern "C" fn dp_adam_step_multi_f32(
         // SAFETY: cfg is NULL or readable (C contract).
         let config = unsafe { adam_config(cfg)? };
         // SAFETY: `tensors` is valid for `count` entries (C contract).
-        let (list, mut regions) = unsafe { check::tensor_list(tensors, count, 5)? };
+        let (list, mut regions) = unsafe { check::tensor_list(tensors, count, 5, 0)? };
         for (i, t) in list.iter().enumerate() {
             check_tensor(Some(i), t, config.amsgrad, &mut regions)?;
         }

@@ -26,6 +26,9 @@ use super::adam::{
 use super::check::{self, buffer, check_buffers, plain, Region};
 use super::{dp_status, guard};
 use crate::error::{Error, ErrorKind, Result};
+use crate::kernels::adam::clipped::{
+    adam_step_clipped_multi, adam_step_master_clipped_multi, check_max_grad_norm,
+};
 use crate::kernels::adam::AdamConfig;
 use crate::kernels::adam_mixed::bf16_state::{adam_step_bf16_state_multi, Bf16StateTensor};
 use crate::kernels::adam_mixed::master::{
@@ -36,8 +39,7 @@ use crate::kernels::adam_mixed::state_8bit::{
     QuantStateTensor, QUANT_BLOCK,
 };
 use crate::kernels::grad_norm::{
-    adam_step_clipped_multi, adam_step_master_clipped_multi, check_inv_grad_scale,
-    check_max_grad_norm, grad_norm_multi, grad_norm_multi_half, GradNorm,
+    check_inv_grad_scale, grad_norm_multi, grad_norm_multi_half, GradNorm,
 };
 use crate::Isa;
 
@@ -158,7 +160,7 @@ pub unsafe extern "C" fn dp_adam_step_clipped_multi_f32(
         // SAFETY: cfg is NULL or readable (C contract).
         let config = unsafe { adam_config(cfg)? };
         // SAFETY: `tensors` is valid for `count` entries (C contract).
-        let (list, mut regions) = unsafe { check::tensor_list(tensors, count, 5)? };
+        let (list, mut regions) = unsafe { check::tensor_list(tensors, count, 5, 0)? };
         for (i, t) in list.iter().enumerate() {
             check_tensor(Some(i), t, config.amsgrad, &mut regions)?;
         }
@@ -294,13 +296,7 @@ unsafe fn grad_norm_export<T, G, M>(
     check::required("norm_out", norm_out)?;
     check::required("found_inf_out", found_inf_out)?;
     // SAFETY: `tensors` is valid for `count` entries (the caller's contract).
-    let (list, mut regions) = unsafe { check::tensor_list(tensors, count, 1)? };
-    regions.try_reserve_exact(2).map_err(|_| {
-        Error::new(
-            ErrorKind::Allocation,
-            format!("no memory to check {count} tensors"),
-        )
-    })?;
+    let (list, mut regions) = unsafe { check::tensor_list(tensors, count, 1, 2)? };
     for (i, t) in list.iter().enumerate() {
         let (grad, len) = grad_of(t);
         check::check_tensor_buffers(Some(i), &[buffer("grad", grad, len, false)], &mut regions)?;
@@ -369,7 +365,7 @@ fn master_views<'a>(
     // SAFETY: cfg is NULL or readable (C contract).
     let config = unsafe { adam_config(cfg)? };
     // SAFETY: `tensors` is valid for `count` entries (C contract).
-    let (list, mut regions) = unsafe { check::tensor_list(tensors, count, 5)? };
+    let (list, mut regions) = unsafe { check::tensor_list(tensors, count, 5, 0)? };
     for (i, t) in list.iter().enumerate() {
         let n = t.len;
         let buffers = [
@@ -572,7 +568,7 @@ pub unsafe extern "C" fn dp_adam_bf16_state_step_multi_f32(
         // SAFETY: cfg is NULL or readable (C contract).
         let config = unsafe { adam_config(cfg)? };
         // SAFETY: `tensors` is valid for `count` entries (C contract).
-        let (list, mut regions) = unsafe { check::tensor_list(tensors, count, 4)? };
+        let (list, mut regions) = unsafe { check::tensor_list(tensors, count, 4, 0)? };
         for (i, t) in list.iter().enumerate() {
             let n = t.len;
             let buffers = [
@@ -676,7 +672,7 @@ pub unsafe extern "C" fn dp_adam_8bit_step_multi_f32(
         // SAFETY: cfg is NULL or readable (C contract).
         let config = unsafe { adam_config(cfg)? };
         // SAFETY: `tensors` is valid for `count` entries (C contract).
-        let (list, mut regions) = unsafe { check::tensor_list(tensors, count, 6)? };
+        let (list, mut regions) = unsafe { check::tensor_list(tensors, count, 6, 0)? };
         for (i, t) in list.iter().enumerate() {
             let (n, k) = (t.len, t.scales_len);
             let buffers = [
@@ -712,6 +708,14 @@ pub unsafe extern "C" fn dp_adam_8bit_step_multi_f32(
         })?;
         adam_step_8bit_state_multi(&config, step, &mut views)
     })
+}
+
+/// The checks shared by the 8-bit codec exports: `codes_len == len`, `scales_len` the scales
+/// of `len` elements, and `moment` a defined value.
+fn codec_args(moment: u32, len: usize, codes_len: usize, scales_len: usize) -> Result<Moment> {
+    check::exact_len(plain("codes_len"), codes_len, len)?;
+    check::exact_len(plain("scales_len"), scales_len, quant_scales_len(len))?;
+    self::moment(moment)
 }
 
 /// Encodes `len` f32 values of one moment into the 8-bit layout (see DP_ADAM_8BIT_BLOCK), as
@@ -755,9 +759,7 @@ pub unsafe extern "C" fn dp_adam_8bit_quantize_f32(
             buffer("codes", codes, codes_len, true),
             buffer("scales", scales, scales_len, true),
         ])?;
-        check::exact_len(plain("codes_len"), codes_len, len)?;
-        check::exact_len(plain("scales_len"), scales_len, quant_scales_len(len))?;
-        let moment = self::moment(moment)?;
+        let moment = codec_args(moment, len, codes_len, scales_len)?;
         check::disjoint(regions)?;
         // SAFETY: non-null (or empty), aligned, sized, pairwise disjoint: checked above.
         let (values, codes, scales) = unsafe {
@@ -812,9 +814,7 @@ pub unsafe extern "C" fn dp_adam_8bit_dequantize_f32(
             buffer("scales", scales, scales_len, false),
             buffer("values", values, len, true),
         ])?;
-        check::exact_len(plain("codes_len"), codes_len, len)?;
-        check::exact_len(plain("scales_len"), scales_len, quant_scales_len(len))?;
-        let moment = self::moment(moment)?;
+        let moment = codec_args(moment, len, codes_len, scales_len)?;
         check::disjoint(regions)?;
         // SAFETY: non-null (or empty), aligned, sized, pairwise disjoint: checked above.
         let (codes, scales, values) = unsafe {

@@ -1116,9 +1116,7 @@ pub unsafe extern "C" fn dp_adam_rotated_step_f32(
             let need = rotated_workspace_len(b);
             min_len("workspace", workspace_len, need)?;
             config.validate()?;
-            if step == 0 {
-                return Err(Error::hyperparameter("step = 0: steps are counted from 1"));
-            }
+            crate::error::check_step(step)?;
             check::disjoint(regions)?;
             // SAFETY: non-null (or empty), aligned, sized and disjoint: checked above.
             let tensor = unsafe {

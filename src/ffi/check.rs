@@ -232,7 +232,8 @@ pub(crate) fn check_tensor_buffers(
 }
 
 /// A C tensor list of `count` entries, checked (non-null unless empty, sized, aligned), with
-/// room reserved for `regions_per_tensor` overlap regions per tensor before any tensor is read:
+/// room reserved for `regions_per_tensor` overlap regions per tensor and `extra_regions` more
+/// (the export's other buffers) before any tensor is read:
 /// a count too large to check fails here, with `DP_ERR_ALLOCATION`.
 ///
 /// # Safety
@@ -241,12 +242,17 @@ pub(crate) unsafe fn tensor_list<'a, T>(
     tensors: *const T,
     count: usize,
     regions_per_tensor: usize,
+    extra_regions: usize,
 ) -> Result<(&'a [T], Vec<Region>)> {
     non_null("tensors", tensors, count)?;
     size_and_alignment("tensors", tensors, count)?;
     let mut regions = Vec::new();
     regions
-        .try_reserve_exact(count.saturating_mul(regions_per_tensor))
+        .try_reserve_exact(
+            count
+                .saturating_mul(regions_per_tensor)
+                .saturating_add(extra_regions),
+        )
         .map_err(|_| {
             Error::new(
                 ErrorKind::Allocation,

@@ -11,8 +11,9 @@ use crate::error::{self, Error, Result};
 use crate::kernels::adam::rotated::rotated_workspace_len;
 use crate::kernels::gn::diag::{
     gn_diag_linear, gn_diag_logistic, gn_diag_softmax, gn_diag_softmax_in_kronecker,
-    gn_diag_weighted, gn_diag_weighted_in_basis, logistic_weight, strided_len, GnEstimator,
+    gn_diag_weighted, gn_diag_weighted_in_basis, logistic_weight, GnEstimator,
 };
+use crate::kernels::gn::samples::{strided_len, Samples};
 use crate::kernels::gn::step::{gn_step, GnConfig, SophiaClip};
 use faer::{MatMut, MatRef};
 
@@ -124,7 +125,7 @@ pub extern "C" fn dp_gn_config_default() -> dp_gn_config {
 
 /// `beta` in [0, 1) in double and in the float the kernels use.
 fn beta_f32(beta: f64) -> Result<f32> {
-    error::check_half_open("beta", beta, 0.0, 1.0)?;
+    error::check_beta(beta)?;
     let b = beta as f32;
     if b >= 1.0 {
         return Err(Error::hyperparameter(format!(
@@ -132,15 +133,6 @@ fn beta_f32(beta: f64) -> Result<f32> {
         )));
     }
     Ok(b)
-}
-
-fn check_samples(n_samples: usize) -> Result<()> {
-    if n_samples == 0 {
-        return Err(Error::length(
-            "n_samples = 0: the batch average is undefined",
-        ));
-    }
-    Ok(())
 }
 
 /// `H <- beta H + (1 - beta) X^T diag(w) X / N` on the caller's symmetric row-major
@@ -182,14 +174,14 @@ pub unsafe extern "C" fn dp_gn_matrix_accumulate_f32(
             buffer("weights", weights, weights_len, false),
         ])?;
         exact_len("h", h_len, check::product("h", dim, dim)?)?;
-        check_samples(n_samples)?;
+        error::check_samples(n_samples)?;
         let x_need = strided_len(n_samples, dim, row_stride)?;
         min_len("x", x_len, x_need)?;
         let given = !(weights.is_null() && weights_len == 0);
         if given {
             exact_len("weights", weights_len, n_samples)?;
         }
-        error::check_half_open("beta", beta, 0.0, 1.0)?;
+        error::check_beta(beta)?;
         check::disjoint(regions)?;
         // SAFETY: non-null (or empty), aligned, sized and disjoint: checked above.
         let (hs, xs, ws) = unsafe {
@@ -265,7 +257,7 @@ pub unsafe extern "C" fn dp_gn_diag_dense_f32(
             buffer("u", u, u_len, false),
             buffer("h", h, h_len, true),
         ])?;
-        check_samples(n_samples)?;
+        error::check_samples(n_samples)?;
         let x_need = strided_len(n_samples, dim, row_stride)?;
         min_len("x", x_len, x_need)?;
         let ones = weighting != DP_GN_WEIGHTS_LOGISTIC && weights.is_null() && weights_len == 0;
@@ -302,10 +294,11 @@ pub unsafe extern "C" fn dp_gn_diag_dense_f32(
             // Nothing to write: return before a loop over `n_samples` empty rows.
             return Ok(());
         }
+        let xs = Samples::strided(xs, n_samples, dim, row_stride)?;
         if identity {
             return match (logistic, ws) {
-                (true, Some(z)) => gn_diag_logistic(xs, n_samples, dim, row_stride, z, beta, hs),
-                (_, w) => gn_diag_weighted(xs, n_samples, dim, row_stride, w, beta, hs),
+                (true, Some(z)) => gn_diag_logistic(xs, z, beta, hs),
+                (_, w) => gn_diag_weighted(xs, w, beta, hs),
             };
         }
         // SAFETY: as above.
@@ -323,7 +316,7 @@ pub unsafe extern "C" fn dp_gn_diag_dense_f32(
             }
             (_, w) => w,
         };
-        gn_diag_weighted_in_basis(xs, n_samples, dim, row_stride, w, um, beta, hs)
+        gn_diag_weighted_in_basis(xs, w, um, beta, hs)
     })
 }
 
@@ -387,7 +380,7 @@ pub unsafe extern "C" fn dp_gn_diag_linear_f32(
             buffer("h", h, h_len, true),
             buffer("h_bias", h_bias, h_bias_len, true),
         ])?;
-        check_samples(n_samples)?;
+        error::check_samples(n_samples)?;
         exact_len("x", x_len, check::product("x", n_samples, d_in)?)?;
         exact_len("s", s_len, check::product("s", n_samples, c_out)?)?;
         // Both given: a Kronecker basis; neither: the identity; one alone is refused below.
@@ -441,20 +434,17 @@ pub unsafe extern "C" fn dp_gn_diag_linear_f32(
             // Nothing to write: return before a loop over `n_samples` empty rows.
             return Ok(());
         }
+        let xs = Samples::new(xs, n_samples, d_in)?;
+        let ss = Samples::new(ss, n_samples, c_out)?;
         match (estimator, kronecker) {
-            (None, _) => gn_diag_linear(xs, n_samples, d_in, ss, c_out, beta, hs, hb),
-            (Some(e), false) => {
-                gn_diag_softmax(xs, ss, n_samples, d_in, c_out, e, seed, beta, hs, hb)
-            }
+            (None, _) => gn_diag_linear(xs, ss, beta, hs, hb),
+            (Some(e), false) => gn_diag_softmax(xs, ss, e, seed, beta, hs, hb),
             (Some(e), true) => {
                 // SAFETY: as above.
                 let (qc, qx) = unsafe { (check::slice(q_c, q_c_len), check::slice(q_x, q_x_len)) };
                 gn_diag_softmax_in_kronecker(
                     xs,
                     ss,
-                    n_samples,
-                    d_in,
-                    c_out,
                     e,
                     seed,
                     MatRef::from_row_major_slice(qc, c_out, c_out),
@@ -512,9 +502,7 @@ pub unsafe extern "C" fn dp_gn_step_f32(
         let regions = check_buffers(&buffers)?;
         let config = raw.to_config()?;
         config.validate()?;
-        if step == 0 {
-            return Err(Error::hyperparameter("step = 0: steps are counted from 1"));
-        }
+        error::check_step(step)?;
         check::disjoint(regions)?;
         // SAFETY: non-null (or empty), sized, aligned and disjoint: checked above.
         let (param, grad, h, exp_avg) = unsafe {
@@ -582,9 +570,7 @@ pub unsafe extern "C" fn dp_gn_rotated_step_f32(
             min_len("workspace", workspace_len, need)?;
             let config = raw.to_config()?;
             config.validate()?;
-            if step == 0 {
-                return Err(Error::hyperparameter("step = 0: steps are counted from 1"));
-            }
+            error::check_step(step)?;
             check::disjoint(regions)?;
             // SAFETY: non-null (or empty), aligned, sized and disjoint: checked above.
             let (p, g, m, hh, ws) = unsafe {

@@ -16,9 +16,10 @@ use super::adam::dp_adam_tensor_f32;
 use super::check::{self, buffer};
 use super::{dp_status, guard};
 use crate::error::{Error, ErrorKind};
+use crate::kernels::adam::clipped::check_max_grad_norm;
 use crate::kernels::grad_norm::{
-    check_max_grad_norm, clip_coefficient, grad_norm_combine, grad_norm_partials,
-    grad_norm_piece_count, grad_norm_piece_len,
+    clip_coefficient, grad_norm_combine, grad_norm_partials, grad_norm_piece_count,
+    grad_norm_piece_len,
 };
 
 /// The number of elements in a piece of the gradient norm (16384): every gradient is cut into
@@ -73,13 +74,7 @@ pub unsafe extern "C" fn dp_grad_norm_partials_f32(
 ) -> dp_status {
     guard(|| {
         // SAFETY: `tensors` is valid for `count` entries (the caller's contract).
-        let (list, mut regions) = unsafe { check::tensor_list(tensors, count, 1)? };
-        regions.try_reserve_exact(2).map_err(|_| {
-            Error::new(
-                ErrorKind::Allocation,
-                format!("no memory to check {count} tensors"),
-            )
-        })?;
+        let (list, mut regions) = unsafe { check::tensor_list(tensors, count, 1, 2)? };
         for (i, t) in list.iter().enumerate() {
             check::check_tensor_buffers(
                 Some(i),

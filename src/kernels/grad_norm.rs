@@ -1,4 +1,4 @@
-//! # Global gradient norm and the two-pass clipped Adam step
+//! # Global gradient norm
 //!
 //! **Norm** (multi-tensor, like `torch.nn.utils.clip_grad_norm_` with `norm_type = 2`):
 //!
@@ -14,22 +14,11 @@
 //! therefore bitwise identical for any thread count (on a given ISA; ISAs differ in the lane
 //! order of the f32 partial sums, by a few f32 ulp of a run's sum).
 //!
-//! **Two-pass clipped step**: pass 1 is the norm above; if it finds a non-finite value (or the
-//! sum of squares overflows), the step fails with [`crate::ErrorKind::NonFinite`] and writes
-//! nothing. Otherwise pass 2 is the multi-tensor Adam/AdamW step of [`crate::kernels::adam`] with
-//! the gradient factor `inv_grad_scale * clip` folded into its first multiply, where
-//! `clip = min(1, max_grad_norm / (norm + 1e-6))` (PyTorch's formula). PyTorch's chain
-//! (`scaler.unscale_`, `clip_grad_norm_`, `step`) reads the gradients three to four times and
-//! writes them twice; this reads them twice and never writes them. The combined factor is
-//! computed in f64 and rounded to f32 once, where PyTorch rounds after each multiply.
+//! The two-pass clipped Adam steps built on this norm are in [`crate::kernels::adam::clipped`].
 
-use super::adam::{
-    adam_step_multi_with, check_step, non_finite_error, AdamConfig, AdamTensor, BLOCK,
-};
-use super::adam_mixed::master::{
-    adam_step_master_multi_with, check_master_tensors, widen_into, HalfFormat, MasterTensor,
-    Rounding,
-};
+use super::adam::BLOCK;
+use super::adam_mixed::master::{widen_into, HalfFormat};
+use super::scale::scale;
 use crate::dispatch::{self, Isa, Par, Split};
 use crate::error::{self, Result};
 use pulp::{Simd, WithSimd};
@@ -49,7 +38,7 @@ pub struct GradNorm {
 /// The gradient values of a norm pass: f32, or 16-bit bits widened exactly, which give the norm
 /// of the widened values, bit for bit.
 #[derive(Clone, Copy)]
-enum Values<'a> {
+pub(crate) enum Values<'a> {
     F32(&'a [f32]),
     Half(HalfFormat, &'a [u16]),
 }
@@ -163,19 +152,6 @@ fn norm_of_piece(isa: Isa, values: Values<'_>, scale: f32) -> (f64, bool) {
     }
 }
 
-/// A list of gradient pieces, split by piece count.
-struct Pieces<'a>(&'a [Values<'a>]);
-
-impl Split for Pieces<'_> {
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-    fn split_at(self, mid: usize) -> (Self, Self) {
-        let (a, b) = self.0.split_at(mid);
-        (Pieces(a), Pieces(b))
-    }
-}
-
 /// The global L2 norm of `grads * inv_grad_scale` and whether any value is non-finite, on the
 /// best instruction set and the crate's pool. `inv_grad_scale` must be finite and > 0.
 pub fn grad_norm_multi(grads: &[&[f32]], inv_grad_scale: f64) -> Result<GradNorm> {
@@ -217,7 +193,7 @@ pub fn grad_norm_multi_half_with(
     norm_pass(isa, par, grads, inv_grad_scale as f32)
 }
 
-fn norm_pass<'a>(
+pub(crate) fn norm_pass<'a>(
     isa: Isa,
     par: Par,
     grads: impl Iterator<Item = Values<'a>>,
@@ -226,9 +202,9 @@ fn norm_pass<'a>(
     let pieces: Vec<Values<'_>> = grads.flat_map(|g| g.pieces(BLOCK)).collect();
     let (sum, finite) = dispatch::map_reduce_blocks(
         par,
-        Pieces(&pieces),
+        &pieces[..],
         1,
-        &|Pieces(list)| {
+        &|list: &[Values<'_>]| {
             list.iter().fold((0.0, true), |(s, f), &values| {
                 let (s2, f2) = norm_of_piece(isa, values, scale);
                 (s + s2, f && f2)
@@ -247,19 +223,6 @@ pub fn clip_coefficient(norm: f64, max_grad_norm: f64) -> f64 {
     (max_grad_norm / (norm + 1e-6)).min(1.0)
 }
 
-/// The two-pass step: global norm (pass 1), then Adam/AdamW on every tensor with unscaling and
-/// clip-by-global-norm folded in (pass 2). Returns the norm of the unscaled gradients (before
-/// clipping). `max_grad_norm` must be > 0 (`f64::INFINITY`: no clipping). `cfg.check_finite` is
-/// implied: a non-finite gradient is [`crate::ErrorKind::NonFinite`] with nothing written.
-pub fn adam_step_clipped_multi(
-    cfg: &AdamConfig,
-    step: u64,
-    tensors: &mut [AdamTensor<'_>],
-    max_grad_norm: f64,
-) -> Result<f64> {
-    adam_step_clipped_multi_with(Isa::detect(), Par::Pool, cfg, step, tensors, max_grad_norm)
-}
-
 /// Checks `inv_grad_scale`: finite and > 0, and so as the f32 factor the kernels multiply by
 /// (1e39 would round to infinity, 1e-46 to zero).
 pub(crate) fn check_inv_grad_scale(inv_grad_scale: f64) -> Result<()> {
@@ -267,159 +230,14 @@ pub(crate) fn check_inv_grad_scale(inv_grad_scale: f64) -> Result<()> {
     error::check_f32("inv_grad_scale", inv_grad_scale, true)
 }
 
-/// Checks `max_grad_norm > 0` (and not NaN; infinity means no clipping).
-pub(crate) fn check_max_grad_norm(max_grad_norm: f64) -> Result<()> {
-    if max_grad_norm > 0.0 {
-        Ok(())
-    } else {
-        Err(crate::Error::hyperparameter(format!(
-            "max_grad_norm = {max_grad_norm} must be > 0 (inf: no clipping)"
-        )))
-    }
-}
-
-/// [`adam_step_clipped_multi`] on a chosen instruction set and parallelism.
-pub fn adam_step_clipped_multi_with(
-    isa: Isa,
-    par: Par,
-    cfg: &AdamConfig,
-    step: u64,
-    tensors: &mut [AdamTensor<'_>],
-    max_grad_norm: f64,
-) -> Result<f64> {
-    cfg.validate()?;
-    check_step(step)?;
-    check_max_grad_norm(max_grad_norm)?;
-    for (i, t) in tensors.iter().enumerate() {
-        t.check(cfg, Some(i))?;
-    }
-    let grads = tensors.iter().map(|t| Values::F32(t.grad));
-    let (folded, norm) = clipped_config(isa, par, cfg, grads, max_grad_norm)?;
-    adam_step_multi_with(isa, par, &folded, step, tensors)?;
-    Ok(norm)
-}
-
-/// Pass 1 of the two-pass steps: the norm of the unscaled gradients, then `cfg` with
-/// `inv_grad_scale * clip` folded in (and no second finite scan), and the norm; a non-finite
-/// gradient (or an overflowing sum of squares) is [`crate::ErrorKind::NonFinite`].
-fn clipped_config<'a>(
-    isa: Isa,
-    par: Par,
-    cfg: &AdamConfig,
-    grads: impl Iterator<Item = Values<'a>>,
-    max_grad_norm: f64,
-) -> Result<(AdamConfig, f64)> {
-    let norm = norm_pass(isa, par, grads, cfg.inv_grad_scale as f32)?;
-    if norm.found_inf || !norm.norm.is_finite() {
-        return Err(non_finite_error());
-    }
-    Ok((fold_clip(cfg, norm.norm, max_grad_norm)?, norm.norm))
-}
-
-/// `cfg` with `inv_grad_scale * clip_coefficient(norm, max_grad_norm)` folded in and no finite
-/// scan: what pass 2 of the clipped steps runs with (`norm` finite).
-fn fold_clip(cfg: &AdamConfig, norm: f64, max_grad_norm: f64) -> Result<AdamConfig> {
-    let clip = clip_coefficient(norm, max_grad_norm);
-    let folded = AdamConfig {
-        inv_grad_scale: cfg.inv_grad_scale * clip,
-        check_finite: false,
-        ..*cfg
-    };
-    if folded.inv_grad_scale <= 0.0 {
-        // max_grad_norm / norm underflowed: the clipped gradient is zero to f64 precision.
-        return Err(crate::Error::hyperparameter(
-            "the clip factor underflows to 0 (max_grad_norm / norm below 1e-308)",
-        ));
-    }
-    Ok(folded)
-}
-
-/// The two-pass step of the master-weight kernels: the global norm of the 16-bit gradients
-/// (pass 1), then [`crate::adam_step_master_multi`] with unscaling and clip-by-global-norm
-/// folded in (pass 2). As [`adam_step_clipped_multi`] otherwise: returns the norm before
-/// clipping, and a non-finite gradient is [`crate::ErrorKind::NonFinite`] with nothing written.
-pub fn adam_step_master_clipped_multi(
-    format: HalfFormat,
-    cfg: &AdamConfig,
-    step: u64,
-    tensors: &mut [MasterTensor<'_>],
-    max_grad_norm: f64,
-    rounding: Rounding,
-) -> Result<f64> {
-    adam_step_master_clipped_multi_with(
-        Isa::detect(),
-        Par::Pool,
-        format,
-        cfg,
-        step,
-        tensors,
-        max_grad_norm,
-        rounding,
-    )
-}
-
-/// [`adam_step_master_clipped_multi`] on a chosen instruction set and parallelism.
-#[allow(clippy::too_many_arguments)]
-pub fn adam_step_master_clipped_multi_with(
-    isa: Isa,
-    par: Par,
-    format: HalfFormat,
-    cfg: &AdamConfig,
-    step: u64,
-    tensors: &mut [MasterTensor<'_>],
-    max_grad_norm: f64,
-    rounding: Rounding,
-) -> Result<f64> {
-    cfg.validate()?;
-    check_step(step)?;
-    check_max_grad_norm(max_grad_norm)?;
-    check_master_tensors(cfg, tensors)?;
-    let grads = tensors.iter().map(|t| Values::Half(format, t.grad));
-    let (folded, norm) = clipped_config(isa, par, cfg, grads, max_grad_norm)?;
-    adam_step_master_multi_with(isa, par, format, &folded, step, tensors, rounding)?;
-    Ok(norm)
-}
-
-struct Scale<'a> {
-    values: &'a mut [f32],
-    factor: f32,
-}
-
-impl WithSimd for Scale<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        let factor = simd.splat_f32s(self.factor);
-        let (body, tail) = S::as_mut_simd_f32s(self.values);
-        for x in body {
-            *x = simd.mul_f32s(*x, factor);
-        }
-        if !tail.is_empty() {
-            let x = simd.mul_f32s(simd.partial_load_f32s(tail), factor);
-            simd.partial_store_f32s(tail, x);
-        }
-    }
-}
-
 /// `values *= factor` in place (an in-place unscale or clip: the building block of the unfused
 /// sequence the report compares the two-pass step with).
 pub fn scale_in_place(isa: Isa, par: Par, values: &mut [f32], factor: f32) -> Result<()> {
-    struct Values<'a>(&'a mut [f32]);
-    impl Split for Values<'_> {
-        fn len(&self) -> usize {
-            self.0.len()
-        }
-        fn split_at(self, mid: usize) -> (Self, Self) {
-            let (a, b) = self.0.split_at_mut(mid);
-            (Values(a), Values(b))
-        }
-    }
     dispatch::map_reduce_blocks(
         par,
-        Values(values),
+        values,
         BLOCK,
-        &|Values(values)| isa.run(Scale { values, factor }),
+        &|values: &mut [f32]| scale(isa, values, factor),
         &|(), ()| (),
     )
 }
@@ -529,61 +347,14 @@ fn tree_sum(p: &[f64]) -> f64 {
     }
 }
 
-/// Pass 2 of [`adam_step_clipped_multi`] with a global norm computed elsewhere (for example
-/// by [`grad_norm_combine`] over the partials of every shard): the Adam/AdamW step on `tensors`
-/// with `inv_grad_scale * clip_coefficient(norm, max_grad_norm)` folded in. On each element
-/// the result is bitwise that of [`adam_step_clipped_multi`] over the whole list given the same
-/// norm (the step is elementwise). A non-finite `norm` is [`crate::ErrorKind::NonFinite`]
-/// with nothing written; a negative one is an invalid hyperparameter.
-pub fn adam_step_clipped_by_norm_multi(
-    cfg: &AdamConfig,
-    step: u64,
-    tensors: &mut [AdamTensor<'_>],
-    max_grad_norm: f64,
-    norm: f64,
-) -> Result<()> {
-    adam_step_clipped_by_norm_multi_with(
-        Isa::detect(),
-        Par::Pool,
-        cfg,
-        step,
-        tensors,
-        max_grad_norm,
-        norm,
-    )
-}
-
-/// [`adam_step_clipped_by_norm_multi`] on a chosen instruction set and parallelism.
-pub fn adam_step_clipped_by_norm_multi_with(
-    isa: Isa,
-    par: Par,
-    cfg: &AdamConfig,
-    step: u64,
-    tensors: &mut [AdamTensor<'_>],
-    max_grad_norm: f64,
-    norm: f64,
-) -> Result<()> {
-    cfg.validate()?;
-    check_step(step)?;
-    check_max_grad_norm(max_grad_norm)?;
-    for (i, t) in tensors.iter().enumerate() {
-        t.check(cfg, Some(i))?;
-    }
-    if !norm.is_finite() {
-        return Err(non_finite_error());
-    }
-    if norm < 0.0 {
-        return Err(crate::Error::hyperparameter(format!(
-            "norm = {norm} must be >= 0"
-        )));
-    }
-    let folded = fold_clip(cfg, norm, max_grad_norm)?;
-    adam_step_multi_with(isa, par, &folded, step, tensors)
-}
-
 #[cfg(test)]
 mod shard_tests {
     use super::*;
+    use crate::kernels::adam::clipped::{
+        adam_step_clipped_by_norm_multi, adam_step_clipped_by_norm_multi_with,
+        adam_step_clipped_multi_with,
+    };
+    use crate::kernels::adam::{AdamConfig, AdamTensor};
 
     /// Gradients with odd lengths, tensors of 0, 1 and several pieces, values over many binades.
     fn gradients() -> Vec<Vec<f32>> {

@@ -7,3 +7,4 @@ pub(crate) mod convert;
 pub mod gn;
 pub mod grad_norm;
 pub mod math;
+pub(crate) mod scale;

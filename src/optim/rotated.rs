@@ -27,11 +27,9 @@
 use crate::basis::refresh::{transfer_dense, transfer_kronecker};
 use crate::basis::{Basis, KroneckerBasis, KroneckerStatistics, RefreshMethod, StateTransfer};
 use crate::dispatch::{Isa, Par};
-use crate::error::{self, Error, ErrorKind, Result};
+use crate::error::{self, non_finite_error, Error, ErrorKind, Result};
 use crate::kernels::adam::rotated::{rotated_adam_step_with, rotated_workspace_len};
-use crate::kernels::adam::{
-    grad_is_finite, non_finite_error, AdamCoefficients, AdamConfig, AdamTensor,
-};
+use crate::kernels::adam::{grad_is_finite, AdamCoefficients, AdamConfig, AdamTensor};
 
 fn zeros(n: usize, what: &str) -> Result<Vec<f32>> {
     let mut v = Vec::new();

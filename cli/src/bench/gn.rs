@@ -9,7 +9,7 @@ use super::{
 };
 use diagprec::{
     gn_diag_linear, gn_diag_softmax, gn_diag_softmax_in_kronecker, gn_diag_weighted,
-    gn_diag_weighted_in_basis, gn_step, GnConfig, GnEstimator, SophiaClip,
+    gn_diag_weighted_in_basis, gn_step, GnConfig, GnEstimator, Samples, SophiaClip,
 };
 use faer::Mat;
 
@@ -37,7 +37,15 @@ fn identity_rows(b: &mut Bench) {
                 let [secs, stream_secs] = interleaved(
                     budget,
                     [
-                        &mut || gn_diag_weighted(x.get(), n, d, d, Some(&w), 0.9, &mut h).unwrap(),
+                        &mut || {
+                            gn_diag_weighted(
+                                Samples::strided(x.get(), n, d, d).unwrap(),
+                                Some(&w),
+                                0.9,
+                                &mut h,
+                            )
+                            .unwrap()
+                        },
                         &mut stream,
                     ],
                 );
@@ -90,14 +98,20 @@ fn layer_rows(b: &mut Bench) {
             let [linear, exact, sampled, gemm] = interleaved(
                 budget,
                 [
-                    &mut || gn_diag_linear(&x, n, d, &s, c, 0.9, h0, Some(&mut *hb0)).unwrap(),
+                    &mut || {
+                        gn_diag_linear(
+                            Samples::new(&x, n, d).unwrap(),
+                            Samples::new(&s, n, c).unwrap(),
+                            0.9,
+                            h0,
+                            Some(&mut *hb0),
+                        )
+                        .unwrap()
+                    },
                     &mut || {
                         gn_diag_softmax(
-                            &x,
-                            &z,
-                            n,
-                            d,
-                            c,
+                            Samples::new(&x, n, d).unwrap(),
+                            Samples::new(&z, n, c).unwrap(),
                             GnEstimator::Exact,
                             5,
                             0.9,
@@ -108,11 +122,8 @@ fn layer_rows(b: &mut Bench) {
                     },
                     &mut || {
                         gn_diag_softmax(
-                            &x,
-                            &z,
-                            n,
-                            d,
-                            c,
+                            Samples::new(&x, n, d).unwrap(),
+                            Samples::new(&z, n, c).unwrap(),
                             GnEstimator::Sampled,
                             5,
                             0.9,
@@ -184,16 +195,19 @@ fn basis_rows(b: &mut Bench) {
                 budget,
                 [
                     &mut || {
-                        gn_diag_weighted_in_basis(&x, n, d, d, Some(&w), u.as_ref(), 0.9, &mut h)
-                            .unwrap()
+                        gn_diag_weighted_in_basis(
+                            Samples::strided(&x, n, d, d).unwrap(),
+                            Some(&w),
+                            u.as_ref(),
+                            0.9,
+                            &mut h,
+                        )
+                        .unwrap()
                     },
                     &mut || {
                         gn_diag_softmax_in_kronecker(
-                            &x,
-                            &z,
-                            n,
-                            d,
-                            c,
+                            Samples::new(&x, n, d).unwrap(),
+                            Samples::new(&z, n, c).unwrap(),
                             GnEstimator::Exact,
                             0,
                             qc.as_ref(),

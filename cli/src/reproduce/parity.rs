@@ -24,7 +24,7 @@ use super::problems::Problem;
 use super::tasks::{mix_seed, sigmoid, softplus};
 use diagprec::{
     gn_diag_linear_with, gn_diag_weighted_in_basis_with, DenseBasis, Geodesic, Isa, KroneckerBasis,
-    Par, RefreshMethod,
+    Par, RefreshMethod, Samples,
 };
 use faer::Mat;
 use rand::rngs::StdRng;
@@ -298,15 +298,20 @@ impl Problem for Parity {
         }
         let isa = Isa::detect();
         let (hw, ha) = h.split_at_mut(m * n);
-        gn_diag_linear_with(isa, Par::Seq, &xr, count, n, &s, m, 0.0, hw, None)
-            .expect("GN diagonal of the hidden layer");
+        gn_diag_linear_with(
+            isa,
+            Par::Seq,
+            Samples::new(&xr, count, n).unwrap(),
+            Samples::new(&s, count, m).unwrap(),
+            0.0,
+            hw,
+            None,
+        )
+        .expect("GN diagonal of the hidden layer");
         gn_diag_weighted_in_basis_with(
             isa,
             Par::Seq,
-            &hid,
-            count,
-            m,
-            m,
+            Samples::strided(&hid, count, m, m).unwrap(),
             Some(&lam),
             self.out_basis.matrix(),
             0.0,

@@ -28,7 +28,7 @@
 use super::tasks::{mix_seed, sigmoid, softplus, Task, TaskKind, TaskParams};
 use diagprec::{
     gn_diag_softmax_in_kronecker_with, gn_diag_weighted_in_basis_with, gn_diag_weighted_with,
-    DenseBasis, GnEstimator, Isa, Par, RefreshMethod,
+    DenseBasis, GnEstimator, Isa, Par, RefreshMethod, Samples,
 };
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatMut, MatRef};
@@ -226,11 +226,8 @@ impl Problem for SoftmaxZipf {
         gn_diag_softmax_in_kronecker_with(
             Isa::detect(),
             Par::Seq,
-            &[1.0],
-            &b,
-            1,
-            1,
-            c,
+            Samples::new(&[1.0], 1, 1).unwrap(),
+            Samples::new(&b, 1, c).unwrap(),
             GnEstimator::Exact,
             0,
             self.basis.matrix(),
@@ -331,10 +328,7 @@ impl Problem for LogregGaussControl {
         gn_diag_weighted_in_basis_with(
             Isa::detect(),
             Par::Seq,
-            &task.x,
-            task.n_samples,
-            task.dim,
-            task.dim,
+            Samples::strided(&task.x, task.n_samples, task.dim, task.dim).unwrap(),
             Some(&weights),
             self.basis.matrix(),
             0.0,
@@ -453,10 +447,7 @@ impl SampledLinreg {
             None => gn_diag_weighted_with(
                 isa,
                 Par::Seq,
-                &task.x,
-                task.n_samples,
-                d,
-                d,
+                Samples::strided(&task.x, task.n_samples, d, d).unwrap(),
                 None,
                 0.0,
                 &mut h,
@@ -464,10 +455,7 @@ impl SampledLinreg {
             Some(b) => gn_diag_weighted_in_basis_with(
                 isa,
                 Par::Seq,
-                &task.x,
-                task.n_samples,
-                d,
-                d,
+                Samples::strided(&task.x, task.n_samples, d, d).unwrap(),
                 None,
                 b.matrix(),
                 0.0,

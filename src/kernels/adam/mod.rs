@@ -36,10 +36,11 @@
 //! first; if any value is NaN or infinite, [`ErrorKind::NonFinite`] is returned and nothing is
 //! written (the AMP "found_inf, skip the step" contract). The scan costs one extra read of `grad`.
 
+pub mod clipped;
 pub mod rotated;
 
-use crate::dispatch::{self, FiniteScan, Isa, Par, Split};
-use crate::error::{self, Error, ErrorKind, Result};
+use crate::dispatch::{self, batches, FiniteScan, Isa, Par, Split};
+use crate::error::{self, check_step, non_finite_error, Error, ErrorKind, Result};
 use pulp::{Simd, WithSimd};
 
 /// Adam/AdamW hyperparameters. `Default` gives PyTorch's defaults (`lr = 1e-3`,
@@ -537,29 +538,12 @@ pub(crate) fn finite_on_thread(isa: Isa, values: &[f32], scale: f32) -> bool {
 
 /// Whether `grad * scale` is finite everywhere, scanning blocks in parallel.
 pub(crate) fn grad_is_finite(isa: Isa, par: Par, grad: &[f32], scale: f32) -> Result<bool> {
-    struct Grad<'a>(&'a [f32]);
-    impl Split for Grad<'_> {
-        fn len(&self) -> usize {
-            self.0.len()
-        }
-        fn split_at(self, mid: usize) -> (Self, Self) {
-            let (a, b) = self.0.split_at(mid);
-            (Grad(a), Grad(b))
-        }
-    }
     dispatch::map_reduce_blocks(
         par,
-        Grad(grad),
+        grad,
         BLOCK,
-        &|Grad(values)| finite_on_thread(isa, values, scale),
+        &|values: &[f32]| finite_on_thread(isa, values, scale),
         &|a, b| a && b,
-    )
-}
-
-pub(crate) fn non_finite_error() -> Error {
-    Error::new(
-        ErrorKind::NonFinite,
-        "the gradient holds NaN or Inf (after unscaling): step skipped, nothing written",
     )
 }
 
@@ -624,13 +608,6 @@ impl AdamTensor<'_> {
             },
         }
     }
-}
-
-pub(crate) fn check_step(step: u64) -> Result<()> {
-    if step == 0 {
-        return Err(Error::hyperparameter("step = 0: steps are counted from 1"));
-    }
-    Ok(())
 }
 
 /// One Adam/AdamW step over one tensor (see the module docs for the math), on the best
@@ -710,67 +687,10 @@ pub fn adam_step_multi_with(
         t.check(cfg, Some(i))?;
     }
     let k = AdamCoefficients::new(cfg, step);
-    let batches = balanced_batches(tensors.iter_mut().map(|t| t.block(cfg.amsgrad)), BLOCK, 1);
+    let batches =
+        batches::balanced_batches(tensors.iter_mut().map(|t| t.block(cfg.amsgrad)), BLOCK, 1);
     let finite = |b: &AdamBlock<'_>| finite_on_thread(isa, b.grad, k.grad_factor);
-    step_batches(par, batches, cfg.check_finite, finite, |block| {
+    batches::step_batches(par, batches, cfg.check_finite, finite, |block| {
         adam_update_block(isa, &k, block)
     })
-}
-
-/// The second half of every multi-tensor step: with `check_finite`, `finite` must hold for
-/// every piece (all batches scanned in parallel; else [`ErrorKind::NonFinite`] and nothing is
-/// written), then `update` runs on every piece, the batches in parallel.
-pub(crate) fn step_batches<W: Send + Sync>(
-    par: Par,
-    batches: Vec<Vec<W>>,
-    check_finite: bool,
-    finite: impl Fn(&W) -> bool + Sync,
-    update: impl Fn(W) + Sync,
-) -> Result<()> {
-    if check_finite {
-        let failed = std::sync::atomic::AtomicBool::new(false);
-        dispatch::for_each_item(par, batches.iter().collect(), |batch: &Vec<W>| {
-            if !batch.iter().all(&finite) {
-                failed.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-        })?;
-        if failed.into_inner() {
-            return Err(non_finite_error());
-        }
-    }
-    dispatch::for_each_item(par, batches, |batch| batch.into_iter().for_each(&update))
-}
-
-/// Cuts each piece into blocks of at most `block` elements and packs consecutive pieces into
-/// batches of about `block` elements, so threads share work by elements, not by tensor count.
-/// Pieces are cut only at multiples of `granule` (a divisor of `block`; a batch may then run
-/// over `block` by less than `granule`).
-pub(crate) fn balanced_batches<W: Split>(
-    pieces: impl Iterator<Item = W>,
-    block: usize,
-    granule: usize,
-) -> Vec<Vec<W>> {
-    let mut batches = Vec::new();
-    let mut current = Vec::new();
-    let mut current_len = 0;
-    for piece in pieces {
-        let mut rest = piece;
-        while rest.len() > 0 {
-            let take = rest
-                .len()
-                .min((block - current_len).next_multiple_of(granule));
-            let (head, tail) = rest.split_at(take);
-            current.push(head);
-            current_len += take;
-            rest = tail;
-            if current_len >= block {
-                batches.push(std::mem::take(&mut current));
-                current_len = 0;
-            }
-        }
-    }
-    if !current.is_empty() {
-        batches.push(current);
-    }
-    batches
 }

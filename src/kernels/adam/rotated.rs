@@ -22,11 +22,12 @@
 
 use crate::basis::{Basis, KroneckerBasis};
 use crate::dispatch::{self, Isa, Par, Split};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{check_step, non_finite_error, Error, ErrorKind, Result};
 use crate::kernels::adam::{
-    adam_moments, adam_step_with, adam_theta, check_step, grad_is_finite, non_finite_error,
-    AdamCoefficients, AdamConfig, AdamTensor, Splat, BLOCK,
+    adam_moments, adam_step_with, adam_theta, grad_is_finite, AdamCoefficients, AdamConfig,
+    AdamTensor, Splat, BLOCK,
 };
+use crate::kernels::scale::scale;
 use pulp::{Simd, WithSimd};
 
 /// Floats of workspace [`rotated_adam_step_with`] needs: 0 for the identity, `2 * len`
@@ -162,7 +163,7 @@ fn kron_in_place(par: Par, b: &KroneckerBasis, g: &mut [f32], work: &mut [f32]) 
     use faer::{Accum, MatMut, MatRef};
     let (m, n) = (b.rows(), b.cols());
     let (ql, qr) = (b.left().matrix(), b.right().matrix());
-    crate::basis::rotate::with_faer_par(par, 2.0 * (m * n) as f64 * (m + n) as f64, |fp| {
+    dispatch::with_faer_par(par, 2.0 * (m * n) as f64 * (m + n) as f64, |fp| {
         matmul(
             MatMut::from_row_major_slice_mut(&mut work[..], m, n),
             Accum::Replace,
@@ -380,32 +381,4 @@ pub(crate) fn l2_gradient(
         grad_factor,
         weight_decay,
     })
-}
-
-/// `x *= factor` (decoupled weight decay before the update is added).
-struct Scale<'a> {
-    x: &'a mut [f32],
-    factor: f32,
-}
-
-impl WithSimd for Scale<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        let f = simd.splat_f32s(self.factor);
-        let (body, tail) = S::as_mut_simd_f32s(self.x);
-        for x in body {
-            *x = simd.mul_f32s(*x, f);
-        }
-        if !tail.is_empty() {
-            let x = simd.mul_f32s(simd.partial_load_f32s(tail), f);
-            simd.partial_store_f32s(tail, x);
-        }
-    }
-}
-
-/// `x *= factor`.
-pub(crate) fn scale(isa: Isa, x: &mut [f32], factor: f32) {
-    isa.run(Scale { x, factor })
 }

@@ -28,12 +28,13 @@
 //! represented; use `check_finite`. A scale that is not finite or is negative (a corrupted
 //! checkpoint) is refused with an error before anything is written. Amsgrad is not supported.
 
-use super::master::{check_lengths, check_no_amsgrad, in_tensor, narrow_store_at, widen_at};
+use super::master::{check_no_amsgrad, in_tensor, narrow_store_at, widen_at};
+use crate::dispatch::batches::{balanced_batches, step_batches};
 use crate::dispatch::{self, Isa, Par, Split};
-use crate::error::Result;
+use crate::error::{check_lengths, check_step, non_finite_error, Result};
 use crate::kernels::adam::{
-    adam_body, align_head, balanced_batches, check_step, finite_on_thread, grad_is_finite,
-    non_finite_error, step_batches, AdamCoefficients, AdamConfig, AdamRegisters, Splat, BLOCK,
+    adam_body, align_head, finite_on_thread, grad_is_finite, AdamCoefficients, AdamConfig,
+    AdamRegisters, Splat, BLOCK,
 };
 use crate::kernels::convert::{self, lanes, MAX_LANES};
 use pulp::{Simd, WithSimd};

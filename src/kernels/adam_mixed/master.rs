@@ -25,11 +25,12 @@
 //! the widened gradient, then rounding. Amsgrad is not supported here (it would add a fifth
 //! stream); asking for it is [`ErrorKind::InvalidArgument`].
 
+use crate::dispatch::batches::{balanced_batches, step_batches};
 use crate::dispatch::{self, Isa, Par, Split};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{check_lengths, check_step, non_finite_error, Error, ErrorKind, Result};
 use crate::kernels::adam::{
-    adam_body, adam_registers_of, align_head, balanced_batches, check_step, non_finite_error,
-    step_batches, AdamBlock, AdamCoefficients, AdamConfig, AdamRegisters, Splat, BLOCK,
+    adam_body, adam_registers_of, align_head, AdamBlock, AdamCoefficients, AdamConfig,
+    AdamRegisters, Splat, BLOCK,
 };
 use crate::kernels::convert::{
     self, bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, first_chunk, iota, lanes, load_u16,
@@ -430,21 +431,11 @@ pub(crate) fn grad16_is_finite(
     grad: &[u16],
     scale: f32,
 ) -> Result<bool> {
-    struct Grad<'a>(&'a [u16]);
-    impl Split for Grad<'_> {
-        fn len(&self) -> usize {
-            self.0.len()
-        }
-        fn split_at(self, mid: usize) -> (Self, Self) {
-            let (a, b) = self.0.split_at(mid);
-            (Grad(a), Grad(b))
-        }
-    }
     dispatch::map_reduce_blocks(
         par,
-        Grad(grad),
+        grad,
         BLOCK,
-        &|Grad(values)| finite16(isa, format, values, scale),
+        &|values: &[u16]| finite16(isa, format, values, scale),
         &|a, b| a && b,
     )
 }
@@ -511,17 +502,6 @@ pub(crate) fn check_master_tensors(cfg: &AdamConfig, tensors: &[MasterTensor<'_>
 /// `result`, its error naming tensor `index` of a list.
 pub(crate) fn in_tensor<T>(index: usize, result: Result<T>) -> Result<T> {
     result.map_err(|e| Error::new(e.kind(), format!("tensors[{index}]: {}", e.message())))
-}
-
-/// Checks that every named length equals `expected` (the first mismatch is the error).
-pub(crate) fn check_lengths(expected: usize, named: &[(&str, usize)]) -> Result<()> {
-    match named.iter().find(|(_, len)| *len != expected) {
-        Some(&(name, len)) => Err(Error::new(
-            ErrorKind::Length,
-            format!("{name} has {len} elements, expected {expected}"),
-        )),
-        None => Ok(()),
-    }
 }
 
 /// Rejects amsgrad for the kernels without a `vmax` stream.

@@ -45,13 +45,13 @@
 //! represented; use `check_finite`. A scale that is not finite or is negative (a corrupted
 //! checkpoint) is refused with an error before anything is written. Amsgrad is not supported.
 
-use super::master::{check_lengths, check_no_amsgrad, in_tensor};
+use super::master::{check_no_amsgrad, in_tensor};
+use crate::dispatch::batches::{balanced_batches, step_batches};
 use crate::dispatch::{self, Isa, Par, Split};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{check_lengths, check_step, non_finite_error, Error, ErrorKind, Result};
 use crate::kernels::adam::{
-    adam_body, adam_registers_of, balanced_batches, check_step, finite_on_thread, grad_is_finite,
-    non_finite_error, step_batches, AdamBlock, AdamCoefficients, AdamConfig, AdamRegisters, Splat,
-    BLOCK,
+    adam_body, adam_registers_of, finite_on_thread, grad_is_finite, AdamBlock, AdamCoefficients,
+    AdamConfig, AdamRegisters, Splat, BLOCK,
 };
 use crate::kernels::convert::{self, lanes, load_bytes, store_u8, MAX_LANES};
 use pulp::{Simd, WithSimd};

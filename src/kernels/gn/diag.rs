@@ -16,11 +16,10 @@
 //! | [`gn_diag_weighted_in_basis`] | `h_k = (1/N) sum_n w_n (x_n . U[:, k])^2` |
 //! | [`gn_diag_softmax_in_kronecker`] | `A_na = sum_c p_nc Q_C[c,a]^2 - (Q_C[:,a] . p_n)^2`, `B_nb = (Q_X[:,b] . x_n)^2`, `h = A^T B / N` |
 //!
-//! **Storage**: `X` is `n_samples` rows of `dim` (or `d_in`) floats, row-major; the weighted
-//! kernels take a `row_stride >= dim` (so `x.len() >= (n_samples - 1) * row_stride + dim`), the
-//! layer kernels a contiguous `n_samples x d_in` matrix. `S` and logits are `n_samples x classes`
-//! row-major; `h` of a layer is `classes x d_in` row-major (the layout of `W` in `z = W x`).
-//! Bases are faer views (any strides).
+//! **Storage**: `X`, `S` and the logits are [`Samples`] views: `n_samples` rows of `dim` (or
+//! `d_in`, `classes`) floats, row-major; the weighted kernels take any `row_stride >= dim`, the
+//! layer kernels contiguous rows. `h` of a layer is `classes x d_in` row-major (the layout of
+//! `W` in `z = W x`). Bases are faer views (any strides).
 //!
 //! **Blocking and determinism**: the identity-basis kernel reads `X` once. Rows are summed in f32
 //! in sample order over sub-blocks of [`SUB_BLOCK_ROWS`] rows (`acc = fma(w x, x, acc)`, or
@@ -54,8 +53,10 @@
 //! (about `1e-7`) of a boundary of the CDF.
 
 use crate::dispatch::{self, Isa, Par, Split};
-use crate::error::{self, Error, ErrorKind, Result};
+use crate::error::{check_beta, check_lengths, check_samples, Error, ErrorKind, Result};
+use crate::kernels::gn::samples::Samples;
 use crate::kernels::math;
+use crate::kernels::scale::scale;
 use faer::linalg::matmul::matmul;
 use faer::reborrow::ReborrowMut;
 use faer::{Accum, MatMut, MatRef};
@@ -81,56 +82,29 @@ pub enum GnEstimator {
 // ---------------------------------------------------------------------------------------------
 // Shared checks.
 
-/// Checks that every named length equals `expected`.
-pub(crate) fn check_lengths(expected: usize, named: &[(&str, usize)]) -> Result<()> {
-    for &(name, len) in named {
-        if len != expected {
-            return Err(Error::length(format!(
-                "{name} has {len} elements, expected {expected}"
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn check_beta(beta: f32) -> Result<()> {
-    error::check_half_open("beta", beta as f64, 0.0, 1.0)
-}
-
-fn check_samples(n_samples: usize) -> Result<()> {
-    if n_samples == 0 {
-        return Err(Error::length(
-            "n_samples = 0: the batch average is undefined",
-        ));
-    }
-    Ok(())
-}
-
 fn product(name: &str, a: usize, b: usize) -> Result<usize> {
     a.checked_mul(b)
         .ok_or_else(|| Error::length(format!("{name}: {a} x {b} overflows")))
 }
 
-/// The least length of a strided row-major `rows x dim` matrix.
-pub(crate) fn strided_len(rows: usize, dim: usize, row_stride: usize) -> Result<usize> {
-    if row_stride < dim {
+/// Checks that `m` has the rows of a batch of `n_samples` samples.
+fn check_rows(name: &str, m: Samples<'_>, n_samples: usize) -> Result<()> {
+    if m.n_samples() != n_samples {
         return Err(Error::length(format!(
-            "row_stride = {row_stride} is less than dim = {dim}"
+            "{name} has {} rows, expected n_samples = {n_samples}",
+            m.n_samples()
         )));
     }
-    if rows == 0 || dim == 0 {
-        return Ok(0);
-    }
-    (rows - 1)
-        .checked_mul(row_stride)
-        .and_then(|v| v.checked_add(dim))
-        .ok_or_else(|| Error::length("x: (n_samples - 1) * row_stride + dim overflows"))
+    Ok(())
 }
 
-fn check_at_least(name: &str, len: usize, least: usize) -> Result<()> {
-    if len < least {
+/// Checks that `m` is a contiguous row-major matrix (the layer kernels' layout).
+fn check_contiguous(name: &str, m: Samples<'_>) -> Result<()> {
+    if !m.is_contiguous() {
         return Err(Error::length(format!(
-            "{name} has {len} elements, expected at least {least}"
+            "{name}: row_stride = {} but the layer kernels take contiguous rows (row_stride = {})",
+            m.row_stride(),
+            m.dim()
         )));
     }
     Ok(())
@@ -152,7 +126,8 @@ fn finish_ema(h: &mut [f32], sum: &[f64], n_samples: usize, beta: f32) {
 // ---------------------------------------------------------------------------------------------
 // Identity basis: a streaming weighted sum of squares.
 
-/// `n_rows` rows of a strided row-major matrix, with optional per-row weights.
+/// `n_rows` rows of a strided row-major matrix, with optional per-row weights (a piece of a
+/// [`Samples`] view that can be split by rows).
 #[derive(Clone, Copy)]
 struct Rows<'a> {
     x: &'a [f32],
@@ -194,6 +169,16 @@ impl Split for Rows<'_> {
 }
 
 impl<'a> Rows<'a> {
+    fn new(x: Samples<'a>, weights: Option<&'a [f32]>) -> Self {
+        Rows {
+            x: x.data(),
+            weights,
+            n_rows: x.n_samples(),
+            row_stride: x.row_stride(),
+            dim: x.dim(),
+        }
+    }
+
     fn row(&self, r: usize) -> &'a [f32] {
         &self.x[r * self.row_stride..][..self.dim]
     }
@@ -316,79 +301,51 @@ fn stream_block_rows(dim: usize) -> usize {
         .next_multiple_of(SUB_BLOCK_ROWS)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn check_weighted(
-    x: &[f32],
-    n_samples: usize,
-    dim: usize,
-    row_stride: usize,
+    x: Samples<'_>,
     weights: Option<&[f32]>,
     beta: f32,
     h_len: usize,
     h_expected: usize,
 ) -> Result<()> {
-    check_samples(n_samples)?;
-    check_at_least("x", x.len(), strided_len(n_samples, dim, row_stride)?)?;
+    check_samples(x.n_samples())?;
     if let Some(w) = weights {
-        check_lengths(n_samples, &[("weights", w.len())])?;
+        check_lengths(x.n_samples(), &[("weights", w.len())])?;
     }
     check_lengths(h_expected, &[("h", h_len)])?;
-    check_beta(beta)
+    check_beta(beta as f64)
 }
 
 /// `h_j <- beta h_j + (1 - beta) (1/N) sum_n w_n x_nj^2` (identity basis; `weights = None`
-/// means all ones), on the best instruction set and the crate's pool. `x` holds `n_samples`
-/// rows of `dim` floats, `row_stride` apart.
+/// means all ones), on the best instruction set and the crate's pool. `x` holds the
+/// `N = x.n_samples()` rows of `dim = x.dim()` floats; `h` has `dim` elements.
 ///
-/// Errors ([`ErrorKind::Length`]): `n_samples == 0`, `row_stride < dim`, `x` too short,
-/// `weights` or `h` of the wrong length; [`ErrorKind::InvalidHyperparameter`]: `beta` outside
-/// `[0, 1)`. Nothing is written on error.
+/// Errors ([`ErrorKind::Length`]): `n_samples == 0`, `weights` or `h` of the wrong length;
+/// [`ErrorKind::InvalidHyperparameter`]: `beta` outside `[0, 1)`. Nothing is written on error.
 pub fn gn_diag_weighted(
-    x: &[f32],
-    n_samples: usize,
-    dim: usize,
-    row_stride: usize,
+    x: Samples<'_>,
     weights: Option<&[f32]>,
     beta: f32,
     h: &mut [f32],
 ) -> Result<()> {
-    gn_diag_weighted_with(
-        Isa::detect(),
-        Par::Pool,
-        x,
-        n_samples,
-        dim,
-        row_stride,
-        weights,
-        beta,
-        h,
-    )
+    gn_diag_weighted_with(Isa::detect(), Par::Pool, x, weights, beta, h)
 }
 
 /// [`gn_diag_weighted`] on a chosen instruction set and parallelism.
-#[allow(clippy::too_many_arguments)]
 pub fn gn_diag_weighted_with(
     isa: Isa,
     par: Par,
-    x: &[f32],
-    n_samples: usize,
-    dim: usize,
-    row_stride: usize,
+    x: Samples<'_>,
     weights: Option<&[f32]>,
     beta: f32,
     h: &mut [f32],
 ) -> Result<()> {
-    check_weighted(x, n_samples, dim, row_stride, weights, beta, h.len(), dim)?;
+    let (n_samples, dim) = (x.n_samples(), x.dim());
+    check_weighted(x, weights, beta, h.len(), dim)?;
     if dim == 0 {
         return Ok(());
     }
-    let rows = Rows {
-        x,
-        weights,
-        n_rows: n_samples,
-        row_stride,
-        dim,
-    };
+    let rows = Rows::new(x, weights);
     let bytes = n_samples.saturating_mul(dim).saturating_mul(4);
     let sum = dispatch::map_reduce_blocks(
         dispatch::par_for_bytes(par, bytes),
@@ -444,68 +401,28 @@ impl WithSimd for LogisticWeights<'_> {
 /// [`gn_diag_weighted`] with `w_n = s_n (1 - s_n)`, `s_n = sigmoid(logits[n])` (logistic
 /// regression). The weights are computed in f32 as `e / (1 + e)^2`, `e = exp(-|z|)` with the
 /// vectorised `exp` (within 6 ulp of the exact weight; the same bits on every instruction set).
-pub fn gn_diag_logistic(
-    x: &[f32],
-    n_samples: usize,
-    dim: usize,
-    row_stride: usize,
-    logits: &[f32],
-    beta: f32,
-    h: &mut [f32],
-) -> Result<()> {
-    gn_diag_logistic_with(
-        Isa::detect(),
-        Par::Pool,
-        x,
-        n_samples,
-        dim,
-        row_stride,
-        logits,
-        beta,
-        h,
-    )
+pub fn gn_diag_logistic(x: Samples<'_>, logits: &[f32], beta: f32, h: &mut [f32]) -> Result<()> {
+    gn_diag_logistic_with(Isa::detect(), Par::Pool, x, logits, beta, h)
 }
 
 /// [`gn_diag_logistic`] on a chosen instruction set and parallelism.
-#[allow(clippy::too_many_arguments)]
 pub fn gn_diag_logistic_with(
     isa: Isa,
     par: Par,
-    x: &[f32],
-    n_samples: usize,
-    dim: usize,
-    row_stride: usize,
+    x: Samples<'_>,
     logits: &[f32],
     beta: f32,
     h: &mut [f32],
 ) -> Result<()> {
+    let n_samples = x.n_samples();
     check_lengths(n_samples, &[("logits", logits.len())])?;
-    check_weighted(
-        x,
-        n_samples,
-        dim,
-        row_stride,
-        Some(logits),
-        beta,
-        h.len(),
-        dim,
-    )?;
+    check_weighted(x, Some(logits), beta, h.len(), x.dim())?;
     let mut weights = workspace("weights", n_samples)?;
     isa.run(LogisticWeights {
         logits,
         out: &mut weights,
     });
-    gn_diag_weighted_with(
-        isa,
-        par,
-        x,
-        n_samples,
-        dim,
-        row_stride,
-        Some(&weights),
-        beta,
-        h,
-    )
+    gn_diag_weighted_with(isa, par, x, Some(&weights), beta, h)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -516,46 +433,28 @@ pub fn gn_diag_logistic_with(
 /// `u` is `dim x k` (any strides; usually square and orthogonal) and `h` has `k` elements.
 /// `X U` is formed one block of [`GEMM_BLOCK_ROWS`] samples at a time (faer GEMM) and summed
 /// as in [`gn_diag_weighted`].
-#[allow(clippy::too_many_arguments)]
 pub fn gn_diag_weighted_in_basis(
-    x: &[f32],
-    n_samples: usize,
-    dim: usize,
-    row_stride: usize,
+    x: Samples<'_>,
     weights: Option<&[f32]>,
     u: MatRef<'_, f32>,
     beta: f32,
     h: &mut [f32],
 ) -> Result<()> {
-    gn_diag_weighted_in_basis_with(
-        Isa::detect(),
-        Par::Pool,
-        x,
-        n_samples,
-        dim,
-        row_stride,
-        weights,
-        u,
-        beta,
-        h,
-    )
+    gn_diag_weighted_in_basis_with(Isa::detect(), Par::Pool, x, weights, u, beta, h)
 }
 
 /// [`gn_diag_weighted_in_basis`] on a chosen instruction set (for the sum of squares; faer
 /// picks its own for the GEMM) and parallelism.
-#[allow(clippy::too_many_arguments)]
 pub fn gn_diag_weighted_in_basis_with(
     isa: Isa,
     par: Par,
-    x: &[f32],
-    n_samples: usize,
-    dim: usize,
-    row_stride: usize,
+    x: Samples<'_>,
     weights: Option<&[f32]>,
     u: MatRef<'_, f32>,
     beta: f32,
     h: &mut [f32],
 ) -> Result<()> {
+    let (n_samples, dim, row_stride) = (x.n_samples(), x.dim(), x.row_stride());
     let k = u.ncols();
     if u.nrows() != dim {
         return Err(Error::length(format!(
@@ -563,18 +462,12 @@ pub fn gn_diag_weighted_in_basis_with(
             u.nrows()
         )));
     }
-    check_weighted(x, n_samples, dim, row_stride, weights, beta, h.len(), k)?;
+    check_weighted(x, weights, beta, h.len(), k)?;
     product("workspace", GEMM_BLOCK_ROWS, k)?;
     if k == 0 {
         return Ok(());
     }
-    let rows = Rows {
-        x,
-        weights,
-        n_rows: n_samples,
-        row_stride,
-        dim,
-    };
+    let rows = Rows::new(x, weights);
     let map = |block: Rows<'_>| {
         let mut y = vec![0.0f32; block.n_rows * k];
         if dim > 0 {
@@ -632,33 +525,6 @@ impl WithSimd for Square<'_> {
     }
 }
 
-/// `h *= beta` (the lane function of [`Scale`]).
-#[inline(always)]
-fn scale_lane<S: Simd>(simd: S, h: S::f32s, beta: S::f32s) -> S::f32s {
-    simd.mul_f32s(h, beta)
-}
-
-struct Scale<'a> {
-    h: &'a mut [f32],
-    beta: f32,
-}
-
-impl WithSimd for Scale<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        let beta = simd.splat_f32s(self.beta);
-        let (hb, ht) = S::as_mut_simd_f32s(self.h);
-        for h in hb.iter_mut() {
-            *h = scale_lane(simd, *h, beta);
-        }
-        if !ht.is_empty() {
-            simd.partial_store_f32s(ht, scale_lane(simd, simd.partial_load_f32s(ht), beta));
-        }
-    }
-}
-
 struct Pair<'a> {
     x: &'a [f32],
     out: &'a mut [f32],
@@ -711,22 +577,20 @@ fn bias_ema(s: &[f32], n: usize, c: usize, beta: f32, hb: &mut [f32]) {
     finish_ema(hb, &sum, n, beta);
 }
 
-/// `h <- beta h + (1 - beta) S^T B / N` (`h`: `c x d` row-major, `S`: `n x c`, `B`: `n x d`)
-/// and `h_bias <- beta h_bias + (1 - beta) (1/N) sum_n S_n`, one column block of `h` per
-/// sequential faer GEMM.
-#[allow(clippy::too_many_arguments)]
+/// `h <- beta h + (1 - beta) S^T B / N` (`h`: `c x d` row-major, `S`: `n x c`, `B`: `n x d`,
+/// both contiguous) and `h_bias <- beta h_bias + (1 - beta) (1/N) sum_n S_n`, one column block
+/// of `h` per sequential faer GEMM.
 fn st_b_into_h(
     isa: Isa,
     par: Par,
-    s: &[f32],
-    b: &[f32],
-    n: usize,
-    c: usize,
-    d: usize,
+    s: Samples<'_>,
+    b: Samples<'_>,
     beta: f32,
     h: &mut [f32],
     h_bias: Option<&mut [f32]>,
 ) -> Result<()> {
+    let (n, c, d) = (s.n_samples(), s.dim(), b.dim());
+    let (s, b) = (s.data(), b.data());
     // Start the pool before anything is written: once it exists, no later step can fail, so an
     // error leaves `h` and `h_bias` untouched.
     if par == Par::Pool {
@@ -764,10 +628,7 @@ fn st_b_into_h(
                 // The blocks are column ranges of the row-major h: each row is contiguous.
                 let row = hb.rb_mut().row_mut(i).try_as_row_major_mut();
                 let row = row.expect("a column block of a row-major matrix");
-                isa.run(Scale {
-                    h: row.as_slice_mut(),
-                    beta,
-                });
+                scale(isa, row.as_slice_mut(), beta);
             }
         }
         matmul(hb, accum, st, bm.subcols(j0, w), alpha, faer::Par::Seq);
@@ -776,72 +637,53 @@ fn st_b_into_h(
 }
 
 fn check_layer(
-    x: &[f32],
-    n_samples: usize,
-    d_in: usize,
+    x: Samples<'_>,
     c_out: usize,
     beta: f32,
     h: &[f32],
     h_bias: Option<&[f32]>,
 ) -> Result<()> {
-    check_samples(n_samples)?;
-    check_lengths(product("x", n_samples, d_in)?, &[("x", x.len())])?;
-    check_lengths(product("h", c_out, d_in)?, &[("h", h.len())])?;
+    check_samples(x.n_samples())?;
+    check_contiguous("x", x)?;
+    check_lengths(product("h", c_out, x.dim())?, &[("h", h.len())])?;
     if let Some(hb) = h_bias {
         check_lengths(c_out, &[("h_bias", hb.len())])?;
     }
-    check_beta(beta)
+    check_beta(beta as f64)
 }
 
 /// Linear layer `z = W x` (`W`: `c_out x d_in`) with per-sample output factors `s_nc`:
 /// `h <- beta h + (1 - beta) S^T (X o X) / N` (`h`: `c_out x d_in` row-major, `S`:
-/// `n_samples x c_out` row-major, `X`: `n_samples x d_in` row-major) and, when given,
+/// `n_samples x c_out`, `X`: `n_samples x d_in`, both contiguous) and, when given,
 /// `h_bias_c <- beta h_bias_c + (1 - beta) (1/N) sum_n s_nc`. `s = 1` gives MSE.
-#[allow(clippy::too_many_arguments)]
 pub fn gn_diag_linear(
-    x: &[f32],
-    n_samples: usize,
-    d_in: usize,
-    s: &[f32],
-    c_out: usize,
+    x: Samples<'_>,
+    s: Samples<'_>,
     beta: f32,
     h: &mut [f32],
     h_bias: Option<&mut [f32]>,
 ) -> Result<()> {
-    gn_diag_linear_with(
-        Isa::detect(),
-        Par::Pool,
-        x,
-        n_samples,
-        d_in,
-        s,
-        c_out,
-        beta,
-        h,
-        h_bias,
-    )
+    gn_diag_linear_with(Isa::detect(), Par::Pool, x, s, beta, h, h_bias)
 }
 
 /// [`gn_diag_linear`] on a chosen instruction set (for the elementwise passes; faer picks its
 /// own for the GEMM) and parallelism.
-#[allow(clippy::too_many_arguments)]
 pub fn gn_diag_linear_with(
     isa: Isa,
     par: Par,
-    x: &[f32],
-    n_samples: usize,
-    d_in: usize,
-    s: &[f32],
-    c_out: usize,
+    x: Samples<'_>,
+    s: Samples<'_>,
     beta: f32,
     h: &mut [f32],
     h_bias: Option<&mut [f32]>,
 ) -> Result<()> {
-    check_layer(x, n_samples, d_in, c_out, beta, h, h_bias.as_deref())?;
-    check_lengths(product("s", n_samples, c_out)?, &[("s", s.len())])?;
-    let mut sq = workspace("X o X", x.len())?;
-    square_into(isa, par, x, &mut sq)?;
-    st_b_into_h(isa, par, s, &sq, n_samples, c_out, d_in, beta, h, h_bias)
+    check_layer(x, s.dim(), beta, h, h_bias.as_deref())?;
+    check_rows("s", s, x.n_samples())?;
+    check_contiguous("s", s)?;
+    let mut sq = workspace("X o X", x.data().len())?;
+    square_into(isa, par, x.data(), &mut sq)?;
+    let sq = Samples::new(&sq, x.n_samples(), x.dim())?;
+    st_b_into_h(isa, par, s, sq, beta, h, h_bias)
 }
 
 /// A counter-based uniform in `[0, 1)` for sample `index` under `seed` (SplitMix64 finalizer
@@ -1153,49 +995,43 @@ impl Split for RowPair<'_> {
 
 /// The softmax output factors `S` (`n_samples x classes`, row-major) of
 /// [`gn_diag_softmax`], computed in f32 per sample (see the module's accuracy notes).
+/// `logits` must be contiguous, `s` as long.
 pub fn gn_softmax_factors(
-    logits: &[f32],
-    n_samples: usize,
-    classes: usize,
+    logits: Samples<'_>,
     estimator: GnEstimator,
     seed: u64,
     s: &mut [f32],
 ) -> Result<()> {
-    let len = product("logits", n_samples, classes)?;
-    check_lengths(len, &[("logits", logits.len()), ("s", s.len())])?;
+    check_contiguous("logits", logits)?;
+    check_lengths(logits.data().len(), &[("s", s.len())])?;
     softmax_rows_into(
         Isa::detect(),
         Par::Pool,
         logits,
-        classes,
         RowOutput::Factors(estimator),
         seed,
-        0,
         s,
     )
 }
 
-/// One [`SoftmaxRow`] per row of `logits` into the same row of `out`; `first` numbers the
-/// first row (the label draws are counted from it).
-#[allow(clippy::too_many_arguments)]
+/// One [`SoftmaxRow`] per row of `logits` (contiguous) into the same row of `out`.
 fn softmax_rows_into(
     isa: Isa,
     par: Par,
-    logits: &[f32],
-    classes: usize,
+    logits: Samples<'_>,
     output: RowOutput,
     seed: u64,
-    first: usize,
     out: &mut [f32],
 ) -> Result<()> {
+    let classes = logits.dim();
     if classes == 0 {
         return Ok(());
     }
     let work = RowPair {
-        input: logits,
+        input: logits.data(),
         out,
         width: classes,
-        first,
+        first: 0,
     };
     dispatch::map_reduce_blocks(
         par,
@@ -1235,13 +1071,9 @@ fn softmax_rows(isa: Isa, rows: RowPair<'_>, classes: usize, output: RowOutput, 
 /// `s_nc` from the logits, `p (1 - p)` ([`GnEstimator::Exact`]) or `(p - e_y)^2` with
 /// `y ~ softmax(z_n)` drawn from `seed` ([`GnEstimator::Sampled`]). `logits` is
 /// `n_samples x classes` row-major.
-#[allow(clippy::too_many_arguments)]
 pub fn gn_diag_softmax(
-    x: &[f32],
-    logits: &[f32],
-    n_samples: usize,
-    d_in: usize,
-    classes: usize,
+    x: Samples<'_>,
+    logits: Samples<'_>,
     estimator: GnEstimator,
     seed: u64,
     beta: f32,
@@ -1253,9 +1085,6 @@ pub fn gn_diag_softmax(
         Par::Pool,
         x,
         logits,
-        n_samples,
-        d_in,
-        classes,
         estimator,
         seed,
         beta,
@@ -1269,36 +1098,31 @@ pub fn gn_diag_softmax(
 pub fn gn_diag_softmax_with(
     isa: Isa,
     par: Par,
-    x: &[f32],
-    logits: &[f32],
-    n_samples: usize,
-    d_in: usize,
-    classes: usize,
+    x: Samples<'_>,
+    logits: Samples<'_>,
     estimator: GnEstimator,
     seed: u64,
     beta: f32,
     h: &mut [f32],
     h_bias: Option<&mut [f32]>,
 ) -> Result<()> {
-    check_layer(x, n_samples, d_in, classes, beta, h, h_bias.as_deref())?;
-    check_lengths(
-        product("logits", n_samples, classes)?,
-        &[("logits", logits.len())],
-    )?;
-    let mut s = workspace("S", logits.len())?;
+    check_layer(x, logits.dim(), beta, h, h_bias.as_deref())?;
+    check_rows("logits", logits, x.n_samples())?;
+    check_contiguous("logits", logits)?;
+    let mut s = workspace("S", logits.data().len())?;
     softmax_rows_into(
         isa,
         par,
         logits,
-        classes,
         RowOutput::Factors(estimator),
         seed,
-        0,
         &mut s,
     )?;
-    let mut sq = workspace("X o X", x.len())?;
-    square_into(isa, par, x, &mut sq)?;
-    st_b_into_h(isa, par, &s, &sq, n_samples, classes, d_in, beta, h, h_bias)
+    let s = Samples::new(&s, logits.n_samples(), logits.dim())?;
+    let mut sq = workspace("X o X", x.data().len())?;
+    square_into(isa, par, x.data(), &mut sq)?;
+    let sq = Samples::new(&sq, x.n_samples(), x.dim())?;
+    st_b_into_h(isa, par, s, sq, beta, h, h_bias)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1365,11 +1189,8 @@ impl Split for KronRows<'_> {
 /// is never formed.
 #[allow(clippy::too_many_arguments)]
 pub fn gn_diag_softmax_in_kronecker(
-    x: &[f32],
-    logits: &[f32],
-    n_samples: usize,
-    d_in: usize,
-    classes: usize,
+    x: Samples<'_>,
+    logits: Samples<'_>,
     estimator: GnEstimator,
     seed: u64,
     q_c: MatRef<'_, f32>,
@@ -1383,9 +1204,6 @@ pub fn gn_diag_softmax_in_kronecker(
         Par::Pool,
         x,
         logits,
-        n_samples,
-        d_in,
-        classes,
         estimator,
         seed,
         q_c,
@@ -1401,11 +1219,8 @@ pub fn gn_diag_softmax_in_kronecker(
 pub fn gn_diag_softmax_in_kronecker_with(
     isa: Isa,
     par: Par,
-    x: &[f32],
-    logits: &[f32],
-    n_samples: usize,
-    d_in: usize,
-    classes: usize,
+    x: Samples<'_>,
+    logits: Samples<'_>,
     estimator: GnEstimator,
     seed: u64,
     q_c: MatRef<'_, f32>,
@@ -1414,6 +1229,7 @@ pub fn gn_diag_softmax_in_kronecker_with(
     h: &mut [f32],
     h_bias: Option<&mut [f32]>,
 ) -> Result<()> {
+    let (n_samples, d_in, classes) = (x.n_samples(), x.dim(), logits.dim());
     let (kc, kx) = (q_c.ncols(), q_x.ncols());
     if q_c.nrows() != classes {
         return Err(Error::length(format!(
@@ -1428,16 +1244,15 @@ pub fn gn_diag_softmax_in_kronecker_with(
         )));
     }
     check_samples(n_samples)?;
-    check_lengths(product("x", n_samples, d_in)?, &[("x", x.len())])?;
-    check_lengths(
-        product("logits", n_samples, classes)?,
-        &[("logits", logits.len())],
-    )?;
+    check_contiguous("x", x)?;
+    check_rows("logits", logits, n_samples)?;
+    check_contiguous("logits", logits)?;
     check_lengths(product("h", kc, kx)?, &[("h", h.len())])?;
     if let Some(hb) = h_bias.as_deref() {
         check_lengths(kc, &[("h_bias", hb.len())])?;
     }
-    check_beta(beta)?;
+    check_beta(beta as f64)?;
+    let (x, logits) = (x.data(), logits.data());
     // The caller may come straight from faer (see `dispatch::clean_vector_state`).
     dispatch::clean_vector_state();
     let mut a = workspace("A", product("A", n_samples, kc)?)?;
@@ -1552,5 +1367,7 @@ pub fn gn_diag_softmax_in_kronecker_with(
         }
     };
     dispatch::map_reduce_blocks(par, work, GEMM_BLOCK_ROWS, &map, &|(), ()| ())?;
-    st_b_into_h(isa, par, &a, &b, n_samples, kc, kx, beta, h, h_bias)
+    let a = Samples::new(&a, n_samples, kc)?;
+    let b = Samples::new(&b, n_samples, kx)?;
+    st_b_into_h(isa, par, a, b, beta, h, h_bias)
 }

@@ -4,11 +4,15 @@
 //!   identity basis, a dense basis or a Kronecker basis (linear, logistic and softmax models,
 //!   exact or sampled labels);
 //! - [`step`]: the preconditioned step `theta -= lr * (h + lambda)^p * g`;
-//! - [`rotated`]: that step in a dense or Kronecker basis.
+//! - [`rotated`]: that step in a dense or Kronecker basis;
+//! - [`samples`]: the view [`Samples`] through which the diagonal kernels take their inputs.
 //!
 //! The same word names the C entry (`src/ffi/gn.rs`), tests (`tests/gn.rs`), C and C++ tests
 //! (`ffi-tests/{c,cpp}/gn.*`) and bench (`benches/gn.rs`, `diagprec bench --only gn`).
 
 pub mod diag;
 pub mod rotated;
+pub mod samples;
 pub mod step;
+
+pub use samples::Samples;

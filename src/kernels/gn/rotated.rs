@@ -2,10 +2,11 @@
 
 use crate::basis::Basis;
 use crate::dispatch::{Isa, Par};
+use crate::error::check_step;
 use crate::error::{Error, ErrorKind, Result};
-use crate::kernels::adam::rotated::scale;
-use crate::kernels::adam::{check_step, grad_is_finite};
+use crate::kernels::adam::grad_is_finite;
 use crate::kernels::gn::step::{gn_step_with, GnConfig};
+use crate::kernels::scale::scale;
 
 /// One GN^p step in `basis`, on caller-owned buffers: `h` is the diagonal
 /// `diag(U^T H U)` in rotated coordinates (for a dense basis, from

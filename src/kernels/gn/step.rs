@@ -36,9 +36,8 @@
 //! either returns [`ErrorKind::NonFinite`] and writes nothing.
 
 use crate::dispatch::{self, FiniteScan, Isa, Par, Split};
-use crate::error::{self, Error, ErrorKind, Result};
+use crate::error::{self, check_lengths, check_step, Error, ErrorKind, Result};
 use crate::kernels::adam::{grad_is_finite, BLOCK};
-use crate::kernels::gn::diag::check_lengths;
 use crate::kernels::math::{self, Power, PowerLanes};
 use pulp::{Simd, WithSimd};
 
@@ -446,10 +445,7 @@ pub(crate) fn check_gn_step(
         check_lengths(len, &[("exp_avg", m)])?;
     }
     cfg.validate()?;
-    if step == 0 {
-        return Err(Error::hyperparameter("step = 0: steps are counted from 1"));
-    }
-    Ok(())
+    check_step(step)
 }
 
 fn non_finite_error() -> Error {

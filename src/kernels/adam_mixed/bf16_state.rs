@@ -33,13 +33,19 @@ use crate::dispatch::{self, Isa, Par, Split};
 use crate::error::Result;
 use crate::kernels::adam::{
     adam_body, align_head, balanced_batches, check_step, finite_on_thread, grad_is_finite,
-    non_finite_error, step_batches, AdamCoefficients, AdamConfig, AdamRegisters, Splat, BLOCK,
+    non_finite_error, registers_per_line, step_batches, AdamCoefficients, AdamConfig,
+    AdamRegisters, Splat, BLOCK, UNROLL,
 };
-use crate::kernels::convert::{self, lanes, MAX_LANES};
+use crate::kernels::convert::{self, lanes, prefetch, MAX_LANES};
 use pulp::{Simd, WithSimd};
 
 // ---------------------------------------------------------------------------------------------
 // bf16 state
+
+/// Bytes of memory traffic per element (`theta`, `g` and the two bf16 moments read; `theta`
+/// and the moments written): below [`dispatch::PAR_MIN_BYTES`] of it a step runs on the calling
+/// thread.
+const STEP_BYTES: usize = 20;
 
 pub(crate) struct Bf16StateBlock<'a> {
     pub offset: usize,
@@ -160,6 +166,17 @@ impl<S: Simd> AdamRegisters<S> for Bf16StateRegisters<'_, S> {
     fn store_theta(&mut self, _: S, i: usize, theta: S::f32s) {
         self.p[i] = theta;
     }
+
+    #[inline(always)]
+    fn prefetch(&self, simd: S, i: usize) {
+        for k in (0..UNROLL).step_by(registers_per_line::<S>()) {
+            prefetch(&simd, self.p, i + k);
+            prefetch(&simd, self.g, i + k);
+        }
+        // One line of u16 holds 32 elements: the `UNROLL` registers' worth with AVX-512.
+        prefetch(&simd, self.m16, i * lanes::<S>());
+        prefetch(&simd, self.v16, i * lanes::<S>());
+    }
 }
 
 /// Fewer elements than a register: staged in zero-padded one-register arrays, run through the
@@ -231,6 +248,7 @@ pub fn adam_step_bf16_state_with(
     check_step(step)?;
     check_no_amsgrad(cfg)?;
     tensor.check()?;
+    let par = dispatch::par_for_bytes(par, tensor.param.len() * STEP_BYTES);
     let k = AdamCoefficients::new(cfg, step);
     if cfg.check_finite && !grad_is_finite(isa, par, tensor.grad, k.grad_factor)? {
         return Err(non_finite_error());
@@ -275,6 +293,8 @@ pub fn adam_step_bf16_state_multi_with(
     for (i, t) in tensors.iter().enumerate() {
         in_tensor(i, t.check())?;
     }
+    let elements: usize = tensors.iter().map(|t| t.param.len()).sum();
+    let par = dispatch::par_for_bytes(par, elements * STEP_BYTES);
     let k = AdamCoefficients::new(cfg, step);
     let mut offset = 0;
     let blocks = tensors.iter_mut().map(|t| {

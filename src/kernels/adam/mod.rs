@@ -390,9 +390,11 @@ pub(crate) trait AdamRegisters<S: Simd> {
 
 /// How far ahead of the update the body asks for its operands (`prefetcht0`), in elements:
 /// 2 KB of each f32 array.
-// PERF: on an Intel Xeon (2 cores, KVM guest; the hardware prefetchers alone leave the loads of
-// `theta` and `g` waiting on DRAM) the f32 step at 2^24 went from 1.38 to 1.20 ns per element
-// on one thread (same run, alternating; 256 and 1024 did no better). See docs/performance.md.
+// PERF: on an Intel Xeon (2 cores, KVM guest), with the hardware prefetchers alone, the samples
+// of the DRAM-sized steps sat on the loads of `theta` and `g`. With this distance the f32 step
+// at 2^24 went from 1.38 to 1.20 ns per element on one thread (same run, alternating; 256: 1.16,
+// 1024: no gain), the 8-bit step from about 2.5 to 1.9 on a loaded machine. See
+// docs/performance.md.
 pub(crate) const PREFETCH_AHEAD: usize = 512;
 
 /// Registers from `i` to the next cache line, for the `prefetch` of f32 operands: every

@@ -37,7 +37,7 @@ use crate::dispatch::{self, Isa, Par, Split};
 use crate::error::Result;
 use crate::kernels::adam::{
     adam_body, align_head, balanced_batches, check_step, finite_on_thread, grad_is_finite,
-    non_finite_error, registers_per_line, step_batches, AdamCoefficients, AdamConfig,
+    non_finite_error, registers_per_line, step_batches, step_par, AdamCoefficients, AdamConfig,
     AdamRegisters, Splat, BLOCK, UNROLL,
 };
 use crate::kernels::convert::{self, lanes, prefetch, MAX_LANES};
@@ -45,11 +45,6 @@ use pulp::{Simd, WithSimd};
 
 // ---------------------------------------------------------------------------------------------
 // bf16 state
-
-/// Bytes of memory traffic per element (`theta`, `g` and the two bf16 moments read; `theta`
-/// and the moments written): below [`dispatch::PAR_MIN_BYTES`] of it a step runs on the calling
-/// thread.
-const STEP_BYTES: usize = 20;
 
 pub(crate) struct Bf16StateBlock<'a> {
     pub offset: usize,
@@ -252,7 +247,7 @@ pub fn adam_step_bf16_state_with(
     check_step(step)?;
     check_no_amsgrad(cfg)?;
     tensor.check()?;
-    let par = dispatch::par_for_bytes(par, tensor.param.len() * STEP_BYTES);
+    let par = step_par(par, tensor.param.len());
     let k = AdamCoefficients::new(cfg, step);
     if cfg.check_finite && !grad_is_finite(isa, par, tensor.grad, k.grad_factor)? {
         return Err(non_finite_error());
@@ -298,7 +293,7 @@ pub fn adam_step_bf16_state_multi_with(
         in_tensor(i, t.check())?;
     }
     let elements: usize = tensors.iter().map(|t| t.param.len()).sum();
-    let par = dispatch::par_for_bytes(par, elements * STEP_BYTES);
+    let par = step_par(par, elements);
     let k = AdamCoefficients::new(cfg, step);
     let mut offset = 0;
     let blocks = tensors.iter_mut().map(|t| {

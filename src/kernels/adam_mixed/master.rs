@@ -29,7 +29,7 @@ use crate::dispatch::{self, Isa, Par, Split};
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernels::adam::{
     adam_body, adam_registers_of, align_head, balanced_batches, check_step, non_finite_error,
-    step_batches, step_bytes, AdamBlock, AdamCoefficients, AdamConfig, AdamRegisters, Splat, BLOCK,
+    step_batches, step_par, AdamBlock, AdamCoefficients, AdamConfig, AdamRegisters, Splat, BLOCK,
 };
 use crate::kernels::convert::{
     self, bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, first_chunk, iota, lanes, load_u16,
@@ -611,8 +611,7 @@ pub fn adam_step_master_with(
     check_step(step)?;
     check_no_amsgrad(cfg)?;
     tensor.check()?;
-    // 28 bytes of traffic per element, as the f32 step (the 16-bit copy is written only).
-    let par = dispatch::par_for_bytes(par, tensor.master.len() * step_bytes(false));
+    let par = step_par(par, tensor.master.len());
     let k = AdamCoefficients::new(cfg, step);
     if cfg.check_finite && !grad16_is_finite(isa, par, format, tensor.grad, k.grad_factor)? {
         return Err(non_finite_error());
@@ -673,7 +672,7 @@ pub fn adam_step_master_multi_with(
     check_step(step)?;
     check_master_tensors(cfg, tensors)?;
     let elements: usize = tensors.iter().map(|t| t.master.len()).sum();
-    let par = dispatch::par_for_bytes(par, elements * step_bytes(false));
+    let par = step_par(par, elements);
     let k = AdamCoefficients::new(cfg, step);
     let mut offset = 0;
     let blocks = tensors.iter_mut().map(|t| {

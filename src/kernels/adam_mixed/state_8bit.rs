@@ -54,19 +54,14 @@ use crate::dispatch::{self, Isa, Par, Split};
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernels::adam::{
     adam_body, adam_registers_of, balanced_batches, check_step, finite_on_thread, grad_is_finite,
-    non_finite_error, registers_per_line, step_batches, AdamBlock, AdamCoefficients, AdamConfig,
-    AdamRegisters, Splat, BLOCK, UNROLL,
+    non_finite_error, registers_per_line, step_batches, step_par, AdamBlock, AdamCoefficients,
+    AdamConfig, AdamRegisters, Splat, BLOCK, UNROLL,
 };
 use crate::kernels::convert::{self, lanes, load_bytes, prefetch_ptr, store_u8, MAX_LANES};
 use pulp::{Simd, WithSimd};
 
 /// Elements per quantization block (one scale per block and moment).
 pub const QUANT_BLOCK: usize = 256;
-
-/// Bytes of memory traffic per element (`theta`, `g` and two codes read; `theta` and the codes
-/// written; the scales are 1/32 more): below [`dispatch::PAR_MIN_BYTES`] of it a step runs on
-/// the calling thread.
-const STEP_BYTES: usize = 16;
 
 /// Number of scales for `len` elements: `ceil(len / 256)`.
 pub fn quant_scales_len(len: usize) -> usize {
@@ -754,6 +749,8 @@ struct Ahead {
 impl<'a, S: Simd, const FOLDED: bool> QuantRegisters<'a, S, FOLDED> {
     /// Equally long slices of whole registers.
     #[inline(always)]
+    // The block's operands, and the work that overlaps its body: one call site per `FOLDED`.
+    #[allow(clippy::too_many_arguments)]
     fn new(
         p: &'a mut [f32],
         g: &'a [f32],
@@ -972,7 +969,7 @@ pub fn adam_step_8bit_state_with(
     check_step(step)?;
     check_no_amsgrad(cfg)?;
     tensor.check()?;
-    let par = dispatch::par_for_bytes(par, tensor.param.len() * STEP_BYTES);
+    let par = step_par(par, tensor.param.len());
     let k = AdamCoefficients::new(cfg, step);
     if cfg.check_finite && !grad_is_finite(isa, par, tensor.grad, k.grad_factor)? {
         return Err(non_finite_error());
@@ -1014,7 +1011,7 @@ pub fn adam_step_8bit_state_multi_with(
         in_tensor(i, t.check())?;
     }
     let elements: usize = tensors.iter().map(|t| t.param.len()).sum();
-    let par = dispatch::par_for_bytes(par, elements * STEP_BYTES);
+    let par = step_par(par, elements);
     let k = AdamCoefficients::new(cfg, step);
     // Cut only between quantization blocks.
     let batches = balanced_batches(tensors.iter_mut().map(|t| t.block()), BLOCK, QUANT_BLOCK);

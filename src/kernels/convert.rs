@@ -77,6 +77,37 @@ fn token<S: Simd, T: Copy + 'static>(simd: &S) -> Option<T> {
     (simd as &dyn core::any::Any).downcast_ref::<T>().copied()
 }
 
+/// Asks for the cache line that holds `x[at]` (`prefetcht0`), when `at` is inside `x` and the
+/// instruction set has the instruction (AVX2 and AVX-512 here; a no-op elsewhere). A hint: it
+/// changes no value.
+#[inline(always)]
+pub(crate) fn prefetch<S: Simd, T>(simd: &S, x: &[T], at: usize) {
+    if let Some(p) = x.get(at) {
+        prefetch_ptr(simd, p as *const T);
+    }
+}
+
+/// [`prefetch`] of the line at address `p` (a hint: `p` is never dereferenced, and need not
+/// point into an allocation).
+#[inline(always)]
+pub(crate) fn prefetch_ptr<S: Simd, T>(simd: &S, p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::_MM_HINT_T0;
+        let p = p.cast::<i8>();
+        #[cfg(feature = "avx512")]
+        if let Some(v4) = avx512(simd) {
+            v4.sse._mm_prefetch::<_MM_HINT_T0>(p);
+            return;
+        }
+        if let Some(v3) = avx2(simd) {
+            v3.sse._mm_prefetch::<_MM_HINT_T0>(p);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (simd, p);
+}
+
 #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
 use core::arch::x86_64::__m512;
 #[cfg(target_arch = "x86_64")]

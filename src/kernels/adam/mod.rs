@@ -41,6 +41,7 @@ pub mod rotated;
 
 use crate::dispatch::{self, batches, FiniteScan, Isa, Par, Split};
 use crate::error::{self, check_step, non_finite_error, Error, ErrorKind, Result};
+use crate::kernels::convert::prefetch;
 use pulp::{Simd, WithSimd};
 
 /// Adam/AdamW hyperparameters. `Default` gives PyTorch's defaults (`lr = 1e-3`,
@@ -359,7 +360,7 @@ pub(crate) fn align_head<S: Simd>(x: &[f32]) -> usize {
 /// Registers processed per iteration of the body.
 // PERF: 2 keeps twice the loads in flight: 24.5 -> 28-31 GB/s at 2^24 elements on 1 Zen 3
 // thread (torch's fused AdamW: 26-29 GB/s in the same runs).
-const UNROLL: usize = 2;
+pub(crate) const UNROLL: usize = 2;
 
 /// Where the body finds its operands and puts its results, register by register: f32 slices
 /// ([`F32Registers`]: the f32 kernel, and the kernels that stage converted operands in f32
@@ -374,6 +375,34 @@ pub(crate) trait AdamRegisters<S: Simd> {
     fn store_moments(&mut self, simd: S, i: usize, m: S::f32s, v: S::f32s, vmax: S::f32s);
     /// The new `theta` of register `i`.
     fn store_theta(&mut self, simd: S, i: usize, theta: S::f32s);
+    /// Asks the cache for the operands of the [`UNROLL`] registers from `i` (`i` may be past
+    /// the end); nothing by default.
+    #[inline(always)]
+    fn prefetch(&self, simd: S, i: usize) {
+        let _ = (simd, i);
+    }
+    /// Other work the body interleaves with the [`UNROLL`] registers from `i`, for ports the
+    /// update leaves idle; nothing by default.
+    #[inline(always)]
+    fn interleave(&mut self, simd: S, i: usize) {
+        let _ = (simd, i);
+    }
+}
+
+/// How far ahead of the update the body asks for its operands (`prefetcht0`), in elements:
+/// 2 KB of each f32 array.
+// PERF: on an Intel Xeon (2 cores, KVM guest), with the hardware prefetchers alone, the samples
+// of the DRAM-sized steps sat on the loads of `theta` and `g`. With this distance the f32 step
+// at 2^24 went from 1.38 to 1.20 ns per element on one thread (same run, alternating; 256: 1.16,
+// 1024: no gain), the 8-bit step from about 2.5 to 1.9 on a loaded machine. See
+// docs/performance.md.
+pub(crate) const PREFETCH_AHEAD: usize = 512;
+
+/// Registers from `i` to the next cache line, for the `prefetch` of f32 operands: every
+/// register with AVX-512 (64 bytes), every other one with AVX2.
+#[inline(always)]
+pub(crate) fn registers_per_line<S: Simd>() -> usize {
+    (64 / core::mem::size_of::<S::f32s>()).max(1)
 }
 
 /// The body over whole registers, [`UNROLL`] at a time.
@@ -384,8 +413,11 @@ pub(crate) fn adam_body<S: Simd, const AMSGRAD: bool, const L2: bool, R: AdamReg
     regs: &mut R,
 ) {
     let n = regs.len();
+    let ahead = PREFETCH_AHEAD / S::F32_LANES;
     let mut i = 0;
     while i + UNROLL <= n {
+        regs.prefetch(simd, i + ahead);
+        regs.interleave(simd, i);
         adam_registers::<S, AMSGRAD, L2, UNROLL, R>(simd, c, regs, i);
         i += UNROLL;
     }
@@ -454,6 +486,19 @@ impl<S: Simd, const AMSGRAD: bool> AdamRegisters<S> for F32Registers<'_, S, AMSG
     #[inline(always)]
     fn store_theta(&mut self, _: S, i: usize, theta: S::f32s) {
         self.p[i] = theta;
+    }
+
+    #[inline(always)]
+    fn prefetch(&self, simd: S, i: usize) {
+        for k in (0..UNROLL).step_by(registers_per_line::<S>()) {
+            prefetch(&simd, self.p, i + k);
+            prefetch(&simd, self.g, i + k);
+            prefetch(&simd, self.m, i + k);
+            prefetch(&simd, self.v, i + k);
+            if AMSGRAD {
+                prefetch(&simd, self.x, i + k);
+            }
+        }
     }
 }
 
@@ -525,6 +570,18 @@ pub(crate) fn adam_update_block(isa: Isa, k: &AdamCoefficients, block: AdamBlock
         (false, true) => isa.run(AdamKernel::<false, true> { k, block }),
         (true, false) => isa.run(AdamKernel::<true, false> { k, block }),
         (true, true) => isa.run(AdamKernel::<true, true> { k, block }),
+    }
+}
+
+/// `par`, or [`Par::Seq`] for a step over at most four blocks ([`BLOCK`]; 2^16 elements, 1.8 MB
+/// of f32 traffic, resident in one core's L2): below that, a second thread's wake-up and cold
+/// cache cost more than its half of the work (measured on an Intel Xeon: 2^15 and 2^16 were
+/// 15-20% slower on two threads than on one). Results do not change.
+pub(crate) fn step_par(par: Par, elements: usize) -> Par {
+    if elements <= 4 * BLOCK {
+        Par::Seq
+    } else {
+        par
     }
 }
 
@@ -652,6 +709,7 @@ pub fn adam_step_with(
     cfg.validate()?;
     check_step(step)?;
     tensor.check(cfg, None)?;
+    let par = step_par(par, tensor.param.len());
     let k = AdamCoefficients::new(cfg, step);
     if cfg.check_finite && !grad_is_finite(isa, par, tensor.grad, k.grad_factor)? {
         return Err(non_finite_error());
@@ -686,6 +744,8 @@ pub fn adam_step_multi_with(
     for (i, t) in tensors.iter().enumerate() {
         t.check(cfg, Some(i))?;
     }
+    let elements: usize = tensors.iter().map(|t| t.param.len()).sum();
+    let par = step_par(par, elements);
     let k = AdamCoefficients::new(cfg, step);
     let batches =
         batches::balanced_batches(tensors.iter_mut().map(|t| t.block(cfg.amsgrad)), BLOCK, 1);

@@ -29,7 +29,7 @@ use crate::dispatch::batches::{balanced_batches, step_batches};
 use crate::dispatch::{self, Isa, Par, Split};
 use crate::error::{check_lengths, check_step, non_finite_error, Error, ErrorKind, Result};
 use crate::kernels::adam::{
-    adam_body, adam_registers_of, align_head, AdamBlock, AdamCoefficients, AdamConfig,
+    adam_body, adam_registers_of, align_head, step_par, AdamBlock, AdamCoefficients, AdamConfig,
     AdamRegisters, Splat, BLOCK,
 };
 use crate::kernels::convert::{
@@ -591,6 +591,7 @@ pub fn adam_step_master_with(
     check_step(step)?;
     check_no_amsgrad(cfg)?;
     tensor.check()?;
+    let par = step_par(par, tensor.master.len());
     let k = AdamCoefficients::new(cfg, step);
     if cfg.check_finite && !grad16_is_finite(isa, par, format, tensor.grad, k.grad_factor)? {
         return Err(non_finite_error());
@@ -650,6 +651,8 @@ pub fn adam_step_master_multi_with(
     cfg.validate()?;
     check_step(step)?;
     check_master_tensors(cfg, tensors)?;
+    let elements: usize = tensors.iter().map(|t| t.master.len()).sum();
+    let par = step_par(par, elements);
     let k = AdamCoefficients::new(cfg, step);
     let mut offset = 0;
     let blocks = tensors.iter_mut().map(|t| {

@@ -30,7 +30,11 @@
 //! loads and stores `m`, `v` (a 16-bit shift; a stochastic rounding). The 8-bit kernel works per
 //! quantization block: decode `m`, `v`, run the body, keep the new `m`, `v` in two 1 KB f32
 //! buffers (L1) while taking their absmax, encode. The encoder works on 16-bit lanes, two
-//! registers at a time with AVX-512, four with AVX2. With AVX-512 (32 registers) the body also
+//! registers at a time with AVX-512, four with AVX2; with AVX-512 a block is encoded inside the
+//! body of the next one (two pairs of buffers), so the encoder's integer work runs while the
+//! update waits on its divisions. Every body asks for its operands 2 KB of each f32 array ahead
+//! (`prefetcht0`): on an Intel Xeon the hardware prefetchers alone left the DRAM-sized steps
+//! waiting on their loads. With AVX-512 (32 registers) the body also
 //! decodes the codes as it loads them; with AVX2 (16 registers) that spills constants
 //! (measured: ~5% slower on Zen 4, ~10% on Zen 3), so AVX2 and scalar decode into the buffers
 //! first: the 8-bit codecs are long integer chains that overlap better in loops of their own
@@ -50,10 +54,10 @@ use crate::dispatch::batches::{balanced_batches, step_batches};
 use crate::dispatch::{self, Isa, Par, Split};
 use crate::error::{check_lengths, check_step, non_finite_error, Error, ErrorKind, Result};
 use crate::kernels::adam::{
-    adam_body, adam_registers_of, finite_on_thread, grad_is_finite, AdamBlock, AdamCoefficients,
-    AdamConfig, AdamRegisters, Splat, BLOCK,
+    adam_body, adam_registers_of, finite_on_thread, grad_is_finite, registers_per_line, step_par,
+    AdamBlock, AdamCoefficients, AdamConfig, AdamRegisters, Splat, BLOCK, UNROLL,
 };
-use crate::kernels::convert::{self, lanes, load_bytes, store_u8, MAX_LANES};
+use crate::kernels::convert::{self, lanes, load_bytes, prefetch_ptr, store_u8, MAX_LANES};
 use pulp::{Simd, WithSimd};
 
 /// Elements per quantization block (one scale per block and moment).
@@ -524,8 +528,10 @@ struct QuantKernel<'a, const L2: bool> {
 impl<const L2: bool> WithSimd for QuantKernel<'_, L2> {
     type Output = ();
 
-    /// Per quantization block: decode `m`, `v` into f32 buffers, run the f32 update, find the
-    /// new absmax of each, encode.
+    /// Per quantization block: decode `m`, `v` (as the body loads them, with AVX-512; else into
+    /// f32 buffers first), run the f32 update into the buffers while taking the new absmax of
+    /// each, encode. With AVX-512 the encoding of a block runs inside the body of the next one
+    /// (see [`Pending`]); the last block's after the loop.
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         let c = Splat::new(simd, self.k);
@@ -537,25 +543,60 @@ impl<const L2: bool> WithSimd for QuantKernel<'_, L2> {
             v_codes,
             v_scales,
         } = self.block;
-        let (mut m, mut v) = ([0.0f32; QUANT_BLOCK], [0.0f32; QUANT_BLOCK]);
-        for ((((p, g), mc), vc), (ms, vs)) in param
+        // Two pairs of L1 buffers: the block being updated and the one being encoded.
+        let mut buffers = [[[0.0f32; QUANT_BLOCK]; 2]; 2];
+        let len = param.len();
+        // Addresses for the prefetches (hints, never dereferenced).
+        let bases = (
+            param.as_ptr(),
+            grad.as_ptr(),
+            m_codes.as_ptr(),
+            v_codes.as_ptr(),
+        );
+        // PERF: with AVX-512's 32 registers, the whole registers are decoded as the update
+        // loads them, which saves the buffers' store and reload (in cache, 1 thread: 0.56 to
+        // 0.51 ns per parameter); with AVX2's 16 the constants spill (0.72 to 0.76), so
+        // AVX2 and scalar decode everything into the buffers first.
+        let decode_in_loads = lanes::<S>() == MAX_LANES;
+        let mut carried: Option<Encoded<'_>> = None;
+        for (b, ((((p, g), mc), vc), (ms, vs))) in param
             .chunks_mut(QUANT_BLOCK)
             .zip(grad.chunks(QUANT_BLOCK))
             .zip(m_codes.chunks_mut(QUANT_BLOCK))
             .zip(v_codes.chunks_mut(QUANT_BLOCK))
             .zip(m_scales.iter_mut().zip(v_scales.iter_mut()))
+            .enumerate()
         {
+            // The prefetches of the body: `PREFETCH_AHEAD` elements on from each register,
+            // within this kernel's slices.
+            let start = b * QUANT_BLOCK;
+            let ahead = Ahead {
+                p: bases.0.wrapping_add(start),
+                g: bases.1.wrapping_add(start),
+                codes: [bases.2.wrapping_add(start), bases.3.wrapping_add(start)],
+                within: len - start,
+            };
+            let [first_pair, second_pair] = &mut buffers;
+            let (current, previous) = if b % 2 == 0 {
+                (first_pair, &*second_pair)
+            } else {
+                (second_pair, &*first_pair)
+            };
+            let [m, v] = current;
             let n = p.len();
             let (m, v) = (&mut m[..n], &mut v[..n]);
             let scales = [simd.splat_f32s(*ms), simd.splat_f32s(*vs)];
+            // The previous block, encoded inside this body (AVX-512) or before it.
+            let mut pending = carried.take().map(|e| e.resume(simd, previous));
+            if !decode_in_loads {
+                if let Some(pending) = &mut pending {
+                    pending.encode_to(simd, QUANT_BLOCK);
+                }
+                pending = None;
+            }
             // Whole registers through `QuantRegisters` (the absmax taken as the moments are
             // stored), the rest (the tensor's last block only) through the masked tail.
             let whole = n / lanes::<S>() * lanes::<S>();
-            // PERF: with AVX-512's 32 registers, the whole registers are decoded as the update
-            // loads them, which saves the buffers' store and reload (in cache, 1 thread: 0.56 to
-            // 0.51 ns per parameter); with AVX2's 16 the constants spill (0.72 to 0.76), so
-            // AVX2 and scalar decode everything into the buffers first.
-            let decode_in_loads = lanes::<S>() == MAX_LANES;
             let first = if decode_in_loads { whole } else { 0 };
             decode_into::<S, true>(simd, &mc[first..], &mut m[first..], scales[0]);
             decode_into::<S, false>(simd, &vc[first..], &mut v[first..], scales[1]);
@@ -566,21 +607,26 @@ impl<const L2: bool> WithSimd for QuantKernel<'_, L2> {
             let codes = decode_in_loads.then_some([&mc[..whole], &vc[..whole]]);
             // PERF: one multiply per decoded value instead of two where the scales allow it
             // (in cache, 1 thread: 0.52 to 0.49 ns per parameter).
-            let (m_max, v_max) = match fold_rebias(*ms, *vs) {
+            let (m_max, v_max, pending) = match fold_rebias(*ms, *vs) {
                 Some([fm, fv]) if decode_in_loads => {
                     let scales = [simd.splat_f32s(fm), simd.splat_f32s(fv)];
-                    let mut regs =
-                        QuantRegisters::<S, true>::new(p, g, m_body, v_body, codes, scales, simd);
+                    let mut regs = QuantRegisters::<S, true>::new(
+                        p, g, m_body, v_body, codes, scales, pending, ahead, simd,
+                    );
                     adam_body::<S, false, L2, _>(simd, &c, &mut regs);
-                    (regs.m_max, regs.v_max)
+                    (regs.m_max, regs.v_max, regs.pending)
                 }
                 _ => {
-                    let mut regs =
-                        QuantRegisters::<S, false>::new(p, g, m_body, v_body, codes, scales, simd);
+                    let mut regs = QuantRegisters::<S, false>::new(
+                        p, g, m_body, v_body, codes, scales, pending, ahead, simd,
+                    );
                     adam_body::<S, false, L2, _>(simd, &c, &mut regs);
-                    (regs.m_max, regs.v_max)
+                    (regs.m_max, regs.v_max, regs.pending)
                 }
             };
+            if let Some(mut pending) = pending {
+                pending.encode_to(simd, QUANT_BLOCK);
+            }
             let tail = AdamBlock {
                 param: p_tail,
                 grad: g_tail,
@@ -591,12 +637,79 @@ impl<const L2: bool> WithSimd for QuantKernel<'_, L2> {
             adam_registers_of::<S, false, L2>(simd, &c, tail);
             *ms = reduce_max_bits(m_max).max(abs_max_of(simd, m_tail));
             *vs = reduce_max_bits(v_max).max(abs_max_of(simd, v_tail));
-            let inv = [
-                simd.splat_f32s(inverse_scale(*ms)),
-                simd.splat_f32s(inverse_scale(*vs)),
-            ];
-            encode_into::<S, true>(simd, m, mc, inv[0]);
-            encode_into::<S, false>(simd, v, vc, inv[1]);
+            carried = Some(Encoded {
+                codes: [mc, vc],
+                inv_scales: [inverse_scale(*ms), inverse_scale(*vs)],
+            });
+        }
+        // The last block: its buffers are the pair of the last index.
+        let last = quant_scales_len(len).wrapping_sub(1) % 2;
+        if let Some(e) = carried {
+            e.resume(simd, &buffers[last]).encode_to(simd, QUANT_BLOCK);
+        }
+    }
+}
+
+/// A block whose new moments wait in a pair of L1 buffers to be encoded: its code slices and
+/// the inverses of its new scales.
+struct Encoded<'a> {
+    codes: [&'a mut [u8]; 2],
+    inv_scales: [f32; 2],
+}
+
+impl<'a> Encoded<'a> {
+    /// Its encoding, from the buffers that hold its moments.
+    #[inline(always)]
+    fn resume<'b, S: Simd>(self, simd: S, buffers: &'b [[f32; QUANT_BLOCK]; 2]) -> Pending<'b, S>
+    where
+        'a: 'b,
+    {
+        let n = self.codes[0].len();
+        Pending {
+            values: [&buffers[0][..n], &buffers[1][..n]],
+            codes: self.codes,
+            inv_scales: self.inv_scales.map(|x| simd.splat_f32s(x)),
+            done: 0,
+        }
+    }
+}
+
+/// The encoding of the previous block, a range at a time: the body of the next block encodes
+/// the elements of its own register range at every iteration ([`AdamRegisters::interleave`]),
+/// so the encoder's integer work runs beside the update's divisions and square roots (which
+/// keep the divider busy and the other ports idle) instead of after them.
+// PERF: in cache (2^14, 1 thread, Intel Xeon) the step spent about a fifth of its samples in
+// the encoding loops after the body, while the body waits on the divider; interleaved, 0.60 to
+// 0.58 ns per parameter (0.51 with the body's prefetches). See docs/performance.md.
+struct Pending<'a, S: Simd> {
+    values: [&'a [f32]; 2],
+    codes: [&'a mut [u8]; 2],
+    inv_scales: [S::f32s; 2],
+    /// Elements encoded so far.
+    done: usize,
+}
+
+impl<S: Simd> Pending<'_, S> {
+    /// Encodes both moments up to element `end` (at most the block's length).
+    #[inline(always)]
+    fn encode_to(&mut self, simd: S, end: usize) {
+        let end = end.min(self.values[0].len());
+        if end > self.done {
+            let range = self.done..end;
+            let [m, v] = &mut self.codes;
+            encode_into::<S, true>(
+                simd,
+                &self.values[0][range.clone()],
+                &mut m[range.clone()],
+                self.inv_scales[0],
+            );
+            encode_into::<S, false>(
+                simd,
+                &self.values[1][range.clone()],
+                &mut v[range],
+                self.inv_scales[1],
+            );
+            self.done = end;
         }
     }
 }
@@ -617,11 +730,27 @@ struct QuantRegisters<'a, S: Simd, const FOLDED: bool> {
     scales: [S::f32s; 2],
     m_max: S::u32s,
     v_max: S::u32s,
+    /// The previous block, encoded as the body runs (see [`Pending`]).
+    pending: Option<Pending<'a, S>>,
+    ahead: Ahead,
+}
+
+/// Where the operands of this block and the ones after it lie, for the body's prefetches
+/// (addresses only: the block's own slices do not reach that far).
+#[derive(Clone, Copy)]
+struct Ahead {
+    p: *const f32,
+    g: *const f32,
+    codes: [*const u8; 2],
+    /// Elements from the block's first to the end of the kernel's slices.
+    within: usize,
 }
 
 impl<'a, S: Simd, const FOLDED: bool> QuantRegisters<'a, S, FOLDED> {
     /// Equally long slices of whole registers.
     #[inline(always)]
+    // The block's operands, and the work that overlaps its body: one call site per `FOLDED`.
+    #[allow(clippy::too_many_arguments)]
     fn new(
         p: &'a mut [f32],
         g: &'a [f32],
@@ -629,6 +758,8 @@ impl<'a, S: Simd, const FOLDED: bool> QuantRegisters<'a, S, FOLDED> {
         v: &'a mut [f32],
         codes: Option<[&'a [u8]; 2]>,
         scales: [S::f32s; 2],
+        pending: Option<Pending<'a, S>>,
+        ahead: Ahead,
         simd: S,
     ) -> Self {
         let (p, _) = S::as_mut_simd_f32s(p);
@@ -643,6 +774,8 @@ impl<'a, S: Simd, const FOLDED: bool> QuantRegisters<'a, S, FOLDED> {
             scales,
             m_max: simd.splat_u32s(0),
             v_max: simd.splat_u32s(0),
+            pending,
+            ahead,
         }
     }
 }
@@ -681,6 +814,55 @@ impl<S: Simd, const FOLDED: bool> AdamRegisters<S> for QuantRegisters<'_, S, FOL
     #[inline(always)]
     fn store_theta(&mut self, _: S, i: usize, theta: S::f32s) {
         self.p[i] = theta;
+    }
+
+    #[inline(always)]
+    fn prefetch(&self, simd: S, i: usize) {
+        let at = i * lanes::<S>();
+        if at < self.ahead.within {
+            for k in (0..UNROLL).step_by(registers_per_line::<S>()) {
+                let line = at + k * lanes::<S>();
+                prefetch_ptr(&simd, self.ahead.p.wrapping_add(line));
+                prefetch_ptr(&simd, self.ahead.g.wrapping_add(line));
+            }
+            prefetch_ptr(&simd, self.ahead.codes[0].wrapping_add(at));
+            prefetch_ptr(&simd, self.ahead.codes[1].wrapping_add(at));
+        }
+    }
+
+    #[inline(always)]
+    fn interleave(&mut self, simd: S, i: usize) {
+        if let Some(pending) = &mut self.pending {
+            #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+            if let Some(v4) = convert::avx512(&simd) {
+                // One pair of registers per moment: the `UNROLL` registers from `i`.
+                const _: () = assert!(UNROLL == 2);
+                let j = i * lanes::<S>();
+                if pending.done == j && j + 32 <= pending.values[0].len() {
+                    let inv: [pulp::f32x16; 2] = pulp::bytemuck::cast(pending.inv_scales);
+                    let [m, v] = &mut pending.codes;
+                    let x = pulp::bytemuck::cast_slice::<f32, pulp::f32x16>(
+                        &pending.values[0][j..j + 32],
+                    );
+                    m[j..j + 32].copy_from_slice(&encode_pair_avx512::<true>(
+                        v4,
+                        [x[0], x[1]],
+                        inv[0],
+                    ));
+                    let x = pulp::bytemuck::cast_slice::<f32, pulp::f32x16>(
+                        &pending.values[1][j..j + 32],
+                    );
+                    v[j..j + 32].copy_from_slice(&encode_pair_avx512::<false>(
+                        v4,
+                        [x[0], x[1]],
+                        inv[1],
+                    ));
+                    pending.done = j + 32;
+                    return;
+                }
+            }
+            pending.encode_to(simd, (i + UNROLL) * lanes::<S>());
+        }
     }
 }
 
@@ -787,6 +969,7 @@ pub fn adam_step_8bit_state_with(
     check_step(step)?;
     check_no_amsgrad(cfg)?;
     tensor.check()?;
+    let par = step_par(par, tensor.param.len());
     let k = AdamCoefficients::new(cfg, step);
     if cfg.check_finite && !grad_is_finite(isa, par, tensor.grad, k.grad_factor)? {
         return Err(non_finite_error());
@@ -827,6 +1010,8 @@ pub fn adam_step_8bit_state_multi_with(
     for (i, t) in tensors.iter().enumerate() {
         in_tensor(i, t.check())?;
     }
+    let elements: usize = tensors.iter().map(|t| t.param.len()).sum();
+    let par = step_par(par, elements);
     let k = AdamCoefficients::new(cfg, step);
     // Cut only between quantization blocks.
     let batches = balanced_batches(tensors.iter_mut().map(|t| t.block()), BLOCK, QUANT_BLOCK);

@@ -609,10 +609,13 @@ fn the_optimizer_equals_the_kernel_calls_and_survives_a_skipped_step() {
 
 #[test]
 fn grad_norm_equals_the_f64_reference_on_every_isa_length_and_offset() {
-    // Bound: each 256-element run is summed in f32 (at most 255 roundings of positive terms:
-    // relative error <= 255 * 2^-24 of the sum of squares), the runs in f64; the norm's relative
-    // error is half the sum's: |norm - reference| <= 128 * 2^-24 * reference. found_inf: exact.
-    let bound = 128.0 * f32::EPSILON as f64 / 2.0;
+    // Bound: x_i = g_i * s is the reference's own f32 value and x_i^2 is fused into the
+    // accumulation; a 256-element run is summed in f32 by four accumulators per lane (at most
+    // 66 terms each: 63 groups of four plus 3 left over), combined in 2 + 4 more roundings
+    // (accumulators, then at most 16 lanes): relative error <= 71 u (u = 2^-24) of the run's
+    // sum of positive terms; the runs add in f64. The norm's relative error is half the sum's:
+    // |norm - reference| <= 36 u reference (measured: 0.9 u). found_inf: exact.
+    let bound = 36.0 * f32::EPSILON as f64 / 2.0;
     let lens = lengths_around(&[4, 8, 16, 32, 64, 256, 16_384], 91);
     for (case, &len) in lens.iter().enumerate() {
         let offset = case % 5;

@@ -1118,3 +1118,21 @@ pub fn geodesic_at(u0: &[f64], u1: &[f64], d: usize, t: f64) -> Vec<f64> {
     let tl: Vec<f64> = l.iter().map(|x| t * x).collect();
     mat_mul(&u0, &expm(&tl, d), d)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Vector exp and power (`kernels::math`)
+
+/// `e^x` in f64 (`kernels::math::exp_with` is within 2 f32 ulp of it).
+pub fn exp(x: f64) -> f64 {
+    x.exp()
+}
+
+/// `x^p` in f64 as the GN step uses it: `-0` taken as `+0` (`0^p` is `+inf` for `p < 0`, 1 for
+/// `p = 0`), NaN for NaN and for negative `x`.
+pub fn pow(x: f64, p: f64) -> f64 {
+    if x.is_nan() || x < 0.0 {
+        f64::NAN
+    } else {
+        x.abs().powf(p)
+    }
+}

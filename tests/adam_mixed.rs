@@ -619,6 +619,10 @@ fn eight_bit_step_matches_the_reference_on_the_decoded_state() {
             let mut vd = vec![0f32; len];
             dequantize_state(Isa::scalar(), Moment::ExpAvg, &mc0, &ms0, &mut md).unwrap();
             dequantize_state(Isa::scalar(), Moment::ExpAvgSq, &vc0, &vs0, &mut vd).unwrap();
+            let decoded = reference::dequantize_state(Moment::ExpAvg, &mc0, &ms0);
+            assert_eq!(bits(&md), bits(&decoded), "{name} len {len}: m decoded");
+            let decoded = reference::dequantize_state(Moment::ExpAvgSq, &vc0, &vs0);
+            assert_eq!(bits(&vd), bits(&decoded), "{name} len {len}: v decoded");
             let mut rp: Vec<f64> = p0.iter().map(|&x| x as f64).collect();
             let gd: Vec<f64> = g.iter().map(|&x| x as f64).collect();
             let mut rm: Vec<f64> = md.iter().map(|&x| x as f64).collect();
@@ -1854,4 +1858,31 @@ fn eight_bit_codec_equals_the_reference_bitwise_on_every_isa_length_and_offset()
             }
         }
     }
+}
+
+#[test]
+fn reference_conversions_equal_the_half_crate() {
+    // The reference itself, against an independent implementation: nearest-even rounding of
+    // every awkward value and widening of every 16-bit pattern (NaN: NaN with the sign).
+    for format in [HalfFormat::Bf16, HalfFormat::F16] {
+        for x in awkward_floats(200_003) {
+            let (got, want) = (reference::f32_to_half(format, x, None), to_half(format, x));
+            assert!(same_half(format, got, want), "{format:?} {x:e}: {got:#06x} vs {want:#06x}");
+        }
+        for h in 0..=u16::MAX {
+            let (got, want) = (reference::half_to_f32(format, h), from_half(format, h));
+            let nan_pair = got.is_nan() && want.is_nan();
+            assert!(
+                got.to_bits() == want.to_bits()
+                    || nan_pair && got.is_sign_negative() == want.is_sign_negative(),
+                "{format:?} {h:#06x}: {got:e} vs {want:e}"
+            );
+        }
+    }
+    // Stochastic rounding with all-zero bits truncates, with all-one bits rounds every inexact
+    // value away from zero.
+    let x = 1.0f32 + 1.0 / 512.0; // between bf16 1.0 and 1.0 + 2^-7
+    assert_eq!(reference::f32_to_half(HalfFormat::Bf16, x, Some(0)), 0x3f80);
+    assert_eq!(reference::f32_to_half(HalfFormat::Bf16, x, Some(u32::MAX)), 0x3f81);
+    assert_eq!(reference::f32_to_half(HalfFormat::Bf16, 1.0, Some(u32::MAX)), 0x3f80);
 }

@@ -996,6 +996,15 @@ fn geodesic_equals_the_f64_reference_for_every_dimension() {
         ] {
             let (u0_64, u1_64) = (row_major(u0.matrix()), row_major(u1.matrix()));
             let (matched, perm, signs) = reference::geodesic_match(&u0_64, &u1_64, d);
+            // The reference's own endpoints: U0 and the matched U1 (up to their orthonormality
+            // in f32, ~1e-7).
+            for (t, end) in [(0.0, &u0_64), (1.0, &matched)] {
+                let e = reference::geodesic_at(&u0_64, &matched, d, t)
+                    .iter()
+                    .zip(end.iter())
+                    .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+                assert!(e <= 1e-6, "d = {d} {kind}: reference U({t}) off by {e}");
+            }
             for par in [Par::Seq, Par::Pool] {
                 let at = format!("d = {d} {kind} {par:?}");
                 let geo = Geodesic::new_with(par, u0.matrix(), u1.matrix()).unwrap();

@@ -599,7 +599,12 @@ pub fn f32_to_half(format: HalfFormat, x: f32, random: Option<u32>) -> u16 {
 
 /// [`crate::round_to_half`] element by element: element `i` rounded by [`f32_to_half`] with
 /// [`stochastic_bits`]`(seed, step, 2, i)` for stochastic rounding.
-pub fn round_to_half(format: HalfFormat, values: &[f32], rounding: Rounding, step: u64) -> Vec<u16> {
+pub fn round_to_half(
+    format: HalfFormat,
+    values: &[f32],
+    rounding: Rounding,
+    step: u64,
+) -> Vec<u16> {
     values
         .iter()
         .enumerate()
@@ -634,7 +639,10 @@ pub fn adam_step_master(
     exp_avg: &mut [f64],
     exp_avg_sq: &mut [f64],
 ) {
-    let g: Vec<f64> = grad.iter().map(|&h| half_to_f32(format, h) as f64).collect();
+    let g: Vec<f64> = grad
+        .iter()
+        .map(|&h| half_to_f32(format, h) as f64)
+        .collect();
     adam_step(cfg, step, master, &g, exp_avg, exp_avg_sq, None);
     for (i, (p16, &theta)) in param.iter_mut().zip(master.iter()).enumerate() {
         *p16 = f32_to_half(format, theta as f32, random_for(rounding, step, 2, i));
@@ -664,9 +672,16 @@ pub fn adam_step_bf16_state(
     adam_step(cfg, step, param, grad, &mut m, &mut v, None);
     let rounding = Rounding::Stochastic { seed };
     for i in 0..param.len() {
-        exp_avg[i] = f32_to_half(HalfFormat::Bf16, m[i] as f32, random_for(rounding, step, 0, i));
-        exp_avg_sq[i] =
-            f32_to_half(HalfFormat::Bf16, v[i] as f32, random_for(rounding, step, 1, i));
+        exp_avg[i] = f32_to_half(
+            HalfFormat::Bf16,
+            m[i] as f32,
+            random_for(rounding, step, 0, i),
+        );
+        exp_avg_sq[i] = f32_to_half(
+            HalfFormat::Bf16,
+            v[i] as f32,
+            random_for(rounding, step, 1, i),
+        );
     }
 }
 
@@ -1058,7 +1073,13 @@ pub fn geodesic_match(u0: &[f64], u1: &[f64], d: usize) -> (Vec<f64>, Vec<usize>
         }
     }
     let mut signs: Vec<f64> = (0..d)
-        .map(|i| if r[i * d + permutation[i]] < 0.0 { -1.0 } else { 1.0 })
+        .map(|i| {
+            if r[i * d + permutation[i]] < 0.0 {
+                -1.0
+            } else {
+                1.0
+            }
+        })
         .collect();
     let matched_r = |signs: &[f64]| -> Vec<f64> {
         (0..d * d)

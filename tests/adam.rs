@@ -4,11 +4,11 @@
 mod common;
 
 use common::*;
+use diagprec::grad_norm_multi_with;
 use diagprec::{
     adam_step, adam_step_multi, adam_step_multi_with, adam_step_with, reference, Adam, AdamConfig,
     AdamTensor, ErrorKind, Isa, Par,
 };
-use diagprec::grad_norm_multi_with;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -642,7 +642,11 @@ fn grad_norm_equals_the_f64_reference_on_every_isa_length_and_offset() {
             );
             // One non-finite value, first or last in the first tensor: found, as the reference.
             if len > 0 {
-                for (at_index, bad) in [(0, f32::NAN), (len - 1, f32::INFINITY), (len / 2, f32::NEG_INFINITY)] {
+                for (at_index, bad) in [
+                    (0, f32::NAN),
+                    (len - 1, f32::INFINITY),
+                    (len / 2, f32::NEG_INFINITY),
+                ] {
                     let mut g = grads[0].clone();
                     g[at_index] = bad;
                     let held = Unaligned::new(&g, offset);
@@ -659,6 +663,10 @@ fn grad_norm_equals_the_f64_reference_on_every_isa_length_and_offset() {
     let big = [f32::MAX, 1.0];
     assert!(reference::grad_norm(&[&big], 4.0).found_inf);
     for isa in Isa::available() {
-        assert!(grad_norm_multi_with(isa, Par::Seq, &[&big], 4.0).unwrap().found_inf);
+        assert!(
+            grad_norm_multi_with(isa, Par::Seq, &[&big], 4.0)
+                .unwrap()
+                .found_inf
+        );
     }
 }

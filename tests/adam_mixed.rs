@@ -470,7 +470,10 @@ fn eight_bit_encoding_follows_the_specification_on_every_isa() {
             .chunks(QUANT_BLOCK - 1)
             .flat_map(|block| std::iter::once(1.0).chain(block.iter().copied()))
             .collect();
-        let want: Vec<u8> = values.iter().map(|&y| reference::quant_code(moment, y)).collect();
+        let want: Vec<u8> = values
+            .iter()
+            .map(|&y| reference::quant_code(moment, y))
+            .collect();
         for isa in Isa::available() {
             // From an odd offset (a misaligned start); the last block ends in a partial register.
             let shifted: Vec<f32> = std::iter::once(0.0).chain(values.iter().copied()).collect();
@@ -1614,9 +1617,13 @@ fn rounding_and_widening_equal_the_reference_bitwise_on_every_isa_length_and_off
             for rounding in [Rounding::NearestEven, Rounding::Stochastic { seed: 9 }] {
                 let want = reference::round_to_half(format, &values, rounding, 3);
                 for isa in Isa::available() {
-                    let at = format!("{} {format:?} {rounding:?} len {len} offset {offset}", isa.name());
+                    let at = format!(
+                        "{} {format:?} {rounding:?} len {len} offset {offset}",
+                        isa.name()
+                    );
                     let mut out = shifted(&vec![0u16; len], offset);
-                    round_to_half(isa, format, input.get(), &mut out[offset..], rounding, 3).unwrap();
+                    round_to_half(isa, format, input.get(), &mut out[offset..], rounding, 3)
+                        .unwrap();
                     for (i, (&got, &w)) in out[offset..].iter().zip(&want).enumerate() {
                         assert!(
                             same_half(format, got, w),
@@ -1660,7 +1667,12 @@ fn stochastic_bits_are_those_of_the_reference() {
             round_to_half(isa, HalfFormat::Bf16, &values, &mut out, rounding, step).unwrap();
             for (i, &h) in out.iter().enumerate() {
                 let up = reference::stochastic_bits(seed, step, 2, i as u64) & 0x8000 != 0;
-                assert_eq!(h, 0x3f80 + up as u16, "{} seed {seed} step {step} [{i}]", isa.name());
+                assert_eq!(
+                    h,
+                    0x3f80 + up as u16,
+                    "{} seed {seed} step {step} [{i}]",
+                    isa.name()
+                );
             }
         }
     }
@@ -1718,7 +1730,10 @@ fn master_step_equals_the_reference_on_every_isa_length_and_offset() {
                         "{format:?} {name} {} len {len} offset {offset} {rounding:?}",
                         isa.name()
                     );
-                    assert!(p.guards_intact() && m.guards_intact() && v.guards_intact(), "{at}");
+                    assert!(
+                        p.guards_intact() && m.guards_intact() && v.guards_intact(),
+                        "{at}"
+                    );
                     let theta16 = reference::round_to_half(format, p.get(), rounding, step);
                     for i in 0..len {
                         let l2 = if cfg.decoupled_weight_decay {
@@ -1755,15 +1770,26 @@ fn bf16_state_step_equals_the_reference_on_every_isa_length_and_offset() {
         let (step, seed) = ([1u64, 2, 100][case % 3], case as u64);
         let p0 = log_uniform(&mut r, len, -3.0, 1.0, true);
         let g = log_uniform(&mut r, len, -4.0, 0.0, true);
-        let to_bf16 = |x: Vec<f32>| -> Vec<u16> {
-            x.iter().map(|&x| to_half(HalfFormat::Bf16, x)).collect()
-        };
+        let to_bf16 =
+            |x: Vec<f32>| -> Vec<u16> { x.iter().map(|&x| to_half(HalfFormat::Bf16, x)).collect() };
         let m0 = to_bf16(log_uniform(&mut r, len, -4.0, 0.0, true));
         let v0 = to_bf16(log_uniform(&mut r, len, -8.0, 0.0, false));
         let (mut rp, mut rm16, mut rv16) = (to_f64(&p0), m0.clone(), v0.clone());
-        reference::adam_step_bf16_state(&cfg, step, seed, &mut rp, &to_f64(&g), &mut rm16, &mut rv16);
+        reference::adam_step_bf16_state(
+            &cfg,
+            step,
+            seed,
+            &mut rp,
+            &to_f64(&g),
+            &mut rm16,
+            &mut rv16,
+        );
         // The f32 step on the widened state, then the reference rounding.
-        let (mut fp, mut fm, mut fv) = (p0.clone(), widen(HalfFormat::Bf16, &m0), widen(HalfFormat::Bf16, &v0));
+        let (mut fp, mut fm, mut fv) = (
+            p0.clone(),
+            widen(HalfFormat::Bf16, &m0),
+            widen(HalfFormat::Bf16, &v0),
+        );
         adam_step_with(
             Isa::scalar(),
             Par::Seq,
@@ -1807,7 +1833,11 @@ fn bf16_state_step_equals_the_reference_on_every_isa_length_and_offset() {
                 let e = ulps(p.get()[i], rp[i], (p0[i] as f64).abs() + update);
                 assert!(e <= 10.0, "{at}: param[{i}] off by {e} ulp");
                 assert_eq!(m[offset + i], stochastic(fm[i], 0, i), "{at}: exp_avg[{i}]");
-                assert_eq!(v[offset + i], stochastic(fv[i], 1, i), "{at}: exp_avg_sq[{i}]");
+                assert_eq!(
+                    v[offset + i],
+                    stochastic(fv[i], 1, i),
+                    "{at}: exp_avg_sq[{i}]"
+                );
             }
         }
     }
@@ -1867,7 +1897,10 @@ fn reference_conversions_equal_the_half_crate() {
     for format in [HalfFormat::Bf16, HalfFormat::F16] {
         for x in awkward_floats(200_003) {
             let (got, want) = (reference::f32_to_half(format, x, None), to_half(format, x));
-            assert!(same_half(format, got, want), "{format:?} {x:e}: {got:#06x} vs {want:#06x}");
+            assert!(
+                same_half(format, got, want),
+                "{format:?} {x:e}: {got:#06x} vs {want:#06x}"
+            );
         }
         for h in 0..=u16::MAX {
             let (got, want) = (reference::half_to_f32(format, h), from_half(format, h));
@@ -1883,6 +1916,12 @@ fn reference_conversions_equal_the_half_crate() {
     // value away from zero.
     let x = 1.0f32 + 1.0 / 512.0; // between bf16 1.0 and 1.0 + 2^-7
     assert_eq!(reference::f32_to_half(HalfFormat::Bf16, x, Some(0)), 0x3f80);
-    assert_eq!(reference::f32_to_half(HalfFormat::Bf16, x, Some(u32::MAX)), 0x3f81);
-    assert_eq!(reference::f32_to_half(HalfFormat::Bf16, 1.0, Some(u32::MAX)), 0x3f80);
+    assert_eq!(
+        reference::f32_to_half(HalfFormat::Bf16, x, Some(u32::MAX)),
+        0x3f81
+    );
+    assert_eq!(
+        reference::f32_to_half(HalfFormat::Bf16, 1.0, Some(u32::MAX)),
+        0x3f80
+    );
 }

@@ -925,7 +925,11 @@ fn turned(seed: u64, q: &DenseBasis, eps: f64) -> DenseBasis {
         .collect();
     let turned = reference::mat_mul(&row_major(q.matrix()), &reference::expm(&k, d), d);
     let perm: Vec<usize> = (0..d).map(|c| (c * 5 + 3) % d).collect();
-    let perm = if d % 5 == 0 { (0..d).rev().collect() } else { perm };
+    let perm = if d.is_multiple_of(5) {
+        (0..d).rev().collect()
+    } else {
+        perm
+    };
     DenseBasis::new(Mat::from_fn(d, d, |i, c| {
         let sign = if c % 3 == 0 { -1.0 } else { 1.0 };
         (sign * turned[i * d + perm[c]]) as f32
@@ -965,15 +969,23 @@ fn refresh_equals_the_f64_reference_for_every_dimension() {
             let (q_ref, lambda, perm) = reference::refresh_eigh(&old64, &a64, d);
             assert_eq!(info.permutation, perm, "{at}: Eigh permutation");
             for (&l, &r) in info.eigenvalues.iter().zip(&lambda) {
-                assert!((l as f64 - r).abs() <= value_bound, "{at}: eigenvalue {l} vs {r}");
+                assert!(
+                    (l as f64 - r).abs() <= value_bound,
+                    "{at}: eigenvalue {l} vs {r}"
+                );
             }
             let e = max_diff_f64(new.matrix(), &q_ref);
             assert!(e <= 64.0 * u * 4.0 / gap, "{at}: Eigh vectors off by {e}");
-            let (new, info) = old.refreshed(a.as_ref(), RefreshMethod::PowerQr, par).unwrap();
+            let (new, info) = old
+                .refreshed(a.as_ref(), RefreshMethod::PowerQr, par)
+                .unwrap();
             let (q_ref, est, perm) = reference::refresh_power_qr(&old64, &a64, d);
             assert_eq!(info.permutation, perm, "{at}: PowerQr permutation");
             for (&l, &r) in info.eigenvalues.iter().zip(&est) {
-                assert!((l as f64 - r).abs() <= value_bound, "{at}: estimate {l} vs {r}");
+                assert!(
+                    (l as f64 - r).abs() <= value_bound,
+                    "{at}: estimate {l} vs {r}"
+                );
             }
             let e = max_diff_f64(new.matrix(), &q_ref);
             assert!(e <= 64.0 * u * 4.0, "{at}: PowerQr vectors off by {e}");
@@ -1011,7 +1023,11 @@ fn geodesic_equals_the_f64_reference_for_every_dimension() {
                 assert_eq!(geo.permutation(), perm, "{at}: permutation");
                 let kernel_signs: Vec<f64> = geo.signs().iter().map(|&s| s as f64).collect();
                 assert_eq!(kernel_signs, signs, "{at}: signs");
-                assert_eq!(max_diff_f64(geo.matched_end(), &matched), 0.0, "{at}: matched end");
+                assert_eq!(
+                    max_diff_f64(geo.matched_end(), &matched),
+                    0.0,
+                    "{at}: matched end"
+                );
                 for t in [0.0, 0.3, 0.5, 1.0, 1.7] {
                     let want = reference::geodesic_at(&u0_64, &matched, d, t);
                     let got = geo.at_with(par, t).unwrap();

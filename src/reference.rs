@@ -8,7 +8,7 @@
 //! | adam | [`adam_step`], [`rotate_dense`], [`rotate_kronecker`], [`rotated_adam_step`] | `tests/adam.rs`, `tests/basis.rs` |
 //! | adam_mixed | [`f32_to_half`], [`half_to_f32`], [`round_to_half`], [`stochastic_bits`], [`adam_step_master`], [`adam_step_bf16_state`], [`quant_code`], [`quant_code_value`], [`quantize_state`], [`dequantize_state`] | `tests/adam_mixed.rs` |
 //! | grad_norm | [`grad_norm`] | `tests/adam.rs` |
-//! | gn | [`gn_diag_weighted`], [`gn_diag_linear`], [`softmax_factors`], [`gn_diag_weighted_in_basis`], [`gn_diag_softmax_in_kronecker`], [`gn_step`] | `tests/gn.rs` |
+//! | gn | [`gn_diag_weighted`], [`logistic_weight`], [`gn_diag_linear`], [`softmax`], [`softmax_factors`], [`gn_diag_weighted_in_basis`], [`gn_diag_softmax_in_kronecker`], [`gn_step`] | `tests/gn.rs` |
 //! | basis | [`eigh_descending`], [`match_columns`], [`refresh_eigh`], [`refresh_power_qr`], [`geodesic_match`], [`log_orthogonal`], [`expm`], [`geodesic_at`] | `tests/basis.rs` |
 //! | math | [`exp`], [`pow`] | `tests/math.rs` |
 

@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::{bits, boundary_lengths, log_uniform, rng, ulps};
+use common::{
+    bits, boundary_lengths, lengths_around, log_uniform, rng, shifted, to_f64, ulps, Unaligned,
+    LANE_UNITS,
+};
 use diagprec::*;
 use half::{bf16, f16};
 use rand::Rng;
@@ -444,49 +447,6 @@ fn eight_bit_round_trip_error_is_bounded_per_block() {
     }
 }
 
-/// The value the layout (module docs, `diagprec.h`) gives an 8-bit code, before scaling.
-fn code_value(moment: Moment, code: u8) -> f64 {
-    let (sign, q, emin) = match moment {
-        Moment::ExpAvg => (if code & 0x80 != 0 { -1.0 } else { 1.0 }, code & 0x7f, -14),
-        Moment::ExpAvgSq => (1.0, code, -30),
-    };
-    let (e, f) = ((q >> 3) as i32, (q & 7) as f64);
-    let magnitude = if e == 0 {
-        f / 8.0 * 2f64.powi(emin)
-    } else {
-        (1.0 + f / 8.0) * 2f64.powi(e - 1 + emin)
-    };
-    sign * magnitude
-}
-
-/// The code the module docs specify for `y = x / scale`: `|y|` rounded half up to 3 fraction
-/// bits in its own binade; below the smallest normal code, a signed zero for `m` and, for a
-/// positive `v`, the smallest normal code (8).
-fn specified_code(moment: Moment, y: f32) -> u8 {
-    let (emin, sign) = match moment {
-        Moment::ExpAvg => (-14, if y.is_sign_negative() { 0x80 } else { 0 }),
-        Moment::ExpAvgSq => (-30, 0),
-    };
-    let a = y.abs();
-    let rounded = if a < f32::MIN_POSITIVE {
-        0.0
-    } else {
-        let ulp = 2f64.powi(((a.to_bits() >> 23) as i32 - 127) - 3);
-        (a as f64 / ulp + 0.5).floor() * ulp
-    };
-    if rounded < 2f64.powi(emin) {
-        return if moment == Moment::ExpAvgSq && a > 0.0 {
-            8
-        } else {
-            sign
-        };
-    }
-    let q = (8u8..=255)
-        .find(|&q| code_value(moment, q & if sign == 0 { 0xff } else { 0x7f }) == rounded)
-        .unwrap();
-    q | sign
-}
-
 #[test]
 fn eight_bit_encoding_follows_the_specification_on_every_isa() {
     // Every pattern of the top 16 bits (which decide the code) up to 1.0, with low halves at the
@@ -510,7 +470,10 @@ fn eight_bit_encoding_follows_the_specification_on_every_isa() {
             .chunks(QUANT_BLOCK - 1)
             .flat_map(|block| std::iter::once(1.0).chain(block.iter().copied()))
             .collect();
-        let want: Vec<u8> = values.iter().map(|&y| specified_code(moment, y)).collect();
+        let want: Vec<u8> = values
+            .iter()
+            .map(|&y| reference::quant_code(moment, y))
+            .collect();
         for isa in Isa::available() {
             // From an odd offset (a misaligned start); the last block ends in a partial register.
             let shifted: Vec<f32> = std::iter::once(0.0).chain(values.iter().copied()).collect();
@@ -552,7 +515,7 @@ fn eight_bit_decoding_is_the_code_value_times_the_scale_rounded_once() {
                 let mut out = vec![0f32; 256];
                 dequantize_state(isa, moment, &codes, &[scale], &mut out).unwrap();
                 for (&c, &x) in codes.iter().zip(&out) {
-                    let want = (code_value(moment, c) * scale as f64) as f32;
+                    let want = (reference::quant_code_value(moment, c) * scale as f64) as f32;
                     assert_eq!(
                         x.to_bits(),
                         want.to_bits(),
@@ -659,6 +622,10 @@ fn eight_bit_step_matches_the_reference_on_the_decoded_state() {
             let mut vd = vec![0f32; len];
             dequantize_state(Isa::scalar(), Moment::ExpAvg, &mc0, &ms0, &mut md).unwrap();
             dequantize_state(Isa::scalar(), Moment::ExpAvgSq, &vc0, &vs0, &mut vd).unwrap();
+            let decoded = reference::dequantize_state(Moment::ExpAvg, &mc0, &ms0);
+            assert_eq!(bits(&md), bits(&decoded), "{name} len {len}: m decoded");
+            let decoded = reference::dequantize_state(Moment::ExpAvgSq, &vc0, &vs0);
+            assert_eq!(bits(&vd), bits(&decoded), "{name} len {len}: v decoded");
             let mut rp: Vec<f64> = p0.iter().map(|&x| x as f64).collect();
             let gd: Vec<f64> = g.iter().map(|&x| x as f64).collect();
             let mut rm: Vec<f64> = md.iter().map(|&x| x as f64).collect();
@@ -1608,4 +1575,353 @@ fn mixed_and_bf16_state_steps_do_not_depend_on_alignment() {
             }
         }
     }
+}
+
+/// Test values for the 16-bit conversions: random f32 bit patterns (every class), values at
+/// many magnitudes and, every seventh, a value on a bf16 or f16 rounding tie.
+fn conversion_inputs(seed: u64, len: usize) -> Vec<f32> {
+    let mut r = rng(seed);
+    let wide = log_uniform(&mut r, len, -9.0, 6.0, true);
+    (0..len)
+        .map(|i| match i % 7 {
+            0 => f32::from_bits(r.random()),
+            3 => f32::from_bits((wide[i].to_bits() & !0xffff) | 0x8000), // bf16 tie
+            5 => f32::from_bits((wide[i].to_bits() & !0x1fff) | 0x1000), // f16 tie (normal)
+            _ => wide[i],
+        })
+        .collect()
+}
+
+/// 16-bit bits equal, NaN == NaN with the same sign (NaN payloads are not specified).
+fn same_half(format: HalfFormat, got: u16, want: u16) -> bool {
+    let nan = |h: u16| reference::half_to_f32(format, h).is_nan();
+    got == want || (nan(got) && nan(want) && got & 0x8000 == want & 0x8000)
+}
+
+#[test]
+fn rounding_and_widening_equal_the_reference_bitwise_on_every_isa_length_and_offset() {
+    // Exact: every rounded code equals `reference::round_to_half` (nearest-even, and stochastic
+    // with the reference's random bits), every widened value `reference::half_to_f32`.
+    for (case, len) in lengths_around(&LANE_UNITS, 71).into_iter().enumerate() {
+        let offset = case % 5;
+        let values = conversion_inputs(case as u64, len);
+        let input = Unaligned::new(&values, offset);
+        let mut r = rng(case as u64 + 100);
+        let codes: Vec<u16> = (0..len).map(|_| r.random()).collect();
+        let codes_in = shifted(&codes, offset);
+        for format in [HalfFormat::Bf16, HalfFormat::F16] {
+            let widened: Vec<f32> = codes
+                .iter()
+                .map(|&h| reference::half_to_f32(format, h))
+                .collect();
+            for rounding in [Rounding::NearestEven, Rounding::Stochastic { seed: 9 }] {
+                let want = reference::round_to_half(format, &values, rounding, 3);
+                for isa in Isa::available() {
+                    let at = format!(
+                        "{} {format:?} {rounding:?} len {len} offset {offset}",
+                        isa.name()
+                    );
+                    let mut out = shifted(&vec![0u16; len], offset);
+                    round_to_half(isa, format, input.get(), &mut out[offset..], rounding, 3)
+                        .unwrap();
+                    for (i, (&got, &w)) in out[offset..].iter().zip(&want).enumerate() {
+                        assert!(
+                            same_half(format, got, w),
+                            "{at}: [{i}] {:e} ({:#x}) -> {got:#06x}, reference {w:#06x}",
+                            values[i],
+                            values[i].to_bits()
+                        );
+                    }
+                }
+            }
+            for isa in Isa::available() {
+                let mut out = Unaligned::new(&vec![0f32; len], offset);
+                widen_half(isa, format, &codes_in[offset..], out.get_mut()).unwrap();
+                assert!(out.guards_intact());
+                for (i, (&got, &w)) in out.get().iter().zip(&widened).enumerate() {
+                    let nan_pair = got.is_nan() && w.is_nan();
+                    assert!(
+                        got.to_bits() == w.to_bits()
+                            || nan_pair && got.is_sign_negative() == w.is_sign_negative(),
+                        "{} {format:?} len {len} offset {offset}: [{i}] {:#06x} -> {got:e}, \
+                         reference {w:e}",
+                        isa.name(),
+                        codes[i]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn stochastic_bits_are_those_of_the_reference() {
+    // Values halfway between two bf16 neighbours round up exactly when bit 15 of the element's
+    // random bits is set: the kernel's bits are `reference::stochastic_bits` (stream 2).
+    let len = 4099;
+    let values = vec![1.0f32 + 1.0 / 256.0; len]; // 1 + half a bf16 ulp
+    for (seed, step) in [(0u64, 1u64), (9, 3), (u64::MAX, 1 << 40)] {
+        for isa in Isa::available() {
+            let mut out = vec![0u16; len];
+            let rounding = Rounding::Stochastic { seed };
+            round_to_half(isa, HalfFormat::Bf16, &values, &mut out, rounding, step).unwrap();
+            for (i, &h) in out.iter().enumerate() {
+                let up = reference::stochastic_bits(seed, step, 2, i as u64) & 0x8000 != 0;
+                assert_eq!(
+                    h,
+                    0x3f80 + up as u16,
+                    "{} seed {seed} step {step} [{i}]",
+                    isa.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn master_step_equals_the_reference_on_every_isa_length_and_offset() {
+    // theta within 10 ulp of |theta| + |update| of `reference::adam_step_master`'s (as the f32
+    // step's bound); m, v within 4 ulp of their inputs' magnitude; theta16 exactly
+    // `reference::f32_to_half` of the kernel's theta with the reference's random bits.
+    let mut r = rng(73);
+    for (case, len) in lengths_around(&LANE_UNITS, 73).into_iter().enumerate() {
+        let offset = case % 5;
+        let (name, cfg) = configs()[case % 3];
+        let step = [1u64, 3, 100][case % 3];
+        for format in [HalfFormat::Bf16, HalfFormat::F16] {
+            let master0 = log_uniform(&mut r, len, -3.0, 1.0, true);
+            let grad: Vec<u16> = log_uniform(&mut r, len, -4.0, 0.0, true)
+                .iter()
+                .map(|&x| to_half(format, x))
+                .collect();
+            let m0 = log_uniform(&mut r, len, -4.0, 0.0, true);
+            let v0 = log_uniform(&mut r, len, -8.0, 0.0, false);
+            for rounding in [Rounding::NearestEven, Rounding::Stochastic { seed: 5 }] {
+                let (mut rp, mut rm, mut rv) = (to_f64(&master0), to_f64(&m0), to_f64(&v0));
+                let mut r16 = vec![0u16; len];
+                reference::adam_step_master(
+                    &cfg, step, format, rounding, &mut rp, &mut r16, &grad, &mut rm, &mut rv,
+                );
+                for isa in Isa::available() {
+                    let (mut p, mut m, mut v) = (
+                        Unaligned::new(&master0, offset),
+                        Unaligned::new(&m0, offset),
+                        Unaligned::new(&v0, offset),
+                    );
+                    let g16 = shifted(&grad, offset);
+                    let mut p16 = shifted(&vec![0u16; len], offset);
+                    adam_step_master_with(
+                        isa,
+                        Par::Seq,
+                        format,
+                        &cfg,
+                        step,
+                        MasterTensor {
+                            master: p.get_mut(),
+                            param: &mut p16[offset..],
+                            grad: &g16[offset..],
+                            exp_avg: m.get_mut(),
+                            exp_avg_sq: v.get_mut(),
+                        },
+                        rounding,
+                    )
+                    .unwrap();
+                    let at = format!(
+                        "{format:?} {name} {} len {len} offset {offset} {rounding:?}",
+                        isa.name()
+                    );
+                    assert!(
+                        p.guards_intact() && m.guards_intact() && v.guards_intact(),
+                        "{at}"
+                    );
+                    let theta16 = reference::round_to_half(format, p.get(), rounding, step);
+                    for i in 0..len {
+                        let l2 = if cfg.decoupled_weight_decay {
+                            0.0
+                        } else {
+                            cfg.weight_decay
+                        };
+                        let g = (from_half(format, grad[i]) as f64 * cfg.inv_grad_scale).abs()
+                            + (l2 * master0[i] as f64).abs();
+                        let e = ulps(m.get()[i], rm[i], (m0[i] as f64).abs().max(g));
+                        assert!(e <= 4.0, "{at}: exp_avg[{i}] off by {e} ulp");
+                        let e = ulps(v.get()[i], rv[i], (v0[i] as f64).max(g * g));
+                        assert!(e <= 4.0, "{at}: exp_avg_sq[{i}] off by {e} ulp");
+                        let update = (rp[i] - master0[i] as f64).abs();
+                        let e = ulps(p.get()[i], rp[i], (master0[i] as f64).abs() + update);
+                        assert!(e <= 10.0, "{at}: master[{i}] off by {e} ulp");
+                        assert_eq!(p16[offset + i], theta16[i], "{at}: param[{i}]");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bf16_state_step_equals_the_reference_on_every_isa_length_and_offset() {
+    // theta within 10 ulp of `reference::adam_step_bf16_state`'s (|theta| + |update|); the
+    // bf16 m, v exactly `reference::f32_to_half` (stochastic, the reference's bits) of the f32
+    // step's m, v on the widened state (that step is itself tested against the f64 reference).
+    let mut r = rng(79);
+    for (case, len) in lengths_around(&LANE_UNITS, 79).into_iter().enumerate() {
+        let offset = case % 5;
+        let (name, cfg) = configs()[case % 3];
+        let (step, seed) = ([1u64, 2, 100][case % 3], case as u64);
+        let p0 = log_uniform(&mut r, len, -3.0, 1.0, true);
+        let g = log_uniform(&mut r, len, -4.0, 0.0, true);
+        let to_bf16 =
+            |x: Vec<f32>| -> Vec<u16> { x.iter().map(|&x| to_half(HalfFormat::Bf16, x)).collect() };
+        let m0 = to_bf16(log_uniform(&mut r, len, -4.0, 0.0, true));
+        let v0 = to_bf16(log_uniform(&mut r, len, -8.0, 0.0, false));
+        let (mut rp, mut rm16, mut rv16) = (to_f64(&p0), m0.clone(), v0.clone());
+        reference::adam_step_bf16_state(
+            &cfg,
+            step,
+            seed,
+            &mut rp,
+            &to_f64(&g),
+            &mut rm16,
+            &mut rv16,
+        );
+        // The f32 step on the widened state, then the reference rounding.
+        let (mut fp, mut fm, mut fv) = (
+            p0.clone(),
+            widen(HalfFormat::Bf16, &m0),
+            widen(HalfFormat::Bf16, &v0),
+        );
+        adam_step_with(
+            Isa::scalar(),
+            Par::Seq,
+            &cfg,
+            step,
+            AdamTensor {
+                param: &mut fp,
+                grad: &g,
+                exp_avg: &mut fm,
+                exp_avg_sq: &mut fv,
+                max_exp_avg_sq: None,
+            },
+        )
+        .unwrap();
+        let stochastic = |x: f32, stream: u64, i: usize| {
+            let bits = reference::stochastic_bits(seed, step, stream, i as u64);
+            reference::f32_to_half(HalfFormat::Bf16, x, Some(bits))
+        };
+        for isa in Isa::available() {
+            let mut p = Unaligned::new(&p0, offset);
+            let gu = Unaligned::new(&g, offset);
+            let (mut m, mut v) = (shifted(&m0, offset), shifted(&v0, offset));
+            adam_step_bf16_state_with(
+                isa,
+                Par::Seq,
+                &cfg,
+                step,
+                seed,
+                Bf16StateTensor {
+                    param: p.get_mut(),
+                    grad: gu.get(),
+                    exp_avg: &mut m[offset..],
+                    exp_avg_sq: &mut v[offset..],
+                },
+            )
+            .unwrap();
+            let at = format!("{name} {} len {len} offset {offset}", isa.name());
+            assert!(p.guards_intact(), "{at}");
+            for i in 0..len {
+                let update = (rp[i] - p0[i] as f64).abs();
+                let e = ulps(p.get()[i], rp[i], (p0[i] as f64).abs() + update);
+                assert!(e <= 10.0, "{at}: param[{i}] off by {e} ulp");
+                assert_eq!(m[offset + i], stochastic(fm[i], 0, i), "{at}: exp_avg[{i}]");
+                assert_eq!(
+                    v[offset + i],
+                    stochastic(fv[i], 1, i),
+                    "{at}: exp_avg_sq[{i}]"
+                );
+            }
+        }
+    }
+}
+
+/// 8-bit test values of one moment: many magnitudes (`m` signed, `v` >= 0, `-0.0` included),
+/// some zeros, and one all-zero block when there are three or more.
+fn quant_inputs(moment: Moment, seed: u64, len: usize) -> Vec<f32> {
+    let mut r = rng(seed);
+    let mut x = match moment {
+        Moment::ExpAvg => log_uniform(&mut r, len, -9.0, 1.0, true),
+        Moment::ExpAvgSq => log_uniform(&mut r, len, -14.0, 2.0, false),
+    };
+    for i in (0..len).step_by(97) {
+        x[i] = if i % 2 == 0 { 0.0 } else { -0.0 };
+    }
+    if len > 2 * QUANT_BLOCK {
+        x[QUANT_BLOCK..2 * QUANT_BLOCK].fill(0.0);
+    }
+    x
+}
+
+#[test]
+fn eight_bit_codec_equals_the_reference_bitwise_on_every_isa_length_and_offset() {
+    // Exact: codes and scales of `quantize_state` equal `reference::quantize_state`, values of
+    // `dequantize_state` equal `reference::dequantize_state`, from unaligned starts.
+    for (case, len) in lengths_around(&LANE_UNITS, 83).into_iter().enumerate() {
+        let offset = case % 5;
+        for moment in [Moment::ExpAvg, Moment::ExpAvgSq] {
+            let x = quant_inputs(moment, case as u64, len);
+            let (want_codes, want_scales) = reference::quantize_state(moment, &x);
+            let want_values = reference::dequantize_state(moment, &want_codes, &want_scales);
+            let input = Unaligned::new(&x, offset);
+            for isa in Isa::available() {
+                let at = format!("{} {moment:?} len {len} offset {offset}", isa.name());
+                let mut codes = shifted(&vec![0u8; len], offset);
+                let mut scales = vec![0f32; quant_scales_len(len)];
+                quantize_state(isa, moment, input.get(), &mut codes[offset..], &mut scales)
+                    .unwrap();
+                assert_eq!(bits(&scales), bits(&want_scales), "{at}: scales");
+                for (i, (&c, &w)) in codes[offset..].iter().zip(&want_codes).enumerate() {
+                    assert_eq!(c, w, "{at}: code [{i}] of {:e}", x[i]);
+                }
+                let mut out = Unaligned::new(&vec![0f32; len], offset);
+                dequantize_state(isa, moment, &codes[offset..], &scales, out.get_mut()).unwrap();
+                assert!(out.guards_intact(), "{at}");
+                assert_eq!(bits(out.get()), bits(&want_values), "{at}: decoded");
+            }
+        }
+    }
+}
+
+#[test]
+fn reference_conversions_equal_the_half_crate() {
+    // The reference itself, against an independent implementation: nearest-even rounding of
+    // every awkward value and widening of every 16-bit pattern (NaN: NaN with the sign).
+    for format in [HalfFormat::Bf16, HalfFormat::F16] {
+        for x in awkward_floats(200_003) {
+            let (got, want) = (reference::f32_to_half(format, x, None), to_half(format, x));
+            assert!(
+                same_half(format, got, want),
+                "{format:?} {x:e}: {got:#06x} vs {want:#06x}"
+            );
+        }
+        for h in 0..=u16::MAX {
+            let (got, want) = (reference::half_to_f32(format, h), from_half(format, h));
+            let nan_pair = got.is_nan() && want.is_nan();
+            assert!(
+                got.to_bits() == want.to_bits()
+                    || nan_pair && got.is_sign_negative() == want.is_sign_negative(),
+                "{format:?} {h:#06x}: {got:e} vs {want:e}"
+            );
+        }
+    }
+    // Stochastic rounding with all-zero bits truncates, with all-one bits rounds every inexact
+    // value away from zero.
+    let x = 1.0f32 + 1.0 / 512.0; // between bf16 1.0 and 1.0 + 2^-7
+    assert_eq!(reference::f32_to_half(HalfFormat::Bf16, x, Some(0)), 0x3f80);
+    assert_eq!(
+        reference::f32_to_half(HalfFormat::Bf16, x, Some(u32::MAX)),
+        0x3f81
+    );
+    assert_eq!(
+        reference::f32_to_half(HalfFormat::Bf16, 1.0, Some(u32::MAX)),
+        0x3f80
+    );
 }

@@ -77,3 +77,30 @@ pub fn ulps(ours: f32, reference: f64, scale: f64) -> f64 {
 pub fn bits(x: &[f32]) -> Vec<u32> {
     x.iter().map(|v| v.to_bits()).collect()
 }
+
+/// Lengths around each register or block width `L` in `units`: 0, 1, L - 1, L, L + 1, 2L + 1,
+/// 4L + 3; then a large length (past the kernels' 4096-element alignment peel and their
+/// 16384-element thread blocks) and three seeded random ones below 20000. Sorted, no repeats.
+pub fn lengths_around(units: &[usize], seed: u64) -> Vec<usize> {
+    let mut lens = vec![0, 1, 70_001];
+    for &l in units {
+        lens.extend([l - 1, l, l + 1, 2 * l + 1, 4 * l + 3]);
+    }
+    let mut r = rng(seed);
+    lens.extend((0..3).map(|_| r.random_range(2..20_000)));
+    lens.sort_unstable();
+    lens.dedup();
+    lens
+}
+
+/// f32 lanes of the scalar, AVX2 and AVX-512 backends and the 8-bit encoder's register groups
+/// (2 and 4 AVX-512 registers), then the 256-element chunk (the quantization block).
+pub const LANE_UNITS: [usize; 6] = [4, 8, 16, 32, 64, 256];
+
+/// `values` at `offset` elements past the start of a fresh allocation (an unaligned start for
+/// 8- and 16-bit buffers; [`Unaligned`] is the f32 version).
+pub fn shifted<T: Copy + Default>(values: &[T], offset: usize) -> Vec<T> {
+    let mut v = vec![T::default(); offset];
+    v.extend_from_slice(values);
+    v
+}

@@ -380,6 +380,39 @@ enum dp_status dp_adam_step_multi_f32(const struct dp_adam_config *cfg,
                                       const struct dp_adam_tensor_f32 *tensors,
                                       size_t count);
 
+// One Adam/AdamW step in `basis` (rotated Adam): `exp_avg`, `exp_avg_sq`, `max_exp_avg_sq`
+// live in rotated coordinates (original ones for the identity, where this is
+// `dp_adam_step_f32` bit for bit). No allocation. On failure nothing is written.
+//
+// Parameters: `cfg`, a `dp_adam_config` (read unaligned); `step`, 1-based; `basis`, a live
+// handle; `param`, `grad`, `exp_avg`, `exp_avg_sq`, each `len` floats, and `max_exp_avg_sq`
+// (`len` floats with amsgrad, else ignored), `len` the basis length; `workspace`,
+// `workspace_len >= dp_basis_info.step_workspace_len` floats (NULL with 0 for the identity).
+//
+// Returns `DP_OK`; `DP_ERR_NULL_POINTER`; `DP_ERR_INVALID_ARGUMENT` (`basis` not a live
+// handle, a config field, a misaligned buffer); `DP_ERR_LENGTH` (`len` not the basis length,
+// `workspace_len` too small, a range that wraps); `DP_ERR_INVALID_HYPERPARAMETER` (the config,
+// `step == 0`); `DP_ERR_ALIASING` (a written buffer overlapping another); `DP_ERR_NON_FINITE`
+// (`check_finite` and a NaN/Inf gradient: nothing written); `DP_ERR_PANIC`.
+//
+// Thread safety: may run concurrently with any call that does not use these buffers, other
+// steps and rotations on `basis` included; it waits for a refresh of `basis`.
+//
+// # Safety
+// `cfg` must point to a `dp_adam_config`; the buffers valid for `len` floats (`workspace`
+// for `workspace_len`).
+enum dp_status dp_adam_rotated_step_f32(const struct dp_adam_config *cfg,
+                                        uint64_t step,
+                                        const struct dp_basis *basis,
+                                        float *param,
+                                        const float *grad,
+                                        float *exp_avg,
+                                        float *exp_avg_sq,
+                                        float *max_exp_avg_sq,
+                                        size_t len,
+                                        float *workspace,
+                                        size_t workspace_len);
+
 // The two-pass training step over `count` f32 tensors. Pass 1: the global L2 norm of the
 // unscaled gradients (`grad * cfg->inv_grad_scale`) with a non-finite scan; if any value is
 // NaN/Inf the call returns DP_ERR_NON_FINITE and writes nothing (not even `*norm_out`),
@@ -969,39 +1002,6 @@ enum dp_status dp_basis_refresh_f32(struct dp_basis *basis,
                                     float *max_exp_avg_sq,
                                     size_t len);
 
-// One Adam/AdamW step in `basis` (rotated Adam): `exp_avg`, `exp_avg_sq`, `max_exp_avg_sq`
-// live in rotated coordinates (original ones for the identity, where this is
-// `dp_adam_step_f32` bit for bit). No allocation. On failure nothing is written.
-//
-// Parameters: `cfg`, a `dp_adam_config` (read unaligned); `step`, 1-based; `basis`, a live
-// handle; `param`, `grad`, `exp_avg`, `exp_avg_sq`, each `len` floats, and `max_exp_avg_sq`
-// (`len` floats with amsgrad, else ignored), `len` the basis length; `workspace`,
-// `workspace_len >= dp_basis_info.step_workspace_len` floats (NULL with 0 for the identity).
-//
-// Returns `DP_OK`; `DP_ERR_NULL_POINTER`; `DP_ERR_INVALID_ARGUMENT` (`basis` not a live
-// handle, a config field, a misaligned buffer); `DP_ERR_LENGTH` (`len` not the basis length,
-// `workspace_len` too small, a range that wraps); `DP_ERR_INVALID_HYPERPARAMETER` (the config,
-// `step == 0`); `DP_ERR_ALIASING` (a written buffer overlapping another); `DP_ERR_NON_FINITE`
-// (`check_finite` and a NaN/Inf gradient: nothing written); `DP_ERR_PANIC`.
-//
-// Thread safety: may run concurrently with any call that does not use these buffers, other
-// steps and rotations on `basis` included; it waits for a refresh of `basis`.
-//
-// # Safety
-// `cfg` must point to a `dp_adam_config`; the buffers valid for `len` floats (`workspace`
-// for `workspace_len`).
-enum dp_status dp_adam_rotated_step_f32(const struct dp_adam_config *cfg,
-                                        uint64_t step,
-                                        const struct dp_basis *basis,
-                                        float *param,
-                                        const float *grad,
-                                        float *exp_avg,
-                                        float *exp_avg_sq,
-                                        float *max_exp_avg_sq,
-                                        size_t len,
-                                        float *workspace,
-                                        size_t workspace_len);
-
 // lr 1, power -1, damping 1e-4, no momentum (beta1 0), bias correction on, no weight decay,
 // Sophia off (gamma 0.01, eps 1e-15 when turned on), no finite check; `struct_size` set.
 //
@@ -1185,43 +1185,6 @@ enum dp_status dp_gn_rotated_step_f32(const struct dp_gn_config *cfg,
                                       float *workspace,
                                       size_t workspace_len);
 
-// The library version, `"MAJOR.MINOR.PATCH"`. The ABI is stable within a major version.
-const char *dp_version(void);
-
-// The ABI version of the loaded library (`DP_ABI_VERSION` of the header it was built with).
-// Compare it with `DP_ABI_VERSION` at start-up. Never fails.
-uint32_t dp_abi_version(void);
-
-// The name of a status code (`"DP_ERR_LENGTH"`), or `"DP_UNKNOWN_STATUS"`. Never NULL.
-const char *dp_status_str(int32_t status);
-
-// Why the last call on this thread failed ("" after a success). Never NULL; valid until the
-// next diagprec call on the same thread. Safe anywhere, thread-local destructors included
-// (where this thread's slot is already gone it returns "").
-const char *dp_last_error_message(void);
-
-// Sets the number of threads the kernels use, for the whole process: `0` is the default
-// (the environment variable `DIAGPREC_NUM_THREADS`, read once, else one per core; `RAYON_NUM_THREADS`
-// and `OMP_NUM_THREADS` are ignored), `1` runs every kernel on the calling thread with no pool
-// thread at all (the choice inside an OpenMP parallel region, or with several MPI ranks per
-// host), at most 1024. Results are bitwise the same for any count. Safe to call from any thread
-// and after `fork()` (a child starts its own pool on first use). Do not call it while another
-// thread is inside a diagprec call: that call keeps the old pool until it returns.
-//
-// Returns `DP_OK`; `DP_ERR_INVALID_ARGUMENT` (more than 1024, or `DIAGPREC_NUM_THREADS` set to
-// something other than a count from 1 to 1024); `DP_ERR_ALLOCATION` (threads could not start).
-enum dp_status dp_set_num_threads(size_t n_threads);
-
-// Panics on purpose inside the panic boundary and returns what every export returns then,
-// `DP_ERR_PANIC`: lets a C test or a binding confirm that no panic unwinds into its code.
-enum dp_status dp_check_panic_boundary(void);
-
-// The number of threads the kernels use (1 when they run on the caller's thread). Never fails.
-size_t dp_get_num_threads(void);
-
-// The instruction set the kernels run on: "scalar", "avx2", "avx512" or "neon".
-const char *dp_isa_name(void);
-
 // The number of elements in a piece of the gradient norm (16384): every gradient is cut into
 // pieces of this length from its first element (the last piece shorter). Never fails.
 //
@@ -1308,6 +1271,43 @@ enum dp_status dp_grad_norm_combine(const double *partials,
 enum dp_status dp_grad_norm_clip_coefficient(double norm,
                                              double max_grad_norm,
                                              double *clip_out);
+
+// The library version, `"MAJOR.MINOR.PATCH"`. The ABI is stable within a major version.
+const char *dp_version(void);
+
+// The ABI version of the loaded library (`DP_ABI_VERSION` of the header it was built with).
+// Compare it with `DP_ABI_VERSION` at start-up. Never fails.
+uint32_t dp_abi_version(void);
+
+// The name of a status code (`"DP_ERR_LENGTH"`), or `"DP_UNKNOWN_STATUS"`. Never NULL.
+const char *dp_status_str(int32_t status);
+
+// Why the last call on this thread failed ("" after a success). Never NULL; valid until the
+// next diagprec call on the same thread. Safe anywhere, thread-local destructors included
+// (where this thread's slot is already gone it returns "").
+const char *dp_last_error_message(void);
+
+// Sets the number of threads the kernels use, for the whole process: `0` is the default
+// (the environment variable `DIAGPREC_NUM_THREADS`, read once, else one per core; `RAYON_NUM_THREADS`
+// and `OMP_NUM_THREADS` are ignored), `1` runs every kernel on the calling thread with no pool
+// thread at all (the choice inside an OpenMP parallel region, or with several MPI ranks per
+// host), at most 1024. Results are bitwise the same for any count. Safe to call from any thread
+// and after `fork()` (a child starts its own pool on first use). Do not call it while another
+// thread is inside a diagprec call: that call keeps the old pool until it returns.
+//
+// Returns `DP_OK`; `DP_ERR_INVALID_ARGUMENT` (more than 1024, or `DIAGPREC_NUM_THREADS` set to
+// something other than a count from 1 to 1024); `DP_ERR_ALLOCATION` (threads could not start).
+enum dp_status dp_set_num_threads(size_t n_threads);
+
+// Panics on purpose inside the panic boundary and returns what every export returns then,
+// `DP_ERR_PANIC`: lets a C test or a binding confirm that no panic unwinds into its code.
+enum dp_status dp_check_panic_boundary(void);
+
+// The number of threads the kernels use (1 when they run on the caller's thread). Never fails.
+size_t dp_get_num_threads(void);
+
+// The instruction set the kernels run on: "scalar", "avx2", "avx512" or "neon".
+const char *dp_isa_name(void);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -280,8 +280,7 @@ fn power_qr(par: Par, old: MatRef<'_, f32>, a: MatRef<'_, f32>) -> Result<(Mat<f
     // Each panel of `bs` columns is factorised column by column (no recursive sub-blocking):
     // faer's recursive panel spent more in its small products than it saved (QR of 256 x 256:
     // 4.2 -> 3.0 GEMM times; 512: 4.0 -> 1.6; 1024: 1.3 -> 1.2, Intel Xeon).
-    let mut params: faer::linalg::qr::no_pivoting::factor::QrParams =
-        faer::Auto::<f32>::auto();
+    let mut params: faer::linalg::qr::no_pivoting::factor::QrParams = faer::Auto::<f32>::auto();
     params.blocking_threshold = usize::MAX;
     with_faer_par(qr_par, (d * d * d) as f64 * 4.0, |fp| -> Result<()> {
         let req = StackReq::any_of(&[
@@ -304,7 +303,13 @@ fn power_qr(par: Par, old: MatRef<'_, f32>, a: MatRef<'_, f32>) -> Result<(Mat<f
             MemStack::new(&mut buf),
             params.into(),
         );
-        form_q(factor.as_ref(), coeff.as_ref(), q.as_mut(), fp, MemStack::new(&mut buf));
+        form_q(
+            factor.as_ref(),
+            coeff.as_ref(),
+            q.as_mut(),
+            fp,
+            MemStack::new(&mut buf),
+        );
         Ok(())
     })??;
     dispatch::clean_vector_state();
@@ -921,7 +926,9 @@ pub fn carry_state(
                 check_permutation(p, o.dim())?;
             }
         }
-        (Basis::Kronecker(o), Basis::Kronecker(n)) if o.rows() == n.rows() && o.cols() == n.cols() => {
+        (Basis::Kronecker(o), Basis::Kronecker(n))
+            if o.rows() == n.rows() && o.cols() == n.cols() =>
+        {
             if let Some((pl, pr)) = perms {
                 check_permutation(pl, o.rows())?;
                 check_permutation(pr, o.cols())?;

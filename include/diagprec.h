@@ -380,6 +380,39 @@ enum dp_status dp_adam_step_multi_f32(const struct dp_adam_config *cfg,
                                       const struct dp_adam_tensor_f32 *tensors,
                                       size_t count);
 
+// One Adam/AdamW step in `basis` (rotated Adam): `exp_avg`, `exp_avg_sq`, `max_exp_avg_sq`
+// live in rotated coordinates (original ones for the identity, where this is
+// `dp_adam_step_f32` bit for bit). No allocation. On failure nothing is written.
+//
+// Parameters: `cfg`, a `dp_adam_config` (read unaligned); `step`, 1-based; `basis`, a live
+// handle; `param`, `grad`, `exp_avg`, `exp_avg_sq`, each `len` floats, and `max_exp_avg_sq`
+// (`len` floats with amsgrad, else ignored), `len` the basis length; `workspace`,
+// `workspace_len >= dp_basis_info.step_workspace_len` floats (NULL with 0 for the identity).
+//
+// Returns `DP_OK`; `DP_ERR_NULL_POINTER`; `DP_ERR_INVALID_ARGUMENT` (`basis` not a live
+// handle, a config field, a misaligned buffer); `DP_ERR_LENGTH` (`len` not the basis length,
+// `workspace_len` too small, a range that wraps); `DP_ERR_INVALID_HYPERPARAMETER` (the config,
+// `step == 0`); `DP_ERR_ALIASING` (a written buffer overlapping another); `DP_ERR_NON_FINITE`
+// (`check_finite` and a NaN/Inf gradient: nothing written); `DP_ERR_PANIC`.
+//
+// Thread safety: may run concurrently with any call that does not use these buffers, other
+// steps and rotations on `basis` included; it waits for a refresh of `basis`.
+//
+// # Safety
+// `cfg` must point to a `dp_adam_config`; the buffers valid for `len` floats (`workspace`
+// for `workspace_len`).
+enum dp_status dp_adam_rotated_step_f32(const struct dp_adam_config *cfg,
+                                        uint64_t step,
+                                        const struct dp_basis *basis,
+                                        float *param,
+                                        const float *grad,
+                                        float *exp_avg,
+                                        float *exp_avg_sq,
+                                        float *max_exp_avg_sq,
+                                        size_t len,
+                                        float *workspace,
+                                        size_t workspace_len);
+
 // The two-pass training step over `count` f32 tensors. Pass 1: the global L2 norm of the
 // unscaled gradients (`grad * cfg->inv_grad_scale`) with a non-finite scan; if any value is
 // NaN/Inf the call returns DP_ERR_NON_FINITE and writes nothing (not even `*norm_out`),
@@ -968,39 +1001,6 @@ enum dp_status dp_basis_refresh_f32(struct dp_basis *basis,
                                     float *exp_avg_sq,
                                     float *max_exp_avg_sq,
                                     size_t len);
-
-// One Adam/AdamW step in `basis` (rotated Adam): `exp_avg`, `exp_avg_sq`, `max_exp_avg_sq`
-// live in rotated coordinates (original ones for the identity, where this is
-// `dp_adam_step_f32` bit for bit). No allocation. On failure nothing is written.
-//
-// Parameters: `cfg`, a `dp_adam_config` (read unaligned); `step`, 1-based; `basis`, a live
-// handle; `param`, `grad`, `exp_avg`, `exp_avg_sq`, each `len` floats, and `max_exp_avg_sq`
-// (`len` floats with amsgrad, else ignored), `len` the basis length; `workspace`,
-// `workspace_len >= dp_basis_info.step_workspace_len` floats (NULL with 0 for the identity).
-//
-// Returns `DP_OK`; `DP_ERR_NULL_POINTER`; `DP_ERR_INVALID_ARGUMENT` (`basis` not a live
-// handle, a config field, a misaligned buffer); `DP_ERR_LENGTH` (`len` not the basis length,
-// `workspace_len` too small, a range that wraps); `DP_ERR_INVALID_HYPERPARAMETER` (the config,
-// `step == 0`); `DP_ERR_ALIASING` (a written buffer overlapping another); `DP_ERR_NON_FINITE`
-// (`check_finite` and a NaN/Inf gradient: nothing written); `DP_ERR_PANIC`.
-//
-// Thread safety: may run concurrently with any call that does not use these buffers, other
-// steps and rotations on `basis` included; it waits for a refresh of `basis`.
-//
-// # Safety
-// `cfg` must point to a `dp_adam_config`; the buffers valid for `len` floats (`workspace`
-// for `workspace_len`).
-enum dp_status dp_adam_rotated_step_f32(const struct dp_adam_config *cfg,
-                                        uint64_t step,
-                                        const struct dp_basis *basis,
-                                        float *param,
-                                        const float *grad,
-                                        float *exp_avg,
-                                        float *exp_avg_sq,
-                                        float *max_exp_avg_sq,
-                                        size_t len,
-                                        float *workspace,
-                                        size_t workspace_len);
 
 // lr 1, power -1, damping 1e-4, no momentum (beta1 0), bias correction on, no weight decay,
 // Sophia off (gamma 0.01, eps 1e-15 when turned on), no finite check; `struct_size` set.

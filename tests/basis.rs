@@ -1056,3 +1056,70 @@ fn geodesic_equals_the_f64_reference_for_every_dimension() {
         }
     }
 }
+
+/// `RotatedAdam::refresh` is `KroneckerBasis::refreshed` followed by `set_basis` with the
+/// refresh's permutations, bit for bit; a statistic of the wrong kind changes nothing.
+#[test]
+fn refresh_with_state_equals_refresh_then_set_basis() {
+    use diagprec::basis::Statistic;
+    let (m, n) = (6, 9);
+    let cfg = AdamConfig {
+        amsgrad: true,
+        ..AdamConfig::default()
+    };
+    let basis = KroneckerBasis::from_bases(random_basis(91, m), random_basis(92, n));
+    let mut opt = RotatedAdam::new(cfg, Basis::Kronecker(basis.clone())).unwrap();
+    let mut r = rng(93);
+    let mut p = gaussian(&mut r, m * n);
+    let mut stats = KroneckerStatistics::new(m, n);
+    for _ in 0..3 {
+        let g = gaussian(&mut r, m * n);
+        stats.update(&g, 0.9, Par::Seq).unwrap();
+        opt.step(&mut p, &g).unwrap();
+    }
+    for method in [RefreshMethod::PowerQr, RefreshMethod::Eigh] {
+        for transfer in [StateTransfer::Permute, StateTransfer::Reproject] {
+            let refreshed = basis
+                .refreshed(stats.left(), stats.right(), method, Par::Pool)
+                .unwrap();
+            let mut two_calls = opt.clone();
+            two_calls
+                .set_basis(
+                    Basis::Kronecker(refreshed.basis.clone()),
+                    transfer,
+                    Some((&refreshed.left.permutation, &refreshed.right.permutation)),
+                )
+                .unwrap();
+            let mut one_call = opt.clone();
+            let (left, right) = one_call
+                .refresh(
+                    Statistic::Kronecker(stats.left(), stats.right()),
+                    method,
+                    transfer,
+                )
+                .unwrap();
+            assert_eq!(left, refreshed.left);
+            assert_eq!(right, Some(refreshed.right));
+            assert_eq!(one_call.exp_avg(), two_calls.exp_avg());
+            assert_eq!(one_call.exp_avg_sq(), two_calls.exp_avg_sq());
+            assert_eq!(one_call.max_exp_avg_sq(), two_calls.max_exp_avg_sq());
+            let (Basis::Kronecker(a), Basis::Kronecker(b)) = (one_call.basis(), two_calls.basis())
+            else {
+                panic!("the basis stays Kronecker");
+            };
+            assert_eq!(max_abs_diff(a.left().matrix(), b.left().matrix()), 0.0);
+            assert_eq!(max_abs_diff(a.right().matrix(), b.right().matrix()), 0.0);
+        }
+    }
+    let mut wrong = opt.clone();
+    let err = wrong
+        .refresh(
+            Statistic::Dense(stats.left()),
+            RefreshMethod::PowerQr,
+            StateTransfer::Permute,
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert_eq!(wrong.exp_avg(), opt.exp_avg());
+    assert_eq!(wrong.exp_avg_sq(), opt.exp_avg_sq());
+}

@@ -34,7 +34,8 @@ use rotate::{
 
 pub use geodesic::Geodesic;
 pub use refresh::{
-    GnMatrix, KroneckerRefresh, KroneckerStatistics, RefreshInfo, RefreshMethod, StateTransfer,
+    carry_state, refresh_with_state, BasisRefresh, GnMatrix, KroneckerRefresh, KroneckerStatistics,
+    RefreshInfo, RefreshMethod, RotatedState, StateTransfer, Statistic,
 };
 
 /// The largest `max |U^T U - I|` [`DenseBasis::new`] accepts.

@@ -28,8 +28,13 @@
 //!   `diag(v~)` seen in the new basis (`v~'_j = sum_i P_ij^2 v~_i`; it keeps `sum v~`).
 //!   For a Kronecker basis both act per side: `V' = V[perm_L, perm_R]`, or
 //!   `V' = (P_L o P_L)^T V (P_R o P_R)`.
+//!
+//! [`refresh_with_state`] does both for any basis ([`Basis::refreshed`] then [`carry_state`]):
+//! every check and the whole computation run into new memory before the caller's state is
+//! written, so on error the state is unchanged. [`crate::RotatedAdam::refresh`],
+//! [`crate::Soap`] and the C export `dp_basis_refresh_f32` call it.
 
-use super::{DenseBasis, KroneckerBasis};
+use super::{Basis, DenseBasis, KroneckerBasis};
 use crate::dispatch::{self, with_faer_par, Par};
 use crate::error::{self, Error, ErrorKind, Result};
 use faer::dyn_stack::{MemBuffer, MemStack, StackReq};
@@ -200,12 +205,47 @@ fn symmetric_from_lower(a: MatRef<'_, f32>) -> Mat<f32> {
     full
 }
 
+/// `Q = H_0 H_1 ... H_{d-1}` from a QR factorisation's reflectors (`factor`'s strict lower
+/// triangle, `coeff` its block factors, as faer's `qr_in_place` leaves them) into `q`, which holds
+/// the identity on entry. The blocks are applied from the last one; block `j` acts on rows
+/// `j..`, where `q` still equals the identity outside its trailing `j.. x j..` part, so only
+/// that part is multiplied (LAPACK's `orgqr`): `4/3 d^3` flops instead of `2 d^3`.
+fn form_q(
+    factor: MatRef<'_, f32>,
+    coeff: MatRef<'_, f32>,
+    mut q: MatMut<'_, f32>,
+    fp: faer::Par,
+    stack: &mut MemStack,
+) {
+    let size = coeff.ncols();
+    let bs = coeff.nrows();
+    let mut end = size;
+    let mut block = match size % bs {
+        0 => bs,
+        r => r,
+    };
+    while end > 0 {
+        let start = end - block;
+        faer::linalg::householder::apply_block_householder_on_the_left_in_place_with_conj(
+            factor.get(start.., start..end),
+            coeff.get(..end - start, start..end),
+            faer::Conj::No,
+            q.rb_mut().get_mut(start.., start..),
+            fp,
+            stack,
+        );
+        end = start;
+        block = bs;
+    }
+}
+
 /// Matrices smaller than this are QR-factorised on the calling thread.
 const QR_PAR_MIN_DIM: usize = 512;
 
 /// One power-iteration step plus QR: `(Q_new, est sorted, permutation)`. One GEMM (`A Q`), the
 /// Rayleigh quotients `est_j = q_j . (A q_j)` from that product's columns, a blocked
-/// Householder QR of the sorted columns and `Q` formed from its reflectors (faer).
+/// Householder QR of the sorted columns (faer's) and `Q` formed from its reflectors
+/// ([`form_q`]).
 fn power_qr(par: Par, old: MatRef<'_, f32>, a: MatRef<'_, f32>) -> Result<(Mat<f32>, RefreshInfo)> {
     let d = old.nrows();
     let a_full = symmetric_from_lower(a);
@@ -236,6 +276,11 @@ fn power_qr(par: Par, old: MatRef<'_, f32>, a: MatRef<'_, f32>) -> Result<(Mat<f
     // Below QR_PAR_MIN_DIM the factorisation runs on one thread: at 256 x 256 the refresh was
     // slower on two threads than on one (Intel Xeon, 2 cores; see docs/performance.md).
     let qr_par = if d < QR_PAR_MIN_DIM { Par::Seq } else { par };
+    // Each panel of `bs` columns is factorised column by column (no recursive sub-blocking):
+    // faer's recursive panel spent more in its small products than it saved (QR of 256 x 256:
+    // 4.2 -> 3.0 GEMM times; 512: 4.0 -> 1.6; 1024: 1.3 -> 1.2, Intel Xeon).
+    let mut params: faer::linalg::qr::no_pivoting::factor::QrParams = faer::Auto::<f32>::auto();
+    params.blocking_threshold = usize::MAX;
     with_faer_par(qr_par, (d * d * d) as f64 * 4.0, |fp| -> Result<()> {
         let req = StackReq::any_of(&[
             faer::linalg::qr::no_pivoting::factor::qr_in_place_scratch::<f32>(
@@ -243,25 +288,23 @@ fn power_qr(par: Par, old: MatRef<'_, f32>, a: MatRef<'_, f32>) -> Result<(Mat<f
                 d,
                 bs,
                 fp,
-                Default::default(),
+                params.into(),
             ),
-            faer::linalg::householder::apply_block_householder_sequence_on_the_left_in_place_scratch::<f32>(
+            faer::linalg::householder::apply_block_householder_on_the_left_in_place_scratch::<f32>(
                 d, bs, d,
             ),
         ]);
         let mut buf = mem_buffer(req, "the QR factorisation")?;
-        let stack = MemStack::new(&mut buf);
         faer::linalg::qr::no_pivoting::factor::qr_in_place(
             factor.as_mut(),
             coeff.as_mut(),
             fp,
-            stack,
-            Default::default(),
+            MemStack::new(&mut buf),
+            params.into(),
         );
-        faer::linalg::householder::apply_block_householder_sequence_on_the_left_in_place_with_conj(
+        form_q(
             factor.as_ref(),
             coeff.as_ref(),
-            faer::Conj::No,
             q.as_mut(),
             fp,
             MemStack::new(&mut buf),
@@ -631,23 +674,45 @@ fn squared_overlap(par: Par, old: MatRef<'_, f32>, new: MatRef<'_, f32>) -> Resu
     Ok(p)
 }
 
-/// Carries a dense basis's rotated state to `new` (see the module docs). `scratch` holds at
-/// least `d` floats. `m`, `v`, `vmax` have `d` floats each.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn transfer_dense(
+/// Checks that `p` is a permutation of `0..n` (what [`StateTransfer::Permute`] applies).
+pub fn check_permutation(p: &[usize], n: usize) -> Result<()> {
+    let mut seen = vec![false; n];
+    if p.len() != n {
+        return Err(Error::length(format!(
+            "the permutation has {} entries, expected {n}",
+            p.len()
+        )));
+    }
+    for &i in p {
+        if i >= n || seen[i] {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "not a permutation of 0..n",
+            ));
+        }
+        seen[i] = true;
+    }
+    Ok(())
+}
+
+/// Carries a dense basis's rotated state to `new` in place (see the module docs). `scratch`
+/// holds at least `d` floats; `m` and each of `seconds` have `d` floats.
+fn transfer_dense(
     par: Par,
     old: &DenseBasis,
     new: &DenseBasis,
     permutation: Option<&[usize]>,
-    m: &mut [f32],
-    seconds: &mut [&mut [f32]],
+    m: Option<&mut [f32]>,
+    seconds: &mut [Vec<f32>],
     scratch: &mut [f32],
 ) -> Result<()> {
     let d = old.dim();
     let scratch = &mut scratch[..d];
-    // m~' = U'^T (U m~)
-    old.rotate_out_with(par, m, scratch, false)?;
-    new.rotate_into_with(par, scratch, m, false)?;
+    if let Some(m) = m {
+        // m~' = U'^T (U m~)
+        old.rotate_out_with(par, m, scratch, false)?;
+        new.rotate_into_with(par, scratch, m, false)?;
+    }
     match permutation {
         Some(perm) => {
             for v in seconds.iter_mut() {
@@ -657,6 +722,7 @@ pub(crate) fn transfer_dense(
                 }
             }
         }
+        None if seconds.is_empty() => {}
         None => {
             let pp = squared_overlap(par, old.matrix(), new.matrix())?;
             for v in seconds.iter_mut() {
@@ -679,24 +745,26 @@ pub(crate) fn transfer_dense(
     Ok(())
 }
 
-/// Carries a Kronecker basis's rotated state (row-major `m x n` buffers) to `new`. `scratch` and
-/// `work` hold at least `m * n` floats each.
+/// Carries a Kronecker basis's rotated state (row-major `m x n` buffers) to `new` in place.
+/// `scratch` and `work` hold at least `m * n` floats each.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn transfer_kronecker(
+fn transfer_kronecker(
     par: Par,
     old: &KroneckerBasis,
     new: &KroneckerBasis,
     permutations: Option<(&[usize], &[usize])>,
-    m: &mut [f32],
-    seconds: &mut [&mut [f32]],
+    m: Option<&mut [f32]>,
+    seconds: &mut [Vec<f32>],
     scratch: &mut [f32],
     work: &mut [f32],
 ) -> Result<()> {
     let (rows, cols) = (old.rows(), old.cols());
     let len = rows * cols;
     let (scratch, work) = (&mut scratch[..len], &mut work[..len]);
-    old.rotate_out_with(par, m, scratch, work, false)?;
-    new.rotate_into_with(par, scratch, m, work, false)?;
+    if let Some(m) = m {
+        old.rotate_out_with(par, m, scratch, work, false)?;
+        new.rotate_into_with(par, scratch, m, work, false)?;
+    }
     match permutations {
         Some((pl, pr)) => {
             for v in seconds.iter_mut() {
@@ -708,12 +776,13 @@ pub(crate) fn transfer_kronecker(
                 }
             }
         }
+        None if seconds.is_empty() => {}
         None => {
             let pl = squared_overlap(par, old.left().matrix(), new.left().matrix())?;
             let pr = squared_overlap(par, old.right().matrix(), new.right().matrix())?;
             for v in seconds.iter_mut() {
                 // V' = (P_L o P_L)^T V (P_R o P_R)
-                super::super::basis::rotate::kron_rotate_into_with(
+                super::rotate::kron_rotate_into_with(
                     par,
                     pl.as_ref(),
                     pr.as_ref(),
@@ -727,4 +796,228 @@ pub(crate) fn transfer_kronecker(
         }
     }
     Ok(())
+}
+
+/// The statistic a basis is refreshed from: the `d x d` matrix of a dense basis, or the factors
+/// `(L, R)` (`m x m`, `n x n`) of a Kronecker basis. Only the lower triangles are read.
+#[derive(Clone, Copy, Debug)]
+pub enum Statistic<'a> {
+    /// For a [`Basis::Dense`].
+    Dense(MatRef<'a, f32>),
+    /// `(L, R)` for a [`Basis::Kronecker`].
+    Kronecker(MatRef<'a, f32>, MatRef<'a, f32>),
+}
+
+/// A refreshed basis and what the refresh of each side found (`right` is `None` for a dense
+/// basis).
+#[derive(Clone, Debug)]
+pub struct BasisRefresh {
+    /// The new basis.
+    pub basis: Basis,
+    /// What the refresh of the dense basis, or of the left factor, found.
+    pub left: RefreshInfo,
+    /// What the refresh of the right factor found (Kronecker only).
+    pub right: Option<RefreshInfo>,
+}
+
+impl BasisRefresh {
+    /// The permutations [`StateTransfer::Permute`] applies: the left (or dense) one, then the
+    /// right one (empty for a dense basis).
+    pub fn permutations(&self) -> (&[usize], &[usize]) {
+        (
+            &self.left.permutation,
+            self.right.as_ref().map_or(&[][..], |r| &r.permutation),
+        )
+    }
+}
+
+impl Basis {
+    /// A new basis from `statistic` by `method`, starting from this one
+    /// ([`DenseBasis::refreshed`], [`KroneckerBasis::refreshed`]). The identity has no
+    /// statistic to refresh from; a statistic of the other kind is an error.
+    pub fn refreshed(
+        &self,
+        statistic: Statistic<'_>,
+        method: RefreshMethod,
+        par: Par,
+    ) -> Result<BasisRefresh> {
+        match (self, statistic) {
+            (Basis::Dense(b), Statistic::Dense(a)) => {
+                let (basis, left) = b.refreshed(a, method, par)?;
+                Ok(BasisRefresh {
+                    basis: Basis::Dense(basis),
+                    left,
+                    right: None,
+                })
+            }
+            (Basis::Kronecker(b), Statistic::Kronecker(l, r)) => {
+                let k = b.refreshed(l, r, method, par)?;
+                Ok(BasisRefresh {
+                    basis: Basis::Kronecker(k.basis),
+                    left: k.left,
+                    right: Some(k.right),
+                })
+            }
+            (Basis::Identity(_), _) => Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "the identity basis has no statistic to refresh from",
+            )),
+            _ => Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "a dense basis refreshes from one matrix, a Kronecker basis from two factors",
+            )),
+        }
+    }
+}
+
+/// Rotated Adam state in a basis's coordinates, carried through a basis change: `m~` (re-projected
+/// exactly) and the second moments `v~`, `vmax~` (by a [`StateTransfer`] rule). Each buffer has
+/// the basis's length; absent ones are not carried.
+#[derive(Debug, Default)]
+pub struct RotatedState<'a> {
+    /// `m~`.
+    pub exp_avg: Option<&'a mut [f32]>,
+    /// `v~` and, with amsgrad, `vmax~`.
+    pub second_moments: Vec<&'a mut [f32]>,
+}
+
+fn try_copy(data: &[f32], what: &str) -> Result<Vec<f32>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(data.len())
+        .map_err(|_| alloc_error(what))?;
+    v.extend_from_slice(data);
+    Ok(v)
+}
+
+fn try_zeros(n: usize, what: &str) -> Result<Vec<f32>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| alloc_error(what))?;
+    v.resize(n, 0.0);
+    Ok(v)
+}
+
+/// Carries `state` from basis `old` to `new` (same kind and size; see the module docs):
+/// `m~` re-projected exactly, the second moments by `transfer`. `permutations` (dense: the
+/// first list; Kronecker: left, right) is what [`StateTransfer::Permute`] applies.
+///
+/// Everything (the kinds and sizes, the permutations, the buffer lengths) is checked and the
+/// new state computed into new memory before `state` is written: on error it is unchanged.
+pub fn carry_state(
+    par: Par,
+    old: &Basis,
+    new: &Basis,
+    transfer: StateTransfer,
+    permutations: Option<(&[usize], &[usize])>,
+    state: RotatedState<'_>,
+) -> Result<()> {
+    let perms = match transfer {
+        StateTransfer::Permute => Some(permutations.ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                "StateTransfer::Permute needs the refresh's permutation",
+            )
+        })?),
+        StateTransfer::Reproject => None,
+    };
+    match (old, new) {
+        (Basis::Dense(o), Basis::Dense(n)) if o.dim() == n.dim() => {
+            if let Some((p, _)) = perms {
+                check_permutation(p, o.dim())?;
+            }
+        }
+        (Basis::Kronecker(o), Basis::Kronecker(n))
+            if o.rows() == n.rows() && o.cols() == n.cols() =>
+        {
+            if let Some((pl, pr)) = perms {
+                check_permutation(pl, o.rows())?;
+                check_permutation(pr, o.cols())?;
+            }
+        }
+        _ => {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "the new basis must be of the same kind and size as the old one (dense or \
+                 Kronecker)",
+            ))
+        }
+    }
+    let RotatedState {
+        exp_avg,
+        mut second_moments,
+    } = state;
+    let n = old.len();
+    if let Some(m) = &exp_avg {
+        error::check_lengths(n, &[("exp_avg", m.len())])?;
+    }
+    for v in &second_moments {
+        error::check_lengths(n, &[("a second moment", v.len())])?;
+    }
+    // The new state is computed in copies, then written back when nothing can fail any more.
+    let mut m = match &exp_avg {
+        Some(m) => Some(try_copy(m, "the carried state")?),
+        None => None,
+    };
+    let mut seconds = Vec::new();
+    seconds
+        .try_reserve_exact(second_moments.len())
+        .map_err(|_| alloc_error("the carried state"))?;
+    for v in &second_moments {
+        seconds.push(try_copy(v, "the carried state")?);
+    }
+    let mut scratch = try_zeros(n, "the state transfer's workspace")?;
+    match (old, new) {
+        (Basis::Dense(o), Basis::Dense(nw)) => transfer_dense(
+            par,
+            o,
+            nw,
+            perms.map(|(p, _)| p),
+            m.as_deref_mut(),
+            &mut seconds,
+            &mut scratch,
+        )?,
+        (Basis::Kronecker(o), Basis::Kronecker(nw)) => {
+            let mut work = try_zeros(n, "the state transfer's workspace")?;
+            transfer_kronecker(
+                par,
+                o,
+                nw,
+                perms,
+                m.as_deref_mut(),
+                &mut seconds,
+                &mut scratch,
+                &mut work,
+            )?
+        }
+        _ => unreachable!("the kinds were checked above"),
+    }
+    if let (Some(dst), Some(src)) = (exp_avg, &m) {
+        dst.copy_from_slice(src);
+    }
+    for (dst, src) in second_moments.iter_mut().zip(&seconds) {
+        dst.copy_from_slice(src);
+    }
+    Ok(())
+}
+
+/// Refreshes `basis` from `statistic` by `method` ([`Basis::refreshed`]) and carries `state` to
+/// the new basis by `transfer` ([`carry_state`], with the refresh's permutations). Returns the
+/// new basis for the caller to install; on error `state` is unchanged.
+pub fn refresh_with_state(
+    par: Par,
+    basis: &Basis,
+    statistic: Statistic<'_>,
+    method: RefreshMethod,
+    transfer: StateTransfer,
+    state: RotatedState<'_>,
+) -> Result<BasisRefresh> {
+    let refreshed = basis.refreshed(statistic, method, par)?;
+    carry_state(
+        par,
+        basis,
+        &refreshed.basis,
+        transfer,
+        Some(refreshed.permutations()),
+        state,
+    )?;
+    Ok(refreshed)
 }

@@ -1,5 +1,5 @@
 //! Adam/AdamW exports: the configuration struct, the f32 step over one tensor and over a tensor
-//! list.
+//! list, and the rotated step in a `dp_basis` (its moments in the basis's coordinates).
 //!
 //! Every export here checks, in this order, before anything is written: `cfg` (NULL,
 //! `struct_size`, its 0/1 flags), the buffers (NULL with a nonzero count, sizes that overflow
@@ -7,9 +7,12 @@
 //! representability, `step >= 1`), overlapping buffers, and only then the gradient scan of
 //! `check_finite`.
 
-use super::check::{self, buffer, Region};
+use super::basis::{dp_basis, with_basis};
+use super::check::{self, buffer, check_buffers, exact_len, min_len, Region};
 use super::{dp_status, guard};
+use crate::dispatch::{Isa, Par};
 use crate::error::{Error, ErrorKind, Result};
+use crate::kernels::adam::rotated::{rotated_adam_step_with, rotated_workspace_len};
 use crate::kernels::adam::{adam_step, adam_step_multi, AdamConfig, AdamTensor};
 
 /// Adam/AdamW hyperparameters. Fill it with `dp_adam_config_default()` and change the fields
@@ -311,5 +314,86 @@ pub unsafe extern "C" fn dp_adam_step_multi_f32(
         // SAFETY: every tensor passed check_tensor, and all regions are disjoint.
         let mut views = collect_views(list, |t| unsafe { tensor_view(t, config.amsgrad) })?;
         adam_step_multi(&config, step, &mut views)
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The rotated Adam step (the basis is a `dp_basis` handle, see `ffi/basis.rs`).
+
+/// One Adam/AdamW step in `basis` (rotated Adam): `exp_avg`, `exp_avg_sq`, `max_exp_avg_sq`
+/// live in rotated coordinates (original ones for the identity, where this is
+/// `dp_adam_step_f32` bit for bit). No allocation. On failure nothing is written.
+///
+/// Parameters: `cfg`, a `dp_adam_config` (read unaligned); `step`, 1-based; `basis`, a live
+/// handle; `param`, `grad`, `exp_avg`, `exp_avg_sq`, each `len` floats, and `max_exp_avg_sq`
+/// (`len` floats with amsgrad, else ignored), `len` the basis length; `workspace`,
+/// `workspace_len >= dp_basis_info.step_workspace_len` floats (NULL with 0 for the identity).
+///
+/// Returns `DP_OK`; `DP_ERR_NULL_POINTER`; `DP_ERR_INVALID_ARGUMENT` (`basis` not a live
+/// handle, a config field, a misaligned buffer); `DP_ERR_LENGTH` (`len` not the basis length,
+/// `workspace_len` too small, a range that wraps); `DP_ERR_INVALID_HYPERPARAMETER` (the config,
+/// `step == 0`); `DP_ERR_ALIASING` (a written buffer overlapping another); `DP_ERR_NON_FINITE`
+/// (`check_finite` and a NaN/Inf gradient: nothing written); `DP_ERR_PANIC`.
+///
+/// Thread safety: may run concurrently with any call that does not use these buffers, other
+/// steps and rotations on `basis` included; it waits for a refresh of `basis`.
+///
+/// # Safety
+/// `cfg` must point to a `dp_adam_config`; the buffers valid for `len` floats (`workspace`
+/// for `workspace_len`).
+#[no_mangle]
+pub unsafe extern "C" fn dp_adam_rotated_step_f32(
+    cfg: *const dp_adam_config,
+    step: u64,
+    basis: *const dp_basis,
+    param: *mut f32,
+    grad: *const f32,
+    exp_avg: *mut f32,
+    exp_avg_sq: *mut f32,
+    max_exp_avg_sq: *mut f32,
+    len: usize,
+    workspace: *mut f32,
+    workspace_len: usize,
+) -> dp_status {
+    guard(|| {
+        // SAFETY: cfg is NULL or readable (C contract).
+        let config = unsafe { adam_config(cfg)? };
+        check::required("basis", basis)?;
+        let mut buffers = vec![
+            buffer("param", param, len, true),
+            buffer("grad", grad, len, false),
+            buffer("exp_avg", exp_avg, len, true),
+            buffer("exp_avg_sq", exp_avg_sq, len, true),
+        ];
+        if config.amsgrad {
+            buffers.push(buffer("max_exp_avg_sq", max_exp_avg_sq, len, true));
+        }
+        buffers.push(buffer("workspace", workspace, workspace_len, true));
+        let regions = check_buffers(&buffers)?;
+        with_basis("basis", basis, |b| {
+            exact_len("len", len, b.len())?;
+            let need = rotated_workspace_len(b);
+            min_len("workspace", workspace_len, need)?;
+            config.validate()?;
+            if step == 0 {
+                return Err(Error::hyperparameter("step = 0: steps are counted from 1"));
+            }
+            check::disjoint(regions)?;
+            // SAFETY: non-null (or empty), aligned, sized and disjoint: checked above.
+            let tensor = unsafe {
+                AdamTensor {
+                    param: check::slice_mut(param, len),
+                    grad: check::slice(grad, len),
+                    exp_avg: check::slice_mut(exp_avg, len),
+                    exp_avg_sq: check::slice_mut(exp_avg_sq, len),
+                    max_exp_avg_sq: config
+                        .amsgrad
+                        .then(|| check::slice_mut(max_exp_avg_sq, len)),
+                }
+            };
+            // SAFETY: as above.
+            let ws = unsafe { check::slice_mut(workspace, need) };
+            rotated_adam_step_with(Isa::detect(), Par::Pool, &config, step, b, tensor, ws)
+        })
     })
 }

@@ -1,5 +1,6 @@
 //! Basis exports: opaque `dp_basis` handles (identity, dense, Kronecker), rotation, Kronecker
-//! statistics, refresh with state transfer, geodesic interpolation, and the rotated Adam step.
+//! statistics, refresh with state transfer, geodesic interpolation. The rotated Adam step on a
+//! handle is in `ffi/adam.rs`, the rotated GN step in `ffi/gn.rs`.
 //!
 //! **Matrices** cross the boundary as row-major (C order) `float` arrays: a `d x d` basis `U`
 //! has `U[i][j] = u[i * d + j]`, its columns are the basis vectors; a matrix parameter or
@@ -23,15 +24,15 @@
 //! `fork()` the child can use the registry unless another thread was inside a diagprec call at
 //! the moment of the fork: do not fork while another thread is inside a diagprec call.
 
-use super::adam::dp_adam_config;
 use super::check::{self, buffer, check_buffers, exact_len, min_len, Name, Region};
 use super::{dp_status, guard};
-use crate::basis::refresh::{transfer_dense, transfer_kronecker, update_kronecker_factors};
+use crate::basis::refresh::{
+    refresh_with_state, update_kronecker_factors, RotatedState, Statistic,
+};
 use crate::basis::{Basis, DenseBasis, Geodesic, KroneckerBasis, RefreshMethod, StateTransfer};
-use crate::dispatch::{Isa, Par};
+use crate::dispatch::Par;
 use crate::error::{Error, ErrorKind, Result};
-use crate::kernels::adam::rotated::{rotated_adam_step_with, rotated_workspace_len};
-use crate::kernels::adam::AdamTensor;
+use crate::kernels::adam::rotated::rotated_workspace_len;
 use faer::{Mat, MatMut, MatRef};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -122,15 +123,6 @@ pub(super) fn try_zeros<T: Copy + Default>(n: usize, what: &str) -> Result<Vec<T
     let mut v = Vec::new();
     v.try_reserve_exact(n).map_err(|_| alloc_error(what))?;
     v.resize(n, T::default());
-    Ok(v)
-}
-
-/// A copy of `data`, or `DP_ERR_ALLOCATION`.
-fn try_copy(data: &[f32], what: &str) -> Result<Vec<f32>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(data.len())
-        .map_err(|_| alloc_error(what))?;
-    v.extend_from_slice(data);
     Ok(v)
 }
 
@@ -935,8 +927,9 @@ pub unsafe extern "C" fn dp_basis_refresh_f32(
                 true,
             ),
         ])?;
-        let states = [exp_avg, exp_avg_sq, max_exp_avg_sq];
-        let any_state = states.iter().any(|p| !p.is_null());
+        let any_state = [exp_avg, exp_avg_sq, max_exp_avg_sq]
+            .iter()
+            .any(|p| !p.is_null());
         with_basis_mut("basis", basis, |b| {
             let (nl, nr, side) = match &*b {
                 Basis::Identity(_) => {
@@ -977,162 +970,31 @@ pub unsafe extern "C" fn dp_basis_refresh_f32(
             };
             check::disjoint(regions)?;
             probe_memory(square_f64_bytes(side, 4), "the refresh")?;
-            // Compute everything into new memory first: on failure nothing is written.
             // SAFETY: non-null (or empty), aligned, sized and disjoint: checked above.
             let (sl, sr) = unsafe { (check::slice(stat_left, nl), check::slice(stat_right, nr)) };
-            let read = |p: *mut f32| -> Result<Option<Vec<f32>>> {
-                if p.is_null() {
-                    return Ok(None);
-                }
-                // SAFETY: non-null, aligned, sized (len == n) and disjoint: checked above.
-                try_copy(unsafe { check::slice(p, n) }, "the carried state").map(Some)
+            let statistic = match &*b {
+                Basis::Kronecker(k) => Statistic::Kronecker(
+                    MatRef::from_row_major_slice(sl, k.rows(), k.rows()),
+                    MatRef::from_row_major_slice(sr, k.cols(), k.cols()),
+                ),
+                _ => Statistic::Dense(MatRef::from_row_major_slice(sl, side, side)),
             };
-            let mut m = match read(exp_avg)? {
-                Some(m) => m,
-                None => try_zeros(n, "the carried state")?,
+            let state_slice = |p: *mut f32| {
+                // SAFETY: a non-null state buffer is aligned, `len == n` floats and disjoint
+                // from every other buffer: checked above.
+                (!p.is_null()).then(|| unsafe { check::slice_mut(p, n) })
             };
-            let mut seconds: Vec<Vec<f32>> = Vec::new();
-            for p in [exp_avg_sq, max_exp_avg_sq] {
-                if let Some(v) = read(p)? {
-                    seconds.push(v);
-                }
-            }
-            let mut scratch = try_zeros(n, "the refresh workspace")?;
-            let new_basis = match &*b {
-                Basis::Identity(_) => unreachable!("rejected above"),
-                Basis::Dense(old) => {
-                    let d = old.dim();
-                    let (new, info) =
-                        old.refreshed(MatRef::from_row_major_slice(sl, d, d), method, Par::Pool)?;
-                    let mut views: Vec<&mut [f32]> =
-                        seconds.iter_mut().map(|v| v.as_mut_slice()).collect();
-                    let perm =
-                        (transfer == StateTransfer::Permute).then_some(info.permutation.as_slice());
-                    transfer_dense(Par::Pool, old, &new, perm, &mut m, &mut views, &mut scratch)?;
-                    Basis::Dense(new)
-                }
-                Basis::Kronecker(old) => {
-                    let (r, c) = (old.rows(), old.cols());
-                    let refreshed = old.refreshed(
-                        MatRef::from_row_major_slice(sl, r, r),
-                        MatRef::from_row_major_slice(sr, c, c),
-                        method,
-                        Par::Pool,
-                    )?;
-                    let mut views: Vec<&mut [f32]> =
-                        seconds.iter_mut().map(|v| v.as_mut_slice()).collect();
-                    let perms = (transfer == StateTransfer::Permute).then_some((
-                        refreshed.left.permutation.as_slice(),
-                        refreshed.right.permutation.as_slice(),
-                    ));
-                    let mut work = try_zeros(n, "the refresh workspace")?;
-                    transfer_kronecker(
-                        Par::Pool,
-                        old,
-                        &refreshed.basis,
-                        perms,
-                        &mut m,
-                        &mut views,
-                        &mut scratch,
-                        &mut work,
-                    )?;
-                    Basis::Kronecker(refreshed.basis)
-                }
+            let state = RotatedState {
+                exp_avg: state_slice(exp_avg),
+                second_moments: [exp_avg_sq, max_exp_avg_sq]
+                    .into_iter()
+                    .filter_map(state_slice)
+                    .collect(),
             };
-            // Success: write the state back and swap the basis (nothing below can fail).
-            let mut carried = seconds.into_iter();
-            let mut first = Some(m);
-            for (k, p) in states.into_iter().enumerate() {
-                if p.is_null() {
-                    continue;
-                }
-                let values = if k == 0 { first.take() } else { carried.next() };
-                if let Some(values) = values {
-                    // SAFETY: non-null, aligned, sized, disjoint (checked above).
-                    unsafe { check::slice_mut(p, n) }.copy_from_slice(&values);
-                }
-            }
-            *b = new_basis;
+            // The state is written only when the refresh and the transfer succeeded.
+            let refreshed = refresh_with_state(Par::Pool, b, statistic, method, transfer, state)?;
+            *b = refreshed.basis;
             Ok(())
-        })
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
-// The rotated Adam step.
-
-/// One Adam/AdamW step in `basis` (rotated Adam): `exp_avg`, `exp_avg_sq`, `max_exp_avg_sq`
-/// live in rotated coordinates (original ones for the identity, where this is
-/// `dp_adam_step_f32` bit for bit). No allocation. On failure nothing is written.
-///
-/// Parameters: `cfg`, a `dp_adam_config` (read unaligned); `step`, 1-based; `basis`, a live
-/// handle; `param`, `grad`, `exp_avg`, `exp_avg_sq`, each `len` floats, and `max_exp_avg_sq`
-/// (`len` floats with amsgrad, else ignored), `len` the basis length; `workspace`,
-/// `workspace_len >= dp_basis_info.step_workspace_len` floats (NULL with 0 for the identity).
-///
-/// Returns `DP_OK`; `DP_ERR_NULL_POINTER`; `DP_ERR_INVALID_ARGUMENT` (`basis` not a live
-/// handle, a config field, a misaligned buffer); `DP_ERR_LENGTH` (`len` not the basis length,
-/// `workspace_len` too small, a range that wraps); `DP_ERR_INVALID_HYPERPARAMETER` (the config,
-/// `step == 0`); `DP_ERR_ALIASING` (a written buffer overlapping another); `DP_ERR_NON_FINITE`
-/// (`check_finite` and a NaN/Inf gradient: nothing written); `DP_ERR_PANIC`.
-///
-/// Thread safety: may run concurrently with any call that does not use these buffers, other
-/// steps and rotations on `basis` included; it waits for a refresh of `basis`.
-///
-/// # Safety
-/// `cfg` must point to a `dp_adam_config`; the buffers valid for `len` floats (`workspace`
-/// for `workspace_len`).
-#[no_mangle]
-pub unsafe extern "C" fn dp_adam_rotated_step_f32(
-    cfg: *const dp_adam_config,
-    step: u64,
-    basis: *const dp_basis,
-    param: *mut f32,
-    grad: *const f32,
-    exp_avg: *mut f32,
-    exp_avg_sq: *mut f32,
-    max_exp_avg_sq: *mut f32,
-    len: usize,
-    workspace: *mut f32,
-    workspace_len: usize,
-) -> dp_status {
-    guard(|| {
-        // SAFETY: cfg is NULL or readable (C contract).
-        let config = unsafe { super::adam::adam_config(cfg)? };
-        check::required("basis", basis)?;
-        let mut buffers = vec![
-            buffer("param", param, len, true),
-            buffer("grad", grad, len, false),
-            buffer("exp_avg", exp_avg, len, true),
-            buffer("exp_avg_sq", exp_avg_sq, len, true),
-        ];
-        if config.amsgrad {
-            buffers.push(buffer("max_exp_avg_sq", max_exp_avg_sq, len, true));
-        }
-        buffers.push(buffer("workspace", workspace, workspace_len, true));
-        let regions = check_buffers(&buffers)?;
-        with_basis("basis", basis, |b| {
-            exact_len("len", len, b.len())?;
-            let need = rotated_workspace_len(b);
-            min_len("workspace", workspace_len, need)?;
-            config.validate()?;
-            crate::error::check_step(step)?;
-            check::disjoint(regions)?;
-            // SAFETY: non-null (or empty), aligned, sized and disjoint: checked above.
-            let tensor = unsafe {
-                AdamTensor {
-                    param: check::slice_mut(param, len),
-                    grad: check::slice(grad, len),
-                    exp_avg: check::slice_mut(exp_avg, len),
-                    exp_avg_sq: check::slice_mut(exp_avg_sq, len),
-                    max_exp_avg_sq: config
-                        .amsgrad
-                        .then(|| check::slice_mut(max_exp_avg_sq, len)),
-                }
-            };
-            // SAFETY: as above.
-            let ws = unsafe { check::slice_mut(workspace, need) };
-            rotated_adam_step_with(Isa::detect(), Par::Pool, &config, step, b, tensor, ws)
         })
     })
 }

@@ -24,8 +24,10 @@
 //!
 //! The non-finite check scans `g` before anything is written.
 
-use crate::basis::refresh::{transfer_dense, transfer_kronecker};
-use crate::basis::{Basis, KroneckerBasis, KroneckerStatistics, RefreshMethod, StateTransfer};
+use crate::basis::refresh::{carry_state, refresh_with_state, RotatedState, Statistic};
+use crate::basis::{
+    Basis, KroneckerBasis, KroneckerStatistics, RefreshInfo, RefreshMethod, StateTransfer,
+};
 use crate::dispatch::{Isa, Par};
 use crate::error::{self, non_finite_error, Error, ErrorKind, Result};
 use crate::kernels::adam::rotated::{rotated_adam_step_with, rotated_workspace_len};
@@ -159,91 +161,50 @@ impl RotatedAdam {
     /// Switches to `basis` (same kind and size), carrying the rotated state: `m~` re-projected
     /// exactly, `v~` (and `vmax~`) by `transfer`; `permutation` (dense: one list; Kronecker: left
     /// then right) is needed by [`StateTransfer::Permute`] (see
-    /// [`crate::basis::refresh`]). Switching from or to the identity is not supported (their
-    /// moments live in different coordinates): build a new optimizer instead.
+    /// [`crate::basis::refresh::carry_state`]). Switching from or to the identity is not
+    /// supported (their moments live in different coordinates): build a new optimizer instead.
+    /// On error nothing changes.
     pub fn set_basis(
         &mut self,
         basis: Basis,
         transfer: StateTransfer,
         permutation: Option<(&[usize], &[usize])>,
     ) -> Result<()> {
-        let perms = match transfer {
-            StateTransfer::Permute => Some(permutation.ok_or_else(|| {
-                Error::new(
-                    ErrorKind::InvalidArgument,
-                    "StateTransfer::Permute needs the refresh's permutation",
-                )
-            })?),
-            StateTransfer::Reproject => None,
-        };
         let par = self.par;
-        let half = self.workspace.len() / 2;
-        let (rot, work) = self.workspace.split_at_mut(half);
-        let mut seconds: Vec<&mut [f32]> = vec![&mut self.exp_avg_sq[..]];
-        if self.config.amsgrad {
-            seconds.push(&mut self.max_exp_avg_sq[..]);
-        }
-        match (&self.basis, &basis) {
-            (Basis::Dense(old), Basis::Dense(new)) if old.dim() == new.dim() => {
-                if let Some((p, _)) = perms {
-                    check_permutation(p, old.dim())?;
-                }
-                transfer_dense(
-                    par,
-                    old,
-                    new,
-                    perms.map(|(p, _)| p),
-                    &mut self.exp_avg,
-                    &mut seconds,
-                    &mut self.workspace,
-                )?;
-            }
-            (Basis::Kronecker(old), Basis::Kronecker(new))
-                if old.rows() == new.rows() && old.cols() == new.cols() =>
-            {
-                if let Some((pl, pr)) = perms {
-                    check_permutation(pl, old.rows())?;
-                    check_permutation(pr, old.cols())?;
-                }
-                transfer_kronecker(
-                    par,
-                    old,
-                    new,
-                    perms,
-                    &mut self.exp_avg,
-                    &mut seconds,
-                    rot,
-                    work,
-                )?;
-            }
-            _ => return Err(Error::new(
-                ErrorKind::InvalidArgument,
-                "set_basis: the new basis must be of the same kind and size (dense or Kronecker)",
-            )),
-        }
+        let (old, state) = self.basis_and_state();
+        carry_state(par, old, &basis, transfer, permutation, state)?;
         self.basis = basis;
         Ok(())
     }
-}
 
-fn check_permutation(p: &[usize], n: usize) -> Result<()> {
-    let mut seen = vec![false; n];
-    if p.len() != n {
-        return Err(Error::length(format!(
-            "the permutation has {} entries, expected {n}",
-            p.len()
-        )));
+    /// Refreshes the basis from `statistic` by `method` and carries the rotated state by
+    /// `transfer` (see [`crate::basis::refresh::refresh_with_state`]); returns what the refresh
+    /// of each side found (`right` only for a Kronecker basis). On error nothing changes.
+    pub fn refresh(
+        &mut self,
+        statistic: Statistic<'_>,
+        method: RefreshMethod,
+        transfer: StateTransfer,
+    ) -> Result<(RefreshInfo, Option<RefreshInfo>)> {
+        let par = self.par;
+        let (basis, state) = self.basis_and_state();
+        let refreshed = refresh_with_state(par, basis, statistic, method, transfer, state)?;
+        self.basis = refreshed.basis;
+        Ok((refreshed.left, refreshed.right))
     }
-    for &i in p {
-        if i >= n || seen[i] {
-            return Err(Error::new(
-                ErrorKind::InvalidArgument,
-                "not a permutation of 0..n",
-            ));
+
+    /// The basis, and the moments as a [`RotatedState`].
+    fn basis_and_state(&mut self) -> (&Basis, RotatedState<'_>) {
+        let mut second_moments: Vec<&mut [f32]> = vec![&mut self.exp_avg_sq[..]];
+        if self.config.amsgrad {
+            second_moments.push(&mut self.max_exp_avg_sq[..]);
         }
-        seen[i] = true;
+        let state = RotatedState {
+            exp_avg: Some(&mut self.exp_avg[..]),
+            second_moments,
+        };
+        (&self.basis, state)
     }
-    Ok(())
 }
 
 /// SOAP-like configuration: Adam in a Kronecker eigenbasis of the factor statistics, refreshed
@@ -370,17 +331,8 @@ impl Soap {
             self.inner.basis = Basis::Kronecker(basis);
             self.initialized = true;
         } else if t.is_multiple_of(cfg.precondition_frequency) {
-            let Basis::Kronecker(current) = &self.inner.basis else {
-                unreachable!("Soap always holds a Kronecker basis")
-            };
-            let refreshed =
-                current.refreshed(self.stats.left(), self.stats.right(), cfg.refresh, par)?;
-            let (pl, pr) = (refreshed.left.permutation, refreshed.right.permutation);
-            self.inner.set_basis(
-                Basis::Kronecker(refreshed.basis),
-                cfg.transfer,
-                Some((&pl, &pr)),
-            )?;
+            let statistic = Statistic::Kronecker(self.stats.left(), self.stats.right());
+            self.inner.refresh(statistic, cfg.refresh, cfg.transfer)?;
         }
         self.inner.step(param, grad)
     }

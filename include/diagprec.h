@@ -1185,43 +1185,6 @@ enum dp_status dp_gn_rotated_step_f32(const struct dp_gn_config *cfg,
                                       float *workspace,
                                       size_t workspace_len);
 
-// The library version, `"MAJOR.MINOR.PATCH"`. The ABI is stable within a major version.
-const char *dp_version(void);
-
-// The ABI version of the loaded library (`DP_ABI_VERSION` of the header it was built with).
-// Compare it with `DP_ABI_VERSION` at start-up. Never fails.
-uint32_t dp_abi_version(void);
-
-// The name of a status code (`"DP_ERR_LENGTH"`), or `"DP_UNKNOWN_STATUS"`. Never NULL.
-const char *dp_status_str(int32_t status);
-
-// Why the last call on this thread failed ("" after a success). Never NULL; valid until the
-// next diagprec call on the same thread. Safe anywhere, thread-local destructors included
-// (where this thread's slot is already gone it returns "").
-const char *dp_last_error_message(void);
-
-// Sets the number of threads the kernels use, for the whole process: `0` is the default
-// (the environment variable `DIAGPREC_NUM_THREADS`, read once, else one per core; `RAYON_NUM_THREADS`
-// and `OMP_NUM_THREADS` are ignored), `1` runs every kernel on the calling thread with no pool
-// thread at all (the choice inside an OpenMP parallel region, or with several MPI ranks per
-// host), at most 1024. Results are bitwise the same for any count. Safe to call from any thread
-// and after `fork()` (a child starts its own pool on first use). Do not call it while another
-// thread is inside a diagprec call: that call keeps the old pool until it returns.
-//
-// Returns `DP_OK`; `DP_ERR_INVALID_ARGUMENT` (more than 1024, or `DIAGPREC_NUM_THREADS` set to
-// something other than a count from 1 to 1024); `DP_ERR_ALLOCATION` (threads could not start).
-enum dp_status dp_set_num_threads(size_t n_threads);
-
-// Panics on purpose inside the panic boundary and returns what every export returns then,
-// `DP_ERR_PANIC`: lets a C test or a binding confirm that no panic unwinds into its code.
-enum dp_status dp_check_panic_boundary(void);
-
-// The number of threads the kernels use (1 when they run on the caller's thread). Never fails.
-size_t dp_get_num_threads(void);
-
-// The instruction set the kernels run on: "scalar", "avx2", "avx512" or "neon".
-const char *dp_isa_name(void);
-
 // The number of elements in a piece of the gradient norm (16384): every gradient is cut into
 // pieces of this length from its first element (the last piece shorter). Never fails.
 //
@@ -1308,6 +1271,43 @@ enum dp_status dp_grad_norm_combine(const double *partials,
 enum dp_status dp_grad_norm_clip_coefficient(double norm,
                                              double max_grad_norm,
                                              double *clip_out);
+
+// The library version, `"MAJOR.MINOR.PATCH"`. The ABI is stable within a major version.
+const char *dp_version(void);
+
+// The ABI version of the loaded library (`DP_ABI_VERSION` of the header it was built with).
+// Compare it with `DP_ABI_VERSION` at start-up. Never fails.
+uint32_t dp_abi_version(void);
+
+// The name of a status code (`"DP_ERR_LENGTH"`), or `"DP_UNKNOWN_STATUS"`. Never NULL.
+const char *dp_status_str(int32_t status);
+
+// Why the last call on this thread failed ("" after a success). Never NULL; valid until the
+// next diagprec call on the same thread. Safe anywhere, thread-local destructors included
+// (where this thread's slot is already gone it returns "").
+const char *dp_last_error_message(void);
+
+// Sets the number of threads the kernels use, for the whole process: `0` is the default
+// (the environment variable `DIAGPREC_NUM_THREADS`, read once, else one per core; `RAYON_NUM_THREADS`
+// and `OMP_NUM_THREADS` are ignored), `1` runs every kernel on the calling thread with no pool
+// thread at all (the choice inside an OpenMP parallel region, or with several MPI ranks per
+// host), at most 1024. Results are bitwise the same for any count. Safe to call from any thread
+// and after `fork()` (a child starts its own pool on first use). Do not call it while another
+// thread is inside a diagprec call: that call keeps the old pool until it returns.
+//
+// Returns `DP_OK`; `DP_ERR_INVALID_ARGUMENT` (more than 1024, or `DIAGPREC_NUM_THREADS` set to
+// something other than a count from 1 to 1024); `DP_ERR_ALLOCATION` (threads could not start).
+enum dp_status dp_set_num_threads(size_t n_threads);
+
+// Panics on purpose inside the panic boundary and returns what every export returns then,
+// `DP_ERR_PANIC`: lets a C test or a binding confirm that no panic unwinds into its code.
+enum dp_status dp_check_panic_boundary(void);
+
+// The number of threads the kernels use (1 when they run on the caller's thread). Never fails.
+size_t dp_get_num_threads(void);
+
+// The instruction set the kernels run on: "scalar", "avx2", "avx512" or "neon".
+const char *dp_isa_name(void);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -49,11 +49,12 @@ impl GaussNewtonConfig {
 /// no zero-initialisation bias. Before any refresh `h = 0` and the step is `m_hat / damping^-p`.
 ///
 /// ```
-/// use diagprec::{gn_diag_weighted, GaussNewton, GaussNewtonConfig};
-/// let x = vec![1.0_f32, 2.0, 3.0, 4.0]; // 2 samples x 2 features
+/// use diagprec::{gn_diag_weighted, GaussNewton, GaussNewtonConfig, Samples};
+/// let data = vec![1.0_f32, 2.0, 3.0, 4.0];
+/// let x = Samples::new(&data, 2, 2).unwrap(); // 2 samples x 2 features
 /// let mut opt = GaussNewton::new(GaussNewtonConfig::default(), &[2]).unwrap();
 /// assert!(opt.needs_refresh());
-/// opt.refresh(|_, h, beta| gn_diag_weighted(&x, 2, 2, 2, None, beta, h)).unwrap();
+/// opt.refresh(|_, h, beta| gn_diag_weighted(x, None, beta, h)).unwrap();
 /// assert_eq!(opt.h()[0], vec![5.0, 10.0]);
 /// let mut w = vec![0.0_f32; 2];
 /// opt.step(&mut [&mut w[..]], &[&[5.0, 10.0][..]]).unwrap();

@@ -35,6 +35,9 @@
 //!
 //! Cost: `new` is a few f64 GEMMs and two f64 eigendecompositions of size d; each `at(t)` is
 //! four f64 GEMMs of size d.
+//!
+//! **Reference**: [`crate::reference::geodesic_match`] and [`crate::reference::geodesic_at`]
+//! (`tests/basis.rs`).
 
 use super::{orthonormality_error, DenseBasis, ORTHONORMAL_TOLERANCE};
 use crate::dispatch::{with_faer_par, Par};

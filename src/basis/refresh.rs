@@ -33,6 +33,9 @@
 //! every check and the whole computation run into new memory before the caller's state is
 //! written, so on error the state is unchanged. [`crate::RotatedAdam::refresh`],
 //! [`crate::Soap`] and the C export `dp_basis_refresh_f32` call it.
+//!
+//! **Reference**: [`crate::reference::refresh_eigh`], [`crate::reference::refresh_power_qr`] and
+//! [`crate::reference::match_columns`] (`tests/basis.rs`).
 
 use super::{Basis, DenseBasis, KroneckerBasis};
 use crate::dispatch::{self, with_faer_par, Par};

@@ -22,6 +22,9 @@
 //!
 //! **Accuracy**: faer's f32 GEMM (f32 accumulation, blocked): the round trip
 //! `rotate_out(rotate_into(g))` is within a few `sqrt(k) * eps * |g|` (tested to 1e-5 relative).
+//!
+//! **Reference**: [`crate::reference::rotate_dense`] and [`crate::reference::rotate_kronecker`]
+//! (`tests/basis.rs`).
 
 use crate::dispatch::{self, with_faer_par, Par, PAR_FLOPS};
 use crate::error::{check_lengths, Error, Result};

@@ -23,6 +23,9 @@
 //! * Stochastic rounding draws its bits from [`random_bits`], a counter-based hash of
 //!   `(key, element index)` where `key` mixes `(seed, step, stream)`: the bits of an element never
 //!   depend on how the work was split over threads.
+//!
+//! **Reference**: [`crate::reference::half_to_f32`], [`crate::reference::f32_to_half`] and
+//! [`crate::reference::stochastic_bits`], bit for bit (`tests/adam_mixed.rs`).
 
 use pulp::Simd;
 

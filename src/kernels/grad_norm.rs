@@ -15,6 +15,8 @@
 //! order of the f32 partial sums, by a few f32 ulp of a run's sum).
 //!
 //! The two-pass clipped Adam steps built on this norm are in [`crate::kernels::adam::clipped`].
+//!
+//! **Reference**: [`crate::reference::grad_norm`] (`tests/adam.rs`).
 
 use super::adam::BLOCK;
 use super::adam_mixed::master::{widen_into, HalfFormat};

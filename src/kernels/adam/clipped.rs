@@ -14,6 +14,9 @@
 //! A caller that holds the gradients in shards computes the norm from every shard's partial
 //! sums ([`crate::kernels::grad_norm::grad_norm_partials`], `grad_norm_combine`) and runs pass 2
 //! alone with [`adam_step_clipped_by_norm_multi`].
+//!
+//! **Reference**: [`crate::reference::grad_norm`] for pass 1 and [`crate::reference::adam_step`]
+//! with the folded factor for pass 2 (`tests/adam.rs`).
 
 use super::{adam_step_multi_with, AdamConfig, AdamTensor};
 use crate::dispatch::{Isa, Par};
@@ -162,7 +165,7 @@ pub fn adam_step_master_clipped_multi_with(
 }
 
 /// Pass 2 of [`adam_step_clipped_multi`] with a global norm computed elsewhere (for example
-/// by [`grad_norm_combine`] over the partials of every shard): the Adam/AdamW step on `tensors`
+/// by [`crate::grad_norm_combine`] over the partials of every shard): the Adam/AdamW step on `tensors`
 /// with `inv_grad_scale * clip_coefficient(norm, max_grad_norm)` folded in. On each element
 /// the result is bitwise that of [`adam_step_clipped_multi`] over the whole list given the same
 /// norm (the step is elementwise). A non-finite `norm` is [`crate::ErrorKind::NonFinite`]

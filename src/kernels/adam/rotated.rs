@@ -13,12 +13,14 @@
 //! **Where the moments live**: both `m~` and `v~` (and `vmax~`) live in rotated coordinates.
 //! `m` is linear, so this equals SOAP's choice (keep `m` in the original coordinates and rotate
 //! it every step) in exact arithmetic, at two GEMMs less per step; on a basis change `m~` is
-//! re-projected exactly (`m~' = U'^T U m~`) and `v~` carried by a [`StateTransfer`] rule.
+//! re-projected exactly (`m~' = U'^T U m~`) and `v~` carried by a [`crate::StateTransfer`] rule.
 //!
 //! **Cost per step**: the two rotations (dense: two matrix-vector products; Kronecker: four
 //! GEMMs) plus one element-wise pass over `g~, m~, v~`, plus one pass over `theta` for AdamW's
 //! decay and one over `g, theta` for Adam's L2 term when those are non-zero. The identity basis
 //! calls the plain Adam kernel on the caller's buffers: nothing extra.
+//!
+//! **Reference**: [`crate::reference::rotated_adam_step`] (`tests/basis.rs`).
 
 use crate::basis::{Basis, KroneckerBasis};
 use crate::dispatch::{self, Isa, Par, Split};

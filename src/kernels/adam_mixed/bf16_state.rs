@@ -1,36 +1,27 @@
 //! # Adam with bf16 optimizer state
 //!
-//! Both kernels decode the state, run the f32 Adam update of [`crate::kernels::adam`] on it
-//! (`theta` and `g` stay f32), and re-encode, in one pass over memory.
+//! The kernel decodes the state, runs the f32 Adam update of [`crate::kernels::adam`] on it
+//! (`theta` and `g` stay f32), and re-encodes, in one pass over memory. Its 8-bit sibling is
+//! [`super::state_8bit`].
 //!
 //! **bf16 state** (20 bytes of traffic per parameter instead of 28): `exp_avg` and `exp_avg_sq`
 //! hold bf16 bits (`u16`). The new `m`, `v` are rounded stochastically, with random bits that
 //! depend only on `(seed, step, stream, element index)` (stream 0: `m`, 1: `v`), so the result
 //! is the same for any thread count and the rounding is unbiased: `E[round(x)] = x`.
 //!
-//! **Passes**: both kernels run the f32 kernel's own body (so the arithmetic is exactly the f32
-//! step's) in one pass over memory. The bf16-state kernel converts in registers as the body
-//! loads and stores `m`, `v` (a 16-bit shift; a stochastic rounding). The 8-bit kernel works per
-//! quantization block: decode `m`, `v`, run the body, keep the new `m`, `v` in two 1 KB f32
-//! buffers (L1) while taking their absmax, encode. The encoder works on 16-bit lanes, two
-//! registers at a time with AVX-512, four with AVX2; with AVX-512 a block is encoded inside the
-//! body of the next one (two pairs of buffers), so the encoder's integer work runs while the
-//! update waits on its divisions. Every body asks for its operands 2 KB of each f32 array ahead
+//! **Pass**: the f32 kernel's own body (so the arithmetic is exactly the f32 step's), one pass
+//! over memory, converting in registers as it loads and stores `m`, `v` (a 16-bit shift; a
+//! stochastic rounding). The body asks for its operands 2 KB of each f32 array ahead
 //! (`prefetcht0`): on an Intel Xeon the hardware prefetchers alone left the DRAM-sized steps
-//! waiting on their loads. With AVX-512 (32 registers) the body also
-//! decodes the codes as it loads them; with AVX2 (16 registers) that spills constants
-//! (measured: ~5% slower on Zen 4, ~10% on Zen 3), so AVX2 and scalar decode into the buffers
-//! first: the 8-bit codecs are long integer chains that overlap better in loops of their own
-//! there.
+//! waiting on their loads.
 //!
-//! The layout is the checkpoint format: save `codes` and `scales` as they are
-//! ([`quantize_state`] and [`dequantize_state`] convert from and to f32).
+//! **Accuracy**: `theta` is the f32 step on the widened state (bitwise); the stored `m`, `v` are
+//! the f32 step's rounded stochastically to bf16 (within one bf16 ulp, unbiased). Non-finite
+//! state is stored as it comes; use `check_finite` on the gradient. Amsgrad is not supported.
 //!
-//! **Accuracy**: per element, `theta` is the f32 step on the decoded state; the round trip
-//! `decode(encode(x))` is within `max(|x| / 16, 2^-14 scale)` for `m` and
-//! `max(v / 16, 2^-30 scale)` for `v` (see `tests/adam_mixed.rs`). Non-finite state cannot be
-//! represented; use `check_finite`. A scale that is not finite or is negative (a corrupted
-//! checkpoint) is refused with an error before anything is written. Amsgrad is not supported.
+//! **Reference**: [`crate::reference::adam_step_bf16_state`]: the f32 step, then
+//! [`crate::reference::f32_to_half`] with the bits of [`crate::reference::stochastic_bits`]
+//! (`tests/adam_mixed.rs`).
 
 use super::master::{check_no_amsgrad, in_tensor, narrow_store_at, widen_at};
 use crate::dispatch::batches::{balanced_batches, step_batches};

@@ -1,7 +1,8 @@
 //! # Adam with 8-bit block-quantized optimizer state
 //!
-//! Both kernels decode the state, run the f32 Adam update of [`crate::kernels::adam`] on it
-//! (`theta` and `g` stay f32), and re-encode, in one pass over memory.
+//! The kernel decodes the state, runs the f32 Adam update of [`crate::kernels::adam`] on it
+//! (`theta` and `g` stay f32), and re-encodes, in one pass over memory. Its bf16 sibling is
+//! [`super::bf16_state`].
 //!
 //! **8-bit state** (16 bytes per parameter plus 1/32 for scales), after Dettmers et al. (8-bit
 //! Adam): elements are grouped in blocks of [`QUANT_BLOCK`] = 256; each block of each moment
@@ -25,20 +26,17 @@
 //! `v` underflowed, and decoding never meets a subnormal float (a microcode assist each on
 //! Zen 3; subnormal codes from elsewhere still decode exactly, only slower).
 //!
-//! **Passes**: both kernels run the f32 kernel's own body (so the arithmetic is exactly the f32
-//! step's) in one pass over memory. The bf16-state kernel converts in registers as the body
-//! loads and stores `m`, `v` (a 16-bit shift; a stochastic rounding). The 8-bit kernel works per
-//! quantization block: decode `m`, `v`, run the body, keep the new `m`, `v` in two 1 KB f32
-//! buffers (L1) while taking their absmax, encode. The encoder works on 16-bit lanes, two
+//! **Pass**: the f32 kernel's own body (so the arithmetic is exactly the f32 step's), in one pass
+//! over memory, per quantization block: decode `m`, `v`, run the body, keep the new `m`, `v` in two
+//! 1 KB f32 buffers (L1) while taking their absmax, encode. The encoder works on 16-bit lanes, two
 //! registers at a time with AVX-512, four with AVX2; with AVX-512 a block is encoded inside the
-//! body of the next one (two pairs of buffers), so the encoder's integer work runs while the
-//! update waits on its divisions. Every body asks for its operands 2 KB of each f32 array ahead
+//! body of the next one (two pairs of buffers), so the encoder's integer work runs while the update
+//! waits on its divisions. Every body asks for its operands 2 KB of each f32 array ahead
 //! (`prefetcht0`): on an Intel Xeon the hardware prefetchers alone left the DRAM-sized steps
-//! waiting on their loads. With AVX-512 (32 registers) the body also
-//! decodes the codes as it loads them; with AVX2 (16 registers) that spills constants
-//! (measured: ~5% slower on Zen 4, ~10% on Zen 3), so AVX2 and scalar decode into the buffers
-//! first: the 8-bit codecs are long integer chains that overlap better in loops of their own
-//! there.
+//! waiting on their loads. With AVX-512 (32 registers) the body also decodes the codes as it loads
+//! them; with AVX2 (16 registers) that spills constants (measured: ~5% slower on Zen 4, ~10% on Zen
+//! 3), so AVX2 and scalar decode into the buffers first: the 8-bit codecs are long integer chains
+//! that overlap better in loops of their own there.
 //!
 //! The layout is the checkpoint format: save `codes` and `scales` as they are
 //! ([`quantize_state`] and [`dequantize_state`] convert from and to f32).
@@ -48,6 +46,10 @@
 //! `max(v / 16, 2^-30 scale)` for `v` (see `tests/adam_mixed.rs`). Non-finite state cannot be
 //! represented; use `check_finite`. A scale that is not finite or is negative (a corrupted
 //! checkpoint) is refused with an error before anything is written. Amsgrad is not supported.
+//!
+//! **Reference**: the codec is [`crate::reference::quant_code`],
+//! [`crate::reference::quantize_state`] and [`crate::reference::dequantize_state`], bit for bit;
+//! the step is [`crate::reference::adam_step`] on the decoded state (`tests/adam_mixed.rs`).
 
 use super::master::{check_no_amsgrad, in_tensor};
 use crate::dispatch::batches::{balanced_batches, step_batches};

@@ -1,4 +1,7 @@
 //! # GN^p in a basis: the preconditioned step with `h` and momentum in rotated coordinates
+//!
+//! **Reference**: [`crate::reference::gn_step`] on the rotated gradient, rotated back with
+//! [`crate::reference::rotate_dense`] or [`crate::reference::rotate_kronecker`] (`tests/gn.rs`).
 
 use crate::basis::Basis;
 use crate::dispatch::{Isa, Par};
@@ -20,7 +23,7 @@ use crate::kernels::scale::scale;
 /// ```
 ///
 /// The identity basis is exactly [`crate::gn_step_with`] on the caller's buffers. `workspace`
-/// holds [`rotated_workspace_len`] floats. Everything is checked (and, with `check_finite`,
+/// holds [`crate::rotated_workspace_len`] floats. Everything is checked (and, with `check_finite`,
 /// `grad` and `h` scanned) before anything is written. Costs over the rotations: one pass to
 /// zero the direction, the GN^p pass, and a scaling pass over `theta` when `wd > 0`.
 #[allow(clippy::too_many_arguments)]

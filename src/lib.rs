@@ -38,7 +38,8 @@ pub use basis::{
 pub use dispatch::{num_threads, set_num_threads, Isa, Par};
 pub use error::{Error, ErrorKind, Result};
 pub use kernels::adam::clipped::{
-    adam_step_clipped_multi, adam_step_clipped_multi_with, adam_step_master_clipped_multi,
+    adam_step_clipped_by_norm_multi, adam_step_clipped_by_norm_multi_with, adam_step_clipped_multi,
+    adam_step_clipped_multi_with, adam_step_master_clipped_multi,
     adam_step_master_clipped_multi_with,
 };
 pub use kernels::adam::rotated::{rotated_adam_step_with, rotated_workspace_len};
@@ -70,8 +71,9 @@ pub use kernels::gn::rotated::rotated_gn_step_with;
 pub use kernels::gn::samples::Samples;
 pub use kernels::gn::step::{gn_step, gn_step_with, GnConfig, SophiaClip};
 pub use kernels::grad_norm::{
-    clip_coefficient, grad_norm_multi, grad_norm_multi_half, grad_norm_multi_half_with,
-    grad_norm_multi_with, scale_in_place, GradNorm,
+    clip_coefficient, grad_norm_combine, grad_norm_multi, grad_norm_multi_half,
+    grad_norm_multi_half_with, grad_norm_multi_with, grad_norm_partials, grad_norm_partials_with,
+    grad_norm_piece_count, grad_norm_piece_len, scale_in_place, GradNorm,
 };
 pub use optim::Adam;
 pub use optim::{GaussNewton, GaussNewtonConfig};

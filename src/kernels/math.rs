@@ -6,13 +6,16 @@
 //! ```text
 //! exp(x):  n = round(x log2 e),  r = x - n ln2 (two FMAs, Cody-Waite),
 //!          exp(x) = (1 + r + r^2 P(r)) * 2^(n1) * 2^(n - n1)     (n1 = round(n / 2))
-//! x^p:     x = 2^e m (m in [sqrt(1/2), sqrt(2))),  l = log2 m from ln(1 + f), f = m - 1,
+//! x^p:     x = 2^e m (m in (sqrt(1/2), sqrt(2)]),  l = log2 m from ln(1 + f), f = m - 1,
 //!          t = p (e + l) carried as an f32 pair (t_hi, t_lo),  n = round(t_hi),
 //!          x^p = exp((t_hi - n + t_lo) ln 2) * 2^n
 //! ```
 //!
-//! The scale `2^n` is applied as two exact powers of two, so results that are subnormal are
-//! rounded once (gradual underflow is right) and overflow gives +inf. `P` are Cephes' minimax
+//! The reduction of `x` is integer arithmetic on its bits (one carry into the exponent field
+//! picks the binade around `sqrt 2`, no compare or select). The scale `2^n` is applied as two
+//! exact powers of two, so results that are subnormal are rounded once (gradual underflow is
+//! right) and overflow gives +inf. On AVX-512 the rounding to an integer and the scale are one
+//! instruction each (`vrndscaleps`, `vscalefps`) with the same results. `P` are Cephes' minimax
 //! coefficients; every step is an IEEE operation or a fused multiply-add in a fixed order, so the
 //! result is bitwise the same on every instruction set (scalar, AVX2, AVX-512).
 //!

@@ -6,13 +6,16 @@
 //! ```text
 //! exp(x):  n = round(x log2 e),  r = x - n ln2 (two FMAs, Cody-Waite),
 //!          exp(x) = (1 + r + r^2 P(r)) * 2^(n1) * 2^(n - n1)     (n1 = round(n / 2))
-//! x^p:     x = 2^e m (m in [sqrt(1/2), sqrt(2))),  l = log2 m from ln(1 + f), f = m - 1,
+//! x^p:     x = 2^e m (m in (sqrt(1/2), sqrt(2)]),  l = log2 m from ln(1 + f), f = m - 1,
 //!          t = p (e + l) carried as an f32 pair (t_hi, t_lo),  n = round(t_hi),
 //!          x^p = exp((t_hi - n + t_lo) ln 2) * 2^n
 //! ```
 //!
-//! The scale `2^n` is applied as two exact powers of two, so results that are subnormal are
-//! rounded once (gradual underflow is right) and overflow gives +inf. `P` are Cephes' minimax
+//! The reduction of `x` is integer arithmetic on its bits (one carry into the exponent field
+//! picks the binade around `sqrt 2`, no compare or select). The scale `2^n` is applied as two
+//! exact powers of two, so results that are subnormal are rounded once (gradual underflow is
+//! right) and overflow gives +inf. On AVX-512 the rounding to an integer and the scale are one
+//! instruction each (`vrndscaleps`, `vscalefps`) with the same results. `P` are Cephes' minimax
 //! coefficients; every step is an IEEE operation or a fused multiply-add in a fixed order, so the
 //! result is bitwise the same on every instruction set (scalar, AVX2, AVX-512).
 //!
@@ -65,9 +68,25 @@ const LOG_Q: [f32; 9] = [
     3.333_333e-1,
 ];
 
+/// Added to the bits of a positive normal `x` in the logarithm's reduction: the mantissa bits
+/// of `sqrt 2` (as f32) plus one, subtracted from `2^23`, so a mantissa above that of `sqrt 2`
+/// carries into the exponent field.
+const SPLIT: u32 = 0x0080_0000 - (std::f32::consts::SQRT_2.to_bits() & 0x007f_ffff) - 1;
+/// The bits of the smallest reduced `m`: `SPLIT` less than those of 1.0, i.e. the f32 above
+/// `sqrt 2` halved.
+const SPLIT_LOW: u32 = 0x3f80_0000 - SPLIT;
+
 /// `k` rounded to an integer (ties to even) for `|k| < 2^22`.
 #[inline(always)]
 fn round_int<S: Simd>(simd: S, k: S::f32s) -> S::f32s {
+    #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+    if let Some(y) = avx512::map(simd, [k], |v4, [k]| {
+        // vrndscaleps, nearest even (the same integer; -0 for small negative k, which every
+        // caller only adds, subtracts or scales).
+        pulp::cast(v4.avx512f._mm512_roundscale_ps::<0>(pulp::cast(k)))
+    }) {
+        return y;
+    }
     let magic = simd.splat_f32s(ROUND_MAGIC);
     simd.sub_f32s(simd.add_f32s(k, magic), magic)
 }
@@ -86,6 +105,10 @@ fn pow2_int<S: Simd>(simd: S, k: S::f32s) -> S::f32s {
 /// powers of two, so a subnormal or overflowing result is rounded only by the last product.
 #[inline(always)]
 fn scale_pow2<S: Simd>(simd: S, y: S::f32s, n: S::f32s) -> S::f32s {
+    #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+    if let Some(r) = avx512::scale(simd, y, n) {
+        return r;
+    }
     let n1 = round_int(simd, simd.mul_f32s(n, simd.splat_f32s(0.5)));
     let n2 = simd.sub_f32s(n, n1);
     simd.mul_f32s(simd.mul_f32s(y, pow2_int(simd, n1)), pow2_int(simd, n2))
@@ -206,13 +229,15 @@ fn pow_lane_range<S: Simd, const FULL_RANGE: bool>(
     } else {
         x
     };
-    let bits = simd.transmute_u32s_f32s(xs);
-    // m in [1, 2) from the mantissa; e the unbiased exponent, as a float (exact).
-    let mant = simd.or_u32s(
+    // x = 2^e m with m in (sqrt(1/2), sqrt 2]: adding SPLIT carries a mantissa above that of
+    // sqrt 2 into the exponent field; the low 23 bits plus the bits of the smallest such m give
+    // m (halved where the carry happened), the high bits e + 127 (one more where it happened).
+    let bits = simd.add_u32s(simd.transmute_u32s_f32s(xs), simd.splat_u32s(SPLIT));
+    let m = simd.transmute_f32s_u32s(simd.add_u32s(
         simd.and_u32s(bits, simd.splat_u32s(0x007f_ffff)),
-        simd.splat_u32s(0x3f80_0000),
-    );
-    let m = simd.transmute_f32s_u32s(mant);
+        simd.splat_u32s(SPLIT_LOW),
+    ));
+    // e as a float (exact): the biased exponent in the low bits of 1.5 * 2^23, less the bias.
     let exp_bits = simd.wrapping_dyn_shr_u32s(bits, simd.splat_u32s(23));
     let e = simd.sub_f32s(
         simd.transmute_f32s_u32s(simd.add_u32s(exp_bits, simd.splat_u32s(0x4b40_0000))),
@@ -223,12 +248,8 @@ fn pow_lane_range<S: Simd, const FULL_RANGE: bool>(
     } else {
         e
     };
-    // m > sqrt 2: halve it, so f = m - 1 stays in [sqrt(1/2) - 1, sqrt(2) - 1].
-    let big = simd.greater_than_f32s(m, simd.splat_f32s(std::f32::consts::SQRT_2));
-    let m = simd.select_f32s(big, simd.mul_f32s(m, simd.splat_f32s(0.5)), m);
-    let e = simd.select_f32s(big, simd.add_f32s(e, one), e);
-    // ln(1 + f) = f - f^2 / 2 + f^3 Q(f), then log2 m = ln(1 + f) log2 e.
     let f = simd.sub_f32s(m, one);
+    // ln(1 + f) = f - f^2 / 2 + f^3 Q(f), then log2 m = ln(1 + f) log2 e.
     let mut q = simd.splat_f32s(LOG_Q[0]);
     for &c in &LOG_Q[1..] {
         q = simd.mul_add_f32s(q, f, simd.splat_f32s(c));
@@ -256,6 +277,21 @@ fn pow_lane_range<S: Simd, const FULL_RANGE: bool>(
     } else {
         t_hi
     };
+    // Special inputs, last: 0, +inf, NaN or negative (NaN).
+    let finish = |y: S::f32s| {
+        let y = if FULL_RANGE {
+            simd.select_f32s(simd.equal_f32s(x, zero), p.at_zero, y)
+        } else {
+            y
+        };
+        let y = simd.select_f32s(
+            simd.equal_f32s(x, simd.splat_f32s(f32::INFINITY)),
+            p.at_inf,
+            y,
+        );
+        let valid = simd.greater_than_or_equal_f32s(x, zero);
+        simd.select_f32s(valid, y, simd.splat_f32s(f32::NAN))
+    };
     let n = round_int(simd, t_hi);
     let r = simd.mul_f32s(
         simd.add_f32s(simd.sub_f32s(t_hi, n), t_lo),
@@ -265,21 +301,47 @@ fn pow_lane_range<S: Simd, const FULL_RANGE: bool>(
         scale_pow2(simd, exp_poly(simd, r), n)
     } else {
         // n in [-126, 125]: one power of two, the product rounded once as in scale_pow2.
-        simd.mul_f32s(exp_poly(simd, r), pow2_int(simd, n))
+        let y = exp_poly(simd, r);
+        #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+        if let Some(r) = avx512::scale(simd, y, n) {
+            return finish(r);
+        }
+        simd.mul_f32s(y, pow2_int(simd, n))
     };
-    // Special inputs, last: 0, +inf, NaN or negative (NaN).
-    let y = if FULL_RANGE {
-        simd.select_f32s(simd.equal_f32s(x, zero), p.at_zero, y)
-    } else {
-        y
-    };
-    let y = simd.select_f32s(
-        simd.equal_f32s(x, simd.splat_f32s(f32::INFINITY)),
-        p.at_inf,
-        y,
-    );
-    let valid = simd.greater_than_or_equal_f32s(x, zero);
-    simd.select_f32s(valid, y, simd.splat_f32s(f32::NAN))
+    finish(y)
+}
+
+/// AVX-512 forms of the exact steps above (rounding to an integer, scaling by a power of two):
+/// one instruction each, the same bits as the portable sequences. Picked by comparing `S` with
+/// pulp's AVX-512 backend, which the compiler resolves per instantiation.
+#[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+mod avx512 {
+    use pulp::x86::V4;
+    use pulp::{f32x16, Simd};
+    use std::any::Any;
+
+    /// `f(args)` when `S` is [`V4`], else `None`.
+    #[inline(always)]
+    pub(super) fn map<S: Simd, const N: usize>(
+        simd: S,
+        args: [S::f32s; N],
+        f: impl FnOnce(V4, [f32x16; N]) -> f32x16,
+    ) -> Option<S::f32s> {
+        let v4 = *(&simd as &dyn Any).downcast_ref::<V4>()?;
+        let args = *(&args as &dyn Any).downcast_ref::<[f32x16; N]>()?;
+        (&f(v4, args) as &dyn Any)
+            .downcast_ref::<S::f32s>()
+            .copied()
+    }
+
+    /// `y * 2^n` for an integer-valued `n`, rounded once (vscalefps): the value of
+    /// `scale_pow2`, subnormal and overflowing results included.
+    #[inline(always)]
+    pub(super) fn scale<S: Simd>(simd: S, y: S::f32s, n: S::f32s) -> Option<S::f32s> {
+        map(simd, [y, n], |v4, [y, n]| {
+            pulp::cast(v4.avx512f._mm512_scalef_ps(pulp::cast(y), pulp::cast(n)))
+        })
+    }
 }
 
 /// Which function [`MapSlice`] applies.

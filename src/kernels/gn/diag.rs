@@ -417,7 +417,7 @@ pub fn gn_diag_logistic_with(
     let n_samples = x.n_samples();
     check_lengths(n_samples, &[("logits", logits.len())])?;
     check_weighted(x, Some(logits), beta, h.len(), x.dim())?;
-    let mut weights = workspace("weights", n_samples)?;
+    let mut weights = scratch("weights", n_samples)?;
     isa.run(LogisticWeights {
         logits,
         out: &mut weights,
@@ -553,16 +553,93 @@ fn square_into(isa: Isa, par: Par, x: &[f32], out: &mut [f32]) -> Result<()> {
     )
 }
 
-/// Allocates a zeroed workspace, reporting failure as an error.
-fn workspace(name: &str, len: usize) -> Result<Vec<f32>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| {
+/// Spare workspaces of the calling thread, kept between kernel calls: a workspace above glibc's
+/// mmap threshold was mapped and unmapped on every call, and the page faults of touching it
+/// again cost about a tenth of a softmax layer call (256 x 1000 x 1024, Intel Xeon).
+const SPARE_WORKSPACES: usize = 8;
+/// A workspace larger than this (in floats: 64 MiB) is freed, not kept.
+const SPARE_MAX_LEN: usize = 16 << 20;
+
+thread_local! {
+    static SPARES: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A workspace of `len` floats, back among the thread's spares when dropped.
+struct Workspace(Vec<f32>);
+
+impl std::ops::Deref for Workspace {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Workspace {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.0
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.0);
+        if buf.capacity() == 0 || buf.capacity() > SPARE_MAX_LEN {
+            return;
+        }
+        // `try_with`: during thread teardown the spares may already be gone.
+        let _ = SPARES.try_with(|spares| {
+            if let Ok(mut spares) = spares.try_borrow_mut() {
+                if spares.len() < SPARE_WORKSPACES {
+                    spares.push(buf);
+                }
+            }
+        });
+    }
+}
+
+/// A workspace of `len` floats whose contents are unspecified (a spare's old values): for
+/// callers that write every element before reading it. Failure to allocate is an error.
+fn scratch(name: &str, len: usize) -> Result<Workspace> {
+    // The smallest spare that holds `len`, else the largest (grown below), else a new one.
+    let spare = SPARES
+        .try_with(|spares| {
+            let mut spares = spares.try_borrow_mut().ok()?;
+            let fits = (0..spares.len())
+                .filter(|&i| spares[i].capacity() >= len)
+                .min_by_key(|&i| spares[i].capacity());
+            let pick = fits.or_else(|| (0..spares.len()).max_by_key(|&i| spares[i].capacity()))?;
+            Some(spares.swap_remove(pick))
+        })
+        .ok()
+        .flatten();
+    let mut v = spare.unwrap_or_default();
+    // A spare keeps the length of its last use: shortening writes nothing, growing writes
+    // only the new elements.
+    v.truncate(len);
+    v.try_reserve_exact(len - v.len()).map_err(|_| {
         Error::new(
             ErrorKind::Allocation,
             format!("no memory for the {name} workspace ({len} floats)"),
         )
     })?;
     v.resize(len, 0.0);
+    Ok(Workspace(v))
+}
+
+/// [`scratch`] for the per-block buffers of a parallel map, which has no error path: failure
+/// to allocate aborts, as `vec!` does. Every caller writes the whole buffer first.
+fn workspace_or_abort(name: &str, len: usize) -> Workspace {
+    scratch(name, len).unwrap_or_else(|_| {
+        std::alloc::handle_alloc_error(
+            std::alloc::Layout::array::<f32>(len).unwrap_or(std::alloc::Layout::new::<f32>()),
+        )
+    })
+}
+
+/// A zeroed workspace of `len` floats (see [`scratch`]).
+fn workspace(name: &str, len: usize) -> Result<Workspace> {
+    let mut v = scratch(name, len)?;
+    v.fill(0.0);
     Ok(v)
 }
 
@@ -680,7 +757,7 @@ pub fn gn_diag_linear_with(
     check_layer(x, s.dim(), beta, h, h_bias.as_deref())?;
     check_rows("s", s, x.n_samples())?;
     check_contiguous("s", s)?;
-    let mut sq = workspace("X o X", x.data().len())?;
+    let mut sq = scratch("X o X", x.data().len())?;
     square_into(isa, par, x.data(), &mut sq)?;
     let sq = Samples::new(&sq, x.n_samples(), x.dim())?;
     st_b_into_h(isa, par, s, sq, beta, h, h_bias)
@@ -1109,7 +1186,7 @@ pub fn gn_diag_softmax_with(
     check_layer(x, logits.dim(), beta, h, h_bias.as_deref())?;
     check_rows("logits", logits, x.n_samples())?;
     check_contiguous("logits", logits)?;
-    let mut s = workspace("S", logits.data().len())?;
+    let mut s = scratch("S", logits.data().len())?;
     softmax_rows_into(
         isa,
         par,
@@ -1119,7 +1196,7 @@ pub fn gn_diag_softmax_with(
         &mut s,
     )?;
     let s = Samples::new(&s, logits.n_samples(), logits.dim())?;
-    let mut sq = workspace("X o X", x.data().len())?;
+    let mut sq = scratch("X o X", x.data().len())?;
     square_into(isa, par, x.data(), &mut sq)?;
     let sq = Samples::new(&sq, x.n_samples(), x.dim())?;
     st_b_into_h(isa, par, s, sq, beta, h, h_bias)
@@ -1258,9 +1335,10 @@ pub fn gn_diag_softmax_in_kronecker_with(
     let mut a = workspace("A", product("A", n_samples, kc)?)?;
     let mut b = workspace("B", product("B", n_samples, kx)?)?;
     // Q_C o Q_C for the exact estimator's first term.
-    let mut qc2 = faer::Mat::<f32>::zeros(classes, kc);
+    let mut qc2_buf = scratch("Q_C o Q_C", product("Q_C o Q_C", classes, kc)?)?;
+    let mut qc2 = MatMut::from_column_major_slice_mut(&mut qc2_buf, classes, kc);
     for j in 0..kc {
-        for (o, &q) in qc2.col_mut(j).iter_mut().zip(q_c.col(j).iter()) {
+        for (o, &q) in qc2.rb_mut().col_mut(j).iter_mut().zip(q_c.col(j).iter()) {
             *o = q * q;
         }
     }
@@ -1279,7 +1357,7 @@ pub fn gn_diag_softmax_in_kronecker_with(
     let map = |rows: KronRows<'_>| {
         let n = rows.n;
         // P (or P - E_y) in f32.
-        let mut p = vec![0.0f32; n * classes];
+        let mut p = workspace_or_abort("P", n * classes);
         if classes > 0 {
             softmax_rows(
                 isa,
@@ -1298,10 +1376,11 @@ pub fn gn_diag_softmax_in_kronecker_with(
         // with column-major operands and outputs (row-major ones ran at half its rate on an
         // Intel Xeon); the squares are then written back row-major, as `st_b_into_h` reads them.
         if kc > 0 && classes > 0 {
-            let mut pm = faer::Mat::<f32>::zeros(n, classes);
-            pm.as_mut()
-                .copy_from(MatRef::from_row_major_slice(&p, n, classes));
-            let mut t = faer::Mat::<f32>::zeros(n, kc);
+            let mut pm_buf = workspace_or_abort("P (column-major)", n * classes);
+            let mut pm = MatMut::from_column_major_slice_mut(&mut pm_buf, n, classes);
+            pm.copy_from(MatRef::from_row_major_slice(&p, n, classes));
+            let mut t_buf = workspace_or_abort("P Q_C", n * kc);
+            let mut t = MatMut::from_column_major_slice_mut(&mut t_buf, n, kc);
             matmul(
                 t.as_mut(),
                 Accum::Replace,
@@ -1310,14 +1389,13 @@ pub fn gn_diag_softmax_in_kronecker_with(
                 1.0f32,
                 faer::Par::Seq,
             );
-            let mut u2 = faer::Mat::<f32>::zeros(
-                if estimator == GnEstimator::Exact {
-                    n
-                } else {
-                    0
-                },
-                kc,
-            );
+            let u2_rows = if estimator == GnEstimator::Exact {
+                n
+            } else {
+                0
+            };
+            let mut u2_buf = workspace_or_abort("P (Q_C o Q_C)", u2_rows * kc);
+            let mut u2 = MatMut::from_column_major_slice_mut(&mut u2_buf, u2_rows, kc);
             if estimator == GnEstimator::Exact {
                 matmul(
                     u2.as_mut(),
@@ -1330,10 +1408,10 @@ pub fn gn_diag_softmax_in_kronecker_with(
             }
             dispatch::clean_vector_state();
             for j in 0..kc {
-                let tj = t.col(j);
+                let tj = t.as_ref().col(j);
                 match estimator {
                     GnEstimator::Exact => {
-                        for (r, (&u, &t)) in u2.col(j).iter().zip(tj.iter()).enumerate() {
+                        for (r, (&u, &t)) in u2.as_ref().col(j).iter().zip(tj.iter()).enumerate() {
                             rows.a[r * kc + j] = u - t * t;
                         }
                     }
@@ -1346,10 +1424,11 @@ pub fn gn_diag_softmax_in_kronecker_with(
             }
         }
         if kx > 0 && d_in > 0 {
-            let mut xm = faer::Mat::<f32>::zeros(n, d_in);
-            xm.as_mut()
-                .copy_from(MatRef::from_row_major_slice(rows.x, n, d_in));
-            let mut y = faer::Mat::<f32>::zeros(n, kx);
+            let mut xm_buf = workspace_or_abort("X (column-major)", n * d_in);
+            let mut xm = MatMut::from_column_major_slice_mut(&mut xm_buf, n, d_in);
+            xm.copy_from(MatRef::from_row_major_slice(rows.x, n, d_in));
+            let mut y_buf = workspace_or_abort("X Q_X", n * kx);
+            let mut y = MatMut::from_column_major_slice_mut(&mut y_buf, n, kx);
             matmul(
                 y.as_mut(),
                 Accum::Replace,
@@ -1360,7 +1439,7 @@ pub fn gn_diag_softmax_in_kronecker_with(
             );
             dispatch::clean_vector_state();
             for j in 0..kx {
-                for (r, &v) in y.col(j).iter().enumerate() {
+                for (r, &v) in y.as_ref().col(j).iter().enumerate() {
                     rows.b[r * kx + j] = v * v;
                 }
             }

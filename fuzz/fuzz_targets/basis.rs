@@ -4,13 +4,13 @@
 //! buffers placed at random in one arena.
 #![no_main]
 
-use diagprec::ffi::adam::{dp_adam_config, dp_adam_config_default};
+use diagprec::ffi::adam::{dp_adam_config, dp_adam_config_default, dp_adam_rotated_step_f32};
 use diagprec::ffi::basis::{
-    dp_adam_rotated_step_f32, dp_basis, dp_basis_create_dense_f32,
-    dp_basis_create_from_factors_f32, dp_basis_create_from_symmetric_f32, dp_basis_create_identity,
-    dp_basis_create_kronecker_f32, dp_basis_free, dp_basis_get_info, dp_basis_get_matrix_f32,
-    dp_basis_info, dp_basis_interpolate_f32, dp_basis_kron_factors_update_f32,
-    dp_basis_refresh_f32, dp_basis_rotate_f32,
+    dp_basis, dp_basis_create_dense_f32, dp_basis_create_from_factors_f32,
+    dp_basis_create_from_symmetric_f32, dp_basis_create_identity, dp_basis_create_kronecker_f32,
+    dp_basis_free, dp_basis_get_info, dp_basis_get_matrix_f32, dp_basis_info,
+    dp_basis_interpolate_f32, dp_basis_kron_factors_update_f32, dp_basis_refresh_f32,
+    dp_basis_rotate_f32,
 };
 use diagprec::ffi::dp_status;
 use diagprec::ffi::gn::{dp_gn_config, dp_gn_config_default, dp_gn_rotated_step_f32};

@@ -20,7 +20,7 @@
 
 use super::adam::BLOCK;
 use super::adam_mixed::master::{widen_into, HalfFormat};
-use super::scale::scale;
+use super::map::scale;
 use crate::dispatch::{self, Isa, Par, Split};
 use crate::error::{self, Result};
 use pulp::{Simd, WithSimd};

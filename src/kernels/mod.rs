@@ -6,5 +6,5 @@ pub mod adam_mixed;
 pub(crate) mod convert;
 pub mod gn;
 pub mod grad_norm;
+pub(crate) mod map;
 pub mod math;
-pub(crate) mod scale;

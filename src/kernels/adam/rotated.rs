@@ -29,7 +29,7 @@ use crate::kernels::adam::{
     adam_moments, adam_step_with, adam_theta, grad_is_finite, AdamCoefficients, AdamConfig,
     AdamTensor, Splat, BLOCK,
 };
-use crate::kernels::scale::scale;
+use crate::kernels::map::scale;
 use pulp::{Simd, WithSimd};
 
 /// Floats of workspace [`rotated_adam_step_with`] needs: 0 for the identity, `2 * len`

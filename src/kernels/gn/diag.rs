@@ -55,8 +55,8 @@
 use crate::dispatch::{self, Isa, Par, Split};
 use crate::error::{check_beta, check_lengths, check_samples, Error, ErrorKind, Result};
 use crate::kernels::gn::samples::Samples;
+use crate::kernels::map::{map_into, scale, Lane};
 use crate::kernels::math;
-use crate::kernels::scale::scale;
 use faer::linalg::matmul::matmul;
 use faer::reborrow::ReborrowMut;
 use faer::{Accum, MatMut, MatRef};
@@ -366,35 +366,16 @@ pub fn logistic_weight(logit: f64) -> f64 {
     e / ((1.0 + e) * (1.0 + e))
 }
 
-/// `e / (1 + e)^2` with `e = exp(-|z|)`: the logistic weight `s (1 - s)` in f32 (the lane
-/// function of [`LogisticWeights`]).
-#[inline(always)]
-fn logistic_lane<S: Simd>(simd: S, z: S::f32s) -> S::f32s {
-    let e = math::exp_lane(simd, simd.neg_f32s(simd.abs_f32s(z)));
-    let d = simd.add_f32s(simd.splat_f32s(1.0), e);
-    simd.div_f32s(e, simd.mul_f32s(d, d))
-}
+/// `e / (1 + e)^2` with `e = exp(-|z|)`: the logistic weight `s (1 - s)` in f32, as a map.
+#[derive(Clone, Copy)]
+struct Logistic;
 
-/// The logistic weights of a batch of logits.
-struct LogisticWeights<'a> {
-    logits: &'a [f32],
-    out: &'a mut [f32],
-}
-
-impl WithSimd for LogisticWeights<'_> {
-    type Output = ();
-
+impl Lane for Logistic {
     #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        let (zb, zt) = S::as_simd_f32s(self.logits);
-        let (ob, ot) = S::as_mut_simd_f32s(self.out);
-        let zb = &zb[..ob.len()];
-        for (o, &z) in ob.iter_mut().zip(zb) {
-            *o = logistic_lane(simd, z);
-        }
-        if !ot.is_empty() {
-            simd.partial_store_f32s(ot, logistic_lane(simd, simd.partial_load_f32s(zt)));
-        }
+    fn lane<S: Simd>(self, simd: S, z: S::f32s) -> S::f32s {
+        let e = math::exp_lane(simd, simd.neg_f32s(simd.abs_f32s(z)));
+        let d = simd.add_f32s(simd.splat_f32s(1.0), e);
+        simd.div_f32s(e, simd.mul_f32s(d, d))
     }
 }
 
@@ -418,10 +399,7 @@ pub fn gn_diag_logistic_with(
     check_lengths(n_samples, &[("logits", logits.len())])?;
     check_weighted(x, Some(logits), beta, h.len(), x.dim())?;
     let mut weights = scratch("weights", n_samples)?;
-    isa.run(LogisticWeights {
-        logits,
-        out: &mut weights,
-    });
+    map_into(isa, logits, &mut weights, Logistic);
     gn_diag_weighted_with(isa, par, x, Some(&weights), beta, h)
 }
 
@@ -496,32 +474,14 @@ pub fn gn_diag_weighted_in_basis_with(
 // ---------------------------------------------------------------------------------------------
 // Linear layers: h = S^T B / N with B = X o X (or, in a Kronecker basis, (X Q_X)^2).
 
-/// `x o x` elementwise into `out` (the lane function of [`Square`]).
-#[inline(always)]
-fn square_lane<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
-    simd.mul_f32s(x, x)
-}
+/// `x o x`, as a map.
+#[derive(Clone, Copy)]
+struct Square;
 
-struct Square<'a> {
-    x: &'a [f32],
-    out: &'a mut [f32],
-}
-
-impl WithSimd for Square<'_> {
-    type Output = ();
-
+impl Lane for Square {
     #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        let (xb, xt) = S::as_simd_f32s(self.x);
-        let (ob, ot) = S::as_mut_simd_f32s(self.out);
-        let n = ob.len();
-        let xb = &xb[..n];
-        for i in 0..n {
-            ob[i] = square_lane(simd, xb[i]);
-        }
-        if !ot.is_empty() {
-            simd.partial_store_f32s(ot, square_lane(simd, simd.partial_load_f32s(xt)));
-        }
+    fn lane<S: Simd>(self, simd: S, x: S::f32s) -> S::f32s {
+        simd.mul_f32s(x, x)
     }
 }
 
@@ -548,7 +508,7 @@ fn square_into(isa: Isa, par: Par, x: &[f32], out: &mut [f32]) -> Result<()> {
         par,
         Pair { x, out },
         ELEMENTWISE_BLOCK,
-        &|p: Pair<'_>| isa.run(Square { x: p.x, out: p.out }),
+        &|p: Pair<'_>| map_into(isa, p.x, p.out, Square),
         &|(), ()| (),
     )
 }

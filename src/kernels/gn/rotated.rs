@@ -9,7 +9,7 @@ use crate::error::check_step;
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernels::adam::grad_is_finite;
 use crate::kernels::gn::step::{gn_step_with, GnConfig};
-use crate::kernels::scale::scale;
+use crate::kernels::map::scale;
 
 /// One GN^p step in `basis`, on caller-owned buffers: `h` is the diagonal
 /// `diag(U^T H U)` in rotated coordinates (for a dense basis, from

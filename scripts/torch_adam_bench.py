@@ -10,10 +10,13 @@ allocations), so neither side gets a different memory layout: on this machine th
 placement of the four arrays alone moves a DRAM-sized step by up to 40%. The Rust report times
 the batches, alternating them with the streaming limit."""
 import argparse
-import ctypes
+import os
 import sys
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from diagprec_adam import adamw_step  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--log2", type=int, default=24)
@@ -27,52 +30,9 @@ param.grad = torch.randn(n) * 1e-2
 opt = torch.optim.AdamW([param], lr=1e-3, fused=True)
 opt.step()
 state = opt.state[param]
-
-
-class Config(ctypes.Structure):
-    """dp_adam_config of the C ABI 1.0 (include/diagprec.h); filled by dp_adam_config_default."""
-
-    _fields_ = [
-        ("struct_size", ctypes.c_size_t),
-        ("lr", ctypes.c_double),
-        ("beta1", ctypes.c_double),
-        ("beta2", ctypes.c_double),
-        ("eps", ctypes.c_double),
-        ("weight_decay", ctypes.c_double),
-        ("inv_grad_scale", ctypes.c_double),
-        ("decoupled_weight_decay", ctypes.c_uint32),
-        ("amsgrad", ctypes.c_uint32),
-        ("maximize", ctypes.c_uint32),
-        ("check_finite", ctypes.c_uint32),
-    ]
-
-
-lib = ctypes.CDLL(args.lib)
-lib.dp_adam_config_default.restype = Config
-lib.dp_set_num_threads.argtypes = [ctypes.c_size_t]
-lib.dp_last_error_message.restype = ctypes.c_char_p
-lib.dp_adam_step_f32.argtypes = [
-    ctypes.POINTER(Config),
-    ctypes.c_uint64,
-    ctypes.c_void_p,
-    ctypes.c_void_p,
-    ctypes.c_void_p,
-    ctypes.c_void_p,
-    ctypes.c_void_p,
-    ctypes.c_size_t,
-]
-assert lib.dp_set_num_threads(args.threads) == 0
-cfg = lib.dp_adam_config_default()
-cfg.decoupled_weight_decay = 1
-assert cfg.struct_size == ctypes.sizeof(Config)
-cfg.weight_decay = 1e-2  # torch.optim.AdamW's default, as above
-pointers = [t.data_ptr() for t in (param, param.grad, state["exp_avg"], state["exp_avg_sq"])]
-
-
-def ours():
-    status = lib.dp_adam_step_f32(ctypes.byref(cfg), 10, *pointers, None, n)
-    assert status == 0, lib.dp_last_error_message()
-
+ours = adamw_step(
+    args.lib, args.threads, (param, param.grad, state["exp_avg"], state["exp_avg_sq"])
+)
 
 for _ in range(3):
     opt.step()

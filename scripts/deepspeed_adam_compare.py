@@ -2,7 +2,7 @@
 """DeepSpeed's CPU Adam (DeepSpeedCPUAdam, AdamW mode) beside diagprec's `dp_adam_step_f32`, in
 one process, on the same tensors. Optional: nothing in the crate's tests or CI runs it.
 
-    OMP_NUM_THREADS=2 DS_ACCELERATOR=cpu python cli/deepspeed_adam_compare.py \
+    OMP_NUM_THREADS=2 DS_ACCELERATOR=cpu python scripts/deepspeed_adam_compare.py \
         --lib target/release/libdiagprec.so --threads 2 --log2 24
 
 Needs torch and deepspeed (`pip install deepspeed` with `DS_ACCELERATOR=cpu` and ninja on PATH;
@@ -15,11 +15,15 @@ each, alternately (the order flips every round); the figure is the median over r
 same-round ratio DeepSpeed time / ours (above 1: ours is faster), with the best time of each.
 """
 import argparse
-import ctypes
+import os
+import sys
 import statistics
 import time
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from diagprec_adam import adamw_step  # noqa: E402
 from deepspeed.ops.adam import DeepSpeedCPUAdam
 
 parser = argparse.ArgumentParser()
@@ -36,45 +40,9 @@ param.grad = torch.randn(n) * 1e-2
 opt = DeepSpeedCPUAdam([param], lr=1e-3, weight_decay=1e-2, adamw_mode=True)
 opt.step()
 state = opt.state[param]
-
-
-class Config(ctypes.Structure):
-    """dp_adam_config of the C ABI 1.0 (include/diagprec.h); filled by dp_adam_config_default."""
-
-    _fields_ = [
-        ("struct_size", ctypes.c_size_t),
-        ("lr", ctypes.c_double),
-        ("beta1", ctypes.c_double),
-        ("beta2", ctypes.c_double),
-        ("eps", ctypes.c_double),
-        ("weight_decay", ctypes.c_double),
-        ("inv_grad_scale", ctypes.c_double),
-        ("decoupled_weight_decay", ctypes.c_uint32),
-        ("amsgrad", ctypes.c_uint32),
-        ("maximize", ctypes.c_uint32),
-        ("check_finite", ctypes.c_uint32),
-    ]
-
-
-lib = ctypes.CDLL(args.lib)
-lib.dp_adam_config_default.restype = Config
-lib.dp_set_num_threads.argtypes = [ctypes.c_size_t]
-lib.dp_last_error_message.restype = ctypes.c_char_p
-lib.dp_adam_step_f32.argtypes = [ctypes.POINTER(Config), ctypes.c_uint64] + [
-    ctypes.c_void_p
-] * 5 + [ctypes.c_size_t]
-assert lib.dp_set_num_threads(args.threads) == 0
-cfg = lib.dp_adam_config_default()
-assert cfg.struct_size == ctypes.sizeof(Config)
-cfg.decoupled_weight_decay = 1
-cfg.weight_decay = 1e-2
-pointers = [t.data_ptr() for t in (param, param.grad, state["exp_avg"], state["exp_avg_sq"])]
-
-
-def ours():
-    status = lib.dp_adam_step_f32(ctypes.byref(cfg), 10, *pointers, None, n)
-    assert status == 0, lib.dp_last_error_message()
-
+ours = adamw_step(
+    args.lib, args.threads, (param, param.grad, state["exp_avg"], state["exp_avg_sq"])
+)
 
 def batch(step):
     begin = time.perf_counter()

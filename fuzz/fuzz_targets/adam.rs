@@ -89,7 +89,10 @@ fn compare(c: &dp_adam_config, step: u64, t: &dp_adam_tensor_f32, snapshot: &[u8
             } else {
                 (cfg.weight_decay * p0[i]).abs()
             };
-        let m_scale = (cfg.beta1 * m0[i]).abs() + ((1.0 - cfg.beta1) * gs).abs();
+        // The kernel computes `m` as PyTorch's lerp does, `m0 + (1 - beta1) (g - m0)` with
+        // `1 - beta1` rounded to f32, so `m0` and `g` are terms of it at full size: with
+        // beta1 = 1e-8 the f32 weight is 1 and `m` is `g`, off the exact value by beta1 * m0.
+        let m_scale = m0[i].abs() + gs;
         let v_scale = (cfg.beta2 * v0[i]).abs() + (1.0 - cfg.beta2) * gs * gs;
         // Where a term overflows f32 the kernel computes IEEE infinities, as PyTorch's f32
         // arithmetic does, and the f64 reference does not: not comparable.

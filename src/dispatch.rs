@@ -98,6 +98,40 @@ impl Isa {
     }
 }
 
+/// The environment variable that overrides [`software_prefetch`]: `on` or `off` (read once).
+pub const PREFETCH_ENV: &str = "DIAGPREC_PREFETCH";
+
+/// Whether the Adam-family bodies (`adam::adam_body`: the f32, bf16-state and 8-bit steps) ask
+/// for their operands ahead of use with `prefetcht0`. On by default on Intel CPUs, where it made
+/// the DRAM-sized steps faster (docs/performance.md); off on others, where the hardware
+/// prefetchers alone were as fast (AMD Zen 4) or faster (Zen 3) in earlier rounds.
+/// [`PREFETCH_ENV`] overrides the choice, for comparisons. A hint only: the results are the same
+/// bits either way. Decided once per process.
+pub(crate) fn software_prefetch() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| match std::env::var(PREFETCH_ENV).as_deref() {
+        Ok("on") => true,
+        Ok("off") => false,
+        _ => cpu_vendor() == *b"GenuineIntel",
+    })
+}
+
+/// The CPU's vendor string (`cpuid` leaf 0), or zeros off x86-64.
+fn cpu_vendor() -> [u8; 12] {
+    let mut vendor = [0u8; 12];
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `cpuid` exists on every x86-64 CPU and leaf 0 is always valid (the intrinsic
+        // is a safe function from Rust 1.89 on; the block keeps older compilers building).
+        #[allow(unused_unsafe)]
+        let r = unsafe { core::arch::x86_64::__cpuid(0) };
+        vendor[..4].copy_from_slice(&r.ebx.to_le_bytes());
+        vendor[4..8].copy_from_slice(&r.edx.to_le_bytes());
+        vendor[8..].copy_from_slice(&r.ecx.to_le_bytes());
+    }
+    vendor
+}
+
 /// The crate's pool and the process it was started in: a pool inherited through `fork()` has no
 /// threads in the child, so the child starts its own (the inherited one is parked, never
 /// dropped, since dropping it would signal threads that do not exist).

@@ -414,9 +414,12 @@ pub(crate) fn adam_body<S: Simd, const AMSGRAD: bool, const L2: bool, R: AdamReg
 ) {
     let n = regs.len();
     let ahead = PREFETCH_AHEAD / S::F32_LANES;
+    let prefetch = dispatch::software_prefetch();
     let mut i = 0;
     while i + UNROLL <= n {
-        regs.prefetch(simd, i + ahead);
+        if prefetch {
+            regs.prefetch(simd, i + ahead);
+        }
         regs.interleave(simd, i);
         adam_registers::<S, AMSGRAD, L2, UNROLL, R>(simd, c, regs, i);
         i += UNROLL;

@@ -584,8 +584,8 @@ enum dp_status dp_adam_master_step_clipped_multi(const struct dp_adam_config *cf
 
 // One Adam/AdamW step over `count` tensors with `exp_avg` (m) and `exp_avg_sq` (v) stored as
 // bf16 bits, rounded stochastically with random bits from `(seed, step, element index)` (m
-// and v use separate streams; elements numbered as if the tensors were laid end to end):
-// unbiased, and independent of the thread count. `param` and `grad` are f32. A single tensor
+// and v use the low and the high 16 bits of one 32-bit word per element; elements numbered
+// as if the tensors were laid end to end): unbiased, and independent of the thread count. `param` and `grad` are f32. A single tensor
 // is a list of one. amsgrad is not supported.
 //
 // Parameters: `cfg` (read unaligned); `seed`; `tensors`: `count` entries (NULL with

@@ -451,8 +451,8 @@ fn splitmix_key(seed: u64, step: u64, stream: u64) -> u64 {
 }
 
 /// The 32 random bits stochastic rounding uses for element `index` of the stream
-/// `(seed, step, stream)` (streams: 0 the bf16 state's `m`, 1 its `v`, 2 the master step's
-/// `theta16` and [`crate::round_to_half`]):
+/// `(seed, step, stream)` (streams: 0 the bf16 state's `m` (low 16 bits) and `v` (high 16
+/// bits), 2 the master step's `theta16` and [`crate::round_to_half`]):
 ///
 /// ```text
 /// key   = splitmix(splitmix(seed ^ step * 0x9e3779b97f4a7c15 ^ stream * 0xd1b54a32d192ed03))
@@ -662,7 +662,8 @@ pub fn adam_step_master(
 
 /// One bf16-state step: `m`, `v` widened from bf16 (exact), the Adam step of [`adam_step`] in
 /// f64, then `m`, `v` rounded to bf16 stochastically by [`f32_to_half`] from f32 (bits:
-/// [`stochastic_bits`]`(seed, step, 0, i)` for `m`, stream 1 for `v`). The kernel rounds its
+/// `r = `[`stochastic_bits`]`(seed, step, 0, i)`: `r` for `m`, `r >> 16` for `v`; the rounding
+/// reads the low 16 bits). The kernel rounds its
 /// own f32 `m`, `v` (those of the f32 step), so its codes are this rounding of those.
 #[allow(clippy::too_many_arguments)]
 pub fn adam_step_bf16_state(
@@ -691,7 +692,7 @@ pub fn adam_step_bf16_state(
         exp_avg_sq[i] = f32_to_half(
             HalfFormat::Bf16,
             v[i] as f32,
-            random_for(rounding, step, 1, i),
+            random_for(rounding, step, 0, i).map(|r| r >> 16),
         );
     }
 }

@@ -261,7 +261,7 @@ pub(crate) fn iota<S: Simd>() -> S::u32s {
 }
 
 #[inline(always)]
-fn shr<S: Simd>(simd: S, x: S::u32s, amount: u32) -> S::u32s {
+pub(crate) fn shr<S: Simd>(simd: S, x: S::u32s, amount: u32) -> S::u32s {
     simd.wrapping_dyn_shr_u32s(x, simd.splat_u32s(amount))
 }
 

@@ -6,8 +6,10 @@
 //!
 //! **bf16 state** (20 bytes of traffic per parameter instead of 28): `exp_avg` and `exp_avg_sq`
 //! hold bf16 bits (`u16`). The new `m`, `v` are rounded stochastically, with random bits that
-//! depend only on `(seed, step, stream, element index)` (stream 0: `m`, 1: `v`), so the result
-//! is the same for any thread count and the rounding is unbiased: `E[round(x)] = x`.
+//! depend only on `(seed, step, element index)`: one 32-bit word per element, its low 16 bits
+//! for `m` and its high 16 bits for `v` (one hash per element: the hash's multiplies were a third
+//! of the step's time in cache). So the result is the same for any thread count and the rounding
+//! is unbiased: `E[round(x)] = x`.
 //!
 //! **Pass**: the f32 kernel's own body (so the arithmetic is exactly the f32 step's), one pass
 //! over memory, converting in registers as it loads and stores `m`, `v` (a 16-bit shift; a
@@ -23,7 +25,7 @@
 //! [`crate::reference::f32_to_half`] with the bits of [`crate::reference::stochastic_bits`]
 //! (`tests/adam_mixed.rs`).
 
-use super::master::{check_no_amsgrad, in_tensor, narrow_store_at, widen_at};
+use super::master::{check_no_amsgrad, in_tensor, narrow, widen_at};
 use crate::dispatch::batches::{balanced_batches, step_batches};
 use crate::dispatch::{self, Isa, Par, Split};
 use crate::error::{check_lengths, check_step, non_finite_error, Result};
@@ -31,7 +33,7 @@ use crate::kernels::adam::{
     adam_body, align_head, finite_on_thread, grad_is_finite, registers_per_line, step_par,
     AdamCoefficients, AdamConfig, AdamRegisters, Splat, BLOCK, UNROLL,
 };
-use crate::kernels::convert::{self, lanes, prefetch, MAX_LANES};
+use crate::kernels::convert::{self, iota, lanes, prefetch, store_u16, MAX_LANES};
 use pulp::{Simd, WithSimd};
 
 // ---------------------------------------------------------------------------------------------
@@ -76,7 +78,7 @@ impl Split for Bf16StateBlock<'_> {
 
 struct Bf16StateKernel<'a, const L2: bool> {
     k: &'a AdamCoefficients,
-    keys: [u64; 2],
+    key: u64,
     block: Bf16StateBlock<'a>,
 }
 
@@ -90,17 +92,14 @@ impl<const L2: bool> WithSimd for Bf16StateKernel<'_, L2> {
     fn with_simd<S: Simd>(self, simd: S) {
         let c = Splat::new(simd, self.k);
         let offset = self.block.offset;
-        let keys = [
-            simd.splat_u32s(convert::block_key(self.keys[0], offset)),
-            simd.splat_u32s(convert::block_key(self.keys[1], offset)),
-        ];
+        let key = simd.splat_u32s(convert::block_key(self.key, offset));
         let head = align_head::<S>(self.block.param);
         let (head, rest) = self.block.split_at(head);
         let body = rest.len() / lanes::<S>() * lanes::<S>();
         let (body, tail) = rest.split_at(body);
-        bf16_state_partial::<S, L2>(simd, &c, keys, head);
-        adam_body::<S, false, L2, _>(simd, &c, &mut Bf16StateRegisters::new(body, keys));
-        bf16_state_partial::<S, L2>(simd, &c, keys, tail);
+        bf16_state_partial::<S, L2>(simd, &c, key, head);
+        adam_body::<S, false, L2, _>(simd, &c, &mut Bf16StateRegisters::new(body, key));
+        bf16_state_partial::<S, L2>(simd, &c, key, tail);
     }
 }
 
@@ -110,7 +109,7 @@ struct Bf16StateRegisters<'a, S: Simd> {
     g: &'a [S::f32s],
     m16: &'a mut [u16],
     v16: &'a mut [u16],
-    keys: [S::u32s; 2],
+    key: S::u32s,
     /// Element index (low 32 bits) of the first lane: the stochastic rounding's counter.
     first: u32,
 }
@@ -118,7 +117,7 @@ struct Bf16StateRegisters<'a, S: Simd> {
 impl<'a, S: Simd> Bf16StateRegisters<'a, S> {
     /// `block.len()` must be a multiple of the register width.
     #[inline(always)]
-    fn new(block: Bf16StateBlock<'a>, keys: [S::u32s; 2]) -> Self {
+    fn new(block: Bf16StateBlock<'a>, key: S::u32s) -> Self {
         let (p, _) = S::as_mut_simd_f32s(block.param);
         let n = p.len();
         let width = lanes::<S>();
@@ -127,7 +126,7 @@ impl<'a, S: Simd> Bf16StateRegisters<'a, S> {
             g: &S::as_simd_f32s(block.grad).0[..n],
             m16: &mut block.exp_avg[..n * width],
             v16: &mut block.exp_avg_sq[..n * width],
-            keys,
+            key,
             first: block.offset as u32,
         }
     }
@@ -148,8 +147,13 @@ impl<S: Simd> AdamRegisters<S> for Bf16StateRegisters<'_, S> {
 
     #[inline(always)]
     fn store_moments(&mut self, simd: S, i: usize, m: S::f32s, v: S::f32s, _: S::f32s) {
-        narrow_store_at::<S, false, true>(simd, self.m16, m, self.keys[0], self.first, i);
-        narrow_store_at::<S, false, true>(simd, self.v16, v, self.keys[1], self.first, i);
+        let width = lanes::<S>();
+        let index = simd.splat_u32s(self.first.wrapping_add((i * width) as u32));
+        let random = convert::random_bits(simd, self.key, simd.add_u32s(index, iota::<S>()));
+        let m = narrow::<S, false, true>(simd, m, random);
+        let v = narrow::<S, false, true>(simd, v, convert::shr(simd, random, 16));
+        store_u16::<S>(simd, &mut self.m16[i * width..][..width], m);
+        store_u16::<S>(simd, &mut self.v16[i * width..][..width], v);
     }
 
     #[inline(always)]
@@ -175,7 +179,7 @@ impl<S: Simd> AdamRegisters<S> for Bf16StateRegisters<'_, S> {
 fn bf16_state_partial<S: Simd, const L2: bool>(
     simd: S,
     c: &Splat<S>,
-    keys: [S::u32s; 2],
+    key: S::u32s,
     block: Bf16StateBlock<'_>,
 ) {
     let n = block.len();
@@ -195,7 +199,7 @@ fn bf16_state_partial<S: Simd, const L2: bool>(
         exp_avg: &mut m16[..width],
         exp_avg_sq: &mut v16[..width],
     };
-    adam_body::<S, false, L2, _>(simd, c, &mut Bf16StateRegisters::new(staged, keys));
+    adam_body::<S, false, L2, _>(simd, c, &mut Bf16StateRegisters::new(staged, key));
     block.param.copy_from_slice(&p[..n]);
     block.exp_avg.copy_from_slice(&m16[..n]);
     block.exp_avg_sq.copy_from_slice(&v16[..n]);
@@ -243,12 +247,12 @@ pub fn adam_step_bf16_state_with(
     if cfg.check_finite && !grad_is_finite(isa, par, tensor.grad, k.grad_factor)? {
         return Err(non_finite_error());
     }
-    let keys = bf16_state_keys(seed, step);
+    let key = convert::stream_key(seed, step, 0);
     dispatch::map_reduce_blocks(
         par,
         tensor.block(0),
         BLOCK,
-        &|block| update_bf16_state_block(isa, &k, keys, block),
+        &|block| update_bf16_state_block(isa, &k, key, block),
         &|(), ()| (),
     )
 }
@@ -294,9 +298,9 @@ pub fn adam_step_bf16_state_multi_with(
     });
     let batches = balanced_batches(blocks, BLOCK, 1);
     let finite = |b: &Bf16StateBlock<'_>| finite_on_thread(isa, b.grad, k.grad_factor);
-    let keys = bf16_state_keys(seed, step);
+    let key = convert::stream_key(seed, step, 0);
     step_batches(par, batches, cfg.check_finite, finite, |block| {
-        update_bf16_state_block(isa, &k, keys, block)
+        update_bf16_state_block(isa, &k, key, block)
     })
 }
 
@@ -325,24 +329,11 @@ impl Bf16StateTensor<'_> {
     }
 }
 
-/// The stochastic rounding keys of `m` and `v` (streams 0 and 1) of a step.
-fn bf16_state_keys(seed: u64, step: u64) -> [u64; 2] {
-    [
-        convert::stream_key(seed, step, 0),
-        convert::stream_key(seed, step, 1),
-    ]
-}
-
 /// The bf16-state step of one block on the calling thread.
-fn update_bf16_state_block(
-    isa: Isa,
-    k: &AdamCoefficients,
-    keys: [u64; 2],
-    block: Bf16StateBlock<'_>,
-) {
+fn update_bf16_state_block(isa: Isa, k: &AdamCoefficients, key: u64, block: Bf16StateBlock<'_>) {
     if k.l2 != 0.0 {
-        isa.run(Bf16StateKernel::<true> { k, keys, block })
+        isa.run(Bf16StateKernel::<true> { k, key, block })
     } else {
-        isa.run(Bf16StateKernel::<false> { k, keys, block })
+        isa.run(Bf16StateKernel::<false> { k, key, block })
     }
 }

@@ -576,16 +576,12 @@ pub(crate) fn adam_update_block(isa: Isa, k: &AdamCoefficients, block: AdamBlock
     }
 }
 
-/// `par`, or [`Par::Seq`] for a step over at most four blocks ([`BLOCK`]; 2^16 elements, 1.8 MB
-/// of f32 traffic, resident in one core's L2): below that, a second thread's wake-up and cold
-/// cache cost more than its half of the work (measured on an Intel Xeon: 2^15 and 2^16 were
-/// 15-20% slower on two threads than on one). Results do not change.
+/// `par`, or [`Par::Seq`] for a step small enough to stay in one core's cache: the one threshold
+/// of [`dispatch::par_for_bytes`], applied to the f32 step's traffic (28 bytes per element, so
+/// up to about 2^16 elements run on the calling thread; measured on an Intel Xeon: 2^15 and 2^16
+/// were 15-20% slower on two threads than on one). Results do not change.
 pub(crate) fn step_par(par: Par, elements: usize) -> Par {
-    if elements <= 4 * BLOCK {
-        Par::Seq
-    } else {
-        par
-    }
+    dispatch::par_for_bytes(par, elements.saturating_mul(28))
 }
 
 /// Elements per block: the unit of threading and of the finite scan (~450 KB of traffic).

@@ -343,6 +343,48 @@ impl<T: Send> Split for &mut [T] {
     }
 }
 
+/// Implements [`Split`] for a struct of slices that are cut at the same element; its length is
+/// that of the first field listed. Each field is cut at `mid`, or as marked:
+/// * `field: upto`: at `min(mid, len)` (a slice that is empty when unused, e.g. amsgrad's `vmax`);
+/// * `field: per(K)`: at `ceil(mid / K)` (one entry per `K` elements, e.g. block scales; `mid`
+///   must then be a multiple of `K` or the whole length).
+///
+/// `; offset` names a field holding the index of the first element, which moves by `mid`.
+macro_rules! split_fields {
+    ($ty:ident { $($field:ident $(: $mode:ident $(($arg:expr))?)?),+ $(,)? } $(; $offset:ident)?) => {
+        impl $crate::dispatch::Split for $ty<'_> {
+            fn len(&self) -> usize {
+                $crate::dispatch::split_fields!(@first $(self.$field),+).len()
+            }
+
+            fn split_at(self, mid: usize) -> (Self, Self) {
+                let total = $crate::dispatch::Split::len(&self);
+                let _ = total;
+                $(
+                    let $field = {
+                        let at = $crate::dispatch::split_fields!(
+                            @cut mid, total, self.$field $(, $mode $(($arg))?)?
+                        );
+                        $crate::dispatch::Split::split_at(self.$field, at)
+                    };
+                )+
+                (
+                    $ty { $($field: $field.0,)+ $($offset: self.$offset,)? },
+                    $ty { $($field: $field.1,)+ $($offset: self.$offset + mid,)? },
+                )
+            }
+        }
+    };
+    (@first $first:expr $(, $rest:expr)*) => { $first };
+    (@cut $mid:ident, $total:ident, $x:expr) => { $mid };
+    (@cut $mid:ident, $total:ident, $x:expr, upto) => { $mid.min($x.len()) };
+    (@cut $mid:ident, $total:ident, $x:expr, per($k:expr)) => {{
+        debug_assert!($mid.is_multiple_of($k) || $mid == $total);
+        $mid.div_ceil($k)
+    }};
+}
+pub(crate) use split_fields;
+
 /// Cuts `work` into blocks of `block` elements (the last one shorter) and runs `map` on each,
 /// combining results with `reduce` along a binary tree fixed by `work.len()` and `block` alone.
 /// Runs on the crate's pool when there are at least two blocks and more than one thread;

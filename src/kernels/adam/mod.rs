@@ -39,7 +39,7 @@
 pub mod clipped;
 pub mod rotated;
 
-use crate::dispatch::{self, batches, FiniteScan, Isa, Par, Split};
+use crate::dispatch::{self, batches, split_fields, FiniteScan, Isa, Par, Split};
 use crate::error::{self, check_step, non_finite_error, Error, ErrorKind, Result};
 use crate::kernels::convert::prefetch;
 use pulp::{Simd, WithSimd};
@@ -277,36 +277,13 @@ pub(crate) struct AdamBlock<'a> {
     pub max_exp_avg_sq: &'a mut [f32],
 }
 
-impl Split for AdamBlock<'_> {
-    fn len(&self) -> usize {
-        self.param.len()
-    }
-
-    fn split_at(self, mid: usize) -> (Self, Self) {
-        let (p0, p1) = self.param.split_at_mut(mid);
-        let (g0, g1) = self.grad.split_at(mid);
-        let (m0, m1) = self.exp_avg.split_at_mut(mid);
-        let (v0, v1) = self.exp_avg_sq.split_at_mut(mid);
-        let vmid = mid.min(self.max_exp_avg_sq.len());
-        let (x0, x1) = self.max_exp_avg_sq.split_at_mut(vmid);
-        (
-            AdamBlock {
-                param: p0,
-                grad: g0,
-                exp_avg: m0,
-                exp_avg_sq: v0,
-                max_exp_avg_sq: x0,
-            },
-            AdamBlock {
-                param: p1,
-                grad: g1,
-                exp_avg: m1,
-                exp_avg_sq: v1,
-                max_exp_avg_sq: x1,
-            },
-        )
-    }
-}
+split_fields!(AdamBlock {
+    param,
+    grad,
+    exp_avg,
+    exp_avg_sq,
+    max_exp_avg_sq: upto,
+});
 
 struct AdamKernel<'a, const AMSGRAD: bool, const L2: bool> {
     k: &'a AdamCoefficients,

@@ -27,7 +27,7 @@
 
 use super::master::{check_no_amsgrad, in_tensor, narrow, widen_at};
 use crate::dispatch::batches::{balanced_batches, step_batches};
-use crate::dispatch::{self, Isa, Par, Split};
+use crate::dispatch::{self, split_fields, Isa, Par, Split};
 use crate::error::{check_lengths, check_step, non_finite_error, Result};
 use crate::kernels::adam::{
     adam_body, align_head, finite_on_thread, grad_is_finite, registers_per_line, step_par,
@@ -47,34 +47,7 @@ pub(crate) struct Bf16StateBlock<'a> {
     pub exp_avg_sq: &'a mut [u16],
 }
 
-impl Split for Bf16StateBlock<'_> {
-    fn len(&self) -> usize {
-        self.param.len()
-    }
-
-    fn split_at(self, mid: usize) -> (Self, Self) {
-        let (p0, p1) = self.param.split_at_mut(mid);
-        let (g0, g1) = self.grad.split_at(mid);
-        let (m0, m1) = self.exp_avg.split_at_mut(mid);
-        let (v0, v1) = self.exp_avg_sq.split_at_mut(mid);
-        (
-            Bf16StateBlock {
-                offset: self.offset,
-                param: p0,
-                grad: g0,
-                exp_avg: m0,
-                exp_avg_sq: v0,
-            },
-            Bf16StateBlock {
-                offset: self.offset + mid,
-                param: p1,
-                grad: g1,
-                exp_avg: m1,
-                exp_avg_sq: v1,
-            },
-        )
-    }
-}
+split_fields!(Bf16StateBlock { param, grad, exp_avg, exp_avg_sq }; offset);
 
 struct Bf16StateKernel<'a, const L2: bool> {
     k: &'a AdamCoefficients,

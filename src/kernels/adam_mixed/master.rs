@@ -26,7 +26,7 @@
 //! stream); asking for it is [`ErrorKind::InvalidArgument`].
 
 use crate::dispatch::batches::{balanced_batches, step_batches};
-use crate::dispatch::{self, Isa, Par, Split};
+use crate::dispatch::{self, split_fields, Isa, Par, Split};
 use crate::error::{check_lengths, check_step, non_finite_error, Error, ErrorKind, Result};
 use crate::kernels::adam::{
     adam_body, adam_registers_of, align_head, step_par, AdamBlock, AdamCoefficients, AdamConfig,
@@ -179,37 +179,7 @@ pub(crate) struct MasterBlock<'a> {
     pub exp_avg_sq: &'a mut [f32],
 }
 
-impl Split for MasterBlock<'_> {
-    fn len(&self) -> usize {
-        self.master.len()
-    }
-
-    fn split_at(self, mid: usize) -> (Self, Self) {
-        let (a0, a1) = self.master.split_at_mut(mid);
-        let (p0, p1) = self.param.split_at_mut(mid);
-        let (g0, g1) = self.grad.split_at(mid);
-        let (m0, m1) = self.exp_avg.split_at_mut(mid);
-        let (v0, v1) = self.exp_avg_sq.split_at_mut(mid);
-        (
-            MasterBlock {
-                offset: self.offset,
-                master: a0,
-                param: p0,
-                grad: g0,
-                exp_avg: m0,
-                exp_avg_sq: v0,
-            },
-            MasterBlock {
-                offset: self.offset + mid,
-                master: a1,
-                param: p1,
-                grad: g1,
-                exp_avg: m1,
-                exp_avg_sq: v1,
-            },
-        )
-    }
-}
+split_fields!(MasterBlock { master, param, grad, exp_avg, exp_avg_sq }; offset);
 
 struct MasterKernel<'a, const F16: bool, const STOCHASTIC: bool, const L2: bool> {
     k: &'a AdamCoefficients,

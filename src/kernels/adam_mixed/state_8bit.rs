@@ -53,7 +53,7 @@
 
 use super::master::{check_no_amsgrad, in_tensor};
 use crate::dispatch::batches::{balanced_batches, step_batches};
-use crate::dispatch::{self, Isa, Par, Split};
+use crate::dispatch::{self, split_fields, Isa, Par, Split};
 use crate::error::{check_lengths, check_step, non_finite_error, Error, ErrorKind, Result};
 use crate::kernels::adam::{
     adam_body, adam_registers_of, finite_on_thread, grad_is_finite, registers_per_line, step_par,
@@ -486,41 +486,14 @@ pub(crate) struct QuantBlock<'a> {
     pub v_scales: &'a mut [f32],
 }
 
-impl Split for QuantBlock<'_> {
-    fn len(&self) -> usize {
-        self.param.len()
-    }
-
-    fn split_at(self, mid: usize) -> (Self, Self) {
-        // Splits fall between quantization blocks (or at the end).
-        debug_assert!(mid.is_multiple_of(QUANT_BLOCK) || mid == self.len());
-        let s = mid.div_ceil(QUANT_BLOCK);
-        let (p0, p1) = self.param.split_at_mut(mid);
-        let (g0, g1) = self.grad.split_at(mid);
-        let (mc0, mc1) = self.m_codes.split_at_mut(mid);
-        let (ms0, ms1) = self.m_scales.split_at_mut(s);
-        let (vc0, vc1) = self.v_codes.split_at_mut(mid);
-        let (vs0, vs1) = self.v_scales.split_at_mut(s);
-        (
-            QuantBlock {
-                param: p0,
-                grad: g0,
-                m_codes: mc0,
-                m_scales: ms0,
-                v_codes: vc0,
-                v_scales: vs0,
-            },
-            QuantBlock {
-                param: p1,
-                grad: g1,
-                m_codes: mc1,
-                m_scales: ms1,
-                v_codes: vc1,
-                v_scales: vs1,
-            },
-        )
-    }
-}
+split_fields!(QuantBlock {
+    param,
+    grad,
+    m_codes,
+    m_scales: per(QUANT_BLOCK),
+    v_codes,
+    v_scales: per(QUANT_BLOCK),
+});
 
 struct QuantKernel<'a, const L2: bool> {
     k: &'a AdamCoefficients,

@@ -629,6 +629,39 @@ fn geodesic_endpoints_orthonormality_and_angles() {
 }
 
 #[test]
+fn geodesic_far_extrapolation_is_orthonormal_or_refused() {
+    // Found by the basis fuzzer: between a basis and the same basis moved by t = 1.59 on a
+    // geodesic, t = 1e30 returned a matrix with max |U^T U - I| = 8.7e-3 (sin(t w) / w of
+    // angles that are rounding noise). Every accepted t gives an orthonormal basis; beyond
+    // MAX_INTERPOLATION_T the call is refused and nothing is produced.
+    use diagprec::basis::geodesic::MAX_INTERPOLATION_T;
+    for (seed, d) in [(31u64, 9usize), (32, 64)] {
+        let u0 = random_basis(seed, d);
+        for u1 in [random_basis(seed + 1, d), turned(seed + 2, &u0, 1e-3)] {
+            let moved = Geodesic::new(u0.matrix(), u1.matrix())
+                .unwrap()
+                .at(1.59375)
+                .unwrap();
+            for end in [&u1, &moved, &u0] {
+                let geo = Geodesic::new(u0.matrix(), end.matrix()).unwrap();
+                for t in [-MAX_INTERPOLATION_T, -37.5, 3.0, 100.0, MAX_INTERPOLATION_T] {
+                    let ut = geo.at(t).unwrap();
+                    let err = orthonormality_error(ut.matrix()).unwrap();
+                    assert!(err < 1e-5, "d = {d}, t = {t}: max |U^T U - I| = {err:e}");
+                }
+                for t in [MAX_INTERPOLATION_T * 1.001, -1e6, 1e30, f64::INFINITY] {
+                    assert_eq!(
+                        geo.at(t).unwrap_err().kind(),
+                        ErrorKind::InvalidHyperparameter,
+                        "t = {t}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn geodesic_with_a_rotation_by_pi() {
     // U1 = U0 R, R = 2 n n^T - I on the first three axes (a rotation by pi about n): after
     // column matching R may keep eigenvalue -1; the endpoints must still be reproduced.

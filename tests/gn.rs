@@ -1053,6 +1053,16 @@ fn gn_step_bad_input_is_rejected_and_nothing_changes() {
             },
             1,
         ),
+        // Found by the gn fuzzer: a nonzero damping that is 0 in f32 (5e-324) with a tiny
+        // positive power made the kernel's factor 0^p = 0 where the f64 step's is ~1.
+        (
+            GnConfig {
+                power: f64::from(f32::MIN_POSITIVE),
+                damping: 5e-324,
+                ..base
+            },
+            1,
+        ),
         (GnConfig { beta1: 1.0, ..base }, 1),
         (
             GnConfig {

@@ -108,7 +108,19 @@ fuzz_target!(|data: &[u8]| {
                         let before = Call::start(&mut arena);
                         let s = dp_basis_create_dense_f32(u, len, d, &mut out);
                         before.finish(&mut arena, s, out == sentinel);
-                        s
+                        // Every basis the library hands out is orthonormal, so its own matrix
+                        // is accepted back (interpolation far outside [0, 1] once broke this).
+                        assert_ne!(
+                            s,
+                            dp_status::DP_ERR_INVALID_ARGUMENT,
+                            "{}",
+                            diagprec_fuzz::last_error()
+                        );
+                        // get_matrix wrote the arena: the call as a whole succeeded.
+                        if s != dp_status::DP_OK {
+                            out = sentinel;
+                        }
+                        got
                     } else {
                         got
                     }

@@ -69,10 +69,13 @@ fn mul(par: Par, a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Result<Mat<f64>> {
     Ok(out)
 }
 
-/// Bjorck iterations `X <- X (3I - X^T X) / 2` until `max |X^T X - I| < 1e-13` (at most 8).
+/// Bjorck iterations `X <- X (3I - X^T X) / 2` until `max |X^T X - I| < 1e-13` (at most 8);
+/// [`ErrorKind::InvalidArgument`] when they have not brought `max |X^T X - I|` below `1e-10`
+/// (an input too far from orthogonal for the iteration to converge), so no caller ever gets a
+/// matrix that is not orthonormal.
 pub(crate) fn orthonormalize(par: Par, mut x: Mat<f64>) -> Result<Mat<f64>> {
     let d = x.ncols();
-    for _ in 0..8 {
+    for iteration in 0..=8 {
         let mut gram = mul(par, x.transpose(), x.as_ref())?;
         let mut err = 0.0f64;
         for j in 0..d {
@@ -90,10 +93,27 @@ pub(crate) fn orthonormalize(par: Par, mut x: Mat<f64>) -> Result<Mat<f64>> {
         if err < 1e-13 {
             break;
         }
+        if iteration == 8 {
+            if err.is_nan() || err > 1e-10 {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "the orthonormalisation did not converge: max |X^T X - I| = {err:e} after 8 iterations"
+                    ),
+                ));
+            }
+            break;
+        }
         x = mul(par, x.as_ref(), gram.as_ref())?;
     }
     Ok(x)
 }
+
+/// The largest `|t|` [`Geodesic::at`] accepts: `sin(t w) / w` of an angle `w` that is rounding
+/// noise grows with `t` until the product is no longer a rotation that re-orthonormalisation can
+/// repair (at `t = 1e30` the fuzzer found `max |U^T U - I| = 8.7e-3`; `tests/basis.rs` checks
+/// `|t| <= 1024` at d = 9 and 64). No use extrapolates anywhere near this far.
+pub const MAX_INTERPOLATION_T: f64 = 1024.0;
 
 fn to_f64(u: MatRef<'_, f32>) -> Mat<f64> {
     Mat::from_fn(u.nrows(), u.ncols(), |i, j| u[(i, j)] as f64)
@@ -108,6 +128,17 @@ fn check_endpoint(name: &str, u: MatRef<'_, f32>) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Checks `t` finite with `|t| <= MAX_INTERPOLATION_T`.
+pub(crate) fn check_t(t: f64) -> Result<()> {
+    if t.is_finite() && t.abs() <= MAX_INTERPOLATION_T {
+        Ok(())
+    } else {
+        Err(Error::hyperparameter(format!(
+            "t = {t:e} is not finite with |t| <= {MAX_INTERPOLATION_T}"
+        )))
+    }
 }
 
 /// `theta / sin(theta)` for `cos(theta) = c`.
@@ -321,16 +352,15 @@ impl Geodesic {
         &self.omega
     }
 
-    /// `U(t)`, re-orthonormalised; `t` finite (values outside [0, 1] extrapolate).
+    /// `U(t)`, re-orthonormalised; `t` finite with `|t| <=` [`MAX_INTERPOLATION_T`] (values
+    /// outside [0, 1] extrapolate).
     pub fn at(&self, t: f64) -> Result<DenseBasis> {
         self.at_with(Par::Pool, t)
     }
 
     /// [`Geodesic::at`] with explicit parallelism.
     pub fn at_with(&self, par: Par, t: f64) -> Result<DenseBasis> {
-        if !t.is_finite() {
-            return Err(Error::hyperparameter(format!("t = {t} is not finite")));
-        }
+        check_t(t)?;
         let d = self.dim();
         let x = middle(&self.lw, &self.omega, t);
         let y = mul(

@@ -56,6 +56,11 @@ pub const DP_BASIS_KRONECKER: u32 = 2;
 pub const DP_BASIS_ORTHONORMAL_TOLERANCE: f32 = 1e-4;
 const _: () = assert!(DP_BASIS_ORTHONORMAL_TOLERANCE == crate::basis::ORTHONORMAL_TOLERANCE);
 
+/// The largest `|t|` `dp_basis_interpolate_f32` accepts (farther extrapolation is refused with
+/// `DP_ERR_INVALID_HYPERPARAMETER`: its rotation angles are no longer accurate).
+pub const DP_BASIS_MAX_INTERPOLATION_T: f64 = 1024.0;
+const _: () = assert!(DP_BASIS_MAX_INTERPOLATION_T == crate::basis::geodesic::MAX_INTERPOLATION_T);
+
 /// `dp_basis_refresh_f32` `method`: a full eigendecomposition (eigenvalues descending), matched
 /// to the old basis.
 pub const DP_REFRESH_EIGH: u32 = 0;
@@ -738,12 +743,12 @@ pub unsafe extern "C" fn dp_basis_rotate_f32(
 /// handle. Both dense of the same size, or both Kronecker of the same shape (each factor
 /// interpolated). `u0` and `u1` may be the same handle.
 ///
-/// Parameters: `u0`, `u1`, live handles; `t`, finite; `out`, one `dp_basis *`, written only
-/// on success.
+/// Parameters: `u0`, `u1`, live handles; `t`, finite with `|t| <= DP_BASIS_MAX_INTERPOLATION_T`
+/// (1024); `out`, one `dp_basis *`, written only on success.
 ///
 /// Returns `DP_OK`; `DP_ERR_NULL_POINTER`; `DP_ERR_INVALID_ARGUMENT` (a handle not live, kinds
 /// or sizes that differ, identity bases, no convergence); `DP_ERR_INVALID_HYPERPARAMETER` (`t`
-/// not finite); `DP_ERR_ALLOCATION`; `DP_ERR_PANIC`.
+/// not finite or out of range); `DP_ERR_ALLOCATION`; `DP_ERR_PANIC`.
 ///
 /// Thread safety: may run concurrently with any call (it waits for a refresh of `u0` or `u1`).
 ///
@@ -761,9 +766,7 @@ pub unsafe extern "C" fn dp_basis_interpolate_f32(
         check::required("u1", u1)?;
         check_out(out)?;
         let (s0, s1) = (lookup("u0", u0)?, lookup("u1", u1)?);
-        if !t.is_finite() {
-            return Err(Error::hyperparameter(format!("t = {t} is not finite")));
-        }
+        crate::basis::geodesic::check_t(t)?;
         // A reader queues behind a waiting refresh, so two read locks are taken in one global
         // order (the lower token first): interpolate(a, b) and interpolate(b, a) racing
         // refreshes of a and b cannot wait on each other. One lock when both name one basis.

@@ -143,7 +143,9 @@ impl GnConfig {
             1.0 - self.lr * self.weight_decay,
             false,
         )?;
-        error::check_f32("damping", self.damping, false)?;
+        // A nonzero damping must stay nonzero in f32: `x^p` with `p > 0` is 0 at `x = 0` but
+        // near 1 at a tiny `x` when `p` is small, so a damping flushed to 0 changes the step.
+        error::check_f32("damping", self.damping, self.damping != 0.0)?;
         if let Some(s) = self.sophia {
             error::check_f32("sophia.gamma", s.gamma, true)?;
         } else if self.power < 0.0 {

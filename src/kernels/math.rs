@@ -36,7 +36,7 @@
 //! | function | bound |
 //! | --- | --- |
 //! | `exp` ([`exp_with`]) | 2 ulp (normal results); subnormal results within 1 ulp of the smallest subnormal |
-//! | `x^p` ([`powf_with`]), `x >= 0` | `2 + abs(p) / 2` ulp (normal results) |
+//! | `x^p` ([`powf_with`]), `x >= 0` | `1.5 + abs(p) / 2` ulp (normal results) |
 //!
 //! Special values: `exp(NaN) = NaN`, `exp(+inf) = +inf`, `exp(-inf) = 0`; `x^p` for `x = NaN`
 //! is that NaN (quieted), for `x < 0` NaN, `+-0^p` and `inf^p` are those of IEEE `pow` at `+0` and `+inf`
@@ -527,7 +527,13 @@ fn pow_lane_range<S: Simd, const FULL_RANGE: bool>(
 /// compiler resolves the comparison per instantiation.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn on_backend<S: Simd, B: Simd + 'static, V: Copy + 'static, const N: usize, const M: usize>(
+pub(crate) fn on_backend<
+    S: Simd,
+    B: Simd + 'static,
+    V: Copy + 'static,
+    const N: usize,
+    const M: usize,
+>(
     simd: S,
     args: [S::f32s; N],
     f: impl FnOnce(B, [V; N]) -> [V; M],

@@ -272,7 +272,7 @@ fn power_qr(par: Par, old: MatRef<'_, f32>, a: MatRef<'_, f32>) -> Result<(Mat<f
     for (j, &o) in order.iter().enumerate() {
         y[j * d..(j + 1) * d].copy_from_slice(&aq[o * d..(o + 1) * d]);
     }
-    let mut q = Mat::<f32>::zeros(d, d);
+    let mut q = Mat::<f32>::identity(d, d);
     // The product's memory holds the reflectors.
     let rdiag = with_faer_par(par, flops, |fp| {
         super::qr::householder_q(isa, &mut y, d, &mut aq, q.as_mut(), fp)

@@ -196,11 +196,19 @@ fn match_columns(par: Par, old: MatRef<'_, f32>, new: &mut Mat<f32>) -> Result<V
 }
 
 /// `A` (lower triangle read) with both triangles, column-major with stride `d`: the lower
-/// triangle copied column by column, the upper one transposed tile by tile (`TILE x TILE`
-/// tiles, so reads and writes both stay within a few cache lines).
-fn symmetric_from_lower(a: MatRef<'_, f32>) -> Vec<f32> {
+/// triangle copied column by column (each column checked finite, the first non-finite entry
+/// in that order reported, as [`check_symmetric_input`] does), the upper one transposed tile
+/// by tile (`TILE x TILE` tiles, so reads and writes both stay within a few cache lines).
+fn symmetric_from_lower(a: MatRef<'_, f32>) -> Result<Vec<f32>> {
     const TILE: usize = 16;
     let d = a.nrows();
+    if a.ncols() != d {
+        return Err(Error::length(format!(
+            "the statistic must be square; got {} x {}",
+            a.nrows(),
+            a.ncols()
+        )));
+    }
     let mut full = vec![0.0f32; d * d];
     for j in 0..d {
         let dst = &mut full[j * d + j..(j + 1) * d];
@@ -210,6 +218,12 @@ fn symmetric_from_lower(a: MatRef<'_, f32>) -> Vec<f32> {
                 .iter_mut()
                 .zip(a.col(j).subrows(j, d - j).iter())
                 .for_each(|(o, &x)| *o = x),
+        }
+        if let Some(k) = dst.iter().position(|x| !x.is_finite()) {
+            return Err(Error::new(
+                ErrorKind::NonFinite,
+                format!("the statistic entry ({}, {j}) is not finite", j + k),
+            ));
         }
     }
     for j0 in (0..d).step_by(TILE) {
@@ -222,7 +236,7 @@ fn symmetric_from_lower(a: MatRef<'_, f32>) -> Vec<f32> {
             }
         }
     }
-    full
+    Ok(full)
 }
 
 /// One power-iteration step plus QR: `(Q_new, est sorted, permutation)`. One GEMM (`A Q`), the
@@ -231,7 +245,7 @@ fn symmetric_from_lower(a: MatRef<'_, f32>) -> Vec<f32> {
 fn power_qr(par: Par, old: MatRef<'_, f32>, a: MatRef<'_, f32>) -> Result<(Mat<f32>, RefreshInfo)> {
     let d = old.nrows();
     let isa = dispatch::Isa::detect();
-    let a_full = symmetric_from_lower(a);
+    let a_full = symmetric_from_lower(a)?;
     // The old basis with unit row stride (copied only when it is not), its columns as slices.
     let old_copy;
     let old = if old.row_stride() == 1 {
@@ -324,7 +338,7 @@ impl DenseBasis {
                 ))
             }
             RefreshMethod::PowerQr => {
-                check_symmetric_input("the statistic", a)?;
+                // `power_qr` checks the statistic while it copies it.
                 let (q, info) = power_qr(par, self.matrix(), a)?;
                 Ok((DenseBasis::new_unchecked(q), info))
             }

@@ -71,10 +71,7 @@ fn dot<S: Simd>(simd: S, x: &[f32], y: &[f32]) -> f32 {
             acc[1],
         );
     }
-    let sum = simd.add_f32s(
-        simd.add_f32s(acc[0], acc[1]),
-        simd.add_f32s(acc[2], acc[3]),
-    );
+    let sum = simd.add_f32s(simd.add_f32s(acc[0], acc[1]), simd.add_f32s(acc[2], acc[3]));
     simd.reduce_sum_f32s(sum)
 }
 
@@ -89,11 +86,7 @@ fn axpy<S: Simd>(simd: S, alpha: f32, x: &[f32], y: &mut [f32]) {
         *y = simd.mul_add_f32s(a, x, *y);
     }
     if !yt.is_empty() {
-        let y = simd.mul_add_f32s(
-            a,
-            simd.partial_load_f32s(xt),
-            simd.partial_load_f32s(yt),
-        );
+        let y = simd.mul_add_f32s(a, simd.partial_load_f32s(xt), simd.partial_load_f32s(yt));
         simd.partial_store_f32s(yt, y);
     }
 }
@@ -296,7 +289,14 @@ fn apply_block(
     }
     // (V^T C)^T = C^T V, stored n x b: faer's tall output kernels serve both products.
     let mut wt = MatMut::from_column_major_slice_mut(&mut w[..b * n], n, b);
-    matmul(wt.as_mut(), Accum::Replace, c.as_ref().transpose(), v, 1.0, fp);
+    matmul(
+        wt.as_mut(),
+        Accum::Replace,
+        c.as_ref().transpose(),
+        v,
+        1.0,
+        fp,
+    );
     matmul(c.as_mut(), Accum::Add, u, wt.as_ref().transpose(), -1.0, fp);
 }
 
@@ -314,7 +314,14 @@ fn apply_later(
         return;
     }
     let mut wt = MatMut::from_column_major_slice_mut(&mut w[..b * n], n, b);
-    matmul(wt.as_mut(), Accum::Replace, c.as_ref().subrows(top, v2.nrows()).transpose(), v2, 1.0, fp);
+    matmul(
+        wt.as_mut(),
+        Accum::Replace,
+        c.as_ref().subrows(top, v2.nrows()).transpose(),
+        v2,
+        1.0,
+        fp,
+    );
     matmul(c.as_mut(), Accum::Add, u, wt.as_ref().transpose(), -1.0, fp);
 }
 
@@ -366,11 +373,25 @@ fn factor_panel(isa: Isa, y: &[f32], stride: usize, row: usize, block: Block<'_>
     let v = MatRef::from_column_major_slice(&block.v[..m * b], m, b);
     let mut g = vec![0.0f32; b * b];
     let mut gm = MatMut::from_column_major_slice_mut(&mut g, b, b);
-    matmul(gm.as_mut(), Accum::Replace, v.transpose(), v, 1.0, faer::Par::Seq);
+    matmul(
+        gm.as_mut(),
+        Accum::Replace,
+        v.transpose(),
+        v,
+        1.0,
+        faer::Par::Seq,
+    );
     block_factor(&g, block.tau, &mut block.t[..b * b]);
     let t = MatRef::from_column_major_slice(&block.t[..b * b], b, b);
     let mut u = MatMut::from_column_major_slice_mut(&mut block.u[..m * b], m, b);
-    matmul(u.as_mut(), Accum::Replace, v, t.transpose(), 1.0, faer::Par::Seq);
+    matmul(
+        u.as_mut(),
+        Accum::Replace,
+        v,
+        t.transpose(),
+        1.0,
+        faer::Par::Seq,
+    );
 }
 
 /// Factorises the square `y` (column-major, stride `n`, overwritten) and writes its `Q`, with
@@ -481,7 +502,9 @@ pub(crate) fn householder_q(
         // [I; 0] - U V_1^T, the later ones Q[s.., s + b..] - U (V_2^T Q').
         let later = m - b;
         // The first worker also forms the block's own columns: about b columns of work.
-        let cut = (later.saturating_sub(b) / 2).next_multiple_of(16).min(later);
+        let cut = (later.saturating_sub(b) / 2)
+            .next_multiple_of(16)
+            .min(later);
         let (own, rest) = q.rb_mut().submatrix_mut(s, s, m, m).split_at_col_mut(b);
         let (first, second) = rest.split_at_col_mut(cut);
         let (wa, wb) = (&mut wa, &mut wb);
@@ -490,7 +513,14 @@ pub(crate) fn householder_q(
             parallel,
             move || {
                 let mut own = own;
-                matmul(own.rb_mut(), Accum::Replace, u, v.subrows(0, b).transpose(), -1.0, seq);
+                matmul(
+                    own.rb_mut(),
+                    Accum::Replace,
+                    u,
+                    v.subrows(0, b).transpose(),
+                    -1.0,
+                    seq,
+                );
                 for j in 0..b {
                     own[(j, j)] += 1.0;
                 }

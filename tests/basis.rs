@@ -1156,3 +1156,73 @@ fn refresh_with_state_equals_refresh_then_set_basis() {
     assert_eq!(wrong.exp_avg(), opt.exp_avg());
     assert_eq!(wrong.exp_avg_sq(), opt.exp_avg_sq());
 }
+
+#[test]
+fn power_refresh_of_rank_deficient_and_ill_conditioned_statistics_is_orthonormal() {
+    // SOAP's statistics start rank-deficient (a few gradients' G G^T) and stay ill-conditioned:
+    // the Householder QR gives an orthonormal Q for any of them. Cases: a zero statistic, rank 3
+    // (sum of three g g^T), eigenvalues from 1 down to 1e-12 (cond 1e12, far beyond what
+    // f32 CholeskyQR survives), and one huge and one tiny scale. d = 300 spans ten QR blocks.
+    for d in [1, 5, 33, 130, 300] {
+        let old = random_basis(700 + d as u64, d);
+        let mut r = rng(710 + d as u64);
+        let gs: Vec<Vec<f32>> = (0..3).map(|_| gaussian(&mut r, d)).collect();
+        let rank3 = Mat::from_fn(d, d, |i, j| gs.iter().map(|g| g[i] * g[j]).sum::<f32>());
+        let q = random_basis(720 + d as u64, d);
+        let graded = Mat::from_fn(d, d, |i, j| {
+            (0..d)
+                .map(|k| {
+                    let l = 10f64.powf(-12.0 * k as f64 / d.max(2) as f64) as f32;
+                    q.matrix()[(i, k)] * l * q.matrix()[(j, k)]
+                })
+                .sum::<f32>()
+        });
+        let cases = [
+            ("zero", Mat::<f32>::zeros(d, d)),
+            ("rank 3", rank3.clone()),
+            ("graded", graded),
+            ("huge", Mat::from_fn(d, d, |i, j| rank3[(i, j)] * 1e15)),
+            ("tiny", Mat::from_fn(d, d, |i, j| rank3[(i, j)] * 1e-20)),
+        ];
+        for (name, a) in cases {
+            for par in [Par::Seq, Par::Pool] {
+                let (new, info) = old
+                    .refreshed(a.as_ref(), RefreshMethod::PowerQr, par)
+                    .unwrap();
+                let err = orthonormality_error(new.matrix()).unwrap();
+                assert!(err < 1e-5, "d = {d} {name} {par:?}: orthonormality {err}");
+                check_permutation_is_valid(&info.permutation, d);
+            }
+        }
+    }
+}
+
+fn check_permutation_is_valid(p: &[usize], d: usize) {
+    let mut seen = vec![false; d];
+    for &i in p {
+        assert!(!seen[i]);
+        seen[i] = true;
+    }
+    assert_eq!(p.len(), d);
+}
+
+#[test]
+fn power_refresh_is_bitwise_identical_for_any_thread_count() {
+    // 2 d^3 = 54 MFLOP: the product and the QR's two workers use the pool.
+    let d = 300;
+    let (a, q, _) = known_spectrum(730, d);
+    let old = turned(731, &q, 0.05);
+    let run = |par: Par| {
+        let (new, info) = old
+            .refreshed(a.as_ref(), RefreshMethod::PowerQr, par)
+            .unwrap();
+        let entries: Vec<f32> = (0..d * d).map(|k| new.matrix()[(k % d, k / d)]).collect();
+        (bits(&entries), info)
+    };
+    let first = run(Par::Seq);
+    for threads in [1, 2, 3] {
+        diagprec::set_num_threads(threads).unwrap();
+        assert!(run(Par::Pool) == first, "{threads} threads");
+    }
+    diagprec::set_num_threads(0).unwrap();
+}

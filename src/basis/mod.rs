@@ -21,6 +21,7 @@
 //! non-orthogonal matrix, a transposed or scaled one) without rejecting rounded ones.
 
 pub mod geodesic;
+mod qr;
 pub mod refresh;
 pub mod rotate;
 

@@ -195,130 +195,109 @@ fn match_columns(par: Par, old: MatRef<'_, f32>, new: &mut Mat<f32>) -> Result<V
     Ok(permutation)
 }
 
-/// `A` with its upper triangle filled from the lower one (the only triangle read), column by
-/// column: each column's lower part is one contiguous copy, the upper part a row of `A`.
-fn symmetric_from_lower(a: MatRef<'_, f32>) -> Mat<f32> {
+/// `A` (lower triangle read) with both triangles, column-major with stride `d`: the lower
+/// triangle copied column by column (each column checked finite, the first non-finite entry
+/// in that order reported, as [`check_symmetric_input`] does), the upper one transposed tile
+/// by tile (`TILE x TILE` tiles, so reads and writes both stay within a few cache lines).
+fn symmetric_from_lower(a: MatRef<'_, f32>) -> Result<Vec<f32>> {
+    const TILE: usize = 16;
     let d = a.nrows();
-    let mut full = Mat::<f32>::zeros(d, d);
+    if a.ncols() != d {
+        return Err(Error::length(format!(
+            "the statistic must be square; got {} x {}",
+            a.nrows(),
+            a.ncols()
+        )));
+    }
+    let mut full = vec![0.0f32; d * d];
     for j in 0..d {
-        let (mut upper, mut lower) = full.as_mut().col_mut(j).split_at_row_mut(j);
-        lower.copy_from(a.col(j).subrows(j, d - j));
-        upper.copy_from(a.row(j).subcols(0, j).transpose());
+        let dst = &mut full[j * d + j..(j + 1) * d];
+        match a.col(j).subrows(j, d - j).try_as_col_major() {
+            Some(col) => dst.copy_from_slice(col.as_slice()),
+            None => dst
+                .iter_mut()
+                .zip(a.col(j).subrows(j, d - j).iter())
+                .for_each(|(o, &x)| *o = x),
+        }
+        if let Some(k) = dst.iter().position(|x| !x.is_finite()) {
+            return Err(Error::new(
+                ErrorKind::NonFinite,
+                format!("the statistic entry ({}, {j}) is not finite", j + k),
+            ));
+        }
     }
-    full
-}
-
-/// `Q = H_0 H_1 ... H_{d-1}` from a QR factorisation's reflectors (`factor`'s strict lower
-/// triangle, `coeff` its block factors, as faer's `qr_in_place` leaves them) into `q`, which holds
-/// the identity on entry. The blocks are applied from the last one; block `j` acts on rows
-/// `j..`, where `q` still equals the identity outside its trailing `j.. x j..` part, so only
-/// that part is multiplied (LAPACK's `orgqr`): `4/3 d^3` flops instead of `2 d^3`.
-fn form_q(
-    factor: MatRef<'_, f32>,
-    coeff: MatRef<'_, f32>,
-    mut q: MatMut<'_, f32>,
-    fp: faer::Par,
-    stack: &mut MemStack,
-) {
-    let size = coeff.ncols();
-    let bs = coeff.nrows();
-    let mut end = size;
-    let mut block = match size % bs {
-        0 => bs,
-        r => r,
-    };
-    while end > 0 {
-        let start = end - block;
-        faer::linalg::householder::apply_block_householder_on_the_left_in_place_with_conj(
-            factor.get(start.., start..end),
-            coeff.get(..end - start, start..end),
-            faer::Conj::No,
-            q.rb_mut().get_mut(start.., start..),
-            fp,
-            stack,
-        );
-        end = start;
-        block = bs;
+    for j0 in (0..d).step_by(TILE) {
+        for i0 in (0..j0 + 1).step_by(TILE) {
+            // Upper tile rows i0.., columns j0.. from the lower tile rows j0.., columns i0...
+            for j in j0..(j0 + TILE).min(d) {
+                for i in i0..(i0 + TILE).min(j) {
+                    full[i + j * d] = full[j + i * d];
+                }
+            }
+        }
     }
+    Ok(full)
 }
-
-/// Matrices smaller than this are QR-factorised on the calling thread.
-const QR_PAR_MIN_DIM: usize = 512;
 
 /// One power-iteration step plus QR: `(Q_new, est sorted, permutation)`. One GEMM (`A Q`), the
-/// Rayleigh quotients `est_j = q_j . (A q_j)` from that product's columns, a blocked
-/// Householder QR of the sorted columns (faer's) and `Q` formed from its reflectors
-/// ([`form_q`]).
+/// Rayleigh quotients `est_j = q_j . (A q_j)` from that product's columns, and `Q` of the
+/// sorted product by the blocked Householder QR of [`super::qr`].
 fn power_qr(par: Par, old: MatRef<'_, f32>, a: MatRef<'_, f32>) -> Result<(Mat<f32>, RefreshInfo)> {
     let d = old.nrows();
-    let a_full = symmetric_from_lower(a);
-    let aq = product(par, a_full.as_ref(), old)?;
-    // Summed in row order, product then add (the same value as before this was vectorised).
-    let est: Vec<f32> = (0..d)
+    let isa = dispatch::Isa::detect();
+    let a_full = symmetric_from_lower(a)?;
+    // The old basis with unit row stride (copied only when it is not), its columns as slices.
+    let old_copy;
+    let old = if old.row_stride() == 1 {
+        old
+    } else {
+        old_copy = old.to_owned();
+        old_copy.as_ref()
+    };
+    let old_cols: Vec<&[f32]> = (0..d)
         .map(|j| {
             old.col(j)
-                .iter()
-                .zip(aq.col(j).iter())
-                .map(|(&q, &y)| q * y)
-                .sum()
+                .try_as_col_major()
+                .expect("unit row stride")
+                .as_slice()
         })
         .collect();
+    let mut aq = vec![0.0f32; d * d];
+    let flops = 2.0 * (d * d * d) as f64;
+    with_faer_par(par, flops, |fp| {
+        matmul(
+            MatMut::from_column_major_slice_mut(&mut aq, d, d),
+            Accum::Replace,
+            MatRef::from_column_major_slice(&a_full, d, d),
+            old,
+            1.0,
+            fp,
+        )
+    })?;
+    let est = super::qr::column_dots(isa, &old_cols, &aq, d);
     let mut order: Vec<usize> = (0..d).collect();
     order.sort_by(|&i, &j| {
         est[j]
             .partial_cmp(&est[i])
             .unwrap_or(core::cmp::Ordering::Equal)
     });
-    let mut factor = Mat::<f32>::zeros(d, d);
+    // The sorted product, reusing the symmetric copy's memory.
+    let mut y = a_full;
     for (j, &o) in order.iter().enumerate() {
-        factor.as_mut().col_mut(j).copy_from(aq.col(o));
+        y[j * d..(j + 1) * d].copy_from_slice(&aq[o * d..(o + 1) * d]);
     }
-    let bs = faer::linalg::qr::no_pivoting::factor::recommended_block_size::<f32>(d, d).max(1);
-    let mut coeff = Mat::<f32>::zeros(bs, d);
     let mut q = Mat::<f32>::identity(d, d);
-    // Below QR_PAR_MIN_DIM the factorisation runs on one thread: at 256 x 256 the refresh was
-    // slower on two threads than on one (Intel Xeon, 2 cores; see docs/performance.md).
-    let qr_par = if d < QR_PAR_MIN_DIM { Par::Seq } else { par };
-    // Each panel of `bs` columns is factorised column by column (no recursive sub-blocking):
-    // faer's recursive panel spent more in its small products than it saved (QR of 256 x 256:
-    // 4.2 -> 3.0 GEMM times; 512: 4.0 -> 1.6; 1024: 1.3 -> 1.2, Intel Xeon).
-    let mut params: faer::linalg::qr::no_pivoting::factor::QrParams = faer::Auto::<f32>::auto();
-    params.blocking_threshold = usize::MAX;
-    with_faer_par(qr_par, (d * d * d) as f64 * 4.0, |fp| -> Result<()> {
-        let req = StackReq::any_of(&[
-            faer::linalg::qr::no_pivoting::factor::qr_in_place_scratch::<f32>(
-                d,
-                d,
-                bs,
-                fp,
-                params.into(),
-            ),
-            faer::linalg::householder::apply_block_householder_on_the_left_in_place_scratch::<f32>(
-                d, bs, d,
-            ),
-        ]);
-        let mut buf = mem_buffer(req, "the QR factorisation")?;
-        faer::linalg::qr::no_pivoting::factor::qr_in_place(
-            factor.as_mut(),
-            coeff.as_mut(),
-            fp,
-            MemStack::new(&mut buf),
-            params.into(),
-        );
-        form_q(
-            factor.as_ref(),
-            coeff.as_ref(),
-            q.as_mut(),
-            fp,
-            MemStack::new(&mut buf),
-        );
-        Ok(())
-    })??;
+    // The product's memory holds the reflectors.
+    let rdiag = with_faer_par(par, flops, |fp| {
+        super::qr::householder_q(isa, &mut y, d, &mut aq, q.as_mut(), fp)
+    })?;
     dispatch::clean_vector_state();
-    for j in 0..d {
-        if factor[(j, j)] < 0.0 {
-            q.col_mut(j).iter_mut().for_each(|x| *x = -*x);
-        }
+    if rdiag.iter().any(|r| !r.is_finite()) {
+        return Err(Error::new(
+            ErrorKind::NonFinite,
+            "the refresh produced non-finite basis vectors: the statistic's entries are too \
+             large for f32 arithmetic",
+        ));
     }
     Ok((
         q,
@@ -359,7 +338,7 @@ impl DenseBasis {
                 ))
             }
             RefreshMethod::PowerQr => {
-                check_symmetric_input("the statistic", a)?;
+                // `power_qr` checks the statistic while it copies it.
                 let (q, info) = power_qr(par, self.matrix(), a)?;
                 Ok((DenseBasis::new_unchecked(q), info))
             }

@@ -1,0 +1,573 @@
+//! # Householder QR of a square f32 matrix, returning `Q` with `R`'s diagonal non-negative
+//!
+//! **Method** (LAPACK's `sgeqrf` then `sorgqr`, blocked right-looking, compact WY):
+//!
+//! ```text
+//! for each panel of QR_BLOCK columns starting at s (rows s..n):
+//!     factor the panel column by column: x = the column from its diagonal down,
+//!         beta = -sign(x_0) ||x||, v = x / (x_0 - beta) (v_0 = 1), tau = (beta - x_0) / beta,
+//!         H = I - tau v v^T applied to the panel's later columns (four at a time);
+//!         beta is R's diagonal entry
+//!     T (upper triangular) with H_s ... H_{s+b-1} = I - V T V^T, from G = V^T V:
+//!         T_jj = tau_j,  T_{0..j, j} = -tau_j T_{0..j, 0..j} G_{0..j, j}
+//!     trailing columns: C <- C - (V T^T) (V^T C)                              (2 GEMMs)
+//! Q = I; for each block from the last, with V = [V_1; V_2] (V_1 the b x b top):
+//!     Q[s.., s + b..] <- Q[s.., s + b..] - (V T) (V_2^T Q[s + b.., s + b..])  (2 GEMMs)
+//!     Q[s.., s..s + b] <- [I; 0] - (V T) V_1^T
+//! column j of Q negated where R_jj < 0
+//! ```
+//!
+//! Block `s` of `Q`'s formation touches rows and columns `s..` only, and rows `s..s + b` of
+//! the later columns are still zero (LAPACK's `sorgqr`): `4/3 n^3` flops, as the
+//! factorisation. Each trailing update is cut in two column ranges fixed by the shape alone
+//! ([`split_columns`], the first of which also factorises the next panel; in the formation,
+//! the first also forms the block's own columns), each range one GEMM pair on one thread.
+//! On a pool of two or more threads the two ranges run at once (lookahead); on one thread
+//! one after the other, with the same operands, so the results do not depend on the
+//! thread count.
+//!
+//! **Storage**: every matrix column-major, the input overwritten; `V` of each block is kept
+//! explicitly (`(n - s) x b`, unit diagonal, zeros above) so that the GEMMs (faer's `matmul`)
+//! see plain dense operands.
+//!
+//! **Accuracy**: Householder QR is backward stable for any input, rank-deficient included
+//! (a zero column gives `tau = 0`, `H = I`): `Q` is orthonormal to a few `n u`. `||x||` is
+//! summed in f64, so it neither overflows nor underflows for finite f32 entries. The panel's
+//! dot products and updates are vectorised (pulp), the trailing updates are faer GEMMs on
+//! one thread each.
+//!
+//! **Reference**: [`crate::reference::refresh_power_qr`] (Gram-Schmidt twice in f64, the same
+//! `Q`), through the `PowerQr` refresh (`tests/basis.rs`).
+
+use crate::dispatch::Isa;
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef};
+use pulp::{Simd, WithSimd};
+
+/// Columns per Householder block.
+pub(crate) const QR_BLOCK: usize = 32;
+
+/// `sum x_i y_i` (vector lanes, then the lanes summed).
+#[inline(always)]
+fn dot<S: Simd>(simd: S, x: &[f32], y: &[f32]) -> f32 {
+    let (xb, xt) = S::as_simd_f32s(x);
+    let (yb, yt) = S::as_simd_f32s(y);
+    let n = xb.len();
+    let yb = &yb[..n];
+    let mut acc = [simd.splat_f32s(0.0); 4];
+    let quads = n / 4;
+    for q in 0..quads {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a = simd.mul_add_f32s(xb[4 * q + l], yb[4 * q + l], *a);
+        }
+    }
+    for i in 4 * quads..n {
+        acc[0] = simd.mul_add_f32s(xb[i], yb[i], acc[0]);
+    }
+    if !xt.is_empty() {
+        acc[1] = simd.mul_add_f32s(
+            simd.partial_load_f32s(xt),
+            simd.partial_load_f32s(yt),
+            acc[1],
+        );
+    }
+    let sum = simd.add_f32s(simd.add_f32s(acc[0], acc[1]), simd.add_f32s(acc[2], acc[3]));
+    simd.reduce_sum_f32s(sum)
+}
+
+/// `y <- y + alpha x`.
+#[inline(always)]
+fn axpy<S: Simd>(simd: S, alpha: f32, x: &[f32], y: &mut [f32]) {
+    let a = simd.splat_f32s(alpha);
+    let (xb, xt) = S::as_simd_f32s(x);
+    let (yb, yt) = S::as_mut_simd_f32s(y);
+    let n = yb.len();
+    for (y, &x) in yb.iter_mut().zip(&xb[..n]) {
+        *y = simd.mul_add_f32s(a, x, *y);
+    }
+    if !yt.is_empty() {
+        let y = simd.mul_add_f32s(a, simd.partial_load_f32s(xt), simd.partial_load_f32s(yt));
+        simd.partial_store_f32s(yt, y);
+    }
+}
+
+/// `v . c_i` for four columns `c_i` as long as `v` (one pass over `v`).
+#[inline(always)]
+fn dots4<S: Simd>(simd: S, v: &[f32], cs: &[&mut [f32]; 4]) -> [f32; 4] {
+    let (vb, vt) = S::as_simd_f32s(v);
+    let n = vb.len();
+    let bodies = [
+        &S::as_simd_f32s(&cs[0][..]).0[..n],
+        &S::as_simd_f32s(&cs[1][..]).0[..n],
+        &S::as_simd_f32s(&cs[2][..]).0[..n],
+        &S::as_simd_f32s(&cs[3][..]).0[..n],
+    ];
+    let mut acc = [simd.splat_f32s(0.0); 4];
+    for i in 0..n {
+        for c in 0..4 {
+            acc[c] = simd.mul_add_f32s(vb[i], bodies[c][i], acc[c]);
+        }
+    }
+    if !vt.is_empty() {
+        let t = simd.partial_load_f32s(vt);
+        for c in 0..4 {
+            let x = simd.partial_load_f32s(S::as_simd_f32s(&cs[c][..]).1);
+            acc[c] = simd.mul_add_f32s(t, x, acc[c]);
+        }
+    }
+    // Written out: array `map` is not inlined into the SIMD context.
+    [
+        simd.reduce_sum_f32s(acc[0]),
+        simd.reduce_sum_f32s(acc[1]),
+        simd.reduce_sum_f32s(acc[2]),
+        simd.reduce_sum_f32s(acc[3]),
+    ]
+}
+
+/// `c_i <- c_i + alpha_i v` for four columns `c_i` as long as `v` (one pass over `v`).
+#[inline(always)]
+fn axpys4<S: Simd>(simd: S, alpha: [f32; 4], v: &[f32], cs: &mut [&mut [f32]; 4]) {
+    let a = [
+        simd.splat_f32s(alpha[0]),
+        simd.splat_f32s(alpha[1]),
+        simd.splat_f32s(alpha[2]),
+        simd.splat_f32s(alpha[3]),
+    ];
+    let (vb, vt) = S::as_simd_f32s(v);
+    let n = vb.len();
+    let [c0, c1, c2, c3] = cs;
+    let (b0, t0) = S::as_mut_simd_f32s(c0);
+    let (b1, t1) = S::as_mut_simd_f32s(c1);
+    let (b2, t2) = S::as_mut_simd_f32s(c2);
+    let (b3, t3) = S::as_mut_simd_f32s(c3);
+    let (b0, b1, b2, b3) = (&mut b0[..n], &mut b1[..n], &mut b2[..n], &mut b3[..n]);
+    for i in 0..n {
+        let x = vb[i];
+        b0[i] = simd.mul_add_f32s(a[0], x, b0[i]);
+        b1[i] = simd.mul_add_f32s(a[1], x, b1[i]);
+        b2[i] = simd.mul_add_f32s(a[2], x, b2[i]);
+        b3[i] = simd.mul_add_f32s(a[3], x, b3[i]);
+    }
+    if !vt.is_empty() {
+        let x = simd.partial_load_f32s(vt);
+        for (c, t) in [t0, t1, t2, t3].into_iter().enumerate() {
+            let y = simd.mul_add_f32s(a[c], x, simd.partial_load_f32s(t));
+            simd.partial_store_f32s(t, y);
+        }
+    }
+}
+
+/// `x <- alpha x`.
+#[inline(always)]
+fn scale<S: Simd>(simd: S, alpha: f32, x: &mut [f32]) {
+    let a = simd.splat_f32s(alpha);
+    let (xb, xt) = S::as_mut_simd_f32s(x);
+    for x in xb.iter_mut() {
+        *x = simd.mul_f32s(a, *x);
+    }
+    if !xt.is_empty() {
+        let x = simd.mul_f32s(a, simd.partial_load_f32s(xt));
+        simd.partial_store_f32s(xt, x);
+    }
+}
+
+/// `sum x_i^2` in f64 (eight independent accumulators, added pairwise at the end).
+#[inline(always)]
+fn sum_squares_f64(x: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v as f64 * v as f64;
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(rest) {
+        *a += v as f64 * v as f64;
+    }
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+}
+
+/// Unblocked Householder QR of one `rows x cols` panel (column-major, stride `rows`), in place:
+/// on return the panel holds `V` (unit diagonal, zeros above), `tau` the reflectors' factors
+/// and `rdiag` `R`'s diagonal.
+struct PanelQr<'a> {
+    panel: &'a mut [f32],
+    rows: usize,
+    tau: &'a mut [f32],
+    rdiag: &'a mut [f32],
+}
+
+impl WithSimd for PanelQr<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let m = self.rows;
+        let cols = self.tau.len();
+        for j in 0..cols.min(m) {
+            let (left, right) = self.panel.split_at_mut((j + 1) * m);
+            let col = &mut left[j * m..];
+            let alpha = col[j];
+            let sigma = sum_squares_f64(&col[j + 1..]);
+            let (beta, tau) = if sigma == 0.0 {
+                (alpha, 0.0f32)
+            } else {
+                let a = alpha as f64;
+                let norm = (a * a + sigma).sqrt();
+                let beta = if a >= 0.0 { -norm } else { norm };
+                scale(simd, (1.0 / (a - beta)) as f32, &mut col[j + 1..]);
+                (beta as f32, ((beta - a) / beta) as f32)
+            };
+            col[..j].fill(0.0);
+            col[j] = 1.0;
+            self.tau[j] = tau;
+            self.rdiag[j] = beta;
+            if tau != 0.0 {
+                let v = &col[j..];
+                let rest = cols - j - 1;
+                // Four columns per pass over v, then one at a time.
+                let mut it = right[..rest * m].chunks_exact_mut(m).map(|c| &mut c[j..]);
+                loop {
+                    match (it.next(), it.next(), it.next(), it.next()) {
+                        (Some(c0), Some(c1), Some(c2), Some(c3)) => {
+                            let mut cs = [c0, c1, c2, c3];
+                            let d = dots4(simd, v, &cs);
+                            let alpha = [-tau * d[0], -tau * d[1], -tau * d[2], -tau * d[3]];
+                            axpys4(simd, alpha, v, &mut cs);
+                        }
+                        (c0, c1, c2, _) => {
+                            for c in [c0, c1, c2].into_iter().flatten() {
+                                let d = tau * dot(simd, v, c);
+                                axpy(simd, -d, v, c);
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        // A panel wider than tall (only when rows < cols, which a square matrix never gives).
+        for j in m..cols {
+            self.tau[j] = 0.0;
+            self.rdiag[j] = 0.0;
+        }
+    }
+}
+
+/// The upper triangular `T` (`b x b`, column-major) of `I - V T V^T = H_0 ... H_{b-1}` from
+/// `G = V^T V` and the `tau`s: column `j` is `-tau_j T_{0..j, 0..j} G_{0..j, j}`, accumulated
+/// as a sum of `T`'s columns (no dependent chain of additions).
+fn block_factor(g: &[f32], tau: &[f32], t: &mut [f32]) {
+    let b = tau.len();
+    t.fill(0.0);
+    for j in 0..b {
+        let (done, rest) = t.split_at_mut(j * b);
+        let col = &mut rest[..b];
+        for k in 0..j {
+            let coef = g[k + j * b];
+            for (c, &x) in col[..=k].iter_mut().zip(&done[k * b..k * b + k + 1]) {
+                *c += x * coef;
+            }
+        }
+        col[..j].iter_mut().for_each(|c| *c *= -tau[j]);
+        col[j] = tau[j];
+    }
+}
+
+/// `C <- C - U (V^T C)` (`U = V op(T)` formed by the caller); `w` holds `ncols(C) x b`.
+fn apply_block(
+    v: MatRef<'_, f32>,
+    u: MatRef<'_, f32>,
+    mut c: MatMut<'_, f32>,
+    w: &mut [f32],
+    fp: faer::Par,
+) {
+    let (b, n) = (v.ncols(), c.ncols());
+    if n == 0 {
+        return;
+    }
+    // (V^T C)^T = C^T V, stored n x b: faer's tall output kernels serve both products.
+    let mut wt = MatMut::from_column_major_slice_mut(&mut w[..b * n], n, b);
+    matmul(
+        wt.as_mut(),
+        Accum::Replace,
+        c.as_ref().transpose(),
+        v,
+        1.0,
+        fp,
+    );
+    matmul(c.as_mut(), Accum::Add, u, wt.as_ref().transpose(), -1.0, fp);
+}
+
+/// `C <- C - U (V_2^T C_2)` for `C` (`m x c`) whose first `m - rows(V_2)` rows are zero,
+/// `C_2` the others; `w` holds `c x b`.
+fn apply_later(
+    v2: MatRef<'_, f32>,
+    u: MatRef<'_, f32>,
+    mut c: MatMut<'_, f32>,
+    w: &mut [f32],
+    fp: faer::Par,
+) {
+    let (b, n, top) = (v2.ncols(), c.ncols(), c.nrows() - v2.nrows());
+    if n == 0 {
+        return;
+    }
+    let mut wt = MatMut::from_column_major_slice_mut(&mut w[..b * n], n, b);
+    matmul(
+        wt.as_mut(),
+        Accum::Replace,
+        c.as_ref().subrows(top, v2.nrows()).transpose(),
+        v2,
+        1.0,
+        fp,
+    );
+    matmul(c.as_mut(), Accum::Add, u, wt.as_ref().transpose(), -1.0, fp);
+}
+
+/// Runs `a` and `b`, at once on the current rayon pool when `parallel`.
+fn join(parallel: bool, a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
+    if parallel {
+        rayon::join(a, b);
+    } else {
+        a();
+        b();
+    }
+}
+
+/// Where the columns handed to the first of two workers end: `columns` split so that the
+/// first, which also factorises the next panel (`next` columns, which it must own), gets
+/// about `PANEL_COST` fewer columns than the second. Fixed by the shape alone, so the GEMMs'
+/// operands, and with them the results, do not depend on the thread count.
+fn split_columns(columns: usize, next: usize) -> usize {
+    /// Columns of trailing update that one panel factorisation costs about as much as.
+    const PANEL_COST: usize = 2 * QR_BLOCK;
+    (columns.saturating_sub(PANEL_COST) / 2)
+        .next_multiple_of(16)
+        .clamp(next, columns)
+}
+
+/// One block's reflectors: `V` (`m x b`), `U = V T^T` and `T`, with `tau` and `R`'s diagonal.
+struct Block<'a> {
+    v: &'a mut [f32],
+    u: &'a mut [f32],
+    t: &'a mut [f32],
+    tau: &'a mut [f32],
+    rdiag: &'a mut [f32],
+}
+
+/// Copies the panel `y[rows.., ..b]` (column-major, stride `stride`, `b = tau.len()`) into
+/// `block.v` and factorises it there; forms `T` and `U = V T^T`.
+fn factor_panel(isa: Isa, y: &[f32], stride: usize, row: usize, block: Block<'_>) {
+    let b = block.tau.len();
+    let m = stride - row;
+    for j in 0..b {
+        block.v[j * m..(j + 1) * m].copy_from_slice(&y[j * stride + row..(j + 1) * stride]);
+    }
+    isa.run(PanelQr {
+        panel: &mut block.v[..m * b],
+        rows: m,
+        tau: block.tau,
+        rdiag: block.rdiag,
+    });
+    let v = MatRef::from_column_major_slice(&block.v[..m * b], m, b);
+    let mut g = vec![0.0f32; b * b];
+    let mut gm = MatMut::from_column_major_slice_mut(&mut g, b, b);
+    matmul(
+        gm.as_mut(),
+        Accum::Replace,
+        v.transpose(),
+        v,
+        1.0,
+        faer::Par::Seq,
+    );
+    block_factor(&g, block.tau, &mut block.t[..b * b]);
+    let t = MatRef::from_column_major_slice(&block.t[..b * b], b, b);
+    let mut u = MatMut::from_column_major_slice_mut(&mut block.u[..m * b], m, b);
+    matmul(
+        u.as_mut(),
+        Accum::Replace,
+        v,
+        t.transpose(),
+        1.0,
+        faer::Par::Seq,
+    );
+}
+
+/// Factorises the square `y` (column-major, stride `n`, overwritten) and writes its `Q`, with
+/// `R`'s diagonal made non-negative, into `q` (`n x n`, the identity on entry). `v_store`
+/// (at least `n * n` long, any content) holds the reflectors. Returns `R`'s diagonal before the
+/// sign change (non-finite when the factorisation overflowed).
+///
+/// Every trailing update is cut in two column ranges fixed by the shape
+/// ([`split_columns`]; the formation of `Q` at the middle), each one GEMM pair on one thread;
+/// with `fp` on more than one thread the two run at once, the first worker also factorising
+/// the next panel (lookahead).
+pub(crate) fn householder_q(
+    isa: Isa,
+    y: &mut [f32],
+    n: usize,
+    v_store: &mut [f32],
+    mut q: MatMut<'_, f32>,
+    fp: faer::Par,
+) -> Vec<f32> {
+    let parallel = fp.degree() > 1;
+    let seq = faer::Par::Seq;
+    let nb = QR_BLOCK.min(n.max(1));
+    let starts: Vec<usize> = (0..n).step_by(nb).collect();
+    let mut rdiag = vec![0.0f32; n];
+    let mut tau = vec![0.0f32; n];
+    // V (and U) of block k at offsets[k]..offsets[k + 1], (n - s) x b, column-major.
+    let mut offsets = vec![0usize];
+    for &s in &starts {
+        let last = offsets[offsets.len() - 1];
+        offsets.push(last + (n - s) * nb.min(n - s));
+    }
+    let mut u_store = vec![0.0f32; offsets[starts.len()]];
+    let mut t_store = vec![0.0f32; starts.len() * nb * nb];
+    let (mut wa, mut wb) = (vec![0.0f32; nb * n], vec![0.0f32; nb * n]);
+    let bsize = |k: usize| nb.min(n - starts[k]);
+
+    if n > 0 {
+        let b = bsize(0);
+        factor_panel(
+            isa,
+            y,
+            n,
+            0,
+            Block {
+                v: &mut v_store[..offsets[1]],
+                u: &mut u_store[..offsets[1]],
+                t: &mut t_store[..nb * nb],
+                tau: &mut tau[..b],
+                rdiag: &mut rdiag[..b],
+            },
+        );
+    }
+    for (k, &s) in starts.iter().enumerate() {
+        let (m, b) = (n - s, bsize(k));
+        let trailing = n - s - b;
+        if trailing == 0 {
+            break;
+        }
+        let next = bsize(k + 1);
+        let cut = split_columns(trailing, next);
+        let (ya, yb) = y[(s + b) * n..].split_at_mut(cut * n);
+        let (v_done, v_next) = v_store.split_at_mut(offsets[k + 1]);
+        let (u_done, u_next) = u_store.split_at_mut(offsets[k + 1]);
+        let v = MatRef::from_column_major_slice(&v_done[offsets[k]..], m, b);
+        let u = MatRef::from_column_major_slice(&u_done[offsets[k]..], m, b);
+        let t_next = &mut t_store[(k + 1) * nb * nb..(k + 2) * nb * nb];
+        let tau_next = &mut tau[s + b..s + b + next];
+        let rdiag_next = &mut rdiag[s + b..s + b + next];
+        let (wa, wb) = (&mut wa, &mut wb);
+        let next_len = offsets[k + 2] - offsets[k + 1];
+        join(
+            parallel,
+            move || {
+                let ym = MatMut::from_column_major_slice_mut(ya, n, cut);
+                apply_block(v, u, ym.submatrix_mut(s, 0, m, cut), wa, seq);
+                factor_panel(
+                    isa,
+                    ya,
+                    n,
+                    s + b,
+                    Block {
+                        v: &mut v_next[..next_len],
+                        u: &mut u_next[..next_len],
+                        t: t_next,
+                        tau: tau_next,
+                        rdiag: rdiag_next,
+                    },
+                );
+            },
+            move || {
+                let cols = trailing - cut;
+                let ym = MatMut::from_column_major_slice_mut(yb, n, cols);
+                apply_block(v, u, ym.submatrix_mut(s, 0, m, cols), wb, seq);
+            },
+        );
+    }
+
+    for (k, &s) in starts.iter().enumerate().rev() {
+        let (m, b) = (n - s, bsize(k));
+        let v = MatRef::from_column_major_slice(&v_store[offsets[k]..offsets[k + 1]], m, b);
+        let t = MatRef::from_column_major_slice(&t_store[k * nb * nb..k * nb * nb + b * b], b, b);
+        // U = V T for the formation, in the factorisation's U memory (no longer needed).
+        let mut um =
+            MatMut::from_column_major_slice_mut(&mut u_store[offsets[k]..offsets[k + 1]], m, b);
+        matmul(um.as_mut(), Accum::Replace, v, t, 1.0, seq);
+        let u = um.into_const();
+        // Q[s.., s..] = [[I, 0], [0, Q']] before this block: its own columns become
+        // [I; 0] - U V_1^T, the later ones Q[s.., s + b..] - U (V_2^T Q').
+        let later = m - b;
+        // The first worker also forms the block's own columns: about b columns of work.
+        let cut = (later.saturating_sub(b) / 2)
+            .next_multiple_of(16)
+            .min(later);
+        let (own, rest) = q.rb_mut().submatrix_mut(s, s, m, m).split_at_col_mut(b);
+        let (first, second) = rest.split_at_col_mut(cut);
+        let (wa, wb) = (&mut wa, &mut wb);
+        let v2 = v.subrows(b, later);
+        join(
+            parallel,
+            move || {
+                let mut own = own;
+                matmul(
+                    own.rb_mut(),
+                    Accum::Replace,
+                    u,
+                    v.subrows(0, b).transpose(),
+                    -1.0,
+                    seq,
+                );
+                for j in 0..b {
+                    own[(j, j)] += 1.0;
+                }
+                apply_later(v2, u, first, wa, seq);
+            },
+            move || apply_later(v2, u, second, wb, seq),
+        );
+    }
+    for (j, &r) in rdiag.iter().enumerate() {
+        if r < 0.0 {
+            q.rb_mut().col_mut(j).iter_mut().for_each(|x| *x = -*x);
+        }
+    }
+    rdiag
+}
+
+use faer::reborrow::{IntoConst, ReborrowMut};
+
+/// `out_j = x_j . y_j` for the columns `x_j` and those of `y` (column-major, stride `rows`).
+struct ColumnDots<'a> {
+    x: &'a [&'a [f32]],
+    y: &'a [f32],
+    rows: usize,
+    out: &'a mut [f32],
+}
+
+impl WithSimd for ColumnDots<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let m = self.rows;
+        for (j, o) in self.out.iter_mut().enumerate() {
+            *o = dot(simd, self.x[j], &self.y[j * m..(j + 1) * m]);
+        }
+    }
+}
+
+/// `x_j . y_j` for the columns `x_j` (each `rows` long) and those of `y` (column-major, stride
+/// `rows`).
+pub(crate) fn column_dots(isa: Isa, x: &[&[f32]], y: &[f32], rows: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    isa.run(ColumnDots {
+        x,
+        y,
+        rows,
+        out: &mut out,
+    });
+    out
+}

@@ -619,27 +619,34 @@ fn bias_ema(st: &[f32], n: usize, c: usize, beta: f32, hb: &mut [f32]) {
 /// Rows (and columns) of one tile of [`transpose_into`].
 const TRANSPOSE_TILE: usize = 16;
 
-/// `out = S^T`: `S` is `n x c` row-major, `out` `c x n` row-major; blocks of rows of `out` on
-/// the pool, square tiles within a block.
-fn transpose_into(par: Par, s: &[f32], n: usize, c: usize, out: &mut [f32]) -> Result<()> {
+/// Rows `j_first..` of `S^T` into `out` (`out.len() / n` rows of `n` floats), with `S` `n x c`
+/// row-major: square tiles, each read from a few cache lines of `S` and written as contiguous
+/// runs.
+fn transpose_rows(s: &[f32], n: usize, c: usize, j_first: usize, out: &mut [f32]) {
     const T: usize = TRANSPOSE_TILE;
-    let blocks: Vec<(usize, &mut [f32])> = out.chunks_mut(8 * T * n).enumerate().collect();
-    let par = dispatch::par_for_bytes(par, 8 * n * c);
-    dispatch::for_each_item(par, blocks, |(b, block)| {
-        let j_first = b * 8 * T;
-        let rows = block.len() / n;
-        for j0 in (0..rows).step_by(T) {
-            let jn = (rows - j0).min(T);
-            for r0 in (0..n).step_by(T) {
-                let rn = (n - r0).min(T);
-                for j in j0..j0 + jn {
-                    let dst = &mut block[j * n + r0..j * n + r0 + rn];
-                    for (r, o) in dst.iter_mut().enumerate() {
-                        *o = s[(r0 + r) * c + j_first + j];
-                    }
+    let rows = out.len() / n.max(1);
+    for j0 in (0..rows).step_by(T) {
+        let jn = (rows - j0).min(T);
+        for r0 in (0..n).step_by(T) {
+            let rn = (n - r0).min(T);
+            for j in j0..j0 + jn {
+                let dst = &mut out[j * n + r0..j * n + r0 + rn];
+                for (r, o) in dst.iter_mut().enumerate() {
+                    *o = s[(r0 + r) * c + j_first + j];
                 }
             }
         }
+    }
+}
+
+/// `out = S^T`: `S` is `n x c` row-major, `out` `c x n` row-major; blocks of rows of `out` on
+/// the pool.
+fn transpose_into(par: Par, s: &[f32], n: usize, c: usize, out: &mut [f32]) -> Result<()> {
+    const ROWS: usize = 8 * TRANSPOSE_TILE;
+    let blocks: Vec<(usize, &mut [f32])> = out.chunks_mut(ROWS * n).enumerate().collect();
+    let par = dispatch::par_for_bytes(par, 8 * n * c);
+    dispatch::for_each_item(par, blocks, |(b, block)| {
+        transpose_rows(s, n, c, b * ROWS, block)
     })
 }
 
@@ -1356,14 +1363,35 @@ pub fn gn_diag_softmax_in_kronecker_with(
     let (x, logits) = (x.data(), logits.data());
     // The caller may come straight from faer (see `dispatch::clean_vector_state`).
     dispatch::clean_vector_state();
-    let mut a = workspace("A", product("A", n_samples, kc)?)?;
-    let mut b = workspace("B", product("B", n_samples, kx)?)?;
+    // Every element of A (B) is written below when there are classes (inputs); else it is 0.
+    let ws = |name, n, full| {
+        if full {
+            scratch(name, n)
+        } else {
+            workspace(name, n)
+        }
+    };
+    let mut a = ws("A", product("A", n_samples, kc)?, classes > 0)?;
+    let mut b = ws("B", product("B", n_samples, kx)?, d_in > 0)?;
     // Q_C o Q_C for the exact estimator's first term.
     let mut qc2_buf = scratch("Q_C o Q_C", product("Q_C o Q_C", classes, kc)?)?;
     let mut qc2 = MatMut::from_column_major_slice_mut(&mut qc2_buf, classes, kc);
     for j in 0..kc {
-        for (o, &q) in qc2.rb_mut().col_mut(j).iter_mut().zip(q_c.col(j).iter()) {
-            *o = q * q;
+        let col = qc2.rb_mut().col_mut(j).try_as_col_major_mut();
+        let col = col
+            .expect("a column of a column-major matrix")
+            .as_slice_mut();
+        match q_c.col(j).try_as_col_major() {
+            Some(q) => {
+                for (o, &q) in col.iter_mut().zip(q.as_slice()) {
+                    *o = q * q;
+                }
+            }
+            None => {
+                for (o, &q) in col.iter_mut().zip(q_c.col(j).iter()) {
+                    *o = q * q;
+                }
+            }
         }
     }
     let work = KronRows {
@@ -1401,8 +1429,8 @@ pub fn gn_diag_softmax_in_kronecker_with(
         // Intel Xeon); the squares are then written back row-major, as `st_b_into_h` reads them.
         if kc > 0 && classes > 0 {
             let mut pm_buf = workspace_or_abort("P (column-major)", n * classes);
-            let mut pm = MatMut::from_column_major_slice_mut(&mut pm_buf, n, classes);
-            pm.copy_from(MatRef::from_row_major_slice(&p, n, classes));
+            transpose_rows(&p, n, classes, 0, &mut pm_buf);
+            let pm = MatRef::from_column_major_slice(&pm_buf, n, classes);
             let mut t_buf = workspace_or_abort("P Q_C", n * kc);
             let mut t = MatMut::from_column_major_slice_mut(&mut t_buf, n, kc);
             matmul(
@@ -1431,26 +1459,27 @@ pub fn gn_diag_softmax_in_kronecker_with(
                 );
             }
             dispatch::clean_vector_state();
-            for j in 0..kc {
-                let tj = t.as_ref().col(j);
-                match estimator {
-                    GnEstimator::Exact => {
-                        for (r, (&u, &t)) in u2.as_ref().col(j).iter().zip(tj.iter()).enumerate() {
-                            rows.a[r * kc + j] = u - t * t;
-                        }
-                    }
-                    GnEstimator::Sampled => {
-                        for (r, &t) in tj.iter().enumerate() {
-                            rows.a[r * kc + j] = t * t;
-                        }
+            // Row-major A from the column-major products, one tile of columns at a time: each
+            // row's run is written contiguously, each column read in order.
+            let (t, u2) = (&t_buf[..], &u2_buf[..]);
+            for j0 in (0..kc).step_by(TRANSPOSE_TILE) {
+                let jn = (kc - j0).min(TRANSPOSE_TILE);
+                for r in 0..n {
+                    let dst = &mut rows.a[r * kc + j0..r * kc + j0 + jn];
+                    for (jj, o) in dst.iter_mut().enumerate() {
+                        let t = t[(j0 + jj) * n + r];
+                        *o = match estimator {
+                            GnEstimator::Exact => u2[(j0 + jj) * n + r] - t * t,
+                            GnEstimator::Sampled => t * t,
+                        };
                     }
                 }
             }
         }
         if kx > 0 && d_in > 0 {
             let mut xm_buf = workspace_or_abort("X (column-major)", n * d_in);
-            let mut xm = MatMut::from_column_major_slice_mut(&mut xm_buf, n, d_in);
-            xm.copy_from(MatRef::from_row_major_slice(rows.x, n, d_in));
+            transpose_rows(rows.x, n, d_in, 0, &mut xm_buf);
+            let xm = MatRef::from_column_major_slice(&xm_buf, n, d_in);
             let mut y_buf = workspace_or_abort("X Q_X", n * kx);
             let mut y = MatMut::from_column_major_slice_mut(&mut y_buf, n, kx);
             matmul(
@@ -1462,9 +1491,15 @@ pub fn gn_diag_softmax_in_kronecker_with(
                 faer::Par::Seq,
             );
             dispatch::clean_vector_state();
-            for j in 0..kx {
-                for (r, &v) in y.as_ref().col(j).iter().enumerate() {
-                    rows.b[r * kx + j] = v * v;
+            let y = &y_buf[..];
+            for j0 in (0..kx).step_by(TRANSPOSE_TILE) {
+                let jn = (kx - j0).min(TRANSPOSE_TILE);
+                for r in 0..n {
+                    let dst = &mut rows.b[r * kx + j0..r * kx + j0 + jn];
+                    for (jj, o) in dst.iter_mut().enumerate() {
+                        let v = y[(j0 + jj) * n + r];
+                        *o = v * v;
+                    }
                 }
             }
         }

@@ -18,9 +18,10 @@
 //! re-projected exactly (`m~' = U'^T U m~`) and `v~` carried by a [`StateTransfer`] rule.
 //!
 //! **Cost per step**: the two rotations (dense: two matrix-vector products; Kronecker: four
-//! GEMMs) plus one element-wise pass over `g~, m~, v~`, plus one pass over `theta` for AdamW's
-//! decay and one over `g, theta` for Adam's L2 term when those are non-zero. The identity basis
-//! calls the plain Adam kernel on the caller's buffers: nothing extra.
+//! GEMMs) plus one element-wise pass over `g~, m~, v~` (and `theta`, scaled there by AdamW's
+//! decay), plus one pass over `g, theta` for Adam's L2 term when it is non-zero. With the
+//! crate's pool the whole step runs inside one entry into it. The identity basis calls the
+//! plain Adam kernel on the caller's buffers: nothing extra.
 //!
 //! The non-finite check scans `g` before anything is written.
 

@@ -16,9 +16,10 @@
 //! re-projected exactly (`m~' = U'^T U m~`) and `v~` carried by a [`crate::StateTransfer`] rule.
 //!
 //! **Cost per step**: the two rotations (dense: two matrix-vector products; Kronecker: four
-//! GEMMs) plus one element-wise pass over `g~, m~, v~`, plus one pass over `theta` for AdamW's
-//! decay and one over `g, theta` for Adam's L2 term when those are non-zero. The identity basis
-//! calls the plain Adam kernel on the caller's buffers: nothing extra.
+//! GEMMs) plus one element-wise pass over `g~, m~, v~` (and `theta`, scaled there by AdamW's
+//! decay), plus one pass over `g, theta` for Adam's L2 term when it is non-zero. With the
+//! crate's pool the whole step runs inside one entry into it. The identity basis calls the
+//! plain Adam kernel on the caller's buffers: nothing extra.
 //!
 //! **Reference**: [`crate::reference::rotated_adam_step`] (`tests/basis.rs`).
 
@@ -29,7 +30,6 @@ use crate::kernels::adam::{
     adam_moments, adam_step_with, adam_theta, grad_is_finite, AdamCoefficients, AdamConfig,
     AdamTensor, Splat, BLOCK,
 };
-use crate::kernels::map::scale;
 use pulp::{Simd, WithSimd};
 
 /// Floats of workspace [`rotated_adam_step_with`] needs: 0 for the identity, `2 * len`
@@ -111,10 +111,44 @@ pub fn rotated_adam_step_with(
     }
     let (rot, rest) = workspace.split_at_mut(n);
     let work = &mut rest[..n];
-    let mut k = AdamCoefficients::new(cfg, step);
+    let k = AdamCoefficients::new(cfg, step);
     if cfg.check_finite && !grad_is_finite(isa, par, grad, k.grad_factor)? {
         return Err(non_finite_error());
     }
+    let flops = match basis {
+        Basis::Kronecker(b) => 4.0 * n as f64 * (b.rows() + b.cols()) as f64,
+        _ => 4.0 * n as f64 * n as f64,
+    };
+    // One entry into the pool for the whole step: the four products and the element-wise pass
+    // then run on its threads without a hand-off between them.
+    if par == Par::Pool && flops >= dispatch::PAR_FLOPS {
+        if let Some(pool) = dispatch::pool()? {
+            return pool.install(|| {
+                rotated_body(
+                    isa, par, k, basis, param, grad, exp_avg, exp_avg_sq, vmax, rot, work,
+                )
+            });
+        }
+    }
+    rotated_body(
+        isa, par, k, basis, param, grad, exp_avg, exp_avg_sq, vmax, rot, work,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rotated_body(
+    isa: Isa,
+    par: Par,
+    mut k: AdamCoefficients,
+    basis: &Basis,
+    param: &mut [f32],
+    grad: &[f32],
+    exp_avg: &mut [f32],
+    exp_avg_sq: &mut [f32],
+    vmax: &mut [f32],
+    rot: &mut [f32],
+    work: &mut [f32],
+) -> Result<()> {
     let l2 = k.l2 != 0.0;
     match basis {
         Basis::Identity(_) => unreachable!("handled above"),
@@ -144,14 +178,16 @@ pub fn rotated_adam_step_with(
         &k,
         DirectionBlock {
             grad: rot,
+            param: if k.decay != 1.0 {
+                &mut param[..]
+            } else {
+                &mut []
+            },
             exp_avg,
             exp_avg_sq,
             max_exp_avg_sq: vmax,
         },
     )?;
-    if k.decay != 1.0 {
-        scale(isa, param, k.decay);
-    }
     match basis {
         Basis::Identity(_) => unreachable!("handled above"),
         Basis::Dense(b) => b.rotate_out_with(par, rot, param, true),
@@ -192,6 +228,8 @@ fn kron_in_place(par: Par, b: &KroneckerBasis, g: &mut [f32], work: &mut [f32]) 
 /// `-(lr / bc1) m~ / (sqrt(v~) / sqrt(bc2) + eps)` on exit. `vmax` is empty unless amsgrad.
 pub(crate) struct DirectionBlock<'a> {
     pub grad: &'a mut [f32],
+    /// `theta`, scaled by `k.decay` in the same pass (empty: no decay).
+    pub param: &'a mut [f32],
     pub exp_avg: &'a mut [f32],
     pub exp_avg_sq: &'a mut [f32],
     pub max_exp_avg_sq: &'a mut [f32],
@@ -204,6 +242,8 @@ impl Split for DirectionBlock<'_> {
 
     fn split_at(self, mid: usize) -> (Self, Self) {
         let (g0, g1) = self.grad.split_at_mut(mid);
+        let pmid = mid.min(self.param.len());
+        let (p0, p1) = self.param.split_at_mut(pmid);
         let (m0, m1) = self.exp_avg.split_at_mut(mid);
         let (v0, v1) = self.exp_avg_sq.split_at_mut(mid);
         let xmid = mid.min(self.max_exp_avg_sq.len());
@@ -211,12 +251,14 @@ impl Split for DirectionBlock<'_> {
         (
             DirectionBlock {
                 grad: g0,
+                param: p0,
                 exp_avg: m0,
                 exp_avg_sq: v0,
                 max_exp_avg_sq: x0,
             },
             DirectionBlock {
                 grad: g1,
+                param: p1,
                 exp_avg: m1,
                 exp_avg_sq: v1,
                 max_exp_avg_sq: x1,
@@ -239,12 +281,12 @@ fn direction_lane<S: Simd, const AMSGRAD: bool>(
     [adam_theta(simd, c, theta, m, v_hat), m, v, vmax]
 }
 
-struct AdamDirection<'a, const AMSGRAD: bool> {
+struct AdamDirection<'a, const AMSGRAD: bool, const DECAY: bool> {
     k: &'a AdamCoefficients,
     block: DirectionBlock<'a>,
 }
 
-impl<const AMSGRAD: bool> WithSimd for AdamDirection<'_, AMSGRAD> {
+impl<const AMSGRAD: bool, const DECAY: bool> WithSimd for AdamDirection<'_, AMSGRAD, DECAY> {
     type Output = ();
 
     #[inline(always)]
@@ -252,17 +294,21 @@ impl<const AMSGRAD: bool> WithSimd for AdamDirection<'_, AMSGRAD> {
         let c = Splat::new(simd, self.k);
         let DirectionBlock {
             grad,
+            param,
             exp_avg,
             exp_avg_sq,
             max_exp_avg_sq,
         } = self.block;
         let (g_body, g_tail) = S::as_mut_simd_f32s(grad);
+        let (p_body, p_tail) = S::as_mut_simd_f32s(param);
         let (m_body, m_tail) = S::as_mut_simd_f32s(exp_avg);
         let (v_body, v_tail) = S::as_mut_simd_f32s(exp_avg_sq);
         let (x_body, x_tail) = S::as_mut_simd_f32s(max_exp_avg_sq);
         let n = g_body.len();
         let (m_body, v_body) = (&mut m_body[..n], &mut v_body[..n]);
         let x_body = if AMSGRAD { &mut x_body[..n] } else { x_body };
+        let p_body = if DECAY { &mut p_body[..n] } else { p_body };
+        let decay = simd.splat_f32s(self.k.decay);
         let zero = simd.splat_f32s(0.0);
         for i in 0..n {
             let vmax = if AMSGRAD { x_body[i] } else { zero };
@@ -273,6 +319,9 @@ impl<const AMSGRAD: bool> WithSimd for AdamDirection<'_, AMSGRAD> {
             v_body[i] = v;
             if AMSGRAD {
                 x_body[i] = x;
+            }
+            if DECAY {
+                p_body[i] = simd.mul_f32s(p_body[i], decay);
             }
         }
         if !g_tail.is_empty() {
@@ -297,6 +346,10 @@ impl<const AMSGRAD: bool> WithSimd for AdamDirection<'_, AMSGRAD> {
             if AMSGRAD {
                 simd.partial_store_f32s(x_tail, x);
             }
+            if DECAY {
+                let p = simd.partial_load_f32s(p_tail);
+                simd.partial_store_f32s(p_tail, simd.mul_f32s(p, decay));
+            }
         }
     }
 }
@@ -313,12 +366,11 @@ pub(crate) fn adam_direction(
         par,
         block,
         BLOCK,
-        &|b| {
-            if k.amsgrad {
-                isa.run(AdamDirection::<true> { k, block: b })
-            } else {
-                isa.run(AdamDirection::<false> { k, block: b })
-            }
+        &|b| match (k.amsgrad, !b.param.is_empty()) {
+            (true, true) => isa.run(AdamDirection::<true, true> { k, block: b }),
+            (true, false) => isa.run(AdamDirection::<true, false> { k, block: b }),
+            (false, true) => isa.run(AdamDirection::<false, true> { k, block: b }),
+            (false, false) => isa.run(AdamDirection::<false, false> { k, block: b }),
         },
         &|(), ()| (),
     )

@@ -235,37 +235,13 @@ pub(crate) struct DirectionBlock<'a> {
     pub max_exp_avg_sq: &'a mut [f32],
 }
 
-impl Split for DirectionBlock<'_> {
-    fn len(&self) -> usize {
-        self.grad.len()
-    }
-
-    fn split_at(self, mid: usize) -> (Self, Self) {
-        let (g0, g1) = self.grad.split_at_mut(mid);
-        let pmid = mid.min(self.param.len());
-        let (p0, p1) = self.param.split_at_mut(pmid);
-        let (m0, m1) = self.exp_avg.split_at_mut(mid);
-        let (v0, v1) = self.exp_avg_sq.split_at_mut(mid);
-        let xmid = mid.min(self.max_exp_avg_sq.len());
-        let (x0, x1) = self.max_exp_avg_sq.split_at_mut(xmid);
-        (
-            DirectionBlock {
-                grad: g0,
-                param: p0,
-                exp_avg: m0,
-                exp_avg_sq: v0,
-                max_exp_avg_sq: x0,
-            },
-            DirectionBlock {
-                grad: g1,
-                param: p1,
-                exp_avg: m1,
-                exp_avg_sq: v1,
-                max_exp_avg_sq: x1,
-            },
-        )
-    }
-}
+dispatch::split_fields!(DirectionBlock {
+    grad,
+    param: upto,
+    exp_avg,
+    exp_avg_sq,
+    max_exp_avg_sq: upto,
+});
 
 /// The Adam lane of [`crate::kernels::adam`] with `theta = 0`: returns `(d~, m~, v~, vmax~)`,
 /// `d~` the update itself (`0 * decay = 0`).

@@ -352,32 +352,12 @@ struct GnBlock<'a> {
     h: &'a [f32],
 }
 
-impl Split for GnBlock<'_> {
-    fn len(&self) -> usize {
-        self.param.len()
-    }
-
-    fn split_at(self, mid: usize) -> (Self, Self) {
-        let (p0, p1) = self.param.split_at_mut(mid);
-        let (g0, g1) = self.grad.split_at(mid);
-        let (m0, m1) = self.exp_avg.split_at_mut(mid.min(self.exp_avg.len()));
-        let (h0, h1) = self.h.split_at(mid);
-        (
-            GnBlock {
-                param: p0,
-                grad: g0,
-                exp_avg: m0,
-                h: h0,
-            },
-            GnBlock {
-                param: p1,
-                grad: g1,
-                exp_avg: m1,
-                h: h1,
-            },
-        )
-    }
-}
+dispatch::split_fields!(GnBlock {
+    param,
+    grad,
+    exp_avg: upto,
+    h,
+});
 
 struct GnKernel<'a, const MOMENTUM: bool, const MODE: u8> {
     k: &'a GnCoefficients,

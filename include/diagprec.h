@@ -10,12 +10,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// The largest `|t|` [`Geodesic::at`] accepts: `sin(t w) / w` of an angle `w` that is rounding
-// noise grows with `t` until the product is no longer a rotation that re-orthonormalisation can
-// repair (at `t = 1e30` the fuzzer found `max |U^T U - I| = 8.7e-3`; `tests/basis.rs` checks
-// `|t| <= 1024` at d = 9 and 64). No use extrapolates anywhere near this far.
-#define MAX_INTERPOLATION_T 1024.0
-
 // Elements per block of the 8-bit optimizer state (one scale per block and moment).
 //
 // 8-bit state layout (the checkpoint format: save and restore the four arrays as they are).

@@ -218,7 +218,7 @@ public:
             left.data(), left.size(), rows, right.data(), right.size(), cols, &out));
         return basis(out);
     }
-    /// The basis at t on the geodesic from u0 to u1.
+    /// The basis at t on the geodesic from u0 to u1 (|t| <= DP_BASIS_MAX_INTERPOLATION_T).
     static basis interpolate(const basis& u0, const basis& u1, double t) {
         dp_basis* out = nullptr;
         detail::throw_if_failed(dp_basis_interpolate_f32(u0.get(), u1.get(), t, &out));

@@ -233,8 +233,11 @@ static void interpolation_between_bases(void) {
     CHECK_STATUS(dp_basis_create_from_symmetric_f32(a1, D * D, D, &b1), DP_OK);
     CHECK_STATUS(dp_basis_get_matrix_f32(b0, DP_FACTOR_LEFT, u0, D * D), DP_OK);
     CHECK_STATUS(dp_basis_get_matrix_f32(b1, DP_FACTOR_LEFT, u1, D * D), DP_OK);
-    const double ts[3] = {0.0, 0.5, 1.0};
-    for (int k = 0; k < 3; k++) {
+    /* The ends of the accepted range too: t = 1e30 once gave a matrix that was not orthonormal
+       (a basis fuzzer finding); every accepted t gives an orthonormal one. */
+    const double ts[5] = {0.0, 0.5, 1.0, -DP_BASIS_MAX_INTERPOLATION_T,
+                          DP_BASIS_MAX_INTERPOLATION_T};
+    for (int k = 0; k < 5; k++) {
         CHECK_STATUS(dp_basis_interpolate_f32(b0, b1, ts[k], &bt), DP_OK);
         CHECK_STATUS(dp_basis_get_matrix_f32(bt, DP_FACTOR_LEFT, ut, D * D), DP_OK);
         /* Orthonormal; U(0) = U0; U(1)^T U1 is a signed permutation. */
@@ -794,6 +797,9 @@ static void errors_write_nothing(void) {
     CHECK_STATUS(dp_adam_rotated_step_f32(&bad, 1, b, out, g, m, v, NULL, D, ws, 2 * D),
                  DP_ERR_INVALID_HYPERPARAMETER);
     CHECK_STATUS(dp_basis_interpolate_f32(b, b, NAN, &never), DP_ERR_INVALID_HYPERPARAMETER);
+    CHECK_STATUS(dp_basis_interpolate_f32(b, b, 1e30, &never), DP_ERR_INVALID_HYPERPARAMETER);
+    CHECK_STATUS(dp_basis_interpolate_f32(b, b, -1.001 * DP_BASIS_MAX_INTERPOLATION_T, &never),
+                 DP_ERR_INVALID_HYPERPARAMETER);
     CHECK_STATUS(dp_gn_matrix_accumulate_f32(a, D * D, D, g, D, 1, D, NULL, 0, 1.0),
                  DP_ERR_INVALID_HYPERPARAMETER);
     CHECK(never == sentinel);

@@ -83,11 +83,31 @@ fuzz_target!(|data: &[u8]| {
                 let mut m = (!exp_avg.is_null()).then(|| before(&snapshot, base, exp_avg, len));
                 let mut p = p0.clone();
                 diagprec::reference::gn_step(&cfg, step, &mut p, &g, m.as_deref_mut(), &hv);
+                // The step taken from |g| and |m0|: where beta1 m0 and (1 - beta1) g nearly
+                // cancel, m carries their rounding at full size (as in the Adam oracle), and
+                // a small h + damping scales it up.
+                let size = {
+                    let mut zero = vec![0.0; len];
+                    let g_abs: Vec<f64> = g.iter().map(|x| x.abs()).collect();
+                    let mut m_abs = (!exp_avg.is_null())
+                        .then(|| before(&snapshot, base, exp_avg, len))
+                        .map(|m| m.iter().map(|x| x.abs()).collect::<Vec<f64>>());
+                    diagprec::reference::gn_step(
+                        &cfg,
+                        step,
+                        &mut zero,
+                        &g_abs,
+                        m_abs.as_deref_mut(),
+                        &hv,
+                    );
+                    zero
+                };
                 // SAFETY: the call succeeded: param is valid for len floats.
                 let got = unsafe { std::slice::from_raw_parts(param, len) };
                 for i in 0..len {
-                    let scale =
-                        p0[i].abs() * (1.0 + cfg.lr * cfg.weight_decay) + (p[i] - p0[i]).abs();
+                    let scale = p0[i].abs() * (1.0 + cfg.lr * cfg.weight_decay)
+                        + (p[i] - p0[i]).abs()
+                        + size[i].abs();
                     assert!(
                         close(got[i], p[i], scale, 64.0),
                         "param[{i}]: {} vs {} ({cfg:?})",

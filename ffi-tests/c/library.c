@@ -12,6 +12,23 @@
 
 #include "dp_test.h"
 
+/* The static build runs under AddressSanitizer, whose allocator in GCC 12 takes no lock around
+ * fork() (LLVM's ASan has a pthread_atfork handler since release 18): a child forked while a
+ * pool thread of the parent is inside malloc or free blocks on the copied lock. Measured on a
+ * 2-core machine with both cores busy: 20 hangs in 150 runs of the static build, none in 200 of
+ * the shared build (glibc's malloc is locked around fork). So the forked children run in the
+ * shared build only, as under valgrind. */
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
+
 #define BIG (1u << 17) /* several of the step's 16384-element blocks: it splits across the pool */
 
 static float *param, *grad, *m, *v;
@@ -99,10 +116,11 @@ int main(void) {
     /* Defect 6: a multi-threaded step, then fork: the child must be able to step. */
     CHECK_STATUS(big_step(1), DP_OK);
     /* Under valgrind a forked child reports the memory of the parent's pool threads (which do
-     * not exist in the child) as lost: the static and shared runs cover fork. */
+     * not exist in the child) as lost, and under ASan it can hang (above): the shared run
+     * covers fork. */
     int under_valgrind = getenv("DIAGPREC_UNDER_VALGRIND") != NULL;
     int (*children[3])(void) = {child_steps, child_sets_threads, child_forks_again};
-    for (int i = 0; i < (under_valgrind ? 0 : 3); i++) {
+    for (int i = 0; i < (under_valgrind || UNDER_ASAN ? 0 : 3); i++) {
         int code = in_child(children[i]);
         if (code != 0) fprintf(stderr, "forked child %d exited with %d\n", i, code);
         CHECK(code == 0);

@@ -37,7 +37,8 @@
 
 use crate::dispatch::{self, FiniteScan, Isa, Par, Split};
 use crate::error::{self, check_lengths, check_step, Error, ErrorKind, Result};
-use crate::kernels::adam::{grad_is_finite, BLOCK};
+use crate::kernels::adam::{grad_is_finite, registers_per_line, BLOCK, PREFETCH_AHEAD};
+use crate::kernels::convert;
 use crate::kernels::math::{self, Power, PowerLanes};
 use pulp::{Simd, WithSimd};
 
@@ -383,7 +384,19 @@ impl<const MOMENTUM: bool, const MODE: u8> WithSimd for GnKernel<'_, MOMENTUM, M
         let n = p_body.len();
         let (g_body, h_body) = (&g_body[..n], &h_body[..n]);
         let m_body = if MOMENTUM { &mut m_body[..n] } else { m_body };
+        // The Adam bodies' software prefetch (Intel only, `dispatch::software_prefetch`), one
+        // line of each operand per cache line of progress.
+        let prefetch = dispatch::software_prefetch();
+        let (ahead, per_line) = (PREFETCH_AHEAD / S::F32_LANES, registers_per_line::<S>());
         for i in 0..n {
+            if prefetch && i % per_line == 0 {
+                convert::prefetch(&simd, p_body, i + ahead);
+                convert::prefetch(&simd, g_body, i + ahead);
+                convert::prefetch(&simd, h_body, i + ahead);
+                if MOMENTUM {
+                    convert::prefetch(&simd, m_body, i + ahead);
+                }
+            }
             let m = if MOMENTUM { m_body[i] } else { c.zero };
             let [p, m] =
                 gn_lane::<S, MOMENTUM, MODE>(simd, &c, [p_body[i], g_body[i], m, h_body[i]]);

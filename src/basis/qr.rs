@@ -275,34 +275,11 @@ fn block_factor(g: &[f32], tau: &[f32], t: &mut [f32]) {
     }
 }
 
-/// `C <- C - U (V^T C)` (`U = V op(T)` formed by the caller); `w` holds `ncols(C) x b`.
+/// `C <- C - U (V_2^T C_2)` (`U = V op(T)` formed by the caller) for `C` (`m x c`) whose first
+/// `m - rows(V_2)` rows are zero, `C_2` the others (all of `C` when `V_2` has `m` rows); `w`
+/// holds `c x b`. (V_2^T C_2)^T = C_2^T V_2, stored `c x b`: faer's tall output kernels serve
+/// both products.
 fn apply_block(
-    v: MatRef<'_, f32>,
-    u: MatRef<'_, f32>,
-    mut c: MatMut<'_, f32>,
-    w: &mut [f32],
-    fp: faer::Par,
-) {
-    let (b, n) = (v.ncols(), c.ncols());
-    if n == 0 {
-        return;
-    }
-    // (V^T C)^T = C^T V, stored n x b: faer's tall output kernels serve both products.
-    let mut wt = MatMut::from_column_major_slice_mut(&mut w[..b * n], n, b);
-    matmul(
-        wt.as_mut(),
-        Accum::Replace,
-        c.as_ref().transpose(),
-        v,
-        1.0,
-        fp,
-    );
-    matmul(c.as_mut(), Accum::Add, u, wt.as_ref().transpose(), -1.0, fp);
-}
-
-/// `C <- C - U (V_2^T C_2)` for `C` (`m x c`) whose first `m - rows(V_2)` rows are zero,
-/// `C_2` the others; `w` holds `c x b`.
-fn apply_later(
     v2: MatRef<'_, f32>,
     u: MatRef<'_, f32>,
     mut c: MatMut<'_, f32>,
@@ -524,9 +501,9 @@ pub(crate) fn householder_q(
                 for j in 0..b {
                     own[(j, j)] += 1.0;
                 }
-                apply_later(v2, u, first, wa, seq);
+                apply_block(v2, u, first, wa, seq);
             },
-            move || apply_later(v2, u, second, wb, seq),
+            move || apply_block(v2, u, second, wb, seq),
         );
     }
     for (j, &r) in rdiag.iter().enumerate() {

@@ -639,6 +639,22 @@ fn transpose_rows(s: &[f32], n: usize, c: usize, j_first: usize, out: &mut [f32]
     }
 }
 
+/// `out[r * k + j] = f(j * n + r)`: an `n x k` column-major source, read through `f`, written
+/// row-major one tile of columns at a time (each row's run written contiguously, each column
+/// read in order).
+#[inline(always)]
+fn to_row_major(n: usize, k: usize, out: &mut [f32], f: impl Fn(usize) -> f32) {
+    for j0 in (0..k).step_by(TRANSPOSE_TILE) {
+        let jn = (k - j0).min(TRANSPOSE_TILE);
+        for r in 0..n {
+            let dst = &mut out[r * k + j0..r * k + j0 + jn];
+            for (jj, o) in dst.iter_mut().enumerate() {
+                *o = f((j0 + jj) * n + r);
+            }
+        }
+    }
+}
+
 /// `out = S^T`: `S` is `n x c` row-major, `out` `c x n` row-major; blocks of rows of `out` on
 /// the pool.
 fn transpose_into(par: Par, s: &[f32], n: usize, c: usize, out: &mut [f32]) -> Result<()> {
@@ -1459,22 +1475,15 @@ pub fn gn_diag_softmax_in_kronecker_with(
                 );
             }
             dispatch::clean_vector_state();
-            // Row-major A from the column-major products, one tile of columns at a time: each
-            // row's run is written contiguously, each column read in order.
+            // Row-major A from the column-major products.
             let (t, u2) = (&t_buf[..], &u2_buf[..]);
-            for j0 in (0..kc).step_by(TRANSPOSE_TILE) {
-                let jn = (kc - j0).min(TRANSPOSE_TILE);
-                for r in 0..n {
-                    let dst = &mut rows.a[r * kc + j0..r * kc + j0 + jn];
-                    for (jj, o) in dst.iter_mut().enumerate() {
-                        let t = t[(j0 + jj) * n + r];
-                        *o = match estimator {
-                            GnEstimator::Exact => u2[(j0 + jj) * n + r] - t * t,
-                            GnEstimator::Sampled => t * t,
-                        };
-                    }
+            to_row_major(n, kc, rows.a, |at| {
+                let t = t[at];
+                match estimator {
+                    GnEstimator::Exact => u2[at] - t * t,
+                    GnEstimator::Sampled => t * t,
                 }
-            }
+            });
         }
         if kx > 0 && d_in > 0 {
             let mut xm_buf = workspace_or_abort("X (column-major)", n * d_in);
@@ -1492,16 +1501,7 @@ pub fn gn_diag_softmax_in_kronecker_with(
             );
             dispatch::clean_vector_state();
             let y = &y_buf[..];
-            for j0 in (0..kx).step_by(TRANSPOSE_TILE) {
-                let jn = (kx - j0).min(TRANSPOSE_TILE);
-                for r in 0..n {
-                    let dst = &mut rows.b[r * kx + j0..r * kx + j0 + jn];
-                    for (jj, o) in dst.iter_mut().enumerate() {
-                        let v = y[(j0 + jj) * n + r];
-                        *o = v * v;
-                    }
-                }
-            }
+            to_row_major(n, kx, rows.b, |at| y[at] * y[at]);
         }
     };
     dispatch::map_reduce_blocks(par, work, GEMM_BLOCK_ROWS, &map, &|(), ()| ())?;

@@ -29,8 +29,8 @@ use crate::dispatch::batches::{balanced_batches, step_batches};
 use crate::dispatch::{self, split_fields, Isa, Par, Split};
 use crate::error::{check_lengths, check_step, non_finite_error, Error, ErrorKind, Result};
 use crate::kernels::adam::{
-    adam_body, adam_registers_of, align_head, step_par, AdamBlock, AdamCoefficients, AdamConfig,
-    AdamRegisters, Splat, BLOCK,
+    adam_body, adam_registers_of, align_head, registers_per_line, step_par, AdamBlock,
+    AdamCoefficients, AdamConfig, AdamRegisters, Splat, BLOCK, UNROLL,
 };
 use crate::kernels::convert::{
     self, bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, first_chunk, iota, lanes, load_u16,
@@ -301,6 +301,18 @@ impl<S: Simd, const F16: bool, const STOCHASTIC: bool> AdamRegisters<S>
     fn store_theta(&mut self, simd: S, i: usize, theta: S::f32s) {
         self.p[i] = theta;
         narrow_store_at::<S, F16, STOCHASTIC>(simd, self.p16, theta, self.key, self.first, i);
+    }
+
+    #[inline(always)]
+    fn prefetch(&self, simd: S, i: usize) {
+        for k in (0..UNROLL).step_by(registers_per_line::<S>()) {
+            convert::prefetch(&simd, self.p, i + k);
+            convert::prefetch(&simd, self.m, i + k);
+            convert::prefetch(&simd, self.v, i + k);
+        }
+        // One line of u16 holds 32 elements: the `UNROLL` registers' worth with AVX-512.
+        convert::prefetch(&simd, self.g16, i * lanes::<S>());
+        convert::prefetch(&simd, self.p16, i * lanes::<S>());
     }
 }
 

@@ -101,12 +101,12 @@ impl Isa {
 /// The environment variable that overrides [`software_prefetch`]: `on` or `off` (read once).
 pub const PREFETCH_ENV: &str = "DIAGPREC_PREFETCH";
 
-/// Whether the Adam-family bodies (`adam::adam_body`: the f32, master-weight, bf16-state and 8-bit steps) and
-/// the GN^p step ask for their operands ahead of use with `prefetcht0`. On by default on Intel CPUs, where it made
-/// the DRAM-sized steps faster (docs/performance.md); off on others, where the hardware
-/// prefetchers alone were as fast (AMD Zen 4) or faster (Zen 3) in earlier rounds.
-/// [`PREFETCH_ENV`] overrides the choice, for comparisons. A hint only: the results are the same
-/// bits either way. Decided once per process.
+/// Whether the Adam-family bodies (`adam::adam_body`: the f32, master-weight, bf16-state and
+/// 8-bit steps) and the GN^p step ask for their operands ahead of use with `prefetcht0`. On by
+/// default on Intel CPUs, where it made the DRAM-sized steps faster (docs/performance.md); off on
+/// others, where the hardware prefetchers alone were as fast (AMD Zen 4) or faster (Zen 3) in
+/// earlier rounds. [`PREFETCH_ENV`] overrides the choice, for comparisons. A hint only: the
+/// results are the same bits either way. Decided once per process.
 pub(crate) fn software_prefetch() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| match std::env::var(PREFETCH_ENV).as_deref() {

@@ -81,7 +81,10 @@ pub(crate) fn orthonormalize(par: Par, mut x: Mat<f64>) -> Result<Mat<f64>> {
         for j in 0..d {
             for i in 0..d {
                 let e = gram[(i, j)] - if i == j { 1.0 } else { 0.0 };
-                err = err.max(e.abs());
+                // NaN sticks (f64::max would drop it and report convergence).
+                if e.is_nan() || e.abs() > err {
+                    err = e.abs();
+                }
                 // 3I - G, halved.
                 gram[(i, j)] = if i == j {
                     1.5 - 0.5 * gram[(i, j)]
@@ -378,6 +381,24 @@ impl Geodesic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn orthonormalize_refuses_what_it_cannot_bring_to_orthonormal() {
+        // Near orthogonal: converges. Singular values of 1e6: the iteration diverges, and the
+        // result is an error rather than a matrix that is not orthonormal.
+        let near = Mat::from_fn(4, 4, |i, j| if i == j { 1.0 + 1e-3 } else { 1e-4 });
+        let q = orthonormalize(Par::Seq, near).unwrap();
+        let gram = mul(Par::Seq, q.transpose(), q.as_ref()).unwrap();
+        for i in 0..4 {
+            for j in 0..4 {
+                let want = if i == j { 1.0 } else { 0.0 };
+                assert!((gram[(i, j)] - want).abs() < 1e-12);
+            }
+        }
+        let far = Mat::from_fn(4, 4, |i, j| if i == j { 1e6 } else { 0.0 });
+        let err = orthonormalize(Par::Seq, far).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    }
 
     /// `Q B Q^T` with `B` block-diagonal rotations by `angles` (one 2 x 2 block each), padded
     /// with ones.

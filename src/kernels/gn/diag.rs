@@ -26,10 +26,11 @@
 //! `fma(x, x, acc)` without weights: the same value), each sub-block is added into an f64 sum,
 //! and blocks are combined along a tree fixed by the shape alone. The GEMM-shaped kernels work on fixed sample
 //! blocks (row-independent products) and then form `S^T B` one fixed column block of `h` at a
-//! time with sequential faer GEMMs. So every kernel gives bitwise identical results for any
-//! thread count. The identity-basis kernel is also bitwise identical across instruction sets;
-//! the GEMM-shaped ones use faer's own instruction set and agree with the reference to the
-//! bound stated in `tests/gn.rs`.
+//! time with sequential GEMMs (`gemm_scaled`: the `gemm` crate, faer's backend, which scales
+//! the destination as it adds to it). So every kernel gives bitwise identical results for any thread count. The
+//! identity-basis kernel is also bitwise identical across instruction sets; the GEMM-shaped ones
+//! use the GEMM's own instruction set and agree with the reference to the bound stated in
+//! `tests/gn.rs`.
 //!
 //! **Accuracy** (see `tests/gn.rs` for the bounds): the identity-basis kernel's relative error
 //! against [`crate::reference::gn_diag_weighted`] is about `SUB_BLOCK_ROWS * eps` at worst
@@ -604,40 +605,19 @@ fn workspace(name: &str, len: usize) -> Result<Workspace> {
 }
 
 /// `h_bias <- beta h_bias + (1 - beta) (1/N) sum_n S_n`, summed in f64 in sample order, from
-/// `S^T` (`c x n` row-major).
-fn bias_ema(st: &[f32], n: usize, c: usize, beta: f32, hb: &mut [f32]) {
-    let sum: Vec<f64> = (0..c)
-        .map(|j| {
-            st[j * n..(j + 1) * n]
-                .iter()
-                .fold(0.0, |acc, &v| acc + v as f64)
-        })
-        .collect();
+/// `S` (`n x c` row-major).
+fn bias_ema(s: &[f32], n: usize, c: usize, beta: f32, hb: &mut [f32]) {
+    let mut sum = vec![0.0f64; c];
+    for row in s.chunks_exact(c.max(1)).take(n) {
+        for (acc, &v) in sum.iter_mut().zip(row) {
+            *acc += v as f64;
+        }
+    }
     finish_ema(hb, &sum, n, beta);
 }
 
-/// Rows (and columns) of one tile of [`transpose_into`].
+/// Columns of one tile of [`to_row_major`].
 const TRANSPOSE_TILE: usize = 16;
-
-/// Rows `j_first..` of `S^T` into `out` (`out.len() / n` rows of `n` floats), with `S` `n x c`
-/// row-major: square tiles, each read from a few cache lines of `S` and written as contiguous
-/// runs.
-fn transpose_rows(s: &[f32], n: usize, c: usize, j_first: usize, out: &mut [f32]) {
-    const T: usize = TRANSPOSE_TILE;
-    let rows = out.len() / n.max(1);
-    for j0 in (0..rows).step_by(T) {
-        let jn = (rows - j0).min(T);
-        for r0 in (0..n).step_by(T) {
-            let rn = (n - r0).min(T);
-            for j in j0..j0 + jn {
-                let dst = &mut out[j * n + r0..j * n + r0 + rn];
-                for (r, o) in dst.iter_mut().enumerate() {
-                    *o = s[(r0 + r) * c + j_first + j];
-                }
-            }
-        }
-    }
-}
 
 /// `out[r * k + j] = f(j * n + r)`: an `n x k` column-major source, read through `f`, written
 /// row-major one tile of columns at a time (each row's run written contiguously, each column
@@ -655,57 +635,61 @@ fn to_row_major(n: usize, k: usize, out: &mut [f32], f: impl Fn(usize) -> f32) {
     }
 }
 
-/// `out = S^T`: `S` is `n x c` row-major, `out` `c x n` row-major; blocks of rows of `out` on
-/// the pool.
-fn transpose_into(par: Par, s: &[f32], n: usize, c: usize, out: &mut [f32]) -> Result<()> {
-    const ROWS: usize = 8 * TRANSPOSE_TILE;
-    let blocks: Vec<(usize, &mut [f32])> = out.chunks_mut(ROWS * n).enumerate().collect();
-    let par = dispatch::par_for_bytes(par, 8 * n * c);
-    dispatch::for_each_item(par, blocks, |(b, block)| {
-        transpose_rows(s, n, c, b * ROWS, block)
-    })
-}
-
-/// `h *= beta` on a block of `h`'s columns, one row (contiguous in the row-major `h`) at a
-/// time, in one dispatch.
-struct ScaleRows<'a> {
-    h: MatMut<'a, f32>,
-    beta: f32,
-}
-
-impl WithSimd for ScaleRows<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        let ScaleRows { mut h, beta } = self;
-        let beta = simd.splat_f32s(beta);
-        for i in 0..h.nrows() {
-            // The blocks are column ranges of the row-major h: each row is contiguous.
-            let row = h.rb_mut().row_mut(i).try_as_row_major_mut();
-            let row = row.expect("a column block of a row-major matrix");
-            let (body, tail) = S::as_mut_simd_f32s(row.as_slice_mut());
-            for x in body {
-                *x = simd.mul_f32s(*x, beta);
-            }
-            if !tail.is_empty() {
-                let x = simd.mul_f32s(simd.partial_load_f32s(tail), beta);
-                simd.partial_store_f32s(tail, x);
-            }
-        }
+/// `dst <- keep dst + scale lhs rhs` (`keep = 0`: replace; `dst` is not read), sequential, by
+/// the `gemm` crate: faer's backend, whose microkernels scale the destination as they add to
+/// it, where faer's own `matmul` can only replace or add.
+///
+/// PERF: against `dst *= keep` then faer's `Accum::Add` (one column block of 256, the layer's
+/// 1000 x 1024 x 256, Intel Xeon), 3.4 ms instead of 4.1-4.2.
+fn gemm_scaled(
+    dst: MatMut<'_, f32>,
+    keep: f32,
+    lhs: MatRef<'_, f32>,
+    rhs: MatRef<'_, f32>,
+    scale: f32,
+) {
+    let (m, n, k) = (dst.nrows(), dst.ncols(), lhs.ncols());
+    assert!(lhs.nrows() == m && rhs.nrows() == k && rhs.ncols() == n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: each pointer with its strides addresses exactly the elements of its view (faer's
+    // views guarantee that), and gemm touches no others: it reads `m x k` of `lhs`, `k x n` of
+    // `rhs`, and reads (when `keep != 0`) and writes `m x n` of `dst`. `dst` is a unique borrow,
+    // so it overlaps neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_ptr_mut(),
+            dst.col_stride(),
+            dst.row_stride(),
+            keep != 0.0,
+            lhs.as_ptr(),
+            lhs.col_stride(),
+            lhs.row_stride(),
+            rhs.as_ptr(),
+            rhs.col_stride(),
+            rhs.row_stride(),
+            keep,
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
     }
 }
 
 /// `h <- beta h + (1 - beta) S^T B / N` (`h`: `c x d` row-major, `S`: `n x c`, `B`: `n x d`,
 /// both contiguous) and `h_bias <- beta h_bias + (1 - beta) (1/N) sum_n S_n`, one column block
-/// of `h` per sequential faer GEMM.
+/// of `h` per sequential GEMM ([`gemm_scaled`]).
 ///
-/// PERF: `S` is first transposed into a workspace: faer's product into the row-major `h` runs
-/// about 10% faster with `S^T` row-major than with `S` row-major (256 x 1000 x 1024, Intel
-/// Xeon), far more than the transposition costs; the result is the same (each element is the
-/// same sum in the same order).
+/// PERF: `S` is read in place (as the transposed view of its row-major storage): the `gemm`
+/// crate packs its operands, and a transposed copy of `S` first, which faer's `matmul` needed,
+/// cost 0.1-0.2 ms of about 4 (256 x 1000 x 1024, Intel Xeon).
 fn st_b_into_h(
-    isa: Isa,
     par: Par,
     s: Samples<'_>,
     b: Samples<'_>,
@@ -715,25 +699,19 @@ fn st_b_into_h(
 ) -> Result<()> {
     let (n, c, d) = (s.n_samples(), s.dim(), b.dim());
     let (s, b) = (s.data(), b.data());
-    // Start the pool and take the workspace before anything is written: no later step can
-    // fail, so an error leaves `h` and `h_bias` untouched.
+    // Start the pool before anything is written: no later step can fail, so an error leaves
+    // `h` and `h_bias` untouched.
     if par == Par::Pool {
         dispatch::pool()?;
     }
-    let mut st = scratch("S^T", n * c)?;
-    transpose_into(par, s, n, c, &mut st)?;
     if let Some(hb) = h_bias {
-        bias_ema(&st, n, c, beta, hb);
+        bias_ema(s, n, c, beta, hb);
     }
     if c == 0 || d == 0 {
         return Ok(());
     }
-    let (accum, alpha) = if beta == 0.0 {
-        (Accum::Replace, (1.0 / n as f64) as f32)
-    } else {
-        (Accum::Add, ((1.0 - beta as f64) / n as f64) as f32)
-    };
-    let st = MatRef::from_row_major_slice(&st, c, n);
+    let scale = ((1.0 - beta as f64) / n as f64) as f32;
+    let st = MatRef::from_row_major_slice(s, n, c).transpose();
     let bm = MatRef::from_row_major_slice(b, n, d);
     let mut blocks = Vec::new();
     let mut rest = MatMut::from_row_major_slice_mut(h, c, d);
@@ -745,17 +723,9 @@ fn st_b_into_h(
         rest = tail;
         j0 += w;
     }
-    dispatch::for_each_item(par, blocks, |(j0, mut hb)| {
+    dispatch::for_each_item(par, blocks, |(j0, hb)| {
         let w = hb.ncols();
-        if beta != 0.0 {
-            // PERF: h *= beta one column block at a time, just before its GEMM reads it back:
-            // the block is still in cache (a separate pass over h cost 10% of the kernel).
-            isa.run(ScaleRows {
-                h: hb.rb_mut(),
-                beta,
-            });
-        }
-        matmul(hb, accum, st, bm.subcols(j0, w), alpha, faer::Par::Seq);
+        gemm_scaled(hb, beta, st, bm.subcols(j0, w), scale);
         dispatch::clean_vector_state();
     })
 }
@@ -790,8 +760,8 @@ pub fn gn_diag_linear(
     gn_diag_linear_with(Isa::detect(), Par::Pool, x, s, beta, h, h_bias)
 }
 
-/// [`gn_diag_linear`] on a chosen instruction set (for the elementwise passes; faer picks its
-/// own for the GEMM) and parallelism.
+/// [`gn_diag_linear`] on a chosen instruction set (for the elementwise passes; the GEMM picks
+/// its own) and parallelism.
 pub fn gn_diag_linear_with(
     isa: Isa,
     par: Par,
@@ -807,7 +777,7 @@ pub fn gn_diag_linear_with(
     let mut sq = scratch("X o X", x.data().len())?;
     square_into(isa, par, x.data(), &mut sq)?;
     let sq = Samples::new(&sq, x.n_samples(), x.dim())?;
-    st_b_into_h(isa, par, s, sq, beta, h, h_bias)
+    st_b_into_h(par, s, sq, beta, h, h_bias)
 }
 
 /// A counter-based uniform in `[0, 1)` for sample `index` under `seed` (SplitMix64 finalizer
@@ -1246,7 +1216,7 @@ pub fn gn_diag_softmax_with(
     let mut sq = scratch("X o X", x.data().len())?;
     square_into(isa, par, x.data(), &mut sq)?;
     let sq = Samples::new(&sq, x.n_samples(), x.dim())?;
-    st_b_into_h(isa, par, s, sq, beta, h, h_bias)
+    st_b_into_h(par, s, sq, beta, h, h_bias)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1308,7 +1278,7 @@ impl Split for KronRows<'_> {
 /// ```
 ///
 /// `q_c` is `classes x kc`, `q_x` is `d_in x kx` (any strides; usually square orthogonal),
-/// `h` is `kc x kx` row-major, `h_bias` has `kc` elements. `A` and `B` are formed with faer GEMMs
+/// `h` is `kc x kx` row-major, `h_bias` has `kc` elements. `A` and `B` are formed with GEMMs
 /// per block of [`GEMM_BLOCK_ROWS`] samples, then `A^T B` as in [`gn_diag_linear`]; `U^T H U`
 /// is never formed.
 #[allow(clippy::too_many_arguments)]
@@ -1440,43 +1410,32 @@ pub fn gn_diag_softmax_in_kronecker_with(
                 seed,
             );
         }
-        // PERF: the block's P and X are copied to column-major first, so that faer's GEMMs run
-        // with column-major operands and outputs (row-major ones ran at half its rate on an
-        // Intel Xeon); the squares are then written back row-major, as `st_b_into_h` reads them.
+        // PERF: the products are written column-major (the gemm crate runs at about 170
+        // GFLOP/s into a column-major block of 128 x 1000 from row-major P or X, 130 into a
+        // row-major one, Intel Xeon); the squares are then written back row-major, as
+        // `st_b_into_h` reads them.
         if kc > 0 && classes > 0 {
-            let mut pm_buf = workspace_or_abort("P (column-major)", n * classes);
-            transpose_rows(&p, n, classes, 0, &mut pm_buf);
-            let pm = MatRef::from_column_major_slice(&pm_buf, n, classes);
-            let mut t_buf = workspace_or_abort("P Q_C", n * kc);
-            let mut t = MatMut::from_column_major_slice_mut(&mut t_buf, n, kc);
-            matmul(
-                t.as_mut(),
-                Accum::Replace,
-                pm.as_ref(),
+            let pm = MatRef::from_row_major_slice(&p, n, classes);
+            let mut t = workspace_or_abort("P Q_C", n * kc);
+            gemm_scaled(
+                MatMut::from_column_major_slice_mut(&mut t, n, kc),
+                0.0,
+                pm,
                 q_c,
-                1.0f32,
-                faer::Par::Seq,
+                1.0,
             );
             let u2_rows = if estimator == GnEstimator::Exact {
                 n
             } else {
                 0
             };
-            let mut u2_buf = workspace_or_abort("P (Q_C o Q_C)", u2_rows * kc);
-            let mut u2 = MatMut::from_column_major_slice_mut(&mut u2_buf, u2_rows, kc);
+            let mut u2 = workspace_or_abort("P (Q_C o Q_C)", u2_rows * kc);
             if estimator == GnEstimator::Exact {
-                matmul(
-                    u2.as_mut(),
-                    Accum::Replace,
-                    pm.as_ref(),
-                    qc2.as_ref(),
-                    1.0f32,
-                    faer::Par::Seq,
-                );
+                let u2m = MatMut::from_column_major_slice_mut(&mut u2, n, kc);
+                gemm_scaled(u2m, 0.0, pm, qc2.as_ref(), 1.0);
             }
             dispatch::clean_vector_state();
-            // Row-major A from the column-major products.
-            let (t, u2) = (&t_buf[..], &u2_buf[..]);
+            let (t, u2) = (&t[..], &u2[..]);
             to_row_major(n, kc, rows.a, |at| {
                 let t = t[at];
                 match estimator {
@@ -1486,26 +1445,22 @@ pub fn gn_diag_softmax_in_kronecker_with(
             });
         }
         if kx > 0 && d_in > 0 {
-            let mut xm_buf = workspace_or_abort("X (column-major)", n * d_in);
-            transpose_rows(rows.x, n, d_in, 0, &mut xm_buf);
-            let xm = MatRef::from_column_major_slice(&xm_buf, n, d_in);
-            let mut y_buf = workspace_or_abort("X Q_X", n * kx);
-            let mut y = MatMut::from_column_major_slice_mut(&mut y_buf, n, kx);
-            matmul(
-                y.as_mut(),
-                Accum::Replace,
-                xm.as_ref(),
+            let xm = MatRef::from_row_major_slice(rows.x, n, d_in);
+            let mut y = workspace_or_abort("X Q_X", n * kx);
+            gemm_scaled(
+                MatMut::from_column_major_slice_mut(&mut y, n, kx),
+                0.0,
+                xm,
                 q_x,
-                1.0f32,
-                faer::Par::Seq,
+                1.0,
             );
             dispatch::clean_vector_state();
-            let y = &y_buf[..];
+            let y = &y[..];
             to_row_major(n, kx, rows.b, |at| y[at] * y[at]);
         }
     };
     dispatch::map_reduce_blocks(par, work, GEMM_BLOCK_ROWS, &map, &|(), ()| ())?;
     let a = Samples::new(&a, n_samples, kc)?;
     let b = Samples::new(&b, n_samples, kx)?;
-    st_b_into_h(isa, par, a, b, beta, h, h_bias)
+    st_b_into_h(par, a, b, beta, h, h_bias)
 }

@@ -287,7 +287,7 @@ fn rotated_step_agrees_across_isas_and_threads() {
         for threads in [1, 2, 3] {
             diagprec::set_num_threads(threads).unwrap();
             let p = run(Isa::detect(), Par::Pool);
-            // faer splits GEMM work by output blocks: sums do not depend on the thread count.
+            // The GEMMs split work by output blocks: sums do not depend on the thread count.
             assert_eq!(p, first, "{threads} threads, {len} floats");
         }
         diagprec::set_num_threads(0).unwrap();

@@ -264,16 +264,14 @@ fn power_qr(par: Par, old: MatRef<'_, f32>, a: MatRef<'_, f32>) -> Result<(Mat<f
         .collect();
     let mut aq = vec![0.0f32; d * d];
     let flops = 2.0 * (d * d * d) as f64;
-    with_faer_par(par, flops, |fp| {
-        matmul(
-            MatMut::from_column_major_slice_mut(&mut aq, d, d),
-            Accum::Replace,
-            MatRef::from_column_major_slice(&a_full, d, d),
-            old,
-            1.0,
-            fp,
-        )
-    })?;
+    dispatch::gemm(
+        par,
+        MatMut::from_column_major_slice_mut(&mut aq, d, d),
+        0.0,
+        MatRef::from_column_major_slice(&a_full, d, d),
+        old,
+        1.0,
+    )?;
     let est = super::qr::column_dots(isa, &old_cols, &aq, d);
     let mut order: Vec<usize> = (0..d).collect();
     order.sort_by(|&i, &j| {

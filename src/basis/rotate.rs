@@ -20,13 +20,14 @@
 //! copies, no allocation. `rotate_out` can accumulate into its output (`out += U g~`), so an
 //! optimizer adds its update into the parameter inside the last GEMM instead of a separate pass.
 //!
-//! **Accuracy**: faer's f32 GEMM (f32 accumulation, blocked): the round trip
+//! **Accuracy**: f32 GEMMs (f32 accumulation, blocked; faer's matrix-vector products for the
+//! dense basis, the `gemm` crate's products for the Kronecker pair, see `dispatch::gemm`): the round trip
 //! `rotate_out(rotate_into(g))` is within a few `sqrt(k) * eps * |g|` (tested to 1e-5 relative).
 //!
 //! **Reference**: [`crate::reference::rotate_dense`] and [`crate::reference::rotate_kronecker`]
 //! (`tests/basis.rs`).
 
-use crate::dispatch::{self, with_faer_par, Par, PAR_FLOPS};
+use crate::dispatch::{self, Par, PAR_FLOPS};
 use crate::error::{check_lengths, Error, Result};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef};
@@ -40,6 +41,16 @@ fn check_square(name: &str, m: MatRef<'_, f32>, dim: usize) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The weight of `out`'s old value in a Kronecker rotation's last product: 1 (`out += ...`) or
+/// 0 (overwritten, not read).
+fn keep(accumulate: bool) -> f32 {
+    if accumulate {
+        1.0
+    } else {
+        0.0
+    }
 }
 
 /// Whether `out` accumulates (`out += ...`) or is overwritten.
@@ -174,10 +185,8 @@ pub fn kron_rotate_into_with(
     let g = MatRef::from_row_major_slice(g, m, n);
     let mut w = MatMut::from_row_major_slice_mut(work, m, n);
     let out = MatMut::from_row_major_slice_mut(out, m, n);
-    with_faer_par(par, 2.0 * (m * n) as f64 * (m + n) as f64, |fp| {
-        matmul(w.rb_mut(), Accum::Replace, q_left.transpose(), g, 1.0, fp);
-        matmul(out, accum(accumulate), w.rb(), q_right, 1.0, fp);
-    })
+    dispatch::gemm(par, w.rb_mut(), 0.0, q_left.transpose(), g, 1.0)?;
+    dispatch::gemm(par, out, keep(accumulate), w.rb(), q_right, 1.0)
 }
 
 /// `out = Q_L G~ Q_R^T` (or `out += ...`): the inverse of [`kron_rotate_into_with`].
@@ -194,10 +203,8 @@ pub fn kron_rotate_out_with(
     let g = MatRef::from_row_major_slice(g_rot, m, n);
     let mut w = MatMut::from_row_major_slice_mut(work, m, n);
     let out = MatMut::from_row_major_slice_mut(out, m, n);
-    with_faer_par(par, 2.0 * (m * n) as f64 * (m + n) as f64, |fp| {
-        matmul(w.rb_mut(), Accum::Replace, q_left, g, 1.0, fp);
-        matmul(out, accum(accumulate), w.rb(), q_right.transpose(), 1.0, fp);
-    })
+    dispatch::gemm(par, w.rb_mut(), 0.0, q_left, g, 1.0)?;
+    dispatch::gemm(par, out, keep(accumulate), w.rb(), q_right.transpose(), 1.0)
 }
 
 use faer::reborrow::{Reborrow, ReborrowMut};

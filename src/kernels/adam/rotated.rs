@@ -197,28 +197,19 @@ fn rotated_body(
 
 /// `g <- Q_L^T g Q_R` in place (through `work`).
 fn kron_in_place(par: Par, b: &KroneckerBasis, g: &mut [f32], work: &mut [f32]) -> Result<()> {
-    use faer::linalg::matmul::matmul;
-    use faer::{Accum, MatMut, MatRef};
+    use faer::{MatMut, MatRef};
     let (m, n) = (b.rows(), b.cols());
     let (ql, qr) = (b.left().matrix(), b.right().matrix());
-    dispatch::with_faer_par(par, 2.0 * (m * n) as f64 * (m + n) as f64, |fp| {
-        matmul(
-            MatMut::from_row_major_slice_mut(&mut work[..], m, n),
-            Accum::Replace,
-            ql.transpose(),
-            MatRef::from_row_major_slice(&g[..], m, n),
-            1.0,
-            fp,
-        );
-        matmul(
-            MatMut::from_row_major_slice_mut(&mut g[..], m, n),
-            Accum::Replace,
-            MatRef::from_row_major_slice(&work[..], m, n),
-            qr,
-            1.0,
-            fp,
-        );
-    })
+    let (g_in, w_out) = (
+        MatRef::from_row_major_slice(&g[..], m, n),
+        MatMut::from_row_major_slice_mut(&mut work[..], m, n),
+    );
+    dispatch::gemm(par, w_out, 0.0, ql.transpose(), g_in, 1.0)?;
+    let (w_in, g_out) = (
+        MatRef::from_row_major_slice(&work[..], m, n),
+        MatMut::from_row_major_slice_mut(&mut g[..], m, n),
+    );
+    dispatch::gemm(par, g_out, 0.0, w_in, qr, 1.0)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -26,8 +26,8 @@
 //! `fma(x, x, acc)` without weights: the same value), each sub-block is added into an f64 sum,
 //! and blocks are combined along a tree fixed by the shape alone. The GEMM-shaped kernels work on fixed sample
 //! blocks (row-independent products) and then form `S^T B` one fixed column block of `h` at a
-//! time with sequential GEMMs (`gemm_scaled`: the `gemm` crate, faer's backend, which scales
-//! the destination as it adds to it). So every kernel gives bitwise identical results for any thread count. The
+//! time with sequential GEMMs (`dispatch::gemm_seq`: the `gemm` crate, faer's backend, which
+//! scales the destination as it adds to it). So every kernel gives bitwise identical results for any thread count. The
 //! identity-basis kernel is also bitwise identical across instruction sets; the GEMM-shaped ones
 //! use the GEMM's own instruction set and agree with the reference to the bound stated in
 //! `tests/gn.rs`.
@@ -635,58 +635,12 @@ fn to_row_major(n: usize, k: usize, out: &mut [f32], f: impl Fn(usize) -> f32) {
     }
 }
 
-/// `dst <- keep dst + scale lhs rhs` (`keep = 0`: replace; `dst` is not read), sequential, by
-/// the `gemm` crate: faer's backend, whose microkernels scale the destination as they add to
-/// it, where faer's own `matmul` can only replace or add.
-///
-/// PERF: against `dst *= keep` then faer's `Accum::Add` (one column block of 256, the layer's
-/// 1000 x 1024 x 256, Intel Xeon), 3.4 ms instead of 4.1-4.2.
-fn gemm_scaled(
-    dst: MatMut<'_, f32>,
-    keep: f32,
-    lhs: MatRef<'_, f32>,
-    rhs: MatRef<'_, f32>,
-    scale: f32,
-) {
-    let (m, n, k) = (dst.nrows(), dst.ncols(), lhs.ncols());
-    assert!(lhs.nrows() == m && rhs.nrows() == k && rhs.ncols() == n);
-    if m == 0 || n == 0 {
-        return;
-    }
-    // SAFETY: each pointer with its strides addresses exactly the elements of its view (faer's
-    // views guarantee that), and gemm touches no others: it reads `m x k` of `lhs`, `k x n` of
-    // `rhs`, and reads (when `keep != 0`) and writes `m x n` of `dst`. `dst` is a unique borrow,
-    // so it overlaps neither operand.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_ptr_mut(),
-            dst.col_stride(),
-            dst.row_stride(),
-            keep != 0.0,
-            lhs.as_ptr(),
-            lhs.col_stride(),
-            lhs.row_stride(),
-            rhs.as_ptr(),
-            rhs.col_stride(),
-            rhs.row_stride(),
-            keep,
-            scale,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-}
-
 /// `h <- beta h + (1 - beta) S^T B / N` (`h`: `c x d` row-major, `S`: `n x c`, `B`: `n x d`,
 /// both contiguous) and `h_bias <- beta h_bias + (1 - beta) (1/N) sum_n S_n`, one column block
-/// of `h` per sequential GEMM ([`gemm_scaled`]).
+/// of `h` per sequential GEMM ([`dispatch::gemm_seq`]).
 ///
-/// PERF: `S` is read in place (as the transposed view of its row-major storage): the `gemm`
+/// PERF: `h` is scaled by `beta` inside the GEMM's own pass over it (a separate `h *= beta`
+/// cost 0.4-0.6 ms of about 4.5), and `S` is read in place (as the transposed view of its row-major storage): the `gemm`
 /// crate packs its operands, and a transposed copy of `S` first, which faer's `matmul` needed,
 /// cost 0.1-0.2 ms of about 4 (256 x 1000 x 1024, Intel Xeon).
 fn st_b_into_h(
@@ -725,7 +679,7 @@ fn st_b_into_h(
     }
     dispatch::for_each_item(par, blocks, |(j0, hb)| {
         let w = hb.ncols();
-        gemm_scaled(hb, beta, st, bm.subcols(j0, w), scale);
+        dispatch::gemm_seq(hb, beta, st, bm.subcols(j0, w), scale);
         dispatch::clean_vector_state();
     })
 }
@@ -1417,7 +1371,7 @@ pub fn gn_diag_softmax_in_kronecker_with(
         if kc > 0 && classes > 0 {
             let pm = MatRef::from_row_major_slice(&p, n, classes);
             let mut t = workspace_or_abort("P Q_C", n * kc);
-            gemm_scaled(
+            dispatch::gemm_seq(
                 MatMut::from_column_major_slice_mut(&mut t, n, kc),
                 0.0,
                 pm,
@@ -1432,7 +1386,7 @@ pub fn gn_diag_softmax_in_kronecker_with(
             let mut u2 = workspace_or_abort("P (Q_C o Q_C)", u2_rows * kc);
             if estimator == GnEstimator::Exact {
                 let u2m = MatMut::from_column_major_slice_mut(&mut u2, n, kc);
-                gemm_scaled(u2m, 0.0, pm, qc2.as_ref(), 1.0);
+                dispatch::gemm_seq(u2m, 0.0, pm, qc2.as_ref(), 1.0);
             }
             dispatch::clean_vector_state();
             let (t, u2) = (&t[..], &u2[..]);
@@ -1447,7 +1401,7 @@ pub fn gn_diag_softmax_in_kronecker_with(
         if kx > 0 && d_in > 0 {
             let xm = MatRef::from_row_major_slice(rows.x, n, d_in);
             let mut y = workspace_or_abort("X Q_X", n * kx);
-            gemm_scaled(
+            dispatch::gemm_seq(
                 MatMut::from_column_major_slice_mut(&mut y, n, kx),
                 0.0,
                 xm,

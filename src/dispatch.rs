@@ -9,7 +9,8 @@
 //!   length and the block size: results are bitwise identical for any thread count.
 //! * The multi-tensor entry points cut their tensors into batches of about one block of elements
 //!   and step them with `batches::balanced_batches` and `batches::step_batches`.
-//! * faer's GEMMs get their parallelism from `with_faer_par` (the same pool).
+//! * faer's GEMMs get their parallelism from `with_faer_par` (the same pool), and so do the
+//!   `gemm` crate's (`gemm`: the crate's one wrapper of it).
 
 use crate::error::{Error, ErrorKind, Result};
 use pulp::{Simd, WithSimd};

@@ -10,10 +10,11 @@
 //! * [`KroneckerBasis`]: `(Q_L m x m, Q_R n x n)` for an `m x n` row-major matrix parameter:
 //!   `G~ = Q_L^T G Q_R`, i.e. `U = Q_L (x) Q_R` on the row-major `vec(G)`.
 //!
-//! Rotation is [`crate::basis::rotate`] (faer GEMM, caller-owned workspace). Building a basis
-//! from statistics (the full GN matrix, Kronecker factors), refreshing it (eigendecomposition, or
-//! one power-iteration step + QR as SOAP does) and carrying rotated state to the new basis live
-//! in [`refresh`]; geodesic interpolation between two bases in [`geodesic`].
+//! Rotation is [`crate::basis::rotate`] (GEMMs by the `gemm` crate for a Kronecker pair, faer's
+//! matrix-vector product for a dense basis; caller-owned workspace). Building a basis from
+//! statistics (the full GN matrix, Kronecker factors), refreshing it (eigendecomposition, or one
+//! power-iteration step + QR as SOAP does) and carrying rotated state to the new basis live in
+//! [`refresh`]; geodesic interpolation between two bases in [`geodesic`].
 //!
 //! **Orthonormality**: [`DenseBasis::new`] accepts a matrix when `max |U^T U - I|` (f32 GEMM)
 //! is at most [`ORTHONORMAL_TOLERANCE`] = 1e-4: f32 rounding of an exactly orthonormal matrix

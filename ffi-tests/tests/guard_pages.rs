@@ -1,9 +1,10 @@
 //! Every export with every buffer flush against `PROT_NONE` guard pages: each buffer gets its own
 //! mapping `[guard | data | guard]` and is placed at element offsets 0..15 from the leading guard
-//! or from the trailing one, for lengths 0..70 and odd larger sizes, on every instruction set the
-//! machine has (the test re-runs itself with `DIAGPREC_ISA` set). A read or write one element
-//! outside any buffer is a SIGSEGV, which fails the test. Every call with valid arguments must
-//! return `DP_OK` (or `DP_ERR_LENGTH` for an empty buffer where the operation needs elements).
+//! or from the trailing one, for lengths 0..70 and odd larger sizes (matrices of 1..24, 67 and
+//! 130), on every instruction set the machine has (the test re-runs itself with `DIAGPREC_ISA`
+//! set). A read or write one element outside any buffer is a SIGSEGV, which fails the test. Every
+//! call with valid arguments must return `DP_OK` (or `DP_ERR_LENGTH` for an empty buffer where the
+//! operation needs elements).
 
 use diagprec::ffi::adam::*;
 use diagprec::ffi::adam_mixed::*;
@@ -15,8 +16,12 @@ use std::process::Command;
 const PAGE: usize = 4096;
 /// Lengths tried: every length to 70, then odd sizes across the SIMD widths and the 8-bit block.
 const LENGTHS: [usize; 8] = [127, 255, 257, 511, 513, 1023, 1031, 4099];
-/// The largest buffer any case places, in bytes (plus room for the offsets).
-const SLOT_BYTES: usize = 4 * 4099 * 4 + 64 * 4;
+/// Matrix sizes tried beyond 1..=24: large enough for the GEMMs' packed, blocked paths (the
+/// `gemm` crate's small-size kernels stop at 64 x 64) with ragged edges.
+const MATRIX_SIZES: [usize; 2] = [67, 130];
+/// The largest buffer any case places, in bytes (plus room for the offsets): the elementwise
+/// cases' four arrays of 4099, or a matrix case's step workspace (two `d x (d + 1)` matrices).
+const SLOT_BYTES: usize = 4 * 4099 * 4 + 64 * 4 + 2 * 4 * 131 * 131;
 
 struct Slot {
     data: *mut u8,
@@ -365,7 +370,7 @@ fn matrices(p: &mut Place, n: usize) -> Vec<dp_status> {
     let cfg = adam_cfg();
     let gcfg = gn_cfg();
     let mut out = Vec::new();
-    if d == 0 || d > 24 {
+    if d == 0 || d > MATRIX_SIZES[MATRIX_SIZES.len() - 1] {
         return out;
     }
     // SAFETY (every call): each pointer is valid for the count passed with it.
@@ -586,7 +591,7 @@ fn sweep(case: Case, name: &str, lengths: impl Iterator<Item = usize> + Clone) {
 #[ignore = "run once per instruction set by every_export_respects_guard_pages_on_every_isa"]
 fn guard_pages_one_isa() {
     sweep(elementwise, "elementwise", (0..=70).chain(LENGTHS));
-    sweep(matrices, "matrices", 1..=24);
+    sweep(matrices, "matrices", (1..=24).chain(MATRIX_SIZES));
 }
 
 #[test]

@@ -226,12 +226,23 @@ fn symmetric_from_lower(a: MatRef<'_, f32>) -> Result<Vec<f32>> {
             ));
         }
     }
+    let mut tile = [[0.0f32; TILE]; TILE];
     for j0 in (0..d).step_by(TILE) {
+        let jn = (d - j0).min(TILE);
         for i0 in (0..j0 + 1).step_by(TILE) {
-            // Upper tile rows i0.., columns j0.. from the lower tile rows j0.., columns i0...
-            for j in j0..(j0 + TILE).min(d) {
-                for i in i0..(i0 + TILE).min(j) {
-                    full[i + j * d] = full[j + i * d];
+            let in_ = (d - i0).min(TILE);
+            // Upper tile rows i0.., columns j0.. from the lower tile rows j0.., columns i0..:
+            // read as runs of the lower tile's columns, written as runs of the upper's.
+            for (i, row) in tile.iter_mut().enumerate().take(in_) {
+                let src = (i0 + i) * d + j0;
+                row[..jn].copy_from_slice(&full[src..src + jn]);
+            }
+            for j in 0..jn {
+                // Only above the diagonal: rows i0 + i < j0 + j.
+                let rows = (j0 + j).saturating_sub(i0).min(in_);
+                let dst = &mut full[(j0 + j) * d + i0..(j0 + j) * d + i0 + rows];
+                for (i, o) in dst.iter_mut().enumerate() {
+                    *o = tile[i][j];
                 }
             }
         }

@@ -99,7 +99,8 @@ impl Isa {
     }
 }
 
-/// The environment variable that overrides [`software_prefetch`]: `on` or `off` (read once).
+/// The environment variable that overrides whether the Adam-family and GN^p steps prefetch
+/// their operands (on by default on Intel CPUs): `on` or `off` (read once).
 pub const PREFETCH_ENV: &str = "DIAGPREC_PREFETCH";
 
 /// Whether the Adam-family bodies (`adam::adam_body`: the f32, master-weight, bf16-state and
@@ -330,7 +331,7 @@ pub(crate) fn gemm_seq(
     rhs: faer::MatRef<'_, f32>,
     scale: f32,
 ) {
-    gemm_with(gemm::Parallelism::None, dst, keep, lhs, rhs, scale);
+    gemm_on(faer::Par::Seq, dst, keep, lhs, rhs, scale);
 }
 
 /// [`gemm_seq`] on the crate's pool with all its threads (as [`with_faer_par`] decides: not for
@@ -344,23 +345,22 @@ pub(crate) fn gemm(
     scale: f32,
 ) -> Result<()> {
     let flops = 2.0 * (dst.nrows() * dst.ncols()) as f64 * lhs.ncols() as f64;
-    with_faer_par(par, flops, |fp| {
-        let parallelism = match fp.degree() {
-            0 | 1 => gemm::Parallelism::None,
-            n => gemm::Parallelism::Rayon(n),
-        };
-        gemm_with(parallelism, dst, keep, lhs, rhs, scale);
-    })
+    with_faer_par(par, flops, |fp| gemm_on(fp, dst, keep, lhs, rhs, scale))
 }
 
-fn gemm_with(
-    parallelism: gemm::Parallelism,
+/// [`gemm_seq`] on the threads of `fp` (inside the pool that `with_faer_par` entered).
+pub(crate) fn gemm_on(
+    fp: faer::Par,
     dst: faer::MatMut<'_, f32>,
     keep: f32,
     lhs: faer::MatRef<'_, f32>,
     rhs: faer::MatRef<'_, f32>,
     scale: f32,
 ) {
+    let parallelism = match fp.degree() {
+        0 | 1 => gemm::Parallelism::None,
+        n => gemm::Parallelism::Rayon(n),
+    };
     let (m, n, k) = (dst.nrows(), dst.ncols(), lhs.ncols());
     assert!(
         lhs.nrows() == m && rhs.nrows() == k && rhs.ncols() == n,
@@ -529,6 +529,144 @@ where
     reduce(a, b)
 }
 
+/// Runs `phases` phases of two units each, one phase after the other: `unit(p, h)` is unit `h`
+/// (0 or 1) of phase `p`, and every unit of phase `p` finishes before any of phase `p + 1`
+/// starts. The two units of a phase must touch disjoint data.
+///
+/// Without `parallel`, on the calling thread in the order `(0, 0), (0, 1), (1, 0), ...`. With
+/// it (the caller inside a pool of two or more threads), the calling thread and one pool
+/// worker each claim whichever unit of the current phase is unclaimed, and between phases they
+/// spin instead of sleeping: a rayon `join` per phase would let the worker fall asleep between
+/// short phases, and waking it costs 20-60 us on a VM (measured on the Intel Xeon, 2 cores:
+/// the two-thread QR was no faster than the one-thread one). A thread waits only for a unit the
+/// other has claimed, which that thread is running, so nothing waits for a thread that has not
+/// started: when no worker comes, the caller runs every unit.
+pub(crate) fn phase_pairs(parallel: bool, phases: usize, unit: &(dyn Fn(usize, usize) + Sync)) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    if !parallel {
+        for p in 0..phases {
+            unit(p, 0);
+            unit(p, 1);
+        }
+        return;
+    }
+    /// Counts a unit done when dropped, so that a panicking unit still releases the other thread.
+    struct Done<'a>(&'a AtomicUsize);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::Release);
+        }
+    }
+    let claimed: Vec<AtomicUsize> = (0..phases).map(|_| AtomicUsize::new(0)).collect();
+    let done: Vec<AtomicUsize> = (0..phases).map(|_| AtomicUsize::new(0)).collect();
+    let drive = || {
+        for p in 0..phases {
+            loop {
+                let h = claimed[p].fetch_add(1, Ordering::Relaxed);
+                if h >= 2 {
+                    break;
+                }
+                let _done = Done(&done[p]);
+                unit(p, h);
+            }
+            let mut spins = 0u32;
+            while done[p].load(Ordering::Acquire) < 2 {
+                if spins < 1 << 14 {
+                    spins += 1;
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        }
+    };
+    rayon::join(drive, drive);
+}
+
+/// A buffer that the two units of a [`phase_pairs`] phase cut into disjoint slices.
+pub(crate) struct Shared<T> {
+    ptr: *mut T,
+    len: usize,
+}
+
+// SAFETY: `Shared` only hands out slices through its `unsafe` methods, whose callers guarantee
+// that no two live slices overlap unless both are shared; the elements are `Send + Sync`.
+unsafe impl<T: Send + Sync> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    pub(crate) fn new(data: &mut [T]) -> Self {
+        Shared {
+            ptr: data.as_mut_ptr(),
+            len: data.len(),
+        }
+    }
+
+    /// # Safety
+    /// No slice of `range` obtained by [`Shared::get_mut`] may be alive, and the buffer that
+    /// `new` took must outlive the slice without being used directly.
+    pub(crate) unsafe fn get(&self, range: core::ops::Range<usize>) -> &[T] {
+        assert!(range.start <= range.end && range.end <= self.len);
+        // SAFETY: in bounds (checked); the caller guarantees nothing writes the range.
+        unsafe { core::slice::from_raw_parts(self.ptr.add(range.start), range.len()) }
+    }
+
+    /// # Safety
+    /// No other slice overlapping `range` may be alive, and the buffer that `new` took must
+    /// outlive the slice without being used directly.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn get_mut(&self, range: core::ops::Range<usize>) -> &mut [T] {
+        assert!(range.start <= range.end && range.end <= self.len);
+        // SAFETY: in bounds (checked); the caller guarantees the range is not aliased.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len()) }
+    }
+}
+
+/// The columns of a matrix that the two units of a [`phase_pairs`] phase cut into
+/// disjoint column ranges.
+pub(crate) struct SharedCols {
+    ptr: *mut f32,
+    nrows: usize,
+    ncols: usize,
+    col_stride: usize,
+}
+
+// SAFETY: as for `Shared`: views come only from the `unsafe` method below, whose callers
+// guarantee that no two live views share a column.
+unsafe impl Sync for SharedCols {}
+
+impl SharedCols {
+    pub(crate) fn new(mut m: faer::MatMut<'_, f32>) -> Self {
+        assert!(m.row_stride() == 1 && m.col_stride() >= 0);
+        SharedCols {
+            ptr: faer::reborrow::ReborrowMut::rb_mut(&mut m).as_ptr_mut(),
+            nrows: m.nrows(),
+            ncols: m.ncols(),
+            col_stride: m.col_stride() as usize,
+        }
+    }
+
+    /// Columns `c0..c1`.
+    ///
+    /// # Safety
+    /// No other view of these columns may be alive, and the matrix that `new` took must outlive
+    /// the view without being used directly.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn cols_mut(&self, c0: usize, c1: usize) -> faer::MatMut<'_, f32> {
+        assert!(c0 <= c1 && c1 <= self.ncols);
+        // SAFETY: columns c0..c1 of the matrix `new` took (unit row stride, `col_stride`
+        // apart), in bounds (checked); the caller guarantees they are not aliased.
+        unsafe {
+            faer::MatMut::from_raw_parts_mut(
+                self.ptr.add(c0 * self.col_stride),
+                self.nrows,
+                c1 - c0,
+                1,
+                self.col_stride as isize,
+            )
+        }
+    }
+}
+
 /// Runs `f` on each item, in parallel on the crate's pool when there are several items and
 /// threads. For work whose items are already balanced (see the multi-tensor entry points).
 pub(crate) fn for_each_item<T: Send, F: Fn(T) + Sync>(par: Par, items: Vec<T>, f: F) -> Result<()> {
@@ -602,5 +740,59 @@ impl WithSimd for CleanVectorState {
         // A full-width register that the optimiser cannot remove, so the function uses the
         // upper halves and returns through `vzeroupper`.
         std::hint::black_box(simd.splat_f32s(0.0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    /// Every unit runs once, and every unit of a phase sees both units of the phase before it
+    /// finished, on one thread, on two, and on a larger pool.
+    #[test]
+    fn phase_pairs_orders_phases_and_runs_each_unit_once() {
+        const PHASES: usize = 200;
+        for threads in [1, 2, 4] {
+            let pool = build_pool(threads).unwrap();
+            for parallel in [false, true] {
+                let runs: Vec<AtomicUsize> = (0..2 * PHASES).map(|_| AtomicUsize::new(0)).collect();
+                let order = Mutex::new(Vec::new());
+                pool.install(|| {
+                    phase_pairs(parallel, PHASES, &|p, h| {
+                        for prev in 0..2 {
+                            if p > 0 {
+                                assert_eq!(runs[2 * (p - 1) + prev].load(Ordering::SeqCst), 1);
+                            }
+                        }
+                        // Some work of uneven length, so that the units overlap.
+                        let spin = (p * 7 + h * 13) % 50;
+                        std::hint::black_box((0..spin * 100).sum::<usize>());
+                        runs[2 * p + h].fetch_add(1, Ordering::SeqCst);
+                        order.lock().unwrap().push(p);
+                    })
+                });
+                assert!(runs.iter().all(|r| r.load(Ordering::SeqCst) == 1));
+                let order = order.into_inner().unwrap();
+                assert!(order.windows(2).all(|w| w[0] <= w[1]), "{threads} threads");
+            }
+        }
+    }
+
+    /// A unit that panics releases the other thread: the panic reaches the caller, nothing hangs.
+    #[test]
+    fn phase_pairs_propagates_a_panic() {
+        let pool = build_pool(2).unwrap();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.install(|| {
+                phase_pairs(true, 50, &|p, h| {
+                    if p == 10 && h == 1 {
+                        panic!("unit (10, 1)");
+                    }
+                })
+            })
+        }));
+        assert!(result.is_err());
     }
 }

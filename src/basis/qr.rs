@@ -10,21 +10,25 @@
 //!         beta is R's diagonal entry
 //!     T (upper triangular) with H_s ... H_{s+b-1} = I - V T V^T, from G = V^T V:
 //!         T_jj = tau_j,  T_{0..j, j} = -tau_j T_{0..j, 0..j} G_{0..j, j}
-//!     trailing columns: C <- C - (V T^T) (V^T C)                              (2 GEMMs)
+//!     trailing columns: W = C^T V, C <- C - V (W T)^T                (2 GEMMs + c x b x b)
 //! Q = I; for each block from the last, with V = [V_1; V_2] (V_1 the b x b top):
-//!     Q[s.., s + b..] <- Q[s.., s + b..] - (V T) (V_2^T Q[s + b.., s + b..])  (2 GEMMs)
-//!     Q[s.., s..s + b] <- [I; 0] - (V T) V_1^T
+//!     W = Q[s + b.., s + b..]^T V_2, Q[s.., s + b..] <- Q[s.., s + b..] - V (W T^T)^T
+//!     Q[s.., s..s + b] <- [I; 0] - V (T V_1^T)
 //! column j of Q negated where R_jj < 0
 //! ```
 //!
 //! Block `s` of `Q`'s formation touches rows and columns `s..` only, and rows `s..s + b` of
 //! the later columns are still zero (LAPACK's `sorgqr`): `4/3 n^3` flops, as the
-//! factorisation. Each trailing update is cut in two column ranges fixed by the shape alone
-//! ([`split_columns`], the first of which also factorises the next panel; in the formation,
-//! the first also forms the block's own columns), each range one GEMM pair on one thread.
-//! On a pool of two or more threads the two ranges run at once (lookahead); on one thread
-//! one after the other, with the same operands, so the results do not depend on the
-//! thread count.
+//! factorisation. `T` multiplies the narrow `c x b` product `W`, so no `m x b` `V T` is
+//! formed before the columns can be split.
+//!
+//! **Schedule**: a sequence of phases of two units each ([`phase_pairs`]): panel 0; then each
+//! trailing update cut in two column ranges fixed by the shape alone ([`split_columns`], the
+//! first of which also factorises the next panel: lookahead); then each block of the
+//! formation cut at the middle of its later columns (the first range also forms the block's
+//! own columns). On a pool of two or more threads the two units of a phase run at once, on
+//! threads that spin between phases; on one thread one after the other, with the same
+//! operands, so the results do not depend on the thread count.
 //!
 //! **Storage**: every matrix column-major, the input overwritten; `V` of each block is kept
 //! explicitly (`(n - s) x b`, unit diagonal, zeros above) so that the GEMMs (faer's `matmul`)
@@ -39,7 +43,7 @@
 //! **Reference**: [`crate::reference::refresh_power_qr`] (Gram-Schmidt twice in f64, the same
 //! `Q`), through the `PowerQr` refresh (`tests/basis.rs`).
 
-use crate::dispatch::Isa;
+use crate::dispatch::{phase_pairs, Isa, Shared, SharedCols};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef};
 use pulp::{Simd, WithSimd};
@@ -275,44 +279,48 @@ fn block_factor(g: &[f32], tau: &[f32], t: &mut [f32]) {
     }
 }
 
-/// `C <- C - U (V_2^T C_2)` (`U = V op(T)` formed by the caller) for `C` (`m x c`) whose first
-/// `m - rows(V_2)` rows are zero, `C_2` the others (all of `C` when `V_2` has `m` rows); `w`
-/// holds `c x b`. (V_2^T C_2)^T = C_2^T V_2, stored `c x b`: faer's tall output kernels serve
-/// both products.
+/// `C <- C - V op(T) (V_2^T C_2)` for `C` (`m x c`) whose first `m - rows(V_2)` rows are zero,
+/// `C_2` the others (all of `C` when `V_2` is `V`), `op(T) = T^T` when `transpose` (applying
+/// `Q^T`, the factorisation) and `T` otherwise (applying `Q`, the formation). As
+/// `W = C_2^T V_2` (`c x b`), `W_2 = W op(T)^T`, `C <- C - V W_2^T`: `T` is applied on the
+/// narrow side, by whichever unit owns these columns. `w` holds `2 c b`.
 fn apply_block(
+    v: MatRef<'_, f32>,
     v2: MatRef<'_, f32>,
-    u: MatRef<'_, f32>,
+    t: MatRef<'_, f32>,
+    transpose: bool,
     mut c: MatMut<'_, f32>,
     w: &mut [f32],
-    fp: faer::Par,
 ) {
     let (b, n, top) = (v2.ncols(), c.ncols(), c.nrows() - v2.nrows());
     if n == 0 {
         return;
     }
-    let mut wt = MatMut::from_column_major_slice_mut(&mut w[..b * n], n, b);
+    let seq = faer::Par::Seq;
+    let (w, w2) = w[..2 * b * n].split_at_mut(b * n);
+    let mut w = MatMut::from_column_major_slice_mut(w, n, b);
+    let mut w2 = MatMut::from_column_major_slice_mut(w2, n, b);
     matmul(
-        wt.as_mut(),
+        w.as_mut(),
         Accum::Replace,
         c.as_ref().subrows(top, v2.nrows()).transpose(),
         v2,
         1.0,
-        fp,
+        seq,
     );
-    matmul(c.as_mut(), Accum::Add, u, wt.as_ref().transpose(), -1.0, fp);
+    let t = if transpose { t } else { t.transpose() };
+    matmul(w2.as_mut(), Accum::Replace, w.as_ref(), t, 1.0, seq);
+    matmul(
+        c.as_mut(),
+        Accum::Add,
+        v,
+        w2.as_ref().transpose(),
+        -1.0,
+        seq,
+    );
 }
 
-/// Runs `a` and `b`, at once on the current rayon pool when `parallel`.
-fn join(parallel: bool, a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
-    if parallel {
-        rayon::join(a, b);
-    } else {
-        a();
-        b();
-    }
-}
-
-/// Where the columns handed to the first of two workers end: `columns` split so that the
+/// Where the columns handed to the first of two units end: `columns` split so that the
 /// first, which also factorises the next panel (`next` columns, which it must own), gets
 /// about `PANEL_COST` fewer columns than the second. Fixed by the shape alone, so the GEMMs'
 /// operands, and with them the results, do not depend on the thread count.
@@ -324,17 +332,16 @@ fn split_columns(columns: usize, next: usize) -> usize {
         .clamp(next, columns)
 }
 
-/// One block's reflectors: `V` (`m x b`), `U = V T^T` and `T`, with `tau` and `R`'s diagonal.
+/// One block's reflectors: `V` (`m x b`) and `T`, with `tau` and `R`'s diagonal.
 struct Block<'a> {
     v: &'a mut [f32],
-    u: &'a mut [f32],
     t: &'a mut [f32],
     tau: &'a mut [f32],
     rdiag: &'a mut [f32],
 }
 
 /// Copies the panel `y[rows.., ..b]` (column-major, stride `stride`, `b = tau.len()`) into
-/// `block.v` and factorises it there; forms `T` and `U = V T^T`.
+/// `block.v` and factorises it there; forms `T`.
 fn factor_panel(isa: Isa, y: &[f32], stride: usize, row: usize, block: Block<'_>) {
     let b = block.tau.len();
     let m = stride - row;
@@ -359,27 +366,21 @@ fn factor_panel(isa: Isa, y: &[f32], stride: usize, row: usize, block: Block<'_>
         faer::Par::Seq,
     );
     block_factor(&g, block.tau, &mut block.t[..b * b]);
-    let t = MatRef::from_column_major_slice(&block.t[..b * b], b, b);
-    let mut u = MatMut::from_column_major_slice_mut(&mut block.u[..m * b], m, b);
-    matmul(
-        u.as_mut(),
-        Accum::Replace,
-        v,
-        t.transpose(),
-        1.0,
-        faer::Par::Seq,
-    );
 }
 
 /// Factorises the square `y` (column-major, stride `n`, overwritten) and writes its `Q`, with
-/// `R`'s diagonal made non-negative, into `q` (`n x n`, the identity on entry). `v_store`
-/// (at least `n * n` long, any content) holds the reflectors. Returns `R`'s diagonal before the
-/// sign change (non-finite when the factorisation overflowed).
+/// `R`'s diagonal made non-negative, into `q` (`n x n`, unit row stride, the identity on
+/// entry). `v_store` (at least `n * n` long, any content) holds the reflectors.
+/// Returns `R`'s diagonal before the sign change (non-finite when the factorisation
+/// overflowed).
 ///
-/// Every trailing update is cut in two column ranges fixed by the shape
-/// ([`split_columns`]; the formation of `Q` at the middle), each one GEMM pair on one thread;
-/// with `fp` on more than one thread the two run at once, the first worker also factorising
-/// the next panel (lookahead).
+/// The work is a sequence of phases of two units each ([`phase_pairs`]): the first
+/// factorises panel 0; each trailing update is cut in two column ranges fixed by the shape
+/// ([`split_columns`]), the first unit also factorising the next panel (lookahead); each block
+/// of the formation of `Q` is cut at the middle of its later columns, the first unit also
+/// forming the block's own columns. On two or more threads the two units of a phase run at
+/// once; on one, one after the other with the same operands, so the results do not depend on
+/// the thread count.
 pub(crate) fn householder_q(
     isa: Isa,
     y: &mut [f32],
@@ -388,124 +389,136 @@ pub(crate) fn householder_q(
     mut q: MatMut<'_, f32>,
     fp: faer::Par,
 ) -> Vec<f32> {
-    let parallel = fp.degree() > 1;
-    let seq = faer::Par::Seq;
+    assert!(y.len() == n * n && q.nrows() == n && q.ncols() == n && v_store.len() >= n * n);
     let nb = QR_BLOCK.min(n.max(1));
     let starts: Vec<usize> = (0..n).step_by(nb).collect();
-    let mut rdiag = vec![0.0f32; n];
-    let mut tau = vec![0.0f32; n];
-    // V (and U) of block k at offsets[k]..offsets[k + 1], (n - s) x b, column-major.
+    let blocks = starts.len();
+    let bsize = |k: usize| nb.min(n - starts[k]);
+    // V of block k at offsets[k]..offsets[k + 1], (n - s) x b, column-major.
     let mut offsets = vec![0usize];
     for &s in &starts {
         let last = offsets[offsets.len() - 1];
         offsets.push(last + (n - s) * nb.min(n - s));
     }
-    let mut u_store = vec![0.0f32; offsets[starts.len()]];
-    let mut t_store = vec![0.0f32; starts.len() * nb * nb];
-    let (mut wa, mut wb) = (vec![0.0f32; nb * n], vec![0.0f32; nb * n]);
-    let bsize = |k: usize| nb.min(n - starts[k]);
-
-    if n > 0 {
-        let b = bsize(0);
-        factor_panel(
-            isa,
-            y,
-            n,
-            0,
-            Block {
-                v: &mut v_store[..offsets[1]],
-                u: &mut u_store[..offsets[1]],
-                t: &mut t_store[..nb * nb],
-                tau: &mut tau[..b],
-                rdiag: &mut rdiag[..b],
-            },
-        );
-    }
-    for (k, &s) in starts.iter().enumerate() {
-        let (m, b) = (n - s, bsize(k));
-        let trailing = n - s - b;
-        if trailing == 0 {
-            break;
-        }
-        let next = bsize(k + 1);
-        let cut = split_columns(trailing, next);
-        let (ya, yb) = y[(s + b) * n..].split_at_mut(cut * n);
-        let (v_done, v_next) = v_store.split_at_mut(offsets[k + 1]);
-        let (u_done, u_next) = u_store.split_at_mut(offsets[k + 1]);
-        let v = MatRef::from_column_major_slice(&v_done[offsets[k]..], m, b);
-        let u = MatRef::from_column_major_slice(&u_done[offsets[k]..], m, b);
-        let t_next = &mut t_store[(k + 1) * nb * nb..(k + 2) * nb * nb];
-        let tau_next = &mut tau[s + b..s + b + next];
-        let rdiag_next = &mut rdiag[s + b..s + b + next];
-        let (wa, wb) = (&mut wa, &mut wb);
-        let next_len = offsets[k + 2] - offsets[k + 1];
-        join(
-            parallel,
-            move || {
-                let ym = MatMut::from_column_major_slice_mut(ya, n, cut);
-                apply_block(v, u, ym.submatrix_mut(s, 0, m, cut), wa, seq);
-                factor_panel(
-                    isa,
-                    ya,
-                    n,
-                    s + b,
+    let tb = nb * nb;
+    let (mut rdiag, mut tau) = (vec![0.0f32; n], vec![0.0f32; n]);
+    let mut t_store = vec![0.0f32; blocks * tb];
+    // Each unit's `W` and `W_2` (`2 nb n`).
+    let mut work = vec![0.0f32; 4 * nb * n];
+    let ws = 2 * nb * n;
+    // Phase 0 factorises panel 0, phases 1..blocks apply block p - 1 to the trailing columns,
+    // phases blocks..2 blocks form Q from the last block back to the first.
+    let phases = 2 * blocks;
+    let (ys, vs, ts) = (
+        Shared::new(y),
+        Shared::new(v_store),
+        Shared::new(&mut t_store),
+    );
+    let (taus, rs, qs, wsh) = (
+        Shared::new(&mut tau),
+        Shared::new(&mut rdiag),
+        SharedCols::new(q.rb_mut()),
+        Shared::new(&mut work),
+    );
+    let unit = |p: usize, h: usize| {
+        // SAFETY (every `get` and `get_mut` below): the buffers outlive `phase_pairs` and are
+        // not used directly while it runs. Within a phase the two units write disjoint ranges:
+        // the columns of `y` or `q` at or after `first` for unit 1 and before it for unit 0,
+        // the workspace half `h`, and (unit 0 only) the next block's `V`, `T`, `tau` and `R`
+        // diagonal, which nothing reads in that phase. What both read (this block's `V` and
+        // `T`) nothing writes in that phase. Phases are ordered by `phase_pairs`.
+        if p == 0 {
+            if h == 0 && n > 0 {
+                let b = bsize(0);
+                let block = unsafe {
                     Block {
-                        v: &mut v_next[..next_len],
-                        u: &mut u_next[..next_len],
-                        t: t_next,
-                        tau: tau_next,
-                        rdiag: rdiag_next,
-                    },
-                );
-            },
-            move || {
-                let cols = trailing - cut;
-                let ym = MatMut::from_column_major_slice_mut(yb, n, cols);
-                apply_block(v, u, ym.submatrix_mut(s, 0, m, cols), wb, seq);
-            },
+                        v: vs.get_mut(offsets[0]..offsets[1]),
+                        t: ts.get_mut(0..tb),
+                        tau: taus.get_mut(0..b),
+                        rdiag: rs.get_mut(0..b),
+                    }
+                };
+                factor_panel(isa, unsafe { ys.get(0..b * n) }, n, 0, block);
+            }
+            return;
+        }
+        let (factor, k) = if p < blocks {
+            (true, p - 1)
+        } else {
+            (false, phases - 1 - p)
+        };
+        let (s, b) = (starts[k], bsize(k));
+        let (m, later) = (n - s, n - s - b);
+        let v =
+            MatRef::from_column_major_slice(unsafe { vs.get(offsets[k]..offsets[k + 1]) }, m, b);
+        let t = MatRef::from_column_major_slice(
+            unsafe { &ts.get(k * tb..(k + 1) * tb)[..b * b] },
+            b,
+            b,
         );
-    }
-
-    for (k, &s) in starts.iter().enumerate().rev() {
-        let (m, b) = (n - s, bsize(k));
-        let v = MatRef::from_column_major_slice(&v_store[offsets[k]..offsets[k + 1]], m, b);
-        let t = MatRef::from_column_major_slice(&t_store[k * nb * nb..k * nb * nb + b * b], b, b);
-        // U = V T for the formation, in the factorisation's U memory (no longer needed).
-        let mut um =
-            MatMut::from_column_major_slice_mut(&mut u_store[offsets[k]..offsets[k + 1]], m, b);
-        matmul(um.as_mut(), Accum::Replace, v, t, 1.0, seq);
-        let u = um.into_const();
-        // Q[s.., s..] = [[I, 0], [0, Q']] before this block: its own columns become
-        // [I; 0] - U V_1^T, the later ones Q[s.., s + b..] - U (V_2^T Q').
-        let later = m - b;
-        // The first worker also forms the block's own columns: about b columns of work.
-        let cut = (later.saturating_sub(b) / 2)
-            .next_multiple_of(16)
-            .min(later);
-        let (own, rest) = q.rb_mut().submatrix_mut(s, s, m, m).split_at_col_mut(b);
-        let (first, second) = rest.split_at_col_mut(cut);
-        let (wa, wb) = (&mut wa, &mut wb);
-        let v2 = v.subrows(b, later);
-        join(
-            parallel,
-            move || {
+        let w = unsafe { wsh.get_mut(h * ws..(h + 1) * ws) };
+        if factor {
+            let next = bsize(k + 1);
+            let first = s + b + split_columns(later, next);
+            let (c0, c1) = if h == 0 { (s + b, first) } else { (first, n) };
+            let cols = unsafe { ys.get_mut(c0 * n..c1 * n) };
+            let c = MatMut::from_column_major_slice_mut(cols, n, c1 - c0);
+            apply_block(v, v, t, true, c.submatrix_mut(s, 0, m, c1 - c0), w);
+            if h == 0 {
+                let (s1, o) = (s + b, k + 1);
+                let block = unsafe {
+                    Block {
+                        v: vs.get_mut(offsets[o]..offsets[o + 1]),
+                        t: ts.get_mut(o * tb..(o + 1) * tb),
+                        tau: taus.get_mut(s1..s1 + next),
+                        rdiag: rs.get_mut(s1..s1 + next),
+                    }
+                };
+                factor_panel(isa, cols, n, s1, block);
+            }
+        } else {
+            // Q[s.., s..] = [[I, 0], [0, Q']] before this block: its own columns become
+            // [I; 0] - V T V_1^T, the later ones Q[s.., s + b..] - V T (V_2^T Q').
+            let first = s
+                + b
+                + (later.saturating_sub(b) / 2)
+                    .next_multiple_of(16)
+                    .min(later);
+            let (c0, c1) = if h == 0 { (s, first) } else { (first, n) };
+            let c = unsafe { qs.cols_mut(c0, c1) }.subrows_mut(s, m);
+            let v2 = v.subrows(b, later);
+            if h == 0 {
+                let (own, rest) = c.split_at_col_mut(b);
+                // T V_1^T (b x b) in the workspace's second half, then V times it.
+                let (_, x) = w.split_at_mut(ws / 2);
+                let mut x = MatMut::from_column_major_slice_mut(&mut x[..b * b], b, b);
+                matmul(
+                    x.as_mut(),
+                    Accum::Replace,
+                    t,
+                    v.subrows(0, b).transpose(),
+                    1.0,
+                    faer::Par::Seq,
+                );
                 let mut own = own;
                 matmul(
                     own.rb_mut(),
                     Accum::Replace,
-                    u,
-                    v.subrows(0, b).transpose(),
+                    v,
+                    x.as_ref(),
                     -1.0,
-                    seq,
+                    faer::Par::Seq,
                 );
                 for j in 0..b {
                     own[(j, j)] += 1.0;
                 }
-                apply_block(v2, u, first, wa, seq);
-            },
-            move || apply_block(v2, u, second, wb, seq),
-        );
-    }
+                apply_block(v, v2, t, false, rest, w);
+            } else {
+                apply_block(v, v2, t, false, c, w);
+            }
+        }
+    };
+    phase_pairs(fp.degree() > 1, phases, &unit);
     for (j, &r) in rdiag.iter().enumerate() {
         if r < 0.0 {
             q.rb_mut().col_mut(j).iter_mut().for_each(|x| *x = -*x);
@@ -514,7 +527,7 @@ pub(crate) fn householder_q(
     rdiag
 }
 
-use faer::reborrow::{IntoConst, ReborrowMut};
+use faer::reborrow::ReborrowMut;
 
 /// `out_j = x_j . y_j` for the columns `x_j` and those of `y` (column-major, stride `rows`).
 struct ColumnDots<'a> {

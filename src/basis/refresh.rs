@@ -195,21 +195,14 @@ fn match_columns(par: Par, old: MatRef<'_, f32>, new: &mut Mat<f32>) -> Result<V
     Ok(permutation)
 }
 
-/// `A` (lower triangle read) with both triangles, column-major with stride `d`: the lower
-/// triangle copied column by column (each column checked finite, the first non-finite entry
-/// in that order reported, as [`check_symmetric_input`] does), the upper one transposed tile
-/// by tile (`TILE x TILE` tiles, so reads and writes both stay within a few cache lines).
-fn symmetric_from_lower(a: MatRef<'_, f32>) -> Result<Vec<f32>> {
+/// `A` (square, lower triangle read) with both triangles into `full`, column-major with stride
+/// `d`: the lower triangle copied column by column (each column checked finite, the first
+/// non-finite entry in that order reported, as [`check_symmetric_input`] does), the upper one
+/// transposed tile by tile (`TILE x TILE` tiles, so reads and writes both stay within a few
+/// cache lines).
+fn symmetric_from_lower(a: MatRef<'_, f32>, full: &mut [f32]) -> Result<()> {
     const TILE: usize = 16;
     let d = a.nrows();
-    if a.ncols() != d {
-        return Err(Error::length(format!(
-            "the statistic must be square; got {} x {}",
-            a.nrows(),
-            a.ncols()
-        )));
-    }
-    let mut full = vec![0.0f32; d * d];
     for j in 0..d {
         let dst = &mut full[j * d + j..(j + 1) * d];
         match a.col(j).subrows(j, d - j).try_as_col_major() {
@@ -219,7 +212,13 @@ fn symmetric_from_lower(a: MatRef<'_, f32>) -> Result<Vec<f32>> {
                 .zip(a.col(j).subrows(j, d - j).iter())
                 .for_each(|(o, &x)| *o = x),
         }
-        if let Some(k) = dst.iter().position(|x| !x.is_finite()) {
+        // Branch-free (it vectorises); the position only on failure.
+        let exponent = 0x7f80_0000u32;
+        if dst
+            .iter()
+            .fold(false, |bad, x| bad | (x.to_bits() & exponent == exponent))
+        {
+            let k = dst.iter().position(|x| !x.is_finite()).unwrap_or(0);
             return Err(Error::new(
                 ErrorKind::NonFinite,
                 format!("the statistic entry ({}, {j}) is not finite", j + k),
@@ -247,7 +246,7 @@ fn symmetric_from_lower(a: MatRef<'_, f32>) -> Result<Vec<f32>> {
             }
         }
     }
-    Ok(full)
+    Ok(())
 }
 
 /// One power-iteration step plus QR: `(Q_new, est sorted, permutation)`. One GEMM (`A Q`), the
@@ -255,8 +254,8 @@ fn symmetric_from_lower(a: MatRef<'_, f32>) -> Result<Vec<f32>> {
 /// sorted product by the blocked Householder QR of [`super::qr`].
 fn power_qr(par: Par, old: MatRef<'_, f32>, a: MatRef<'_, f32>) -> Result<(Mat<f32>, RefreshInfo)> {
     let d = old.nrows();
+    debug_assert!(a.nrows() == d && a.ncols() == d, "checked by the caller");
     let isa = dispatch::Isa::detect();
-    let a_full = symmetric_from_lower(a)?;
     // The old basis with unit row stride (copied only when it is not), its columns as slices.
     let old_copy;
     let old = if old.row_stride() == 1 {
@@ -273,17 +272,55 @@ fn power_qr(par: Par, old: MatRef<'_, f32>, a: MatRef<'_, f32>) -> Result<(Mat<f
                 .as_slice()
         })
         .collect();
-    let mut aq = vec![0.0f32; d * d];
     let flops = 2.0 * (d * d * d) as f64;
-    dispatch::gemm(
-        par,
-        MatMut::from_column_major_slice_mut(&mut aq, d, d),
-        0.0,
-        MatRef::from_column_major_slice(&a_full, d, d),
-        old,
-        1.0,
-    )?;
-    let est = super::qr::column_dots(isa, &old_cols, &aq, d);
+    let (mut a_full, mut aq) = (vec![0.0f32; d * d], vec![0.0f32; d * d]);
+    let mut est = vec![0.0f32; d];
+    // The product A Q in two column halves, fixed by the shape so that the bits do not depend
+    // on the thread count; each half's Rayleigh quotients right after it, while it is in cache.
+    let half = (d / 2).next_multiple_of(16).min(d);
+    let mirrored = std::sync::Mutex::new(None);
+    with_faer_par(par, flops, |fp| {
+        let (full, prod) = (
+            dispatch::Shared::new(&mut a_full),
+            dispatch::Shared::new(&mut aq),
+        );
+        let quotients = dispatch::Shared::new(&mut est);
+        // SAFETY (every `get` and `get_mut`): the buffers outlive `phase_pairs` and are not
+        // used directly while it runs; phase 0 writes `full` (unit 0 only), phase 1 reads it
+        // and writes the disjoint column ranges `cols` of `prod` and `quotients`.
+        let product = |h: usize, threads: faer::Par| {
+            let cols = if h == 0 { 0..half } else { half..d };
+            let a_full = MatRef::from_column_major_slice(unsafe { full.get(0..d * d) }, d, d);
+            let out = unsafe { prod.get_mut(cols.start * d..cols.end * d) };
+            let out = MatMut::from_column_major_slice_mut(out, d, cols.len());
+            let q = old.subcols(cols.start, cols.len());
+            dispatch::gemm_on(threads, out, 0.0, a_full, q, 1.0);
+            let out = unsafe { prod.get(cols.start * d..cols.end * d) };
+            let dots = super::qr::column_dots(isa, &old_cols[cols.clone()], out, d);
+            unsafe { quotients.get_mut(cols) }.copy_from_slice(&dots);
+        };
+        let mirror = || {
+            let full = unsafe { full.get_mut(0..d * d) };
+            *mirrored.lock().unwrap() = Some(symmetric_from_lower(a, full));
+        };
+        let ok = || matches!(*mirrored.lock().unwrap(), Some(Ok(())));
+        if fp.degree() == 2 {
+            // The mirror on this thread while the other one wakes, then a half each.
+            dispatch::phase_pairs(true, 2, &|p, h| match (p, h) {
+                (0, 0) => mirror(),
+                (0, _) => {}
+                _ if ok() => product(h, faer::Par::Seq),
+                _ => {}
+            });
+        } else {
+            mirror();
+            if ok() {
+                product(0, fp);
+                product(1, fp);
+            }
+        }
+    })?;
+    mirrored.into_inner().unwrap().expect("the mirror ran")?;
     let mut order: Vec<usize> = (0..d).collect();
     order.sort_by(|&i, &j| {
         est[j]

@@ -326,7 +326,7 @@ pub(crate) unsafe fn slice<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
 /// A mutable slice over caller memory; `(NULL, 0)` gives an empty slice.
 ///
 /// # Safety
-/// As [`slice`], and valid for writes, with no other reference to that memory during `'a`.
+/// As [`slice()`], and valid for writes, with no other reference to that memory during `'a`.
 pub(crate) unsafe fn slice_mut<'a, T>(ptr: *mut T, len: usize) -> &'a mut [T] {
     if len == 0 {
         return &mut [];

@@ -538,7 +538,9 @@ where
 /// worker each claim whichever unit of the current phase is unclaimed, and between phases they
 /// spin instead of sleeping: a rayon `join` per phase would let the worker fall asleep between
 /// short phases, and waking it costs 20-60 us on a VM (measured on the Intel Xeon, 2 cores:
-/// the two-thread QR was no faster than the one-thread one). A thread waits only for a unit the
+/// the two-thread QR was no faster than the one-thread one). A waiting thread spins for 2^10
+/// `pause`s (tens of microseconds), then yields at every check, so an oversubscribed machine
+/// gets the core back. A thread waits only for a unit the
 /// other has claimed, which that thread is running, so nothing waits for a thread that has not
 /// started: when no worker comes, the caller runs every unit.
 pub(crate) fn phase_pairs(parallel: bool, phases: usize, unit: &(dyn Fn(usize, usize) + Sync)) {
@@ -571,7 +573,7 @@ pub(crate) fn phase_pairs(parallel: bool, phases: usize, unit: &(dyn Fn(usize, u
             }
             let mut spins = 0u32;
             while done[p].load(Ordering::Acquire) < 2 {
-                if spins < 1 << 14 {
+                if spins < 1 << 10 {
                     spins += 1;
                     std::hint::spin_loop();
                 } else {

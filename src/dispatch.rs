@@ -540,9 +540,9 @@ where
 /// short phases, and waking it costs 20-60 us on a VM (measured on the Intel Xeon, 2 cores:
 /// the two-thread QR was no faster than the one-thread one). A waiting thread spins for 2^10
 /// `pause`s (tens of microseconds), then yields at every check, so an oversubscribed machine
-/// gets the core back. A thread waits only for a unit the
-/// other has claimed, which that thread is running, so nothing waits for a thread that has not
-/// started: when no worker comes, the caller runs every unit.
+/// gets the core back. A thread waits only for a unit the other has claimed, which that thread
+/// is running, so nothing waits for a thread that has not started: when no worker comes, the
+/// caller runs every unit.
 pub(crate) fn phase_pairs(parallel: bool, phases: usize, unit: &(dyn Fn(usize, usize) + Sync)) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     if !parallel {

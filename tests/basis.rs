@@ -1228,3 +1228,33 @@ fn power_refresh_is_bitwise_identical_for_any_thread_count() {
     }
     diagprec::set_num_threads(0).unwrap();
 }
+
+#[test]
+fn power_refresh_rejects_a_non_finite_statistic_entry_and_names_it() {
+    // The lower triangle is checked while it is copied (the first bad entry in column order is
+    // named); the upper triangle is never read. 130 runs the copy beside the pool's worker.
+    for d in [5, 130] {
+        let (a, q, _) = known_spectrum(740 + d as u64, d);
+        for (i, j) in [(0, 0), (d - 1, 0), (d - 1, d - 1), (d / 2 + 1, d / 2)] {
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let mut a = a.clone();
+                a[(i, j)] = bad;
+                // A later bad entry (the last in column order) must not be the one reported.
+                if (i, j) != (d - 1, d - 1) {
+                    a[(d - 1, d - 1)] = f32::NAN;
+                }
+                for par in [Par::Seq, Par::Pool] {
+                    let err = q
+                        .refreshed(a.as_ref(), RefreshMethod::PowerQr, par)
+                        .unwrap_err();
+                    assert_eq!(err.kind(), ErrorKind::NonFinite, "d = {d} ({i}, {j}) {bad}");
+                    let at = format!("({i}, {j})");
+                    assert!(
+                        err.to_string().contains(&at),
+                        "d = {d}: {err} should name {at}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -100,21 +100,39 @@ impl Isa {
 }
 
 /// The environment variable that overrides whether the Adam-family and GN^p steps prefetch
-/// their operands (on by default on Intel CPUs): `on` or `off` (read once).
+/// their operands (see [`software_prefetch`]): `on` or `off` (read once).
 pub const PREFETCH_ENV: &str = "DIAGPREC_PREFETCH";
 
-/// Whether the Adam-family bodies (`adam::adam_body`: the f32, master-weight, bf16-state and
-/// 8-bit steps) and the GN^p step ask for their operands ahead of use with `prefetcht0`. On by
-/// default on Intel CPUs, where it made the DRAM-sized steps faster (docs/performance.md); off on
-/// others, where the hardware prefetchers alone were as fast (AMD Zen 4) or faster (Zen 3) in
-/// earlier rounds. [`PREFETCH_ENV`] overrides the choice, for comparisons. A hint only: the
-/// results are the same bits either way. Decided once per process.
-pub(crate) fn software_prefetch() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| match std::env::var(PREFETCH_ENV).as_deref() {
-        Ok("on") => true,
-        Ok("off") => false,
-        _ => cpu_vendor() == *b"GenuineIntel",
+/// What a body does per byte it streams, which decides its default software prefetch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PrefetchKind {
+    /// Little arithmetic per cache line (the f32 and master-weight Adam steps, the GN^p step):
+    /// prefetch on Intel CPUs only.
+    Stream,
+    /// Much arithmetic per element (the bf16-state and 8-bit steps' codecs, the GN^p step's
+    /// general power): prefetch on every CPU.
+    Heavy,
+}
+
+/// Whether a body of `kind` (`adam::adam_body`, the GN^p step) asks for its operands ahead of
+/// use with `prefetcht0`. `Stream` bodies prefetch on Intel CPUs, where it made the DRAM-sized
+/// steps faster; not on others, where the hardware prefetchers alone were as fast (AMD Zen 4,
+/// Zen 5) or faster (Zen 3). `Heavy` bodies prefetch everywhere: their longer work per line
+/// leaves the out-of-order window too few lines ahead (AMD Zen 5, one thread: the 8-bit step
+/// 0.47 -> 0.40 ns per parameter). Measurements in docs/performance.md. [`PREFETCH_ENV`]
+/// overrides both, for comparisons. A hint only: the results are the same bits either way.
+/// Decided once per process.
+pub(crate) fn software_prefetch(kind: PrefetchKind) -> bool {
+    static FORCED: OnceLock<Option<bool>> = OnceLock::new();
+    static INTEL: OnceLock<bool> = OnceLock::new();
+    let forced = *FORCED.get_or_init(|| match std::env::var(PREFETCH_ENV).as_deref() {
+        Ok("on") => Some(true),
+        Ok("off") => Some(false),
+        _ => None,
+    });
+    forced.unwrap_or_else(|| match kind {
+        PrefetchKind::Heavy => true,
+        PrefetchKind::Stream => *INTEL.get_or_init(|| cpu_vendor() == *b"GenuineIntel"),
     })
 }
 

@@ -344,6 +344,8 @@ pub(crate) const UNROLL: usize = 2;
 /// buffers), or 16-bit state converted in `load` and `store_moments` (the bf16-state kernel), so
 /// every kernel runs this one loop.
 pub(crate) trait AdamRegisters<S: Simd> {
+    /// Which default [`dispatch::software_prefetch`] follows for this body.
+    const PREFETCH: dispatch::PrefetchKind = dispatch::PrefetchKind::Stream;
     /// Number of (whole) registers.
     fn len(&self) -> usize;
     /// `[theta, g, m, v, vmax]` of register `i` (`vmax` is ignored unless amsgrad).
@@ -391,7 +393,7 @@ pub(crate) fn adam_body<S: Simd, const AMSGRAD: bool, const L2: bool, R: AdamReg
 ) {
     let n = regs.len();
     let ahead = PREFETCH_AHEAD / S::F32_LANES;
-    let prefetch = dispatch::software_prefetch();
+    let prefetch = dispatch::software_prefetch(R::PREFETCH);
     let mut i = 0;
     while i + UNROLL <= n {
         if prefetch {

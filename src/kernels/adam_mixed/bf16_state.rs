@@ -106,6 +106,8 @@ impl<'a, S: Simd> Bf16StateRegisters<'a, S> {
 }
 
 impl<S: Simd> AdamRegisters<S> for Bf16StateRegisters<'_, S> {
+    const PREFETCH: dispatch::PrefetchKind = dispatch::PrefetchKind::Heavy;
+
     #[inline(always)]
     fn len(&self) -> usize {
         self.p.len()

@@ -756,6 +756,8 @@ impl<'a, S: Simd, const FOLDED: bool> QuantRegisters<'a, S, FOLDED> {
 }
 
 impl<S: Simd, const FOLDED: bool> AdamRegisters<S> for QuantRegisters<'_, S, FOLDED> {
+    const PREFETCH: dispatch::PrefetchKind = dispatch::PrefetchKind::Heavy;
+
     #[inline(always)]
     fn len(&self) -> usize {
         self.p.len()

@@ -384,9 +384,14 @@ impl<const MOMENTUM: bool, const MODE: u8> WithSimd for GnKernel<'_, MOMENTUM, M
         let n = p_body.len();
         let (g_body, h_body) = (&g_body[..n], &h_body[..n]);
         let m_body = if MOMENTUM { &mut m_body[..n] } else { m_body };
-        // The Adam bodies' software prefetch (Intel only, `dispatch::software_prefetch`), one
-        // line of each operand per cache line of progress.
-        let prefetch = dispatch::software_prefetch();
+        // The Adam bodies' software prefetch (`dispatch::software_prefetch`), one line of each
+        // operand per cache line of progress; a general power is heavy work per element.
+        let kind = if MODE == POWER || MODE == POWER_POSITIVE {
+            dispatch::PrefetchKind::Heavy
+        } else {
+            dispatch::PrefetchKind::Stream
+        };
+        let prefetch = dispatch::software_prefetch(kind);
         let (ahead, per_line) = (PREFETCH_AHEAD / S::F32_LANES, registers_per_line::<S>());
         for i in 0..n {
             if prefetch && i % per_line == 0 {

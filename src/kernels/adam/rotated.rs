@@ -199,7 +199,7 @@ fn rotated_body(
 fn kron_in_place(par: Par, b: &KroneckerBasis, g: &mut [f32], work: &mut [f32]) -> Result<()> {
     use faer::{MatMut, MatRef};
     let (m, n) = (b.rows(), b.cols());
-    let (ql, qr) = (b.left().matrix(), b.right().matrix());
+    let (ql, qr) = (b.left().matrix(), b.right_row_major());
     let (g_in, w_out) = (
         MatRef::from_row_major_slice(&g[..], m, n),
         MatMut::from_row_major_slice_mut(&mut work[..], m, n),

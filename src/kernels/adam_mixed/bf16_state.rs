@@ -14,8 +14,8 @@
 //! **Pass**: the f32 kernel's own body (so the arithmetic is exactly the f32 step's), one pass
 //! over memory, converting in registers as it loads and stores `m`, `v` (a 16-bit shift; a
 //! stochastic rounding). The body asks for its operands 2 KB of each f32 array ahead
-//! (`prefetcht0`): on an Intel Xeon the hardware prefetchers alone left the DRAM-sized steps
-//! waiting on their loads.
+//! (`prefetcht0`) on every CPU (`dispatch::PrefetchKind::Heavy`): on an Intel Xeon and an AMD
+//! Zen 5 the hardware prefetchers alone left the DRAM-sized steps waiting on their loads.
 //!
 //! **Accuracy**: `theta` is the f32 step on the widened state (bitwise); the stored `m`, `v` are
 //! the f32 step's rounded stochastically to bf16 (within one bf16 ulp, unbiased). Non-finite

@@ -32,11 +32,12 @@
 //! registers at a time with AVX-512, four with AVX2; with AVX-512 a block is encoded inside the
 //! body of the next one (two pairs of buffers), so the encoder's integer work runs while the update
 //! waits on its divisions. Every body asks for its operands 2 KB of each f32 array ahead
-//! (`prefetcht0`): on an Intel Xeon the hardware prefetchers alone left the DRAM-sized steps
-//! waiting on their loads. With AVX-512 (32 registers) the body also decodes the codes as it loads
-//! them; with AVX2 (16 registers) that spills constants (measured: ~5% slower on Zen 4, ~10% on Zen
-//! 3), so AVX2 and scalar decode into the buffers first: the 8-bit codecs are long integer chains
-//! that overlap better in loops of their own there.
+//! (`prefetcht0`) on every CPU (`dispatch::PrefetchKind::Heavy`): on an Intel Xeon and an AMD
+//! Zen 5 the hardware prefetchers alone left the DRAM-sized steps waiting on their loads. With
+//! AVX-512 (32 registers) the body also decodes the codes as it loads them; with AVX2 (16
+//! registers) that spills constants (measured: ~5% slower on Zen 4, ~10% on Zen 3), so AVX2 and
+//! scalar decode into the buffers first: the 8-bit codecs are long integer chains that overlap
+//! better in loops of their own there.
 //!
 //! The layout is the checkpoint format: save `codes` and `scales` as they are
 //! ([`quantize_state`] and [`dequantize_state`] convert from and to f32).

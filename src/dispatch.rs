@@ -100,7 +100,8 @@ impl Isa {
 }
 
 /// The environment variable that overrides whether the Adam-family and GN^p steps prefetch
-/// their operands (see [`software_prefetch`]): `on` or `off` (read once).
+/// their operands: `on` or `off` (read once). By default the bf16-state and 8-bit steps and
+/// the GN^p step with a general power prefetch on every CPU, the others on Intel CPUs only.
 pub const PREFETCH_ENV: &str = "DIAGPREC_PREFETCH";
 
 /// What a body does per byte it streams, which decides its default software prefetch.

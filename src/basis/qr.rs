@@ -3,7 +3,7 @@
 //! **Method** (LAPACK's `sgeqrf` then `sorgqr`, blocked right-looking, compact WY):
 //!
 //! ```text
-//! for each panel of QR_BLOCK columns starting at s (rows s..n):
+//! for each panel of nb columns (16 up to n = 256, else 32) starting at s (rows s..n):
 //!     factor the panel column by column: x = the column from its diagonal down,
 //!         beta = -sign(x_0) ||x||, v = x / (x_0 - beta) (v_0 = 1), tau = (beta - x_0) / beta,
 //!         H = I - tau v v^T applied to the panel's later columns (four at a time);
@@ -48,8 +48,21 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef};
 use pulp::{Simd, WithSimd};
 
-/// Columns per Householder block.
-pub(crate) const QR_BLOCK: usize = 32;
+/// Columns per Householder block for an `n x n` matrix: 16 up to 256 columns, 32 above. Fixed
+/// by the shape alone, like every cut of the work, so the bits do not depend on the threads.
+// PERF: AMD Zen 5, the power refresh (best of 300-1500 calls, two rounds, 1 / 2 threads): 16
+// against 32 columns took 0.10 / 0.095 against 0.12 / 0.11 ms at 128, 0.525-0.538 / 0.391-0.393
+// against 0.547-0.562 / 0.408-0.424 ms at 256, the same at 384 and 512 within the noise, and
+// 32.8 / 17.7-18.1 against 29.8-30.4 / 15.8-16.1 ms at 1024; 8, 12, 20, 24, 48 and 64 columns
+// were slower at 256. The narrower panel halves the level-2 work per column; the wider one
+// gives the trailing GEMMs a longer inner dimension, which wins once they dominate.
+fn qr_block(n: usize) -> usize {
+    if n <= 256 {
+        16
+    } else {
+        32
+    }
+}
 
 /// `sum x_i y_i` (vector lanes, then the lanes summed).
 #[inline(always)]
@@ -322,12 +335,11 @@ fn apply_block(
 
 /// Where the columns handed to the first of two units end: `columns` split so that the
 /// first, which also factorises the next panel (`next` columns, which it must own), gets
-/// about `PANEL_COST` fewer columns than the second. Fixed by the shape alone, so the GEMMs'
+/// about twice the block size `nb` fewer columns than the second (the trailing update that
+/// one panel factorisation costs about as much as). Fixed by the shape alone, so the GEMMs'
 /// operands, and with them the results, do not depend on the thread count.
-fn split_columns(columns: usize, next: usize) -> usize {
-    /// Columns of trailing update that one panel factorisation costs about as much as.
-    const PANEL_COST: usize = 2 * QR_BLOCK;
-    (columns.saturating_sub(PANEL_COST) / 2)
+fn split_columns(columns: usize, next: usize, nb: usize) -> usize {
+    (columns.saturating_sub(2 * nb) / 2)
         .next_multiple_of(16)
         .clamp(next, columns)
 }
@@ -390,7 +402,7 @@ pub(crate) fn householder_q(
     fp: faer::Par,
 ) -> Vec<f32> {
     assert!(y.len() == n * n && q.nrows() == n && q.ncols() == n && v_store.len() >= n * n);
-    let nb = QR_BLOCK.min(n.max(1));
+    let nb = qr_block(n).min(n.max(1));
     let starts: Vec<usize> = (0..n).step_by(nb).collect();
     let blocks = starts.len();
     let bsize = |k: usize| nb.min(n - starts[k]);
@@ -459,7 +471,7 @@ pub(crate) fn householder_q(
         let w = unsafe { wsh.get_mut(h * ws..(h + 1) * ws) };
         if factor {
             let next = bsize(k + 1);
-            let first = s + b + split_columns(later, next);
+            let first = s + b + split_columns(later, next, nb);
             let (c0, c1) = if h == 0 { (s + b, first) } else { (first, n) };
             let cols = unsafe { ys.get_mut(c0 * n..c1 * n) };
             let c = MatMut::from_column_major_slice_mut(cols, n, c1 - c0);

@@ -169,7 +169,9 @@ impl DenseBasis {
 
 /// A Kronecker basis `(Q_L, Q_R)` for an `m x n` row-major matrix parameter:
 /// `rotate_into(G) = Q_L^T G Q_R`, `rotate_out(G~) = Q_L G~ Q_R^T`. Rotation needs `m * n`
-/// floats of caller-owned workspace ([`KroneckerBasis::workspace_len`]).
+/// floats of caller-owned workspace ([`KroneckerBasis::workspace_len`]). The basis holds each
+/// factor twice, column-major and row-major (`2 (m^2 + n^2)` floats), so that every product of
+/// a rotation reads operands of one layout.
 #[derive(Clone, Debug)]
 pub struct KroneckerBasis {
     left: DenseBasis,

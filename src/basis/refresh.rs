@@ -279,64 +279,72 @@ fn power_qr(par: Par, old: MatRef<'_, f32>, a: MatRef<'_, f32>) -> Result<(Mat<f
     // on the thread count; each half's Rayleigh quotients right after it, while it is in cache.
     let half = (d / 2).next_multiple_of(16).min(d);
     let mirrored = std::sync::Mutex::new(None);
-    with_faer_par(par, flops, |fp| {
-        let (full, prod) = (
-            dispatch::Shared::new(&mut a_full),
-            dispatch::Shared::new(&mut aq),
-        );
-        let quotients = dispatch::Shared::new(&mut est);
-        // SAFETY (every `get` and `get_mut`): the buffers outlive `phase_pairs` and are not
-        // used directly while it runs; phase 0 writes `full` (unit 0 only), phase 1 reads it
-        // and writes the disjoint column ranges `cols` of `prod` and `quotients`.
-        let product = |h: usize, threads: faer::Par| {
-            let cols = if h == 0 { 0..half } else { half..d };
-            let a_full = MatRef::from_column_major_slice(unsafe { full.get(0..d * d) }, d, d);
-            let out = unsafe { prod.get_mut(cols.start * d..cols.end * d) };
-            let out = MatMut::from_column_major_slice_mut(out, d, cols.len());
-            let q = old.subcols(cols.start, cols.len());
-            dispatch::gemm_on(threads, out, 0.0, a_full, q, 1.0);
-            let out = unsafe { prod.get(cols.start * d..cols.end * d) };
-            let dots = super::qr::column_dots(isa, &old_cols[cols.clone()], out, d);
-            unsafe { quotients.get_mut(cols) }.copy_from_slice(&dots);
-        };
-        let mirror = || {
-            let full = unsafe { full.get_mut(0..d * d) };
-            *mirrored.lock().unwrap() = Some(symmetric_from_lower(a, full));
-        };
-        let ok = || matches!(*mirrored.lock().unwrap(), Some(Ok(())));
-        if fp.degree() == 2 {
-            // The mirror on this thread while the other one wakes, then a half each.
-            dispatch::phase_pairs(true, 2, &|p, h| match (p, h) {
-                (0, 0) => mirror(),
-                (0, _) => {}
-                _ if ok() => product(h, faer::Par::Seq),
-                _ => {}
-            });
-        } else {
-            mirror();
-            if ok() {
-                product(0, fp);
-                product(1, fp);
+    // One entry into the pool for the whole refresh: the product's phases, the sort and the
+    // QR's phases then run on its threads without a hand-off to and from the caller between
+    // them.
+    let done = with_faer_par(par, flops, |fp| {
+        {
+            let (full, prod) = (
+                dispatch::Shared::new(&mut a_full),
+                dispatch::Shared::new(&mut aq),
+            );
+            let quotients = dispatch::Shared::new(&mut est);
+            // SAFETY (every `get` and `get_mut`): the buffers outlive `phase_pairs` and are not
+            // used directly while it runs; phase 0 writes `full` (unit 0 only), phase 1 reads
+            // it and writes the disjoint column ranges `cols` of `prod` and `quotients`.
+            let product = |h: usize, threads: faer::Par| {
+                let cols = if h == 0 { 0..half } else { half..d };
+                let a_full = MatRef::from_column_major_slice(unsafe { full.get(0..d * d) }, d, d);
+                let out = unsafe { prod.get_mut(cols.start * d..cols.end * d) };
+                let out = MatMut::from_column_major_slice_mut(out, d, cols.len());
+                let q = old.subcols(cols.start, cols.len());
+                dispatch::gemm_on(threads, out, 0.0, a_full, q, 1.0);
+                let out = unsafe { prod.get(cols.start * d..cols.end * d) };
+                let dots = super::qr::column_dots(isa, &old_cols[cols.clone()], out, d);
+                unsafe { quotients.get_mut(cols) }.copy_from_slice(&dots);
+            };
+            let mirror = || {
+                let full = unsafe { full.get_mut(0..d * d) };
+                *mirrored.lock().unwrap() = Some(symmetric_from_lower(a, full));
+            };
+            let ok = || matches!(*mirrored.lock().unwrap(), Some(Ok(())));
+            if fp.degree() == 2 {
+                // The mirror on this thread while the other one wakes, then a half each.
+                dispatch::phase_pairs(true, 2, &|p, h| match (p, h) {
+                    (0, 0) => mirror(),
+                    (0, _) => {}
+                    _ if ok() => product(h, faer::Par::Seq),
+                    _ => {}
+                });
+            } else {
+                mirror();
+                if ok() {
+                    product(0, fp);
+                    product(1, fp);
+                }
+            }
+            if !ok() {
+                return None;
             }
         }
+        let mut order: Vec<usize> = (0..d).collect();
+        order.sort_by(|&i, &j| {
+            est[j]
+                .partial_cmp(&est[i])
+                .unwrap_or(core::cmp::Ordering::Equal)
+        });
+        // The sorted product, reusing the symmetric copy's memory.
+        let y = &mut a_full;
+        for (j, &o) in order.iter().enumerate() {
+            y[j * d..(j + 1) * d].copy_from_slice(&aq[o * d..(o + 1) * d]);
+        }
+        let mut q = Mat::<f32>::identity(d, d);
+        // The product's memory holds the reflectors.
+        let rdiag = super::qr::householder_q(isa, y, d, &mut aq, q.as_mut(), fp);
+        Some((q, order, rdiag))
     })?;
     mirrored.into_inner().unwrap().expect("the mirror ran")?;
-    let mut order: Vec<usize> = (0..d).collect();
-    order.sort_by(|&i, &j| {
-        est[j]
-            .partial_cmp(&est[i])
-            .unwrap_or(core::cmp::Ordering::Equal)
-    });
-    // The sorted product, reusing the symmetric copy's memory.
-    let mut y = a_full;
-    for (j, &o) in order.iter().enumerate() {
-        y[j * d..(j + 1) * d].copy_from_slice(&aq[o * d..(o + 1) * d]);
-    }
-    let mut q = Mat::<f32>::identity(d, d);
-    // The product's memory holds the reflectors.
-    let rdiag = with_faer_par(par, flops, |fp| {
-        super::qr::householder_q(isa, &mut y, d, &mut aq, q.as_mut(), fp)
-    })?;
+    let (q, order, rdiag) = done.expect("the mirror succeeded");
     dispatch::clean_vector_state();
     if rdiag.iter().any(|r| !r.is_finite()) {
         return Err(Error::new(

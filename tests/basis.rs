@@ -1210,23 +1210,25 @@ fn check_permutation_is_valid(p: &[usize], d: usize) {
 
 #[test]
 fn power_refresh_is_bitwise_identical_for_any_thread_count() {
-    // 2 d^3 = 54 MFLOP: the product and the QR's two workers use the pool.
-    let d = 300;
-    let (a, q, _) = known_spectrum(730, d);
-    let old = turned(731, &q, 0.05);
-    let run = |par: Par| {
-        let (new, info) = old
-            .refreshed(a.as_ref(), RefreshMethod::PowerQr, par)
-            .unwrap();
-        let entries: Vec<f32> = (0..d * d).map(|k| new.matrix()[(k % d, k / d)]).collect();
-        (bits(&entries), info)
-    };
-    let first = run(Par::Seq);
-    for threads in [1, 2, 3] {
-        diagprec::set_num_threads(threads).unwrap();
-        assert!(run(Par::Pool) == first, "{threads} threads");
+    // 2 d^3 = 16 and 54 MFLOP: the product and the QR's two workers use the pool; 200 runs the
+    // QR in blocks of 16 columns, 300 in blocks of 32.
+    for d in [200, 300] {
+        let (a, q, _) = known_spectrum(730, d);
+        let old = turned(731, &q, 0.05);
+        let run = |par: Par| {
+            let (new, info) = old
+                .refreshed(a.as_ref(), RefreshMethod::PowerQr, par)
+                .unwrap();
+            let entries: Vec<f32> = (0..d * d).map(|k| new.matrix()[(k % d, k / d)]).collect();
+            (bits(&entries), info)
+        };
+        let first = run(Par::Seq);
+        for threads in [1, 2, 3] {
+            diagprec::set_num_threads(threads).unwrap();
+            assert!(run(Par::Pool) == first, "d = {d}, {threads} threads");
+        }
+        diagprec::set_num_threads(0).unwrap();
     }
-    diagprec::set_num_threads(0).unwrap();
 }
 
 #[test]

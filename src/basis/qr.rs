@@ -352,13 +352,12 @@ struct Block<'a> {
     rdiag: &'a mut [f32],
 }
 
-/// Copies the panel `y[rows.., ..b]` (column-major, stride `stride`, `b = tau.len()`) into
-/// `block.v` and factorises it there; forms `T`.
-fn factor_panel(isa: Isa, y: &[f32], stride: usize, row: usize, block: Block<'_>) {
+/// Copies the panel, whose column `j` (from the panel's first row down, `m` long) is
+/// `column(j)`, into `block.v` and factorises it there; forms `T`.
+fn factor_panel<'y>(isa: Isa, column: impl Fn(usize) -> &'y [f32], m: usize, block: Block<'_>) {
     let b = block.tau.len();
-    let m = stride - row;
     for j in 0..b {
-        block.v[j * m..(j + 1) * m].copy_from_slice(&y[j * stride + row..(j + 1) * stride]);
+        block.v[j * m..(j + 1) * m].copy_from_slice(&column(j)[..m]);
     }
     isa.run(PanelQr {
         panel: &mut block.v[..m * b],
@@ -380,14 +379,15 @@ fn factor_panel(isa: Isa, y: &[f32], stride: usize, row: usize, block: Block<'_>
     block_factor(&g, block.tau, &mut block.t[..b * b]);
 }
 
-/// Factorises the square `y` (column-major, stride `n`, overwritten) and writes its `Q`, with
-/// `R`'s diagonal made non-negative, into `q` (`n x n`, unit row stride, the identity on
-/// entry). `v_store` (at least `n * n` long, any content) holds the reflectors.
-/// Returns `R`'s diagonal before the sign change (non-finite when the factorisation
-/// overflowed).
+/// Factorises the square matrix whose column `j` is column `order[j]` of `product`
+/// (column-major, `n x n`), and writes its `Q`, with `R`'s diagonal made non-negative, into
+/// `q` (`n x n`, unit row stride, the identity on entry). `y` (`n * n`, any content) holds the
+/// sorted matrix, and `product`, once read, the reflectors. Returns `R`'s diagonal before the
+/// sign change (non-finite when the factorisation overflowed).
 ///
-/// The work is a sequence of phases of two units each ([`phase_pairs`]): the first
-/// factorises panel 0; each trailing update is cut in two column ranges fixed by the shape
+/// The work is a sequence of phases of two units each ([`phase_pairs`]): in the first, unit 0
+/// factorises panel 0 from the product's columns while unit 1 copies the others in order into
+/// `y`; each trailing update is cut in two column ranges fixed by the shape
 /// ([`split_columns`]), the first unit also factorising the next panel (lookahead); each block
 /// of the formation of `Q` is cut at the middle of its later columns, the first unit also
 /// forming the block's own columns. On two or more threads the two units of a phase run at
@@ -395,13 +395,15 @@ fn factor_panel(isa: Isa, y: &[f32], stride: usize, row: usize, block: Block<'_>
 /// the thread count.
 pub(crate) fn householder_q(
     isa: Isa,
+    order: &[usize],
+    product: &mut [f32],
     y: &mut [f32],
     n: usize,
-    v_store: &mut [f32],
     mut q: MatMut<'_, f32>,
     fp: faer::Par,
 ) -> Vec<f32> {
-    assert!(y.len() == n * n && q.nrows() == n && q.ncols() == n && v_store.len() >= n * n);
+    assert!(y.len() == n * n && q.nrows() == n && q.ncols() == n && product.len() == n * n);
+    assert!(order.len() == n);
     let nb = qr_block(n).min(n.max(1));
     let starts: Vec<usize> = (0..n).step_by(nb).collect();
     let blocks = starts.len();
@@ -421,10 +423,14 @@ pub(crate) fn householder_q(
     // Phase 0 factorises panel 0, phases 1..blocks apply block p - 1 to the trailing columns,
     // phases blocks..2 blocks form Q from the last block back to the first.
     let phases = 2 * blocks;
-    let (ys, vs, ts) = (
+    // Block 0's V apart: the first phase still reads the product, whose memory holds the
+    // other blocks' V.
+    let mut v0 = vec![0.0f32; offsets[1.min(blocks)]];
+    let (ys, vs, ts, v0s) = (
         Shared::new(y),
-        Shared::new(v_store),
+        Shared::new(product),
         Shared::new(&mut t_store),
+        Shared::new(&mut v0),
     );
     let (taus, rs, qs, wsh) = (
         Shared::new(&mut tau),
@@ -438,19 +444,28 @@ pub(crate) fn householder_q(
         // the columns of `y` or `q` at or after `first` for unit 1 and before it for unit 0,
         // the workspace half `h`, and (unit 0 only) the next block's `V`, `T`, `tau` and `R`
         // diagonal, which nothing reads in that phase. What both read (this block's `V` and
-        // `T`) nothing writes in that phase. Phases are ordered by `phase_pairs`.
+        // `T`) nothing writes in that phase. In phase 0 both read the whole product, which
+        // nothing writes until phase 1 (block 0's `V` is kept apart, in `v0`), and unit 1 writes
+        // `y`'s columns from `b` on, which nothing reads in that phase. Phases are ordered by
+        // `phase_pairs`.
         if p == 0 {
-            if h == 0 && n > 0 {
-                let b = bsize(0);
+            let b = bsize(0);
+            let src = unsafe { vs.get(0..n * n) };
+            if h == 1 {
+                let y = unsafe { ys.get_mut(b * n..n * n) };
+                for (dst, &o) in y.chunks_exact_mut(n).zip(&order[b..]) {
+                    dst.copy_from_slice(&src[o * n..(o + 1) * n]);
+                }
+            } else if n > 0 {
                 let block = unsafe {
                     Block {
-                        v: vs.get_mut(offsets[0]..offsets[1]),
+                        v: v0s.get_mut(0..offsets[1]),
                         t: ts.get_mut(0..tb),
                         tau: taus.get_mut(0..b),
                         rdiag: rs.get_mut(0..b),
                     }
                 };
-                factor_panel(isa, unsafe { ys.get(0..b * n) }, n, 0, block);
+                factor_panel(isa, |j| &src[order[j] * n..(order[j] + 1) * n], n, block);
             }
             return;
         }
@@ -461,8 +476,17 @@ pub(crate) fn householder_q(
         };
         let (s, b) = (starts[k], bsize(k));
         let (m, later) = (n - s, n - s - b);
-        let v =
-            MatRef::from_column_major_slice(unsafe { vs.get(offsets[k]..offsets[k + 1]) }, m, b);
+        let v = MatRef::from_column_major_slice(
+            unsafe {
+                if k == 0 {
+                    v0s.get(0..offsets[1])
+                } else {
+                    vs.get(offsets[k]..offsets[k + 1])
+                }
+            },
+            m,
+            b,
+        );
         let t = MatRef::from_column_major_slice(
             unsafe { &ts.get(k * tb..(k + 1) * tb)[..b * b] },
             b,
@@ -486,7 +510,8 @@ pub(crate) fn householder_q(
                         rdiag: rs.get_mut(s1..s1 + next),
                     }
                 };
-                factor_panel(isa, cols, n, s1, block);
+                let cols: &[f32] = cols;
+                factor_panel(isa, |j| &cols[j * n + s1..(j + 1) * n], n - s1, block);
             }
         } else {
             // Q[s.., s..] = [[I, 0], [0, Q']] before this block: its own columns become

@@ -279,6 +279,7 @@ fn power_qr(par: Par, old: MatRef<'_, f32>, a: MatRef<'_, f32>) -> Result<(Mat<f
     // on the thread count; each half's Rayleigh quotients right after it, while it is in cache.
     let half = (d / 2).next_multiple_of(16).min(d);
     let mirrored = std::sync::Mutex::new(None);
+    let identity = std::sync::Mutex::new(None);
     // One entry into the pool for the whole refresh: the product's phases, the sort and the
     // QR's phases then run on its threads without a hand-off to and from the caller between
     // them.
@@ -309,10 +310,11 @@ fn power_qr(par: Par, old: MatRef<'_, f32>, a: MatRef<'_, f32>) -> Result<(Mat<f
             };
             let ok = || matches!(*mirrored.lock().unwrap(), Some(Ok(())));
             if fp.degree() == 2 {
-                // The mirror on this thread while the other one wakes, then a half each.
+                // The mirror on this thread while the other one wakes and makes `Q`'s starting
+                // identity, then a half of the product each.
                 dispatch::phase_pairs(true, 2, &|p, h| match (p, h) {
                     (0, 0) => mirror(),
-                    (0, _) => {}
+                    (0, _) => *identity.lock().unwrap() = Some(Mat::<f32>::identity(d, d)),
                     _ if ok() => product(h, faer::Par::Seq),
                     _ => {}
                 });
@@ -333,14 +335,14 @@ fn power_qr(par: Par, old: MatRef<'_, f32>, a: MatRef<'_, f32>) -> Result<(Mat<f
                 .partial_cmp(&est[i])
                 .unwrap_or(core::cmp::Ordering::Equal)
         });
-        // The sorted product, reusing the symmetric copy's memory.
-        let y = &mut a_full;
-        for (j, &o) in order.iter().enumerate() {
-            y[j * d..(j + 1) * d].copy_from_slice(&aq[o * d..(o + 1) * d]);
-        }
-        let mut q = Mat::<f32>::identity(d, d);
-        // The product's memory holds the reflectors.
-        let rdiag = super::qr::householder_q(isa, y, d, &mut aq, q.as_mut(), fp);
+        let mut q = identity
+            .lock()
+            .unwrap()
+            .take()
+            .unwrap_or_else(|| Mat::<f32>::identity(d, d));
+        // The QR sorts the product's columns into the symmetric copy's memory, then keeps its
+        // reflectors in the product's.
+        let rdiag = super::qr::householder_q(isa, &order, &mut aq, &mut a_full, d, q.as_mut(), fp);
         Some((q, order, rdiag))
     })?;
     mirrored.into_inner().unwrap().expect("the mirror ran")?;

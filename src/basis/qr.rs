@@ -22,17 +22,19 @@
 //! factorisation. `T` multiplies the narrow `c x b` product `W`, so no `m x b` `V T` is
 //! formed before the columns can be split.
 //!
-//! **Schedule**: a sequence of phases of two units each ([`phase_pairs`]): panel 0; then each
-//! trailing update cut in two column ranges fixed by the shape alone ([`split_columns`], the
-//! first of which also factorises the next panel: lookahead); then each block of the
-//! formation cut at the middle of its later columns (the first range also forms the block's
-//! own columns). On a pool of two or more threads the two units of a phase run at once, on
-//! threads that spin between phases; on one thread one after the other, with the same
-//! operands, so the results do not depend on the thread count.
+//! **Schedule**: a sequence of phases of two units each ([`phase_pairs`]): panel 0, factorised
+//! straight from the input's columns (in the caller's order) while the other unit copies the
+//! rest in that order; then each trailing update cut in two column ranges fixed by the shape
+//! alone ([`split_columns`], the first of which also factorises the next panel: lookahead);
+//! then each block of the formation cut at the middle of its later columns (the first range
+//! also forms the block's own columns). On a pool of two or more threads the two units of a
+//! phase run at once, on threads that spin between phases; on one thread one after the other,
+//! with the same operands, so the results do not depend on the thread count.
 //!
-//! **Storage**: every matrix column-major, the input overwritten; `V` of each block is kept
-//! explicitly (`(n - s) x b`, unit diagonal, zeros above) so that the GEMMs (faer's `matmul`)
-//! see plain dense operands.
+//! **Storage**: every matrix column-major; the sorted matrix in the caller's workspace; `V` of
+//! block 0 apart and of the later blocks in the input's memory (which only the first phase
+//! reads), each kept explicitly (`(n - s) x b`, unit diagonal, zeros above) so that the GEMMs
+//! (faer's `matmul`) see plain dense operands.
 //!
 //! **Accuracy**: Householder QR is backward stable for any input, rank-deficient included
 //! (a zero column gives `tau = 0`, `H = I`): `Q` is orthonormal to a few `n u`. `||x||` is

@@ -31,9 +31,9 @@
 //! phase run at once, on threads that spin between phases; on one thread one after the other,
 //! with the same operands, so the results do not depend on the thread count.
 //!
-//! **Storage**: every matrix column-major; the sorted matrix in the caller's workspace; `V` of
-//! block 0 apart and of the later blocks in the input's memory (which only the first phase
-//! reads), each kept explicitly (`(n - s) x b`, unit diagonal, zeros above) so that the GEMMs
+//! **Storage**: every matrix column-major; the sorted matrix in the caller's workspace, `V` of
+//! block 0 in its first columns (panel 0 is read straight from the input) and of the later
+//! blocks in the input's memory (which only the first phase reads), each kept explicitly (`(n - s) x b`, unit diagonal, zeros above) so that the GEMMs
 //! (faer's `matmul`) see plain dense operands.
 //!
 //! **Accuracy**: Householder QR is backward stable for any input, rank-deficient included
@@ -425,14 +425,14 @@ pub(crate) fn householder_q(
     // Phase 0 factorises panel 0, phases 1..blocks apply block p - 1 to the trailing columns,
     // phases blocks..2 blocks form Q from the last block back to the first.
     let phases = 2 * blocks;
-    // Block 0's V apart: the first phase still reads the product, whose memory holds the
-    // other blocks' V.
-    let mut v0 = vec![0.0f32; offsets[1.min(blocks)]];
-    let (ys, vs, ts, v0s) = (
+    // Block 0's V (`offsets[1]` floats, the size of y's first b columns) goes where y's
+    // first columns would be, which nothing else uses: the sorted matrix's panel 0 is read
+    // straight from the product, and the trailing updates start after it. The product's
+    // memory, which the first phase still reads, holds the other blocks' V.
+    let (ys, vs, ts) = (
         Shared::new(y),
         Shared::new(product),
         Shared::new(&mut t_store),
-        Shared::new(&mut v0),
     );
     let (taus, rs, qs, wsh) = (
         Shared::new(&mut tau),
@@ -447,9 +447,9 @@ pub(crate) fn householder_q(
         // the workspace half `h`, and (unit 0 only) the next block's `V`, `T`, `tau` and `R`
         // diagonal, which nothing reads in that phase. What both read (this block's `V` and
         // `T`) nothing writes in that phase. In phase 0 both read the whole product, which
-        // nothing writes until phase 1 (block 0's `V` is kept apart, in `v0`), and unit 1 writes
-        // `y`'s columns from `b` on, which nothing reads in that phase. Phases are ordered by
-        // `phase_pairs`.
+        // nothing writes until phase 1 (block 0's `V` is in `y`'s first `b` columns, which
+        // unit 0 writes), and unit 1 writes `y`'s columns from `b` on, which nothing reads in
+        // that phase. Phases are ordered by `phase_pairs`.
         if p == 0 {
             let b = bsize(0);
             let src = unsafe { vs.get(0..n * n) };
@@ -461,7 +461,7 @@ pub(crate) fn householder_q(
             } else if n > 0 {
                 let block = unsafe {
                     Block {
-                        v: v0s.get_mut(0..offsets[1]),
+                        v: ys.get_mut(0..offsets[1]),
                         t: ts.get_mut(0..tb),
                         tau: taus.get_mut(0..b),
                         rdiag: rs.get_mut(0..b),
@@ -481,7 +481,7 @@ pub(crate) fn householder_q(
         let v = MatRef::from_column_major_slice(
             unsafe {
                 if k == 0 {
-                    v0s.get(0..offsets[1])
+                    ys.get(0..offsets[1])
                 } else {
                     vs.get(offsets[k]..offsets[k + 1])
                 }

@@ -383,9 +383,10 @@ fn factor_panel<'y>(isa: Isa, column: impl Fn(usize) -> &'y [f32], m: usize, blo
 
 /// Factorises the square matrix whose column `j` is column `order[j]` of `product`
 /// (column-major, `n x n`), and writes its `Q`, with `R`'s diagonal made non-negative, into
-/// `q` (`n x n`, unit row stride, the identity on entry). `y` (`n * n`, any content) holds the
-/// sorted matrix, and `product`, once read, the reflectors. Returns `R`'s diagonal before the
-/// sign change (non-finite when the factorisation overflowed).
+/// `q` (`n x n`, unit row stride, zero on entry: the formation writes every entry, and of
+/// those it has not written reads only the zeros above the diagonal blocks). `y` (`n * n`,
+/// any content) holds the sorted matrix, and `product`, once read, the reflectors. Returns
+/// `R`'s diagonal before the sign change (non-finite when the factorisation overflowed).
 ///
 /// The work is a sequence of phases of two units each ([`phase_pairs`]): in the first, unit 0
 /// factorises panel 0 from the product's columns while unit 1 copies the others in order into

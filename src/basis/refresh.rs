@@ -279,7 +279,6 @@ fn power_qr(par: Par, old: MatRef<'_, f32>, a: MatRef<'_, f32>) -> Result<(Mat<f
     // on the thread count; each half's Rayleigh quotients right after it, while it is in cache.
     let half = (d / 2).next_multiple_of(16).min(d);
     let mirrored = std::sync::Mutex::new(None);
-    let identity = std::sync::Mutex::new(None);
     // One entry into the pool for the whole refresh: the product's phases, the sort and the
     // QR's phases then run on its threads without a hand-off to and from the caller between
     // them.
@@ -310,11 +309,11 @@ fn power_qr(par: Par, old: MatRef<'_, f32>, a: MatRef<'_, f32>) -> Result<(Mat<f
             };
             let ok = || matches!(*mirrored.lock().unwrap(), Some(Ok(())));
             if fp.degree() == 2 {
-                // The mirror on this thread while the other one wakes and makes `Q`'s starting
-                // identity, then a half of the product each.
+                // The mirror on this thread while the other one wakes, then a half of the
+                // product each.
                 dispatch::phase_pairs(true, 2, &|p, h| match (p, h) {
                     (0, 0) => mirror(),
-                    (0, _) => *identity.lock().unwrap() = Some(Mat::<f32>::identity(d, d)),
+                    (0, _) => {}
                     _ if ok() => product(h, faer::Par::Seq),
                     _ => {}
                 });
@@ -335,11 +334,9 @@ fn power_qr(par: Par, old: MatRef<'_, f32>, a: MatRef<'_, f32>) -> Result<(Mat<f
                 .partial_cmp(&est[i])
                 .unwrap_or(core::cmp::Ordering::Equal)
         });
-        let mut q = identity
-            .lock()
-            .unwrap()
-            .take()
-            .unwrap_or_else(|| Mat::<f32>::identity(d, d));
+        // PERF: zeros, not the identity, which the formation never reads (AMD Zen 5, 256: 1.3
+        // against 9.8 us; faer builds the identity element by element).
+        let mut q = Mat::<f32>::zeros(d, d);
         // The QR sorts the product's columns into the symmetric copy's memory, then keeps its
         // reflectors in the product's.
         let rdiag = super::qr::householder_q(isa, &order, &mut aq, &mut a_full, d, q.as_mut(), fp);

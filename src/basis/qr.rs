@@ -3,13 +3,16 @@
 //! **Method** (LAPACK's `sgeqrf` then `sorgqr`, blocked right-looking, compact WY):
 //!
 //! ```text
-//! for each panel of nb columns (16 up to n = 256, else 32) starting at s (rows s..n):
-//!     factor the panel column by column: x = the column from its diagonal down,
+//! for each panel of nb = 32 columns starting at s (rows s..n), as two sub-panels of 16:
+//!     factor sub-panel 1 column by column: x = the column from its diagonal down,
 //!         beta = -sign(x_0) ||x||, v = x / (x_0 - beta) (v_0 = 1), tau = (beta - x_0) / beta,
-//!         H = I - tau v v^T applied to the panel's later columns (four at a time);
+//!         H = I - tau v v^T applied to the sub-panel's later columns (four at a time);
 //!         beta is R's diagonal entry
+//!     T_1 from G = V_1^T V_1 (below); sub-panel 2 <- (I - V_1 T_1 V_1^T)^T sub-panel 2 (GEMMs);
+//!     factor sub-panel 2 (its rows from s + 16) column by column
 //!     T (upper triangular) with H_s ... H_{s+b-1} = I - V T V^T, from G = V^T V:
-//!         T_jj = tau_j,  T_{0..j, j} = -tau_j T_{0..j, 0..j} G_{0..j, j}
+//!         T_jj = tau_j,  T_{0..j, j} = -tau_j T_{0..j, 0..j} G_{0..j, j}   (each sub-panel)
+//!         T = [T_1, -T_1 G_12 T_2; 0, T_2]
 //!     trailing columns: W = C^T V, C <- C - V (W T)^T                (2 GEMMs + c x b x b)
 //! Q = I; for each block from the last, with V = [V_1; V_2] (V_1 the b x b top):
 //!     W = Q[s + b.., s + b..]^T V_2, Q[s.., s + b..] <- Q[s.., s + b..] - V (W T^T)^T
@@ -33,8 +36,9 @@
 //!
 //! **Storage**: every matrix column-major; the sorted matrix in the caller's workspace, `V` of
 //! block 0 in its first columns (panel 0 is read straight from the input) and of the later
-//! blocks in the input's memory (which only the first phase reads), each kept explicitly (`(n - s) x b`, unit diagonal, zeros above) so that the GEMMs
-//! (faer's `matmul`) see plain dense operands.
+//! blocks in the input's memory (which only the first phase reads), each kept explicitly
+//! (`(n - s) x b`, unit diagonal, zeros above) so that the GEMMs (faer's `matmul`) see plain
+//! dense operands.
 //!
 //! **Accuracy**: Householder QR is backward stable for any input, rank-deficient included
 //! (a zero column gives `tau = 0`, `H = I`): `Q` is orthonormal to a few `n u`. `||x||` is
@@ -50,21 +54,20 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef};
 use pulp::{Simd, WithSimd};
 
-/// Columns per Householder block for an `n x n` matrix: 16 up to 256 columns, 32 above. Fixed
-/// by the shape alone, like every cut of the work, so the bits do not depend on the threads.
-// PERF: AMD Zen 5, the power refresh (best of 300-1500 calls, two rounds, 1 / 2 threads): 16
-// against 32 columns took 0.10 / 0.095 against 0.12 / 0.11 ms at 128, 0.525-0.538 / 0.391-0.393
-// against 0.547-0.562 / 0.408-0.424 ms at 256, the same at 384 and 512 within the noise, and
-// 32.8 / 17.7-18.1 against 29.8-30.4 / 15.8-16.1 ms at 1024; 8, 12, 20, 24, 48 and 64 columns
-// were slower at 256. The narrower panel halves the level-2 work per column; the wider one
-// gives the trailing GEMMs a longer inner dimension, which wins once they dominate.
-fn qr_block(n: usize) -> usize {
-    if n <= 256 {
-        16
-    } else {
-        32
-    }
-}
+/// Columns per Householder block (the trailing updates' and the formation's inner dimension),
+/// for every `n`: fixed, like every cut of the work, so the bits do not depend on the threads.
+/// Each block's panel is factorised as two sub-panels of [`SUB_PANEL`] columns.
+// PERF: AMD Zen 5, the power refresh, best of 1000-1500 calls, alternating builds, against 16
+// columns factorised column by column (which had beaten 8-64 such columns at 256): 0.529-0.535
+// against 0.554-0.560 ms at 256 on one thread, 0.365-0.373 against 0.369-0.383 on two; the
+// same within the noise at 128 (0.105 against 0.104 on one thread) and 1024 (32.0-33.9 against
+// 32.4-38.0 ms on one thread, 17.7-21.2 against 20.0-20.3 on two). The trailing GEMMs with an
+// inner dimension of 32 run at 190-196 GFLOP/s against 160-166 with 16 (faer, 256 rows, alone);
+// the sub-panels keep the level-2 work of 16-column panels.
+const QR_BLOCK: usize = 32;
+
+/// Columns factorised column by column (level 2) within a panel.
+const SUB_PANEL: usize = 16;
 
 /// `sum x_i y_i` (vector lanes, then the lanes summed).
 #[inline(always)]
@@ -213,6 +216,8 @@ fn sum_squares_f64(x: &[f32]) -> f64 {
 struct PanelQr<'a> {
     panel: &'a mut [f32],
     rows: usize,
+    /// Distance between the panel's columns (at least `rows`).
+    stride: usize,
     tau: &'a mut [f32],
     rdiag: &'a mut [f32],
 }
@@ -222,11 +227,11 @@ impl WithSimd for PanelQr<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let m = self.rows;
+        let (m, ld) = (self.rows, self.stride);
         let cols = self.tau.len();
         for j in 0..cols.min(m) {
-            let (left, right) = self.panel.split_at_mut((j + 1) * m);
-            let col = &mut left[j * m..];
+            let (left, right) = self.panel.split_at_mut(j * ld + m);
+            let col = &mut left[j * ld..];
             let alpha = col[j];
             let sigma = sum_squares_f64(&col[j + 1..]);
             let (beta, tau) = if sigma == 0.0 {
@@ -246,7 +251,13 @@ impl WithSimd for PanelQr<'_> {
                 let v = &col[j..];
                 let rest = cols - j - 1;
                 // Four columns per pass over v, then one at a time.
-                let mut it = right[..rest * m].chunks_exact_mut(m).map(|c| &mut c[j..]);
+                // Column `j + 1 + i` starts at `ld - m + i ld` in `right`.
+                let right = if rest > 0 {
+                    &mut right[ld - m..]
+                } else {
+                    right
+                };
+                let mut it = right.chunks_mut(ld).take(rest).map(|c| &mut c[j..m]);
                 loop {
                     match (it.next(), it.next(), it.next(), it.next()) {
                         (Some(c0), Some(c1), Some(c2), Some(c3)) => {
@@ -277,6 +288,7 @@ impl WithSimd for PanelQr<'_> {
 /// The upper triangular `T` (`b x b`, column-major) of `I - V T V^T = H_0 ... H_{b-1}` from
 /// `G = V^T V` and the `tau`s: column `j` is `-tau_j T_{0..j, 0..j} G_{0..j, j}`, accumulated
 /// as a sum of `T`'s columns (no dependent chain of additions).
+#[inline(always)]
 fn block_factor(g: &[f32], tau: &[f32], t: &mut [f32]) {
     let b = tau.len();
     t.fill(0.0);
@@ -355,30 +367,144 @@ struct Block<'a> {
 }
 
 /// Copies the panel, whose column `j` (from the panel's first row down, `m` long) is
-/// `column(j)`, into `block.v` and factorises it there; forms `T`.
+/// `column(j)`, into `block.v` and factorises it there, as two sub-panels when it is wider
+/// than [`SUB_PANEL`] (see the module docs); forms `T`.
 fn factor_panel<'y>(isa: Isa, column: impl Fn(usize) -> &'y [f32], m: usize, block: Block<'_>) {
     let b = block.tau.len();
     for j in 0..b {
         block.v[j * m..(j + 1) * m].copy_from_slice(&column(j)[..m]);
     }
+    let h = b.min(SUB_PANEL);
+    let (first, second) = block.v[..m * b].split_at_mut(m * h);
     isa.run(PanelQr {
-        panel: &mut block.v[..m * b],
+        panel: first,
         rows: m,
-        tau: block.tau,
-        rdiag: block.rdiag,
+        stride: m,
+        tau: &mut block.tau[..h],
+        rdiag: &mut block.rdiag[..h],
     });
+    let v1 = MatRef::from_column_major_slice(first, m, h);
+    // `G = V^T V_2`, `V_2` the columns from `h` on (all of them for one sub-panel), `b x r`.
+    let r = if b > h { b - h } else { b };
+    let mut g = [0.0f32; QR_BLOCK * QR_BLOCK];
+    let mut t1 = [0.0f32; SUB_PANEL * SUB_PANEL];
+    if b > h {
+        // The first sub-panel's `T_1` applied to the second, whose rows from `h` are then
+        // factorised; its first `h` rows (`R`'s entries, which nobody reads) become `V`'s zeros.
+        gram(v1, v1, &mut g[..h * h]);
+        isa.run(BlockFactor {
+            g: &g[..h * h],
+            t1: &[],
+            tau: &block.tau[..h],
+            t: &mut t1,
+        });
+        let mut w = [0.0f32; 2 * SUB_PANEL * SUB_PANEL];
+        let c = MatMut::from_column_major_slice_mut(&mut *second, m, r);
+        apply_block(
+            v1,
+            v1,
+            MatRef::from_column_major_slice(&t1, h, h),
+            true,
+            c,
+            &mut w,
+        );
+        isa.run(PanelQr {
+            panel: &mut second[h..],
+            rows: m - h,
+            stride: m,
+            tau: &mut block.tau[h..],
+            rdiag: &mut block.rdiag[h..],
+        });
+        for col in second.chunks_exact_mut(m) {
+            col[..h].fill(0.0);
+        }
+    }
     let v = MatRef::from_column_major_slice(&block.v[..m * b], m, b);
-    let mut g = vec![0.0f32; b * b];
-    let mut gm = MatMut::from_column_major_slice_mut(&mut g, b, b);
+    gram(v, v.subcols(b - r, r), &mut g[..b * r]);
+    isa.run(BlockFactor {
+        g: &g[..b * r],
+        t1: &t1,
+        tau: block.tau,
+        t: &mut block.t[..b * b],
+    });
+}
+
+/// `g <- x^T y` (column-major, `x.ncols() x y.ncols()`).
+fn gram(x: MatRef<'_, f32>, y: MatRef<'_, f32>, g: &mut [f32]) {
     matmul(
-        gm.as_mut(),
+        MatMut::from_column_major_slice_mut(g, x.ncols(), y.ncols()),
         Accum::Replace,
-        v.transpose(),
-        v,
+        x.transpose(),
+        y,
         1.0,
         faer::Par::Seq,
     );
-    block_factor(&g, block.tau, &mut block.t[..b * b]);
+}
+
+/// `T` of a whole panel ([`block_factor`] or [`merged_block_factor`]), compiled for the
+/// instruction set so that its short loops vectorise.
+// PERF: compiled for the baseline, these loops took 6% of the refresh's samples at 256 (AMD
+// Zen 5), about as much as the sub-panels saved.
+struct BlockFactor<'a> {
+    /// `V^T V_2` (see [`factor_panel`]).
+    g: &'a [f32],
+    /// The first sub-panel's `T_1` (unused for one sub-panel).
+    t1: &'a [f32],
+    tau: &'a [f32],
+    t: &'a mut [f32],
+}
+
+impl WithSimd for BlockFactor<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        if self.tau.len() <= SUB_PANEL {
+            block_factor(self.g, self.tau, self.t);
+        } else {
+            merged_block_factor(self.g, self.t1, &self.tau[SUB_PANEL..], self.t);
+        }
+    }
+}
+
+/// `T` of a panel of two sub-panels (`SUB_PANEL` and `r` columns) from `G = V^T V_2`
+/// (`b x r`: `G_12` over `G_22`), the first's `T_1` and the second's `tau`s:
+/// `T = [T_1, -T_1 G_12 T_2; 0, T_2]`, `T_2` from `G_22` by [`block_factor`].
+#[inline(always)]
+fn merged_block_factor(g: &[f32], t1: &[f32], tau2: &[f32], t: &mut [f32]) {
+    let (h, r) = (SUB_PANEL, tau2.len());
+    let b = h + r;
+    let mut g22 = [0.0f32; SUB_PANEL * SUB_PANEL];
+    for j in 0..r {
+        g22[j * r..(j + 1) * r].copy_from_slice(&g[h + j * b..][..r]);
+    }
+    let mut t2 = [0.0f32; SUB_PANEL * SUB_PANEL];
+    block_factor(&g22[..r * r], tau2, &mut t2[..r * r]);
+    // X = G_12 T_2 (h x r), T_12 = -T_1 X; T_1 and T_2 are zero below their diagonals, so
+    // whole columns add zeros there.
+    let mut x = [0.0f32; SUB_PANEL * SUB_PANEL];
+    for j in 0..r {
+        for k in 0..=j {
+            let c = t2[k + j * r];
+            for (xi, &gi) in x[j * h..(j + 1) * h].iter_mut().zip(&g[k * b..][..h]) {
+                *xi += gi * c;
+            }
+        }
+    }
+    t.fill(0.0);
+    for j in 0..h {
+        t[j * b..j * b + h].copy_from_slice(&t1[j * h..(j + 1) * h]);
+    }
+    for j in 0..r {
+        let col = &mut t[(h + j) * b..(h + j + 1) * b];
+        for k in 0..h {
+            let c = x[k + j * h];
+            for (ti, &a) in col[..h].iter_mut().zip(&t1[k * h..(k + 1) * h]) {
+                *ti -= a * c;
+            }
+        }
+        col[h..].copy_from_slice(&t2[j * r..(j + 1) * r]);
+    }
 }
 
 /// Factorises the square matrix whose column `j` is column `order[j]` of `product`
@@ -407,7 +533,7 @@ pub(crate) fn householder_q(
 ) -> Vec<f32> {
     assert!(y.len() == n * n && q.nrows() == n && q.ncols() == n && product.len() == n * n);
     assert!(order.len() == n);
-    let nb = qr_block(n).min(n.max(1));
+    let nb = QR_BLOCK.min(n.max(1));
     let starts: Vec<usize> = (0..n).step_by(nb).collect();
     let blocks = starts.len();
     let bsize = |k: usize| nb.min(n - starts[k]);

@@ -287,21 +287,18 @@ impl WithSimd for PanelQr<'_> {
 
 /// The upper triangular `T` (`b x b`, column-major) of `I - V T V^T = H_0 ... H_{b-1}` from
 /// `G = V^T V` and the `tau`s: column `j` is `-tau_j T_{0..j, 0..j} G_{0..j, j}`, accumulated
-/// as a sum of `T`'s columns (no dependent chain of additions).
+/// as a sum of `T`'s whole columns (vectors; the rows under each column's diagonal add zeros).
 #[inline(always)]
-fn block_factor(g: &[f32], tau: &[f32], t: &mut [f32]) {
+fn block_factor<S: Simd>(simd: S, g: &[f32], tau: &[f32], t: &mut [f32]) {
     let b = tau.len();
     t.fill(0.0);
     for j in 0..b {
         let (done, rest) = t.split_at_mut(j * b);
         let col = &mut rest[..b];
         for k in 0..j {
-            let coef = g[k + j * b];
-            for (c, &x) in col[..=k].iter_mut().zip(&done[k * b..k * b + k + 1]) {
-                *c += x * coef;
-            }
+            axpy(simd, g[k + j * b], &done[k * b..(k + 1) * b], col);
         }
-        col[..j].iter_mut().for_each(|c| *c *= -tau[j]);
+        scale(simd, -tau[j], &mut col[..j]);
         col[j] = tau[j];
     }
 }
@@ -458,11 +455,11 @@ impl WithSimd for BlockFactor<'_> {
     type Output = ();
 
     #[inline(always)]
-    fn with_simd<S: Simd>(self, _: S) {
+    fn with_simd<S: Simd>(self, simd: S) {
         if self.tau.len() <= SUB_PANEL {
-            block_factor(self.g, self.tau, self.t);
+            block_factor(simd, self.g, self.tau, self.t);
         } else {
-            merged_block_factor(self.g, self.t1, &self.tau[SUB_PANEL..], self.t);
+            merged_block_factor(simd, self.g, self.t1, &self.tau[SUB_PANEL..], self.t);
         }
     }
 }
@@ -471,7 +468,7 @@ impl WithSimd for BlockFactor<'_> {
 /// (`b x r`: `G_12` over `G_22`), the first's `T_1` and the second's `tau`s:
 /// `T = [T_1, -T_1 G_12 T_2; 0, T_2]`, `T_2` from `G_22` by [`block_factor`].
 #[inline(always)]
-fn merged_block_factor(g: &[f32], t1: &[f32], tau2: &[f32], t: &mut [f32]) {
+fn merged_block_factor<S: Simd>(simd: S, g: &[f32], t1: &[f32], tau2: &[f32], t: &mut [f32]) {
     let (h, r) = (SUB_PANEL, tau2.len());
     let b = h + r;
     let mut g22 = [0.0f32; SUB_PANEL * SUB_PANEL];
@@ -479,16 +476,17 @@ fn merged_block_factor(g: &[f32], t1: &[f32], tau2: &[f32], t: &mut [f32]) {
         g22[j * r..(j + 1) * r].copy_from_slice(&g[h + j * b..][..r]);
     }
     let mut t2 = [0.0f32; SUB_PANEL * SUB_PANEL];
-    block_factor(&g22[..r * r], tau2, &mut t2[..r * r]);
-    // X = G_12 T_2 (h x r), T_12 = -T_1 X; T_1 and T_2 are zero below their diagonals, so
-    // whole columns add zeros there.
+    block_factor(simd, &g22[..r * r], tau2, &mut t2[..r * r]);
+    // X = G_12 T_2 (h x r), T_12 = -T_1 X, a sum of whole columns each.
     let mut x = [0.0f32; SUB_PANEL * SUB_PANEL];
     for j in 0..r {
         for k in 0..=j {
-            let c = t2[k + j * r];
-            for (xi, &gi) in x[j * h..(j + 1) * h].iter_mut().zip(&g[k * b..][..h]) {
-                *xi += gi * c;
-            }
+            axpy(
+                simd,
+                t2[k + j * r],
+                &g[k * b..][..h],
+                &mut x[j * h..(j + 1) * h],
+            );
         }
     }
     t.fill(0.0);
@@ -498,10 +496,7 @@ fn merged_block_factor(g: &[f32], t1: &[f32], tau2: &[f32], t: &mut [f32]) {
     for j in 0..r {
         let col = &mut t[(h + j) * b..(h + j + 1) * b];
         for k in 0..h {
-            let c = x[k + j * h];
-            for (ti, &a) in col[..h].iter_mut().zip(&t1[k * h..(k + 1) * h]) {
-                *ti -= a * c;
-            }
+            axpy(simd, -x[k + j * h], &t1[k * h..(k + 1) * h], &mut col[..h]);
         }
         col[h..].copy_from_slice(&t2[j * r..(j + 1) * r]);
     }

@@ -58,10 +58,10 @@ use pulp::{Simd, WithSimd};
 /// for every `n`: fixed, like every cut of the work, so the bits do not depend on the threads.
 /// Each block's panel is factorised as two sub-panels of [`SUB_PANEL`] columns.
 // PERF: AMD Zen 5, the power refresh, best of 1000-1500 calls, alternating builds, against 16
-// columns factorised column by column (which had beaten 8-64 such columns at 256): 0.529-0.535
-// against 0.554-0.560 ms at 256 on one thread, 0.365-0.373 against 0.369-0.383 on two; the
-// same within the noise at 128 (0.105 against 0.104 on one thread) and 1024 (32.0-33.9 against
-// 32.4-38.0 ms on one thread, 17.7-21.2 against 20.0-20.3 on two). The trailing GEMMs with an
+// columns factorised column by column (which had beaten 8-64 such columns at 256): 0.510-0.526
+// against 0.556-0.564 ms at 256 on one thread, 0.365-0.373 against 0.369-0.383 on two; the
+// same within the noise at 128 (0.105 against 0.104 on one thread) and 1024 (30.7-33.9 against
+// 32.4-38.0 ms on one thread, 17.7-21.2 against 20.0-20.8 on two). The trailing GEMMs with an
 // inner dimension of 32 run at 190-196 GFLOP/s against 160-166 with 16 (faer, 256 rows, alone);
 // the sub-panels keep the level-2 work of 16-column panels.
 const QR_BLOCK: usize = 32;

@@ -438,10 +438,10 @@ fn gram(x: MatRef<'_, f32>, y: MatRef<'_, f32>, g: &mut [f32]) {
     );
 }
 
-/// `T` of a whole panel ([`block_factor`] or [`merged_block_factor`]), compiled for the
-/// instruction set so that its short loops vectorise.
-// PERF: compiled for the baseline, these loops took 6% of the refresh's samples at 256 (AMD
-// Zen 5), about as much as the sub-panels saved.
+/// `T` of a whole panel ([`block_factor`] or [`merged_block_factor`]), its columns summed as
+/// vectors of the instruction set.
+// PERF: as plain loops (which LLVM left scalar below 64 elements) these took 3-6% of the
+// refresh's samples at 256 (AMD Zen 5), as pulp vectors 1.7%.
 struct BlockFactor<'a> {
     /// `V^T V_2` (see [`factor_panel`]).
     g: &'a [f32],

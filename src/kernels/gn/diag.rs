@@ -24,10 +24,12 @@
 //! **Blocking and determinism**: the identity-basis kernel reads `X` once. Rows are summed in f32
 //! in sample order over sub-blocks of [`SUB_BLOCK_ROWS`] rows (`acc = fma(w x, x, acc)`, or
 //! `fma(x, x, acc)` without weights: the same value), each sub-block is added into an f64 sum,
-//! and blocks are combined along a tree fixed by the shape alone. The GEMM-shaped kernels work on fixed sample
-//! blocks (row-independent products) and then form `S^T B` one fixed column block of `h` at a
-//! time with sequential GEMMs (`dispatch::gemm_seq`: the `gemm` crate, faer's backend, which
-//! scales the destination as it adds to it). So every kernel gives bitwise identical results for any thread count. The
+//! and blocks are combined along a tree fixed by the shape alone. The GEMM-shaped kernels work on
+//! fixed sample blocks (row-independent products) and then form `S^T B` one fixed column block
+//! of `h` at a time with sequential GEMMs (`dispatch::gemm_seq`: the `gemm` crate, faer's
+//! backend, which scales the destination as it adds to it); the item that owns a column block
+//! also squares its columns of `X` and sums a fixed range of the bias's classes (each class in
+//! sample order). So every kernel gives bitwise identical results for any thread count. The
 //! identity-basis kernel is also bitwise identical across instruction sets; the GEMM-shaped ones
 //! use the GEMM's own instruction set and agree with the reference to the bound stated in
 //! `tests/gn.rs`.
@@ -59,7 +61,7 @@ use crate::kernels::gn::samples::Samples;
 use crate::kernels::map::{map_into, Lane};
 use crate::kernels::math;
 use faer::linalg::matmul::matmul;
-use faer::reborrow::ReborrowMut;
+use faer::reborrow::{IntoConst, ReborrowMut};
 use faer::{Accum, MatMut, MatRef};
 use pulp::{Simd, WithSimd};
 
@@ -486,33 +488,8 @@ impl Lane for Square {
     }
 }
 
-struct Pair<'a> {
-    x: &'a [f32],
-    out: &'a mut [f32],
-}
-
-impl Split for Pair<'_> {
-    fn len(&self) -> usize {
-        self.out.len()
-    }
-    fn split_at(self, mid: usize) -> (Self, Self) {
-        let (x0, x1) = self.x.split_at(mid.min(self.x.len()));
-        let (o0, o1) = self.out.split_at_mut(mid);
-        (Pair { x: x0, out: o0 }, Pair { x: x1, out: o1 })
-    }
-}
-
+/// Elements per block of the parallel softmax rows.
 const ELEMENTWISE_BLOCK: usize = 1 << 15;
-
-fn square_into(isa: Isa, par: Par, x: &[f32], out: &mut [f32]) -> Result<()> {
-    dispatch::map_reduce_blocks(
-        par,
-        Pair { x, out },
-        ELEMENTWISE_BLOCK,
-        &|p: Pair<'_>| map_into(isa, p.x, p.out, Square),
-        &|(), ()| (),
-    )
-}
 
 /// Spare workspaces of the calling thread, kept between kernel calls: a workspace above glibc's
 /// mmap threshold was mapped and unmapped on every call, and the page faults of touching it
@@ -604,16 +581,33 @@ fn workspace(name: &str, len: usize) -> Result<Workspace> {
     Ok(v)
 }
 
-/// `h_bias <- beta h_bias + (1 - beta) (1/N) sum_n S_n`, summed in f64 in sample order, from
-/// `S` (`n x c` row-major).
-fn bias_ema(s: &[f32], n: usize, c: usize, beta: f32, hb: &mut [f32]) {
-    let mut sum = vec![0.0f64; c];
-    for row in s.chunks_exact(c.max(1)).take(n) {
-        for (acc, &v) in sum.iter_mut().zip(row) {
-            *acc += v as f64;
+/// `h_bias <- beta h_bias + (1 - beta) (1/N) sum_n S_n` for the classes `first..first +
+/// h_bias.len()`, summed in f64 in sample order, from `S` (`n x c` row-major).
+struct BiasEma<'a> {
+    s: &'a [f32],
+    n: usize,
+    c: usize,
+    first: usize,
+    beta: f32,
+    h_bias: &'a mut [f32],
+}
+
+impl WithSimd for BiasEma<'_> {
+    type Output = ();
+
+    // PERF: a plain loop, vectorised by LLVM for the instruction set it runs under (outside
+    // `isa.run` it ran two f64 lanes wide: 40 us of 2.3 ms on one thread, AMD Zen 5).
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let (c, first, hb) = (self.c, self.first, self.h_bias);
+        let mut sum = vec![0.0f64; hb.len()];
+        for row in self.s.chunks_exact(c.max(1)).take(self.n) {
+            for (acc, &v) in sum.iter_mut().zip(&row[first..first + hb.len()]) {
+                *acc += v as f64;
+            }
         }
+        finish_ema(hb, &sum, self.n, self.beta);
     }
-    finish_ema(hb, &sum, n, beta);
 }
 
 /// Columns of one tile of [`to_row_major`].
@@ -635,22 +629,41 @@ fn to_row_major(n: usize, k: usize, out: &mut [f32], f: impl Fn(usize) -> f32) {
     }
 }
 
+/// The right-hand operand `B` (`n x d`, row-major, contiguous) of [`st_b_into_h`].
+enum Rhs<'a> {
+    /// `B` as given.
+    Given(Samples<'a>),
+    /// `B = X o X`, written into `out` (as long as `x`) one column block at a time by the item
+    /// that multiplies by it.
+    Squared { x: Samples<'a>, out: &'a mut [f32] },
+}
+
 /// `h <- beta h + (1 - beta) S^T B / N` (`h`: `c x d` row-major, `S`: `n x c`, `B`: `n x d`,
-/// both contiguous) and `h_bias <- beta h_bias + (1 - beta) (1/N) sum_n S_n`, one column block
-/// of `h` per sequential GEMM ([`dispatch::gemm_seq`]).
+/// both contiguous) and `h_bias <- beta h_bias + (1 - beta) (1/N) sum_n S_n`: one item per
+/// column block of `h` (a sequential GEMM, [`dispatch::gemm_seq`]), which also squares its
+/// block of `B` first ([`Rhs::Squared`]) and sums one range of the bias's classes. Each class
+/// is summed over the samples in order and each element of `B` squared alone, whichever item
+/// has it, so the bits do not depend on the thread count.
 ///
 /// PERF: `h` is scaled by `beta` inside the GEMM's own pass over it (a separate `h *= beta`
-/// cost 0.4-0.6 ms of about 4.5), and `S` is read in place (as the transposed view of its row-major storage): the `gemm`
-/// crate packs its operands, and a transposed copy of `S` first, which faer's `matmul` needed,
-/// cost 0.1-0.2 ms of about 4 (256 x 1000 x 1024, Intel Xeon).
+/// cost 0.4-0.6 ms of about 4.5), and `S` is read in place (as the transposed view of its
+/// row-major storage): the `gemm` crate packs its operands, and a transposed copy of `S`
+/// first, which faer's `matmul` needed, cost 0.1-0.2 ms of about 4 (256 x 1000 x 1024, Intel
+/// Xeon). The bias summed, and `X o X` formed, before the GEMMs (each on its own, the bias on
+/// one thread) cost 1.344-1.391 ms against 1.293-1.306 for the softmax layer on two threads
+/// (AMD Zen 5, 256 x 1000 x 1024).
 fn st_b_into_h(
+    isa: Isa,
     par: Par,
     s: Samples<'_>,
-    b: Samples<'_>,
+    rhs: Rhs<'_>,
     beta: f32,
     h: &mut [f32],
     h_bias: Option<&mut [f32]>,
 ) -> Result<()> {
+    let b = match &rhs {
+        Rhs::Given(b) | Rhs::Squared { x: b, .. } => *b,
+    };
     let (n, c, d) = (s.n_samples(), s.dim(), b.dim());
     let (s, b) = (s.data(), b.data());
     // Start the pool before anything is written: no later step can fail, so an error leaves
@@ -658,29 +671,61 @@ fn st_b_into_h(
     if par == Par::Pool {
         dispatch::pool()?;
     }
-    if let Some(hb) = h_bias {
-        bias_ema(s, n, c, beta, hb);
-    }
-    if c == 0 || d == 0 {
-        return Ok(());
-    }
     let scale = ((1.0 - beta as f64) / n as f64) as f32;
     let st = MatRef::from_row_major_slice(s, n, c).transpose();
-    let bm = MatRef::from_row_major_slice(b, n, d);
-    let mut blocks = Vec::new();
-    let mut rest = MatMut::from_row_major_slice_mut(h, c, d);
-    let mut j0 = 0;
-    while j0 < d {
-        let w = (d - j0).min(GEMM_BLOCK_COLS);
-        let (head, tail) = rest.split_at_col_mut(w);
-        blocks.push((j0, head));
-        rest = tail;
-        j0 += w;
+    let blocks = d.div_ceil(GEMM_BLOCK_COLS).max(1);
+    let classes_per_block = c.div_ceil(blocks).next_multiple_of(16);
+    let (mut rest_h, mut rest_bias) = (MatMut::from_row_major_slice_mut(h, c, d), h_bias);
+    let mut rest_sq = match rhs {
+        Rhs::Squared { out, .. } => Some(MatMut::from_row_major_slice_mut(out, n, d)),
+        Rhs::Given(_) => None,
+    };
+    let mut items = Vec::with_capacity(blocks);
+    for k in 0..blocks {
+        let (j0, first) = (k * GEMM_BLOCK_COLS, (k * classes_per_block).min(c));
+        let w = (d - j0.min(d)).min(GEMM_BLOCK_COLS);
+        let (head, tail) = rest_h.split_at_col_mut(w);
+        rest_h = tail;
+        let bias = rest_bias.take().map(|hb| {
+            let (head, tail) = hb.split_at_mut(classes_per_block.min(hb.len()));
+            rest_bias = Some(tail);
+            (first, head)
+        });
+        let sq = rest_sq.take().map(|m| {
+            let (head, tail) = m.split_at_col_mut(w);
+            rest_sq = Some(tail);
+            head
+        });
+        items.push((j0, head, bias, sq));
     }
-    dispatch::for_each_item(par, blocks, |(j0, hb)| {
+    let bm = MatRef::from_row_major_slice(b, n, d);
+    dispatch::for_each_item(par, items, |(j0, hb, bias, sq)| {
+        if let Some((first, h_bias)) = bias {
+            isa.run(BiasEma {
+                s,
+                n,
+                c,
+                first,
+                beta,
+                h_bias,
+            });
+        }
         let w = hb.ncols();
-        dispatch::gemm_seq(hb, beta, st, bm.subcols(j0, w), scale);
-        dispatch::clean_vector_state();
+        let rhs = match sq {
+            Some(mut sq) => {
+                for r in 0..n {
+                    let row = sq.rb_mut().row_mut(r).try_as_row_major_mut();
+                    let row = row.expect("unit column stride").as_slice_mut();
+                    map_into(isa, &b[r * d + j0..r * d + j0 + w], row, Square);
+                }
+                sq.into_const()
+            }
+            None => bm.subcols(j0, w),
+        };
+        if w > 0 && c > 0 {
+            dispatch::gemm_seq(hb, beta, st, rhs, scale);
+            dispatch::clean_vector_state();
+        }
     })
 }
 
@@ -729,9 +774,8 @@ pub fn gn_diag_linear_with(
     check_rows("s", s, x.n_samples())?;
     check_contiguous("s", s)?;
     let mut sq = scratch("X o X", x.data().len())?;
-    square_into(isa, par, x.data(), &mut sq)?;
-    let sq = Samples::new(&sq, x.n_samples(), x.dim())?;
-    st_b_into_h(par, s, sq, beta, h, h_bias)
+    let rhs = Rhs::Squared { x, out: &mut sq };
+    st_b_into_h(isa, par, s, rhs, beta, h, h_bias)
 }
 
 /// A counter-based uniform in `[0, 1)` for sample `index` under `seed` (SplitMix64 finalizer
@@ -1168,9 +1212,8 @@ pub fn gn_diag_softmax_with(
     )?;
     let s = Samples::new(&s, logits.n_samples(), logits.dim())?;
     let mut sq = scratch("X o X", x.data().len())?;
-    square_into(isa, par, x.data(), &mut sq)?;
-    let sq = Samples::new(&sq, x.n_samples(), x.dim())?;
-    st_b_into_h(par, s, sq, beta, h, h_bias)
+    let rhs = Rhs::Squared { x, out: &mut sq };
+    st_b_into_h(isa, par, s, rhs, beta, h, h_bias)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1416,5 +1459,5 @@ pub fn gn_diag_softmax_in_kronecker_with(
     dispatch::map_reduce_blocks(par, work, GEMM_BLOCK_ROWS, &map, &|(), ()| ())?;
     let a = Samples::new(&a, n_samples, kc)?;
     let b = Samples::new(&b, n_samples, kx)?;
-    st_b_into_h(par, a, b, beta, h, h_bias)
+    st_b_into_h(isa, par, a, Rhs::Given(b), beta, h, h_bias)
 }

@@ -4,9 +4,11 @@
 //!   their `WithSimd` struct through [`Isa::run`]. [`Isa::detect`] picks the best one once (the
 //!   environment variable `DIAGPREC_ISA=scalar|avx2|avx512` lowers it, for comparisons), and
 //!   [`Isa::available`] lists every level this machine can run, so tests cover them all.
-//! * Threads come from one crate-wide rayon pool, sized by [`set_num_threads`]. Work is split at
-//!   fixed block boundaries by `map_reduce_blocks`, whose reduction tree depends only on the
-//!   length and the block size: results are bitwise identical for any thread count.
+//! * Threads come from one crate-wide rayon pool, sized by [`set_num_threads`]; a call made from
+//!   a worker of a rayon pool of the same size (the caller's own) runs on that pool's threads
+//!   instead (`enter`). Work is split at fixed block boundaries by `map_reduce_blocks`, whose
+//!   reduction tree depends only on the length and the block size: results are bitwise
+//!   identical for any thread count.
 //! * The multi-tensor entry points cut their tensors into batches of about one block of elements
 //!   and step them with `batches::balanced_batches` and `batches::step_batches`.
 //! * faer's GEMMs get their parallelism from `with_faer_par` (the same pool), and so do the
@@ -210,7 +212,8 @@ pub const MAX_THREADS: usize = 1024;
 
 /// Sets the number of threads the crate's kernels use: `0` means the default
 /// ([`NUM_THREADS_ENV`], else one per core), `1` runs every kernel on the caller's thread (no
-/// pool thread is started). Results do not depend on it.
+/// pool thread is started). Results do not depend on it. A kernel called from a worker of a
+/// rayon pool with this many threads runs on that pool instead of the crate's.
 pub fn set_num_threads(n_threads: usize) -> Result<()> {
     if n_threads > MAX_THREADS {
         return Err(Error::new(
@@ -284,6 +287,26 @@ pub(crate) fn pool() -> Result<Option<Arc<rayon::ThreadPool>>> {
     Ok(Some(pool))
 }
 
+/// Runs `f` with the crate's `pool` as the current rayon pool: on the calling thread when it
+/// is already a worker of a pool of the same size (the crate's own, or the caller's, whose
+/// threads then do the work), else through `pool.install`. Results do not depend on which
+/// threads run the work, only on how many.
+///
+/// PERF: a call from a worker of another rayon pool (`install` across pools) leaves that worker
+/// in rayon's idle loop, yielding the core until it falls asleep: on two cores that took time
+/// from the two workers doing the call's work (AMD Zen 5, a SOAP-like step at 256 called from a
+/// two-thread pool, best of 40 batches of 30: 332-365 us through `install`, 315-348 run on the
+/// caller's pool; 0.93-0.94 of four of faer's GEMMs on that pool against 0.98-0.99).
+pub(crate) fn enter<R: Send>(pool: &rayon::ThreadPool, f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some()
+        && rayon::current_num_threads() == pool.current_num_threads()
+    {
+        f()
+    } else {
+        pool.install(f)
+    }
+}
+
 /// The number of threads kernels will use.
 pub fn num_threads() -> usize {
     pool().ok().flatten().map_or(1, |p| p.current_num_threads())
@@ -328,7 +351,7 @@ pub(crate) fn with_faer_par<R: Send>(
     if par == Par::Pool && flops >= PAR_FLOPS {
         if let Some(pool) = pool()? {
             let n = pool.current_num_threads();
-            return Ok(pool.install(|| f(faer::Par::rayon(n))));
+            return Ok(enter(&pool, || f(faer::Par::rayon(n))));
         }
     }
     Ok(f(faer::Par::Seq))
@@ -517,7 +540,7 @@ where
         None
     };
     Ok(match pool {
-        Some(pool) => pool.install(|| recurse(work, block, true, map, reduce)),
+        Some(pool) => enter(&pool, || recurse(work, block, true, map, reduce)),
         None => recurse(work, block, false, map, reduce),
     })
 }
@@ -694,7 +717,7 @@ pub(crate) fn for_each_item<T: Send, F: Fn(T) + Sync>(par: Par, items: Vec<T>, f
     use rayon::prelude::*;
     if par == Par::Pool && items.len() > 1 {
         if let Some(pool) = pool()? {
-            pool.install(|| items.into_par_iter().for_each(&f));
+            enter(&pool, || items.into_par_iter().for_each(&f));
             return Ok(());
         }
     }

@@ -78,7 +78,7 @@ fn dense_blocks(
     use rayon::prelude::*;
     if par == Par::Pool && flops >= PAR_FLOPS && out.len() > DENSE_BLOCK {
         if let Some(pool) = dispatch::pool()? {
-            pool.install(|| {
+            dispatch::enter(&pool, || {
                 out.par_chunks_mut(DENSE_BLOCK)
                     .enumerate()
                     .for_each(|(b, chunk)| f(b * DENSE_BLOCK, chunk))

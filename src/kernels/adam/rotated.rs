@@ -123,7 +123,7 @@ pub fn rotated_adam_step_with(
     // then run on its threads without a hand-off between them.
     if par == Par::Pool && flops >= dispatch::PAR_FLOPS {
         if let Some(pool) = dispatch::pool()? {
-            return pool.install(|| {
+            return dispatch::enter(&pool, || {
                 rotated_body(
                     isa, par, k, basis, param, grad, exp_avg, exp_avg_sq, vmax, rot, work,
                 )

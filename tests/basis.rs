@@ -289,14 +289,8 @@ fn rotated_step_agrees_across_isas_and_threads() {
             let p = run(Isa::detect(), Par::Pool);
             // The GEMMs split work by output blocks: sums do not depend on the thread count.
             assert_eq!(p, first, "{threads} threads, {len} floats");
-            // Called from a worker of the caller's own rayon pool (of the same size, whose
-            // threads then do the work, and of another size).
-            for own in [threads, threads + 1] {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(own)
-                    .build()
-                    .unwrap();
-                let p = pool.install(|| run(Isa::detect(), Par::Pool));
+            // From a caller's own rayon pool of the same size and of another size.
+            for (own, p) in from_own_pools(threads, || run(Isa::detect(), Par::Pool)) {
                 assert_eq!(
                     p, first,
                     "{threads} threads from a pool of {own}, {len} floats"
@@ -1241,12 +1235,7 @@ fn power_refresh_is_bitwise_identical_for_any_thread_count() {
         for threads in [1, 2, 3] {
             diagprec::set_num_threads(threads).unwrap();
             assert!(run(Par::Pool) == first, "d = {d}, {threads} threads");
-            for own in [threads, threads + 1] {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(own)
-                    .build()
-                    .unwrap();
-                let from_pool = pool.install(|| run(Par::Pool));
+            for (own, from_pool) in from_own_pools(threads, || run(Par::Pool)) {
                 assert!(
                     from_pool == first,
                     "d = {d}, {threads} threads from a pool of {own}"

@@ -613,14 +613,7 @@ fn gemm_shaped_kernels_are_bitwise_identical_across_thread_counts() {
     for threads in [1, 2, 3] {
         diagprec::set_num_threads(threads).unwrap();
         assert_eq!(run(Par::Pool), expected, "{threads} threads");
-        // Called from a worker of the caller's own rayon pool (of the same size, whose threads
-        // then do the work, and of another size).
-        for own in [threads, threads + 1] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(own)
-                .build()
-                .unwrap();
-            let from_pool = pool.install(|| run(Par::Pool));
+        for (own, from_pool) in from_own_pools(threads, || run(Par::Pool)) {
             assert_eq!(
                 from_pool, expected,
                 "{threads} threads from a pool of {own}"

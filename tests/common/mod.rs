@@ -104,3 +104,19 @@ pub fn shifted<T: Copy + Default>(values: &[T], offset: usize) -> Vec<T> {
     v.extend_from_slice(values);
     v
 }
+
+/// `f()` run on a worker of a new rayon pool of `own` threads, for `own` in
+/// `[threads, threads + 1]`: called from a caller's own pool of the crate's size (whose threads
+/// then do the work) and of another size. Each result with its `own`.
+pub fn from_own_pools<R: Send>(threads: usize, f: impl Fn() -> R + Sync) -> Vec<(usize, R)> {
+    [threads, threads + 1]
+        .into_iter()
+        .map(|own| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(own)
+                .build()
+                .unwrap();
+            (own, pool.install(&f))
+        })
+        .collect()
+}
